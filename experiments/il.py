@@ -5,6 +5,8 @@ manifest), embeds each distinct state once (cached), trains the jitted Flax rout
 prints dev / test / unseen-task metrics, and writes metrics.json and an orbax checkpoint into a new run folder.
 
     python experiments/il.py
+    python experiments/il.py --env textworld_express:twc
+    python experiments/il.py --extra-datasets textworld_express:twc    # one router on ScienceWorld + TWC
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hera_jax.dataset import resolve_dataset
 from hera_jax.cli import run_cli
-from hera_jax.dataset import check_trainable, load_il_table
+from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.checkpoint import save_router
-from hera_jax.router.il import build_features, train_and_evaluate
+from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,13 @@ class ILConfig:
     """Environment whose shipped dataset is used when --dataset is not given."""
     dataset: Path | None = None
     """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
+    extra_datasets: tuple[str, ...] = ()
+    """More datasets to train the same router on, as folders or environment names of shipped datasets (e.g.
+    textworld_express:twc). Each keeps its own splits, IL labels, unseen tasks and features cache
+    (<dataset>/features); their state format (history_k, max_obs_chars) and agents must match."""
     features_dir: Path | None = None
-    """Where the embedding cache lives (default: <dataset>/features). Only missing states are embedded."""
+    """Where the embedding cache lives (default: <dataset>/features; with --extra-datasets it applies to the first
+    dataset only). Only missing states are embedded."""
     encoder: str = DEFAULT_MODEL
     """sentence-transformers model: the shipped all-MiniLM-L6-v2, a local folder, or a hub id already cached."""
     embedding_dim: int = 384
@@ -50,7 +56,8 @@ class ILConfig:
     """Steps that count as a full episode for the step_frac feature."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types kept out of training and evaluated as 'test_unseen' (default: chosen per environment of the
-    dataset's manifest; ScienceWorld: melt, chemistry-mix-paint-tertiary-color)."""
+    dataset's manifest; ScienceWorld: melt, chemistry-mix-paint-tertiary-color; with --extra-datasets: each
+    dataset's own default)."""
     train: TrainConfig = TrainConfig()
     """Router and optimiser settings."""
     threshold: float = 0.5
@@ -91,16 +98,24 @@ def main(config: ILConfig) -> dict:
     out = config.out or ROOT / "runs" / "il" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
         raise HeraError(f"{out}: run folder exists and is not empty; choose another --out (nothing was written)")
-    table = load_il_table(dataset, config.unseen_tasks)
+    datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
+    table = load_union_table(datasets, config.unseen_tasks)
     unseen = table.unseen_tasks
-    check_trainable(table, dataset)  # before embedding anything: fail fast on one-class or empty splits
+    # before embedding anything: fail fast on one-class or empty splits
+    check_trainable(table, " + ".join(str(d) for d in datasets))
     for problem in table.report.problems:
         console.print(f"[yellow]warning[/]: {problem}")
     spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
     t0 = time.perf_counter()
-    features, num_new = build_features(table, spec, config.features_dir or Path(dataset) / "features")
+    features, num_new = build_features(table, spec, config.features_dir)
     featurize_s = time.perf_counter() - t0
     params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset, config.threshold)
+    trained_on = table.trained_on()
+    by_dataset = (
+        {t["env"]: split_metrics(table, features, config.train, params, config.threshold, table.source_mask(i))
+         for i, t in enumerate(trained_on)}
+        if len(datasets) > 1 else {}
+    )
 
     agents = table.manifest.get("agents", {})
     stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
@@ -109,6 +124,9 @@ def main(config: ILConfig) -> dict:
     )
     summary = {
         "dataset": str(dataset),
+        "datasets": [str(d) for d in datasets],
+        "envs": [t["env"] for t in trained_on],
+        "trained_on": trained_on,
         "agents": agents,
         "agents_are_stand_ins": stand_in,
         "num_steps": len(table),
@@ -119,25 +137,35 @@ def main(config: ILConfig) -> dict:
         "best_epoch": int(result.best_epoch),
         "epochs_run": int(result.epochs_run),
         "metrics": metrics,
+        "metrics_by_dataset": by_dataset,
         "threshold": config.threshold,
         "timings_s": {"featurize": featurize_s, "train_incl_compile": train_s},
     }
-    meta = {"il_summary": {k: summary[k] for k in ("dataset", "agents", "agents_are_stand_ins", "metrics")}}
+    meta = {
+        "il_summary": {k: summary[k] for k in ("dataset", "datasets", "agents", "agents_are_stand_ins", "metrics")},
+        "trained_on": trained_on,
+    }
     save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
     write_json_atomic(out / "config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
     plot_training_curve(result, out / "training_curve.png", f"IL router — agents: {agent_label}")
 
-    title = f"IL router on {Path(dataset).name} — agents: {agent_label}"
+    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — agents: {agent_label}"
     rich_table = Table(title=title)
-    for col in ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC", "cloud-step ratio @0.5"):
+    columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC", "cloud-step ratio @0.5")
+    if by_dataset:
+        rich_table.add_column("dataset", no_wrap=True)
+    for col in columns:
         rich_table.add_column(col, justify="right")
-    for split, m in metrics.items():
-        rich_table.add_row(
-            split, str(m["states"]), f"{m['positive_rate']:.3f}", f"{m['accuracy']:.3f}",
-            f"{m['majority_accuracy']:.3f}", f"{m['auroc']:.3f}", f"{m['cloud_step_ratio']:.3f}",
-        )
+    sections = [("all", metrics)] + list(by_dataset.items()) if by_dataset else [(None, metrics)]
+    for name, section in sections:
+        for split, m in section.items():
+            rich_table.add_row(
+                *((name,) if name else ()), split, str(m["states"]), f"{m['positive_rate']:.3f}",
+                f"{m['accuracy']:.3f}", f"{m['majority_accuracy']:.3f}", f"{m['auroc']:.3f}",
+                f"{m['cloud_step_ratio']:.3f}",
+            )
     console.print(rich_table)
     console.print(
         f"{summary['num_episodes']} episodes, {len(table)} steps, {summary['num_distinct_states']} distinct states "

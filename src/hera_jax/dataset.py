@@ -60,12 +60,38 @@ class StepTable:
     manifest: dict
     report: LoadReport
     unseen_tasks: tuple[str, ...]
+    datasets: tuple[str, ...] = ()
+    """The dataset folder(s) the rows come from (several for a union, see `load_union_table`)."""
+    source: np.ndarray | None = None
+    """Per row: index into `datasets` (None = all rows come from the one dataset)."""
 
     def __len__(self) -> int:
         return len(self.step)
 
     def mask(self, split: str) -> np.ndarray:
         return self.split == split
+
+    def source_mask(self, index: int) -> np.ndarray:
+        """Rows of `datasets[index]`."""
+        if self.source is None:
+            return np.full(len(self), index == 0)
+        return self.source == index
+
+    def trained_on(self) -> list[dict]:
+        """What a router trained on this table saw, per dataset: folder, environment, unseen tasks, state format.
+        Stored in checkpoint metadata so an evaluation can say (and check) what a router was trained on."""
+        manifests = self.manifest.get("union_of") or [self.manifest]
+        datasets = self.datasets or ("",)
+        out = []
+        for index, (folder, manifest) in enumerate(zip(datasets, manifests)):
+            rows = self.source_mask(index)
+            out.append({
+                "dataset": folder,
+                "env": dataset_env(manifest),
+                "unseen_tasks": sorted(set(self.task[rows & self.mask("test_unseen")].tolist())),
+                **{k: manifest.get("settings", {}).get(k) for k in STATE_FORMAT_FIELDS},
+            })
+        return out
 
 
 def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = None) -> StepTable:
@@ -115,7 +141,125 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
         manifest=manifest,
         report=report,
         unseen_tasks=tuple(unseen_tasks),
+        datasets=(str(dataset_dir),),
+        source=np.zeros(len(rows), np.int32),
     )
+
+
+# Manifest settings that shape the router's input text; datasets (and routers) with different values see
+# differently built states, so they are not mixed.
+STATE_FORMAT_FIELDS = ("history_k", "max_obs_chars")
+
+
+def dataset_env(manifest: dict) -> str | None:
+    return (manifest.get("env") or {}).get("name")
+
+
+def resolve_datasets(items: Sequence[str | Path]) -> list[Path]:
+    """Each item is a dataset folder, or an environment name with a shipped dataset (e.g. textworld_express:twc)."""
+    out = []
+    for item in items:
+        text = str(item)
+        out.append(SHIPPED_DATASETS[text] if text in SHIPPED_DATASETS and not Path(text).is_dir() else Path(text))
+    return out
+
+
+def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[str] | None = None) -> StepTable:
+    """Several datasets as one table to train one router on. Each keeps its own splits, IL labels and (by default)
+    its environment's unseen tasks; an explicit `unseen_tasks` is applied to whichever datasets hold those tasks.
+
+    Refused with one line naming the file and field: a dataset given twice, a manifest without an environment
+    name, different state formats (`STATE_FORMAT_FIELDS`) or agents, tasks or episode ids shared by two datasets.
+    """
+    dirs = [Path(d) for d in dataset_dirs]
+    if not dirs:
+        raise DatasetError("no dataset given")
+    if len(dirs) == 1:
+        return load_il_table(dirs[0], unseen_tasks)
+    resolved = [d.resolve() for d in dirs]
+    for i, d in enumerate(resolved):
+        if d in resolved[:i]:
+            raise DatasetError(f"{dirs[i]}: dataset given twice; list each dataset once")
+    manifests = [read_manifest(d) for d in dirs]
+    for d, manifest in zip(dirs, manifests):
+        if not dataset_env(manifest):
+            raise DatasetError(f"{d / 'manifest.json'}: field env.name is missing; cannot tell which environment "
+                               "the dataset comes from, so it is not mixed with others")
+    first, first_manifest = dirs[0], manifests[0]
+    for d, manifest in zip(dirs[1:], manifests[1:]):
+        for field in STATE_FORMAT_FIELDS:
+            a, b = first_manifest.get("settings", {}).get(field), manifest.get("settings", {}).get(field)
+            if a != b:
+                raise DatasetError(
+                    f"{d / 'manifest.json'}: settings.{field} is {b!r} but {first / 'manifest.json'} has {a!r}; "
+                    "the router's state texts would be built differently, so these datasets cannot be trained on "
+                    "together (re-collect one with the other's setting)"
+                )
+        for role in sorted(set(first_manifest.get("agents", {})) | set(manifest.get("agents", {}))):
+            a, b = first_manifest.get("agents", {}).get(role), manifest.get("agents", {}).get(role)
+            if a != b:
+                raise DatasetError(
+                    f"{d / 'manifest.json'}: agents.{role} is {b!r} but {first / 'manifest.json'} has {a!r}; "
+                    "IL labels of different agent pairs mean different things and are not mixed"
+                )
+    if unseen_tasks is None:
+        per_dataset: list[Sequence[str] | None] = [None] * len(dirs)
+    else:
+        tasks_of = [set(_task_names(d)) for d in dirs]
+        missing = sorted(set(unseen_tasks) - set().union(*tasks_of))
+        if missing:
+            raise DatasetError(f"unseen task(s) {missing} are in none of {', '.join(map(str, dirs))}")
+        per_dataset = [[t for t in unseen_tasks if t in tasks] for tasks in tasks_of]
+    tables = [load_il_table(d, u) for d, u in zip(dirs, per_dataset)]
+    owner: dict[str, Path] = {}
+    for d, table in zip(dirs, tables):
+        for task in sorted(set(table.task.tolist())):
+            if task in owner:
+                raise DatasetError(
+                    f"{d / STEPS_FILE}: task {task!r} is also in {owner[task] / STEPS_FILE}; tasks must belong to "
+                    "one dataset of a union (its splits and unseen tasks are per dataset)"
+                )
+            owner[task] = d
+    episode_owner: dict[str, Path] = {}
+    for d, table in zip(dirs, tables):
+        for episode in dict.fromkeys(table.episode_id.tolist()):
+            if episode in episode_owner:
+                raise DatasetError(f"{d / STEPS_FILE}: episode id {episode!r} is also in {episode_owner[episode]}")
+            episode_owner[episode] = d
+    report = LoadReport(
+        path=", ".join(str(d / STEPS_FILE) for d in dirs),
+        num_lines=sum(t.report.num_lines for t in tables),
+        num_steps=sum(t.report.num_steps for t in tables),
+        num_episodes=sum(t.report.num_episodes for t in tables),
+        problems=[p for t in tables for p in t.report.problems],
+    )
+    manifest = {
+        "env": {"name": " + ".join(dataset_env(m) for m in manifests)},
+        "agents": first_manifest.get("agents", {}),
+        "settings": first_manifest.get("settings", {}),
+        "union_of": manifests,
+    }
+    return StepTable(
+        episode_id=np.concatenate([t.episode_id for t in tables]),
+        task=np.concatenate([t.task for t in tables]),
+        variation=np.concatenate([t.variation for t in tables]),
+        split=np.concatenate([t.split for t in tables]),
+        step=np.concatenate([t.step for t in tables]),
+        state_key=[k for t in tables for k in t.state_key],
+        state_text=[x for t in tables for x in t.state_text],
+        label=np.concatenate([t.label for t in tables]),
+        success=np.concatenate([t.success for t in tables]),
+        manifest=manifest,
+        report=report,
+        unseen_tasks=tuple(u for t in tables for u in t.unseen_tasks),
+        datasets=tuple(str(d) for d in dirs),
+        source=np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]),
+    )
+
+
+def _task_names(dataset_dir: Path) -> list[str]:
+    rows, _ = read_steps(Path(dataset_dir) / STEPS_FILE)
+    return sorted({r["task"] for r in rows})
 
 
 def check_trainable(table: StepTable, dataset_dir: str | Path) -> None:

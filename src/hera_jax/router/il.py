@@ -16,8 +16,45 @@ from hera_jax.router.metrics import binary_metrics
 from hera_jax.router.train import TrainConfig, TrainData, TrainResult, make_train, predict_p_cloud
 
 
-def build_features(table: StepTable, spec: FeatureSpec, features_dir: Path, encode=None) -> tuple[np.ndarray, int]:
-    return featurize(table.state_key, table.state_text, table.step, spec, features_dir, encode=encode)
+def build_features(
+    table: StepTable, spec: FeatureSpec, features_dir: Path | None = None, encode=None
+) -> tuple[np.ndarray, int]:
+    """Features of every row. A union table reads each dataset's own cache (`<dataset>/features`);
+    `features_dir` overrides the cache of the first (or only) dataset."""
+    datasets = table.datasets or (None,)
+    if len(datasets) == 1:
+        cache = features_dir if features_dir is not None else Path(datasets[0]) / "features"
+        return featurize(table.state_key, table.state_text, table.step, spec, cache, encode=encode)
+    features = np.zeros((len(table), spec.input_dim), np.float32)
+    num_new = 0
+    for index, dataset in enumerate(datasets):
+        rows = np.flatnonzero(table.source_mask(index))
+        cache = features_dir if index == 0 and features_dir is not None else Path(dataset) / "features"
+        part, new = featurize([table.state_key[i] for i in rows], [table.state_text[i] for i in rows],
+                              table.step[rows], spec, cache, encode=encode)
+        features[rows] = part
+        num_new += new
+    return features, num_new
+
+
+def split_metrics(
+    table: StepTable,
+    features: np.ndarray,
+    config: TrainConfig,
+    params: Any,
+    threshold: float = 0.5,
+    rows: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
+    """Binary metrics of the router on each split (restricted to `rows` when given, e.g. one dataset of a union)."""
+    metrics = {}
+    for split in SPLIT_NAMES:
+        mask = table.mask(split) if rows is None else table.mask(split) & rows
+        if not mask.any():
+            continue
+        scores = predict_p_cloud(config, params, jnp.asarray(features[mask]))
+        values = binary_metrics(scores, jnp.asarray(table.label[mask]), threshold)
+        metrics[split] = {"states": int(mask.sum()), **{k: float(v) for k, v in values.items()}}
+    return metrics
 
 
 def train_and_evaluate(
@@ -40,12 +77,5 @@ def train_and_evaluate(
     result = jax.jit(make_train(config, int(train_mask.sum())))(jax.random.key(config.seed), data)
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
-    metrics = {}
-    for split in SPLIT_NAMES:
-        mask = table.mask(split)
-        if not mask.any():
-            continue
-        scores = predict_p_cloud(config, result.params, jnp.asarray(features[mask]))
-        values = binary_metrics(scores, jnp.asarray(table.label[mask]), threshold)
-        metrics[split] = {"states": int(mask.sum()), **{k: float(v) for k, v in values.items()}}
+    metrics = split_metrics(table, features, config, result.params, threshold)
     return result.params, result, metrics, train_s
