@@ -1,15 +1,23 @@
-"""Ablation sweep of the IL router as ONE compiled program: seeds x learning rates x hidden widths.
+"""Ablation sweep of the router as ONE compiled program: seeds x learning rates x hidden widths x label sources.
 
 Loads a collected dataset (default: the shipped ScienceWorld one) and its features cache, trains every configuration
 of the grid inside one `jax.vmap` of the ordinary trainer (widths zero-padded to the widest, see
 hera_jax.router.sweep), and writes a tidy table (sweep.csv, one row per configuration), sweep.json and sweep.png
-(best dev AUROC against learning rate, one line per width, min-max band over seeds) into a new run folder.
+into a new run folder. With several local devices (TPU cores, GPUs) the configurations are spread over them.
 
     python experiments/sweep.py
     python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
 
-Pending axis: IL-only vs IL+RL labels and the RL cost_weight. They become vmapped arguments (per-configuration
-targets and weights of the same shapes) once the RL stage's labels are part of the collected datasets (issue 4).
+IL-only vs IL+RL labels, and the RL cost weight: give the rollouts of an RL run (experiments/rl_iter.py) and the
+label sources to compare; each cost weight is one more label variant, trained in the same program.
+
+    python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
+
+Then every configuration trains on the same rows (the IL training states, then the run's RL visits) with its own
+targets and weights, and a share of the RL state groups (--heldout-groups-percent) is kept out of training to score
+each configuration on RL labels: how often it routes a held-out state the way the grouped preference says, and the
+cloud-step ratio that costs. Those scoring labels use one fixed cost weight (--score-cost-weight) for every
+configuration, like a fixed test set.
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hera_jax.dataset import resolve_dataset
 from hera_jax.cli import run_cli
-from hera_jax.dataset import check_trainable, load_il_table
+from hera_jax.dataset import StepTable, check_trainable, load_il_table, resolve_dataset
 from hera_jax.errors import HeraError
-from hera_jax.features import DEFAULT_MODEL, FeatureSpec
+from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
+from hera_jax.rl.loop import FEATURES, load_run_rollouts
+from hera_jax.rl.visits import group_ids, one_step_lookahead, visit_table
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.il import build_features
-from hera_jax.router.sweep import SweepGrid, make_sweep, plot_sweep, sweep_table
+from hera_jax.router.sharding import config_mesh
+from hera_jax.router.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """Sweep the IL router over seeds x learning rates x hidden widths in one compiled program."""
+    """Sweep the router over seeds x learning rates x hidden widths (x IL-only / IL+RL labels x RL cost weights)
+    in one compiled program."""
 
     env: str = "scienceworld"
     """Environment whose shipped dataset is used when --dataset is not given."""
@@ -56,11 +67,23 @@ class SweepConfig:
     grid: SweepGrid = SweepGrid()
     train: TrainConfig = TrainConfig()
     """Everything the grid does not vary (epochs, batch size, patience, ...)."""
+    rl_run: Path | None = None
+    """Run folder of experiments/rl_iter.py on the same dataset: its exploration rollouts (all finished iterations)
+    are the RL visits of the 'il+rl' label source and of the held-out RL scores. Required for 'il+rl'."""
+    heldout_groups_percent: int = 25
+    """Share of the RL run's state groups (by a hash of the state key) kept out of training and used for scoring."""
+    il_weight: float = 1.0
+    """Weight of the IL part against the RL part in the 'il+rl' loss (router/rl_loss.py). rl_iter.py fine-tunes an
+    IL router with 0.2; a sweep trains from scratch, so both parts weigh the same by default."""
+    score_cost_weight: float | None = None
+    """Cost weight of the held-out scoring labels (default: the RL run's --cost-weight)."""
+    spread_configs: bool = True
+    """With several local devices, spread the configurations over them (one config mesh; see router/sharding.py)."""
     out: Path | None = None
     """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
 
 
-def il_train_data(table, features: np.ndarray) -> TrainData:
+def il_train_data(table: StepTable, features: np.ndarray) -> TrainData:
     train, dev = table.mask("train"), table.mask("dev")
     return TrainData(
         x_train=jnp.asarray(features[train]),
@@ -71,15 +94,56 @@ def il_train_data(table, features: np.ndarray) -> TrainData:
     )
 
 
-def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid) -> tuple[list[dict], object, dict]:
+def heldout_groups(keys: list[str], percent: int) -> np.ndarray:
+    """bool[G]: a fixed share of state groups, chosen by the state key (a hex digest), so reruns hold out the same."""
+    if not 0 < percent < 100:
+        raise HeraError(f"--heldout-groups-percent must be between 1 and 99, got {percent}")
+    return np.asarray([int(k[:12], 16) % 100 < percent for k in keys], bool)
+
+
+def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: FeatureSpec, percent: int):
+    """(TrainData with the RL visits appended after the IL training rows, RLRows, settings of the RL run, stats)."""
+    settings, rows = load_run_rollouts(run_dir)
+    dataset_env = table.manifest.get("env", {}).get("name")
+    if settings.get("env") != dataset_env:
+        raise HeraError(f"{run_dir}/config.json: env {settings.get('env')!r} differs from the dataset's "
+                        f"{dataset_env!r}; give an RL run of the same environment")
+    visits = visit_table(rows, settings.get("return_kind", "success"))
+    gid, keys = group_ids(visits.state_key)
+    returns, future_calls = visits.returns, visits.future_cloud_calls
+    if settings.get("return_estimate", "lookahead") == "lookahead":  # the estimate the run's own labels used
+        returns, future_calls = jax.jit(one_step_lookahead, static_argnames="num_groups")(
+            visits.episode_index, gid, returns, future_calls, num_groups=len(keys))
+    x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
+    train = table.mask("train")
+    group_of_key = {k: i for i, k in enumerate(keys)}
+    il_group = np.asarray([group_of_key.get(k, -1) for k, m in zip(table.state_key, train) if m], np.int32)
+    heldout = heldout_groups(keys, percent)
+    il = il_train_data(table, features)
+    data = il._replace(
+        x_train=jnp.concatenate([il.x_train, jnp.asarray(x_visits)]),
+        y_train=jnp.concatenate([il.y_train, jnp.zeros(len(visits), jnp.int32)]),
+        w_train=jnp.ones(int(train.sum()) + len(visits), jnp.float32),  # replaced per configuration
+    )
+    rl = RLRows(jnp.asarray(gid), jnp.asarray(visits.chose_cloud), jnp.asarray(returns, jnp.float32),
+                jnp.asarray(future_calls, jnp.float32), jnp.asarray(il_group), jnp.asarray(heldout))
+    stats = {"rl_run": str(run_dir), "visits": len(visits), "groups": len(keys),
+             "heldout_groups": int(heldout.sum()), "il_train_rows": int(train.sum()),
+             "il_rows_in_heldout_groups": int(sum(g >= 0 and heldout[g] for g in il_group))}
+    return data, rl, settings, stats
+
+
+def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid, rl: RLRows | None = None, mesh=None,
+              il_weight: float = 1.0, score_cost_weight: float = 0.02) -> tuple[list[dict], object, dict]:
     """Compile once, train the whole grid; returns (tidy rows, stacked TrainResult, timings in seconds)."""
     num_train = int(data.x_train.shape[0])
+    sweep = make_sweep(base, grid, num_train, mesh=mesh, il_weight=il_weight, score_cost_weight=score_cost_weight)
     t0 = time.perf_counter()
-    compiled = jax.jit(make_sweep(base, grid, num_train)).lower(data).compile()
+    compiled = jax.jit(sweep).lower(data, rl).compile()
     t1 = time.perf_counter()
-    result = jax.block_until_ready(compiled(data))
+    result, scores = jax.block_until_ready(compiled(data, rl))
     t2 = time.perf_counter()
-    return sweep_table(grid, result), result, {"compile": t1 - t0, "run": t2 - t1}
+    return sweep_table(grid, result, scores), result, {"compile": t1 - t0, "run": t2 - t1}
 
 
 def main(config: SweepConfig) -> dict:
@@ -92,13 +156,27 @@ def main(config: SweepConfig) -> dict:
     out = config.out or ROOT / "runs" / "sweep" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
         raise HeraError(f"{out}: run folder exists and is not empty; choose another --out (nothing was written)")
+    if "il+rl" in config.grid.label_sources and config.rl_run is None:
+        raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
     table = load_il_table(dataset, config.unseen_tasks)  # None: the default of the dataset's own environment
     check_trainable(table, dataset)
     spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
     features, num_new = build_features(table, spec, config.features_dir or Path(dataset) / "features")
+    rl, rl_stats, score_cost_weight = None, None, config.score_cost_weight
+    if config.rl_run is not None:
+        data, rl, rl_settings, rl_stats = rl_train_data(table, features, config.rl_run, spec,
+                                                        config.heldout_groups_percent)
+        if score_cost_weight is None:
+            score_cost_weight = float(rl_settings.get("cost_weight", 0.02))
+        rl_stats["score_cost_weight"] = score_cost_weight
+    else:
+        data = il_train_data(table, features)
+    devices = jax.local_devices()
+    mesh = config_mesh(devices) if config.spread_configs and len(devices) > 1 else None
     try:
-        rows, result, seconds = run_sweep(il_train_data(table, features), config.train, config.grid)
-    except ValueError as e:  # e.g. widths of different depth
+        rows, result, seconds = run_sweep(data, config.train, config.grid, rl, mesh, config.il_weight,
+                                          score_cost_weight if score_cost_weight is not None else 0.0)
+    except ValueError as e:  # e.g. widths of different depth, unknown label source
         raise HeraError(str(e)) from None
 
     out.mkdir(parents=True, exist_ok=True)
@@ -106,21 +184,28 @@ def main(config: SweepConfig) -> dict:
     frame.to_csv(out / "sweep.csv", index=False)
     plot_sweep(rows, out / "sweep.png", title=f"Router sweep on {Path(dataset).name}")
     summary = {"dataset": str(dataset), "num_configs": len(rows), "newly_embedded_states": num_new,
-               "timings_s": seconds, "devices": [str(d) for d in jax.devices()], "rows": rows}
+               "timings_s": seconds, "devices": [str(d) for d in devices],
+               "configs_spread_over_devices": mesh is not None, "rl": rl_stats, "rows": rows}
     write_json_atomic(out / "sweep.json", summary)
     write_json_atomic(out / "config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
 
-    by_width_lr = frame.groupby(["hidden_sizes", "learning_rate"], sort=False)["best_dev_auroc"].agg(["mean", "std"])
-    rich_table = Table(title=f"{len(rows)}-config sweep on {Path(dataset).name}: best dev AUROC over "
-                             f"{frame['seed'].nunique()} seeds")
-    for col in ("hidden sizes", "learning rate", "mean", "std"):
-        rich_table.add_column(col, justify="right")
-    for (hidden, lr), stats in by_width_lr.iterrows():
-        rich_table.add_row(hidden, f"{lr:g}", f"{stats['mean']:.4f}", f"{stats['std']:.4f}")
+    keys = ["labels", "hidden_sizes", "learning_rate"]
+    metrics = ["best_dev_auroc"] + (["heldout_rl_agreement", "heldout_cloud_ratio"] if rl is not None else [])
+    grouped = frame.groupby(keys, sort=False)[metrics].agg(["mean", "std"])
+    rich_table = Table(title=f"{len(rows)}-config sweep on {Path(dataset).name}: mean (std) over "
+                             f"{frame['seed'].nunique()} seeds"
+                             + (f"; held-out RL labels at cost weight {score_cost_weight:g}" if rl is not None else ""))
+    for col in ("labels", "hidden sizes", "learning rate", *metrics):
+        rich_table.add_column(col.replace("_", " "), justify="right")
+    for (labels, hidden, lr), stats in grouped.iterrows():
+        rich_table.add_row(labels, hidden, f"{lr:g}",
+                           *[f"{stats[(m, 'mean')]:.4f} ({stats[(m, 'std')]:.4f})" for m in metrics])
     console.print(rich_table)
     best = frame.loc[frame["best_dev_auroc"].idxmax()]
-    console.print(f"best: hidden {best['hidden_sizes']}, lr {best['learning_rate']:g}, seed {best['seed']} -> dev "
-                  f"AUROC {best['best_dev_auroc']:.4f}; compile {seconds['compile']:.1f}s, run {seconds['run']:.1f}s")
+    console.print(f"best dev AUROC: {best['labels']}, hidden {best['hidden_sizes']}, lr {best['learning_rate']:g}, "
+                  f"seed {best['seed']} -> {best['best_dev_auroc']:.4f}; compile {seconds['compile']:.1f}s, "
+                  f"run {seconds['run']:.1f}s on {len(devices)} device(s)"
+                  + (", configurations spread over them" if mesh is not None else ""))
     console.print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'sweep.json'}")
     return summary
 

@@ -67,3 +67,45 @@ def test_batch_must_divide_over_devices():
     fake_mesh = type("FakeMesh", (), {"size": 3})()
     with pytest.raises(ValueError, match="divide by the 3 devices"):
         check_divisible(TrainConfig(batch_size=128), 999, fake_mesh)
+
+
+SWEEP_SCRIPT = textwrap.dedent("""
+    import json, re
+    import jax, jax.numpy as jnp, numpy as np
+    from hera_jax.router.sharding import config_mesh
+    from hera_jax.router.sweep import SweepGrid, make_sweep
+    from hera_jax.router.train import TrainConfig, TrainData
+
+    rng = np.random.default_rng(0)
+    n, n_dev, d = 512, 128, 12
+    x = rng.normal(size=(n + n_dev, d)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=n + n_dev) > 0.5).astype(np.int32)
+    data = TrainData(jnp.asarray(x[:n]), jnp.asarray(y[:n]), jnp.ones(n), jnp.asarray(x[n:]), jnp.asarray(y[n:]))
+    # 6 configurations over 4 devices: padded to 8, two per device
+    grid = SweepGrid(seeds=(0, 1, 2), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8)))
+    base = TrainConfig(max_epochs=4, patience=4, batch_size=64)
+    single, _ = jax.jit(make_sweep(base, grid, n))(data)
+    spread = jax.jit(make_sweep(base, grid, n, mesh=config_mesh()))
+    sharded, _ = spread(data)
+    hlo = spread.lower(data).compile().as_text()
+    print(json.dumps({
+        "devices": len(jax.devices()),
+        "configs": int(sharded.dev_loss.shape[0]),
+        "per_device_kernel_1": sorted(set(re.findall(r"f32\\[(\\d+),16,8\\]", hlo))),
+        "max_dev_loss_diff": float(np.nanmax(np.abs(np.asarray(single.dev_loss) - np.asarray(sharded.dev_loss)))),
+        "max_param_diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                              zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params))),
+        "best_epochs": [np.asarray(single.best_epoch).tolist(), np.asarray(sharded.best_epoch).tolist()],
+    }))
+""")
+
+
+def test_sweep_configurations_spread_over_devices_match_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["configs"] == 6
+    assert "2" in out["per_device_kernel_1"]  # each device holds 2 of the 8 (padded) configurations' weights
+    assert out["max_dev_loss_diff"] < 1e-5 and out["max_param_diff"] < 1e-5
+    assert out["best_epochs"][0] == out["best_epochs"][1]

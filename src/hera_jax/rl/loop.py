@@ -452,6 +452,23 @@ def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[d
     return history
 
 
+def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(settings, exploration rollout rows of every finished iteration) of an RL run folder, for offline reuse
+    (experiments/sweep.py's IL+RL label axis). Raises RunFolderError when the folder holds no finished iteration."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        raise RunFolderError(f"{run_dir}: no config.json; not a run folder of experiments/rl_iter.py")
+    settings = json.loads(config_file.read_text(encoding="utf-8"))
+    last = finished_iterations(run_dir)
+    if last < 1:
+        raise RunFolderError(f"{run_dir}: no finished RL iteration (iter_001/metrics.json); run rl_iter.py first")
+    rows: list[dict[str, Any]] = []
+    for i in range(1, last + 1):
+        rows.extend(read_steps(iter_dir(run_dir, i) / "rollouts.jsonl")[0])
+    return settings, rows
+
+
 def load_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads((iter_dir(run_dir, i) / "metrics.json").read_text(encoding="utf-8"))
             for i in range(finished_iterations(run_dir) + 1)]

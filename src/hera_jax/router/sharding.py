@@ -20,12 +20,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hera_jax.router.train import TrainConfig, TrainData, make_train
 
 DATA_AXIS = "data"
+CONFIG_AXIS = "config"  # sweeps (router/sweep.py) spread configurations, not rows, over the devices
 
 
 def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh over `devices` (default: all local devices)."""
     devices = jax.local_devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def config_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all local devices) for spreading a sweep's configurations."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (CONFIG_AXIS,))
 
 
 def row_sharding(mesh: Mesh) -> NamedSharding:

@@ -103,16 +103,17 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
     if config.select_metric not in ("dev_auroc", "dev_loss"):
         raise ValueError(f"select_metric must be 'dev_auroc' or 'dev_loss', got {config.select_metric!r}")
 
-    def train(rng: jax.Array, data: TrainData, learning_rate=None, init_params=None) -> TrainResult:
-        """`learning_rate` (default config.learning_rate) and `init_params` (default: fresh init from `rng`) may be
-        traced, so one compiled program can train many configurations (experiments/sweep.py)."""
+    def train(rng: jax.Array, data: TrainData, learning_rate=None, init_params=None, pos_weight=None) -> TrainResult:
+        """`learning_rate` (default config.learning_rate), `init_params` (default: fresh init from `rng`) and
+        `pos_weight` (default: config.pos_weight, or automatic) may be traced, so one compiled program can train many
+        configurations (experiments/sweep.py)."""
         peak = config.learning_rate if learning_rate is None else learning_rate
         optimizer = optax.adamw(lambda step: peak * unit_schedule(step), weight_decay=config.weight_decay)
         init_rng, epochs_rng = jax.random.split(rng)
         params = model.init(init_rng, data.x_train[:1])["params"] if init_params is None else init_params
-        pos_weight = (
-            auto_pos_weight(data.y_train, data.w_train) if config.pos_weight is None else jnp.float32(config.pos_weight)
-        )
+        if pos_weight is None:
+            pos_weight = (auto_pos_weight(data.y_train, data.w_train) if config.pos_weight is None
+                          else jnp.float32(config.pos_weight))
         dev_weights = jnp.ones(data.y_dev.shape[0], jnp.float32)
 
         def loss_fn(p, x, y, w):

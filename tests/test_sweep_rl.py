@@ -1,0 +1,81 @@
+"""experiments/sweep.py's IL-only vs IL+RL label axis, end to end on the rollouts of a real (tiny) RL run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hera_jax.errors import HeraError
+from hera_jax.router.sweep import SweepGrid
+from hera_jax.router.train import TrainConfig
+from tests.test_rl_loop import DIM, GoldPathOracle, KeyRoomEnv, PerturbedGoldDevice, _config, _run, always, collect, \
+    plan_episodes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep_cli():
+    spec = importlib.util.spec_from_file_location("sweep_cli", ROOT / "experiments" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_cli"] = module  # dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("sweep_cli", None)
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory):
+    dataset = tmp_path_factory.mktemp("keyroom_il_for_sweep")
+    env = KeyRoomEnv()
+    specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
+    manifest = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
+    collect(env, specs, GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
+            always("cloud"), dataset, manifest, dict(replay="device", history_k=2, max_obs_chars=200, max_steps=12),
+            show_progress=False)
+    out = tmp_path_factory.mktemp("rl_for_sweep") / "run"
+    _run(_config(out, 2), dataset)
+    return dataset, out
+
+
+def _sweep_config(sweep_cli, dataset, run, out, **kw):
+    return sweep_cli.SweepConfig(
+        dataset=dataset, features_dir=run / "features", encoder="toy-bag-of-words", embedding_dim=DIM,
+        unseen_tasks=(), rl_run=run, heldout_groups_percent=40, out=out,
+        grid=SweepGrid(seeds=(0, 1), learning_rates=(3e-3,), hidden_sizes=((8,), (16,)),
+                       label_sources=("il", "il+rl"), cost_weights=(0.0, 0.05)),
+        train=TrainConfig(max_epochs=6, patience=6, batch_size=16), **kw)
+
+
+def test_sweep_over_label_sources_and_cost_weights(sweep_cli, rl_run, tmp_path):
+    dataset, run = rl_run
+    summary = sweep_cli.main(_sweep_config(sweep_cli, dataset, run, tmp_path / "sweep"))
+    frame = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
+    assert len(frame) == summary["num_configs"] == 2 * 3 * 2  # widths x (il, il+rl at 2 cost weights) x seeds
+    assert frame["labels"].unique().tolist() == ["il", "il+rl c=0", "il+rl c=0.05"]
+    assert frame["best_dev_auroc"].between(0, 1).all()
+    assert frame["heldout_rl_agreement"].between(0, 1).all() and frame["heldout_cloud_ratio"].between(0, 1).all()
+    rl = summary["rl"]
+    run_settings = json.loads((run / "config.json").read_text())
+    assert rl["score_cost_weight"] == run_settings["cost_weight"]  # scored at the run's own price by default
+    assert 0 < rl["heldout_groups"] < rl["groups"] and rl["visits"] > 0
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
+    # each label variant trains differently (same widths and seeds, in the same order)
+    loss = {name: part["best_dev_loss"].to_numpy() for name, part in frame.groupby("labels")}
+    assert not np.allclose(loss["il"], loss["il+rl c=0"]) and not np.allclose(loss["il+rl c=0"], loss["il+rl c=0.05"])
+
+
+def test_il_rl_labels_need_an_rl_run(sweep_cli, rl_run, tmp_path):
+    dataset, run = rl_run
+    config = _sweep_config(sweep_cli, dataset, run, tmp_path / "a")
+    with pytest.raises(HeraError, match="needs --rl-run"):
+        sweep_cli.main(type(config)(**{**config.__dict__, "rl_run": None}))
+    with pytest.raises(HeraError, match="no config.json"):
+        sweep_cli.main(type(config)(**{**config.__dict__, "rl_run": tmp_path}))
+    assert not (tmp_path / "a").exists()  # nothing written on bad input
