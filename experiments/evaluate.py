@@ -1,9 +1,14 @@
-"""Evaluate routers against baselines: success vs cloud-step ratio frontiers on held-out ScienceWorld variations and
-unseen task types, budget targeting, headline numbers, a plot — or the same recomputed offline from recorded rollouts.
+"""Evaluate routers against baselines: success vs cloud-step ratio frontiers on held-out variations and unseen task
+types of one environment (--env: scienceworld, textworld_express:twc, textworld_express:cookingworld), budget
+targeting, headline numbers, a plot — or the same recomputed offline from recorded rollouts.
 
     python experiments/evaluate.py                                    # IL router of the latest runs/il/* run
-    python experiments/evaluate.py --routers il=runs/il/A/checkpoint rl1=runs/rl/B/iter1 --cloud-budget 0.3
+    python experiments/evaluate.py --routers il=runs/il/A/checkpoint rl=runs/rl/B/checkpoints@all --cloud-budget 0.3
+    python experiments/evaluate.py --env textworld_express:twc --routers twc=runs/il/T/checkpoint sw=runs/il/S/checkpoint
     python experiments/evaluate.py --replay-from runs/evaluate/<ts>   # no agent or simulator is called
+
+A router may be evaluated in an environment it was not trained on (cross-environment) when its features and state
+format match; the output names the data each router was trained on.
 
 The default agents are STAND-INS (cloud = gold-path oracle, device = perturbed gold path), not LLMs; every output
 says so. Run folder: frontier.png, points.csv/json (every point), episodes.csv, summary.json (headline numbers),
@@ -22,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hera_jax.dataset import resolve_dataset
 from hera_jax.cli import run_cli
-from hera_jax.dataset import DEFAULT_UNSEEN_TASKS, load_il_table
+from hera_jax.dataset import (DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, STATE_FORMAT_FIELDS, dataset_env, load_il_table,
+                              resolve_dataset)
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.context import EvalContext, ProbedAgent, SignalEnv
@@ -60,12 +65,13 @@ class EvalConfig:
     of the dataset, else all)."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types the routers never trained on (default: those of the first router's IL run, else the env default)."""
-    dev_per_task: int = 1
-    """Dev-split variations per seen task (budget targeting picks knob values on these)."""
-    test_per_task: int = 1
-    """Test-split variations per seen task."""
-    unseen_per_task: int = 2
-    """Test-split variations per unseen task."""
+    dev_per_task: int | None = None
+    """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
+    (EVAL_SIZES): ScienceWorld 1; TextWorldExpress, whose episodes are cheap and whose seen tasks are few, 4."""
+    test_per_task: int | None = None
+    """Test-split variations per seen task (default per --env: ScienceWorld 1, TextWorldExpress 4)."""
+    unseen_per_task: int | None = None
+    """Test-split variations per unseen task (default per --env: ScienceWorld 2, TextWorldExpress 8)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
     baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
@@ -106,11 +112,31 @@ class EvalConfig:
     progress: bool = True
     """Show progress bars."""
 
+    def __post_init__(self):
+        # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
+        for name, value in EVAL_SIZES.get(self.env, EVAL_SIZES["scienceworld"]).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
-def _method_label(method: str) -> str:
+
+# Default variations per task and split. ScienceWorld resets take seconds, so 1 dev + 1 test variation of 8 seen
+# tasks; a TextWorldExpress episode takes well under a second, and its 2-3 seen presets need more variations each
+# for a readable frontier (12 seen-task test episodes per point on twc, 8 on cookingworld, 8 unseen-task ones).
+EVAL_SIZES: dict[str, dict[str, int]] = {
+    "scienceworld": {"dev_per_task": 1, "test_per_task": 1, "unseen_per_task": 2},
+    "textworld_express:twc": {"dev_per_task": 4, "test_per_task": 4, "unseen_per_task": 8},
+    "textworld_express:cookingworld": {"dev_per_task": 4, "test_per_task": 4, "unseen_per_task": 8},
+}
+
+
+def _method_label(method: str, training: dict[str, list[dict]] | None = None) -> str:
     if method in BASELINES:
         return BASELINES[method].LABEL
-    return {"device_only": "device only", "cloud_only": "cloud only"}.get(method, f"router: {method}")
+    if method in ("device_only", "cloud_only"):
+        return method.replace("_", " ")
+    if training and method in training:
+        return f"router: {method} (trained on {_training_label(training[method])})"
+    return f"router: {method}"
 
 
 def agents_label(agents: dict) -> str:
@@ -167,8 +193,48 @@ def _router_run_info(checkpoint: Path) -> dict:
     return json.loads(metrics.read_text()) if metrics.exists() else {}
 
 
+def _dataset_source(dataset: str | Path, unseen: list[str] | None = None) -> dict:
+    """A `StepTable.trained_on()`-style entry for a dataset folder, read from its manifest."""
+    try:
+        manifest = read_manifest(dataset)
+    except HeraError:
+        manifest = {}
+    settings = manifest.get("settings", {})
+    return {"dataset": str(dataset), "env": dataset_env(manifest), "unseen_tasks": unseen,
+            **{k: settings.get(k) for k in STATE_FORMAT_FIELDS}}
+
+
+def router_training(checkpoint: Path, meta: dict) -> list[dict]:
+    """What a router was trained on, one entry per dataset (folder, env, unseen tasks, state format), from its
+    checkpoint metadata (experiments/il.py writes `trained_on`), else its IL run's metrics.json, else the
+    config.json of the RL run it belongs to (<run>/checkpoints). Empty when none of these says."""
+    if meta.get("trained_on"):
+        return list(meta["trained_on"])
+    info = _router_run_info(checkpoint)
+    if info.get("trained_on"):
+        return list(info["trained_on"])
+    if info.get("dataset"):
+        return [_dataset_source(info["dataset"], info.get("unseen_tasks"))]
+    rl_config = checkpoint.parent / "config.json"
+    if rl_config.exists():
+        config = json.loads(rl_config.read_text())
+        env = config.get("env")
+        dataset = config.get("dataset") or (SHIPPED_DATASETS.get(env) if env else None)
+        if dataset:
+            return [_dataset_source(dataset, config.get("unseen_tasks"))]
+    return []
+
+
+def _training_label(sources: list[dict]) -> str:
+    """Short names of the environments a router was trained on, e.g. 'scienceworld + twc'."""
+    if not sources:
+        return "unknown data"
+    names = [str(s.get("env") or Path(s["dataset"]).name) for s in sources]
+    return " + ".join(n.removeprefix("textworld_express:") for n in names)
+
+
 def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict, notes: list[str],
-                  timings: dict, console) -> dict:
+                  timings: dict, console, training: dict[str, list[dict]] | None = None) -> dict:
     """Everything derived from the recorded rollouts: episodes/points CSV+JSON, summary, plot, table."""
     episodes = episode_table(rows, config.prices)
     if episodes.empty:
@@ -178,7 +244,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
     summary = headline(points, config.cloud_budget, [m for m in methods if m in set(points.method)])
     label = agents_label(agents)
-    labels = {m: _method_label(m) for m in methods}
+    labels = {m: _method_label(m, training) for m in methods}
     episodes.to_csv(out / "episodes.csv", index=False)
     points.assign(label=points.method.map(labels)).to_csv(out / "points.csv", index=False)
     write_json_atomic(out / "points.json", json.loads(points.to_json(orient="records")))
@@ -192,6 +258,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
         "prices": dataclasses.asdict(config.prices),
         "tokens_estimated": bool(episodes.tokens_estimated.any()),
         "headline": json.loads(summary.to_json(orient="records")),
+        "router_training": training or {},
         "notes": notes,
         "timings_s": timings,
         "plot": str(plot_path),
@@ -220,7 +287,8 @@ def replay(config: EvalConfig, console) -> dict:
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
     if out != source:
         write_json_atomic(out / "config.json", {**recorded, "replay": _config_json(config)})
-    return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console)
+    return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console,
+                         recorded.get("router_training"))
 
 
 def _config_json(config: EvalConfig) -> dict:
@@ -243,10 +311,31 @@ def main(config: EvalConfig) -> dict:
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})
     router_paths = _parse_routers(config)
-    first_run = _router_run_info(next(iter(router_paths.values()))[0])
+    eval_env = dataset_env(manifest) or config.env
+    if eval_env != config.env:
+        raise HeraError(f"{dataset}/manifest.json: env.name is {eval_env!r}, not --env {config.env!r}; pass the "
+                        "dataset of the environment being evaluated")
+    # --- which data each router was trained on; routers trained on other state formats are refused ------------
+    from hera_jax.router.checkpoint import load_router
+
+    bundles = {name: load_router(path, step) for name, (path, step) in router_paths.items()}
+    training = {name: router_training(path, bundles[name].meta) for name, (path, _) in router_paths.items()}
+    for name, sources in training.items():
+        for source in sources:
+            for field in STATE_FORMAT_FIELDS:
+                mine, theirs = settings.get(field), source.get(field)
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise HeraError(
+                        f"router {name} was trained on {source['dataset']} with settings.{field}={theirs!r}, but "
+                        f"{dataset}/manifest.json has {field}={mine!r}: its states would be built differently than "
+                        "in training; evaluate it on data collected with the same setting"
+                    )
     unseen = config.unseen_tasks
     if unseen is None:
-        unseen = tuple(first_run.get("unseen_tasks", DEFAULT_UNSEEN_TASKS.get(config.env, ())))
+        # the first router's unseen tasks in this environment, if it was trained here; else this env's default
+        first = next(iter(training.values()))
+        own = [s for s in first if s.get("env") == config.env and s.get("unseen_tasks") is not None]
+        unseen = tuple(own[0]["unseen_tasks"]) if own else DEFAULT_UNSEEN_TASKS.get(config.env, ())
     table = load_il_table(dataset, [t for t in unseen if t in set(_dataset_tasks(dataset))])
     dataset_seen = sorted(set(table.task.tolist()) - set(unseen))
     if config.tasks == ("all",):
@@ -271,12 +360,10 @@ def main(config: EvalConfig) -> dict:
     from hera_jax.agents import make_agent
     from hera_jax.envs import make_env
     from hera_jax.evaluate.scoring import Embedder, RouterScorer
-    from hera_jax.router.checkpoint import load_router
 
-    bundles = {name: load_router(path, step) for name, (path, step) in router_paths.items()}
     spec = next(iter(bundles.values())).feature_spec
     read_dirs = [Path(dataset) / "features"] + [
-        Path(_router_run_info(p).get("dataset", dataset)) / "features" for p, _ in router_paths.values()
+        Path(source["dataset"]) / "features" for sources in training.values() for source in sources
     ]
     embedders: dict[str, Embedder] = {}
     for bundle in bundles.values():
@@ -295,6 +382,12 @@ def main(config: EvalConfig) -> dict:
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
     env = SignalEnv(make_env(config.env, step_limit=max_steps + 10, **env_options))
     notes = []
+    for name, sources in training.items():
+        if not sources:
+            notes.append(f"router {name}: its checkpoint does not say which data it was trained on")
+        elif config.env not in {s.get("env") for s in sources}:
+            notes.append(f"router {name} was trained on {_training_label(sources)} only, not on {config.env}: "
+                         "cross-environment, every task here is unseen to it")
     try:
         ctx = EvalContext(device=device, cloud=cloud, signals=env, routers=routers, seed=config.seed,
                           options={"max_entropy": config.confidence_max_entropy})
@@ -330,6 +423,7 @@ def main(config: EvalConfig) -> dict:
         write_json_atomic(out / "config.json", {
             "config": config_json, "agents": agents,
             "routers": {k: f"{p}@{'latest' if step is None else step}" for k, (p, step) in router_paths.items()},
+            "router_training": training,
             "dataset": str(dataset), "seen_tasks": list(seen), "unseen_tasks": list(unseen),
             "device_seed": device_seed, "notes": notes,
             "episodes": [dataclasses.asdict(e) for e in plan],
@@ -357,7 +451,7 @@ def main(config: EvalConfig) -> dict:
         f"steps, {timings['states_embedded']} states newly embedded; rollouts {rollout_s:.0f}s, total "
         f"{timings['total']:.0f}s"
     )
-    return write_outputs(out, rows, config, agents, notes, timings, console)
+    return write_outputs(out, rows, config, agents, notes, timings, console, training)
 
 
 def _dataset_tasks(dataset: Path) -> list[str]:

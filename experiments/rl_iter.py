@@ -37,6 +37,15 @@ def resolve_run_dir(config: RLConfig) -> Path:
     return RUNS / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+def check_dataset_env(collected_in: str | None, env: str, dataset: Path) -> None:
+    """The IL dataset must come from the environment the RL rollouts run in (a manifest that names only the base
+    environment, e.g. 'webshop' for 'webshop:<url>', matches any of its variants)."""
+    if collected_in is None or collected_in == env or (":" not in collected_in and collected_in == env.partition(":")[0]):
+        return
+    raise HeraError(f"{dataset}/manifest.json: env.name is {collected_in!r}, not --env {env!r}; pass --dataset of "
+                    f"that environment, or --env {collected_in}")
+
+
 def main(config: RLConfig) -> list[dict]:
     from rich.console import Console
 
@@ -46,8 +55,7 @@ def main(config: RLConfig) -> list[dict]:
     features_dir = config.features_dir or Path(dataset) / "features"
     run_dir = resolve_run_dir(config)
     env_manifest = read_manifest(dataset).get("env", {})
-    if env_manifest.get("name", config.env) != config.env.partition(":")[0]:
-        raise HeraError(f"{dataset} was collected in {env_manifest.get('name')!r}, not --env {config.env!r}")
+    check_dataset_env(env_manifest.get("name"), config.env, dataset)
     env_options = {"simplification": env_manifest.get("simplification", "easy")} if config.env == "scienceworld" else {}
     cloud = make_agent("cloud", config.cloud)
     device = make_agent("device", config.device, seed=config.device_seed)

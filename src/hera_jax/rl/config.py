@@ -21,10 +21,13 @@ class RLConfig:
     """RL iterations to reach; rerunning with a larger value (and the same --out) continues a finished run."""
     rollouts_per_task: int = 3
     """Rollouts per training variation and iteration, each with its own exploration seed."""
-    train_variations: int = 2
-    """Training variations per task (the first ones of the environment's train split)."""
-    eval_variations: int = 3
-    """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL)."""
+    train_variations: int | None = None
+    """Training variations per task (the first ones of the environment's train split). Default per --env
+    (ENV_DEFAULTS): ScienceWorld 2; TextWorldExpress more, as it has fewer seen tasks (twc 4, cookingworld 6), so
+    every environment rolls out about the same number of episodes per iteration."""
+    eval_variations: int | None = None
+    """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
+    Default per --env: ScienceWorld 3, twc 6, cookingworld 9 (18 held-out episodes each with the default tasks)."""
     tasks: tuple[str, ...] = ()
     """Tasks to roll out and evaluate; empty = the --num-tasks seen tasks of the IL dataset with the shortest
     episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""
@@ -87,6 +90,23 @@ class RLConfig:
     progress: bool = True
     """Show progress bars."""
 
+
+    def __post_init__(self):
+        # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.
+        defaults = ENV_DEFAULTS.get(self.env, ENV_DEFAULTS["scienceworld"])
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+
+# Per-environment defaults of the fields left None. ScienceWorld's default tasks are its 6 shortest seen tasks;
+# TextWorldExpress has 3 (twc) or 2 (cookingworld) seen presets, so more variations per task keep about 36
+# exploration rollouts and 18 held-out episodes per iteration everywhere.
+ENV_DEFAULTS: dict[str, dict[str, int]] = {
+    "scienceworld": {"train_variations": 2, "eval_variations": 3},
+    "textworld_express:twc": {"train_variations": 4, "eval_variations": 6},
+    "textworld_express:cookingworld": {"train_variations": 6, "eval_variations": 9},
+}
 
 # Fields that may differ between a run and its resumption; everything else must match.
 RESUMABLE_FIELDS = ("iters", "out", "resume", "progress")
