@@ -2,6 +2,12 @@
 configurations) as one vmapped, jit-compiled program (hera_jax.router.sweep). Target on a GPU: <= 3x one run.
 
     python benchmarks/bench_sweep.py --states 100k
+    python benchmarks/bench_sweep.py --states 100k --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3 \\
+        --grid.label-sources il il+rl --grid.cost-weights 0 0.01 0.02 0.05 0.1 0.2 0.5   # 64 configs with labels
+
+With 'il+rl' among the label sources, synthetic RL visits (--rl-visit-fraction of the states, ~4 visits per state
+group, a quarter of the groups held out) are appended to the training rows and every configuration computes its own
+labels in the program, as experiments/sweep.py --rl-run does.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from common import (  # noqa: E402
 )
 
 from hera_jax.cli import run_cli  # noqa: E402
-from hera_jax.router.sweep import SweepGrid, grid_points, make_sweep  # noqa: E402
+from hera_jax.router.sweep import RLRows, SweepGrid, grid_points, make_sweep  # noqa: E402
 from hera_jax.router.train import TrainConfig, TrainData, make_train  # noqa: E402
 
 
@@ -35,9 +41,29 @@ class BenchSweepConfig:
     grid: SweepGrid = SweepGrid()
     single: TrainConfig = TrainConfig(hidden_sizes=(256, 128), learning_rate=1e-3)
     """The one run the sweep is compared with (the grid's widest, default model)."""
+    rl_visit_fraction: float = 0.2
+    """With label source 'il+rl': synthetic RL visits per training state."""
     matmul_precision: str | None = None
     """jax_default_matmul_precision for both sides ('float32', 'tensorfloat32', ...); None = JAX's default."""
     out: Path = ROOT / "benchmarks" / "results" / "sweep.json"
+
+
+def synthetic_rl_rows(num_states: int, fraction: float, seed: int = 1):
+    """(x_visits, RLRows): visits of ~4 per group, half routed to the cloud, returns and calls drawn at random."""
+    rng = np.random.default_rng(seed)
+    num_visits = max(int(num_states * fraction), 8)
+    num_groups = max(num_visits // 4, 2)
+    x_visits, _, _, _ = synthetic_router_data(num_visits, 0.4, seed=seed)
+    group = rng.integers(0, num_groups, num_visits).astype(np.int32)
+    rows = RLRows(
+        group=jnp.asarray(group), chose_cloud=jnp.asarray(rng.random(num_visits) < 0.5),
+        returns=jnp.asarray(rng.random(num_visits, dtype=np.float32)),
+        future_calls=jnp.asarray(rng.integers(0, 20, num_visits).astype(np.float32)),
+        il_group=jnp.asarray(np.where(rng.random(num_states) < 0.05, rng.integers(0, num_groups, num_states), -1)
+                             .astype(np.int32)),
+        heldout=jnp.asarray(np.arange(num_groups) % 4 == 0),
+    )
+    return x_visits, rows
 
 
 def _time(fn, *args) -> tuple[float, float]:
@@ -62,9 +88,19 @@ def main(cfg: BenchSweepConfig) -> dict:
         # patience > epochs: every configuration runs all epochs, so the two sides do comparable work
         single = dataclasses.replace(cfg.single, max_epochs=cfg.epochs, patience=cfg.epochs + 1)
         one_compile, one_run = _time(make_train(single, n), jax.random.key(0), data)
-        sweep_compile, sweep_run = _time(make_sweep(single, cfg.grid, n), data)
+        if "il+rl" in cfg.grid.label_sources:
+            x_visits, rl = synthetic_rl_rows(n, cfg.rl_visit_fraction)
+            sweep_data = data._replace(
+                x_train=jnp.concatenate([data.x_train, jnp.asarray(x_visits)]),
+                y_train=jnp.concatenate([data.y_train, jnp.zeros(len(x_visits), jnp.int32)]),
+                w_train=jnp.ones(n + len(x_visits), jnp.float32))
+            num_rows = n + len(x_visits)
+        else:
+            sweep_data, rl, num_rows = data, None, n
+        sweep_compile, sweep_run = _time(make_sweep(single, cfg.grid, num_rows), sweep_data, rl)
         rows.append({
-            "states": n, "configs": num_configs,
+            "states": n, "configs": num_configs, "label_sources": list(cfg.grid.label_sources),
+            "sweep_rows": num_rows,
             "one_compile_s": one_compile, "one_run_s": one_run,
             "sweep_compile_s": sweep_compile, "sweep_run_s": sweep_run,
             "ratio_steady": sweep_run / one_run,

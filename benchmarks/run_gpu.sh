@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/RESULTS.md, as run on the device machine (no tyro there: carried as wheels in .whl).
-# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep}; results land in $OUT (default benchmarks/results/gpu).
+# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels}; results land in $OUT (default benchmarks/results/gpu).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
@@ -27,4 +27,9 @@ case "${1:-il}" in
     timeout 330 python3 benchmarks/bench_sweep.py --states 100k,1M --out "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.log"
     timeout 150 python3 benchmarks/bench_sweep.py --states 100k --matmul-precision float32 \
       --out "$OUT/sweep_float32.json" 2>&1 | tee "$OUT/sweep_float32.log" ;;
+  labels)
+    # 64 configurations whose label sources differ: 2 seeds x 2 learning rates x 4 widths x (IL, IL+RL at 3 costs)
+    timeout 400 python3 benchmarks/bench_sweep.py --states 100k,1M --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3 \
+      --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05 --out "$OUT/sweep_labels.json" 2>&1 \
+      | tee "$OUT/sweep_labels.log" ;;
 esac

@@ -75,3 +75,12 @@ def test_pos_weight_balances_rare_positives():
 def test_invalid_select_metric():
     with pytest.raises(ValueError, match="select_metric"):
         make_train(TrainConfig(select_metric="accuracy"), 10)
+
+
+@pytest.mark.parametrize("max_epochs", [1, 2])
+def test_runs_shorter_than_the_warmup_still_train(max_epochs):
+    data = _synthetic()
+    config = TrainConfig(hidden_sizes=(8,), max_epochs=max_epochs, warmup_epochs=2, batch_size=128)
+    result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(0), data)
+    assert int(result.epochs_run) == max_epochs
+    assert np.isfinite(np.asarray(result.train_loss)).all()

@@ -93,11 +93,13 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
     batch_size = min(config.batch_size, num_train)
     steps_per_epoch = max(num_train // batch_size, 1)
     # Peak 1 times a (possibly traced) learning rate, so the sweep can vmap over learning rates.
+    warmup_steps = max(config.warmup_epochs * steps_per_epoch, 1)
     unit_schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=1.0,
-        warmup_steps=max(config.warmup_epochs * steps_per_epoch, 1),
-        decay_steps=max(config.max_epochs * steps_per_epoch, 2),
+        warmup_steps=warmup_steps,
+        # optax needs decay > warmup; a run shorter than its warmup just never reaches the peak
+        decay_steps=max(config.max_epochs * steps_per_epoch, warmup_steps + 1),
     )
 
     if config.select_metric not in ("dev_auroc", "dev_loss"):
