@@ -274,21 +274,29 @@ def plot_sweep(rows: list[dict], path, title: str = "Router sweep: best dev AURO
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    several_labels = frame["labels"].nunique() > 1 if "labels" in frame else False
-    line = ["labels", "hidden_sizes"] if several_labels else ["hidden_sizes"]
+    if "labels" not in frame:
+        frame["labels"] = "il"
     has_rl = "heldout_rl_agreement" in frame
-    fig, axes = plt.subplots(1, 2 if has_rl else 1, figsize=(12 if has_rl else 6, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if has_rl else 1, figsize=(13 if has_rl else 6.5, 4.5), squeeze=False)
     ax = axes[0, 0]
-    summary = frame.groupby([*line, "learning_rate"], sort=False)["best_dev_auroc"].agg(["mean", "min", "max"])
-    for key, part in summary.groupby(level=list(range(len(line))), sort=False):
+    # colour = width, line style = label source: readable up to a handful of each
+    widths, label_names = list(dict.fromkeys(frame["hidden_sizes"])), list(dict.fromkeys(frame["labels"]))
+    styles = ["-", "--", ":", "-."]
+    summary = frame.groupby(["labels", "hidden_sizes", "learning_rate"], sort=False)["best_dev_auroc"].agg(
+        ["mean", "min", "max"])
+    for (labels, hidden), part in summary.groupby(level=[0, 1], sort=False):
         lrs = part.index.get_level_values(-1)
-        ax.plot(lrs, part["mean"], marker="o", label=" ".join(map(str, key if isinstance(key, tuple) else (key,))))
-        ax.fill_between(lrs, part["min"], part["max"], alpha=0.2)
+        color = f"C{widths.index(hidden) % 10}"
+        style = styles[label_names.index(labels) % len(styles)]
+        name = hidden if len(label_names) == 1 else f"{labels}, {hidden}"
+        ax.plot(lrs, part["mean"], marker="o", color=color, linestyle=style, label=name)
+        ax.fill_between(lrs, part["min"], part["max"], color=color, alpha=0.12)
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
-    ax.set_ylabel(f"best dev AUROC on IL labels (mean, min-max over {frame['seed'].nunique()} seeds)")
-    ax.set_title(title)
-    ax.legend(title=" / ".join(line), fontsize="small")
+    ax.set_ylabel("best dev AUROC on IL labels")
+    ax.set_title(f"{title}\n(mean, min-max band over {frame['seed'].nunique()} seeds)", fontsize="medium")
+    ax.legend(title="hidden sizes" if len(label_names) == 1 else "labels, hidden sizes", fontsize="x-small",
+              loc="center left", bbox_to_anchor=(1.0, 0.5))
     if has_rl:
         ax = axes[0, 1]
         for name, part in frame.groupby("labels", sort=False):
