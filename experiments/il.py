@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from hera_jax.cli import run_cli
@@ -26,6 +27,7 @@ from hera_jax.features import DEFAULT_MODEL, FeatureSpec
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.checkpoint import save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
+from hera_jax.router.sharding import data_mesh
 from hera_jax.router.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +64,8 @@ class ILConfig:
     """Router and optimiser settings."""
     threshold: float = 0.5
     """p(cloud) at or above which a state is routed to the cloud in the reported metrics."""
+    data_parallel: bool = True
+    """With several local devices (TPU cores, GPUs), split every minibatch over all of them (jax.sharding Mesh)."""
     out: Path | None = None
     """New run folder for metrics.json and the checkpoint (default: runs/il/<timestamp>). Must not exist yet."""
 
@@ -109,7 +113,13 @@ def main(config: ILConfig) -> dict:
     t0 = time.perf_counter()
     features, num_new = build_features(table, spec, config.features_dir)
     featurize_s = time.perf_counter() - t0
-    params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset, config.threshold)
+    devices = jax.local_devices()
+    mesh = data_mesh(devices) if config.data_parallel and len(devices) > 1 else None
+    try:
+        params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
+                                                              config.threshold, mesh)
+    except ValueError as e:  # e.g. a batch size that does not divide over the devices
+        raise HeraError(f"{e} (or pass --no-data-parallel)") from None
     trained_on = table.trained_on()
     by_dataset = (
         {t["env"]: split_metrics(table, features, config.train, params, config.threshold, table.source_mask(i))
@@ -133,6 +143,8 @@ def main(config: ILConfig) -> dict:
         "num_episodes": int(len(set(table.episode_id.tolist()))),
         "num_distinct_states": len(set(table.state_key)),
         "newly_embedded_states": num_new,
+        "devices": [str(d) for d in devices],
+        "data_parallel_devices": mesh.size if mesh is not None else 1,
         "unseen_tasks": list(unseen),
         "best_epoch": int(result.best_epoch),
         "epochs_run": int(result.epochs_run),

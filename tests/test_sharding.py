@@ -109,3 +109,29 @@ def test_sweep_configurations_spread_over_devices_match_one_device():
     assert "2" in out["per_device_kernel_1"]  # each device holds 2 of the 8 (padded) configurations' weights
     assert out["max_dev_loss_diff"] < 1e-5 and out["max_param_diff"] < 1e-5
     assert out["best_epochs"][0] == out["best_epochs"][1]
+
+
+def test_padding_rows_for_the_devices_changes_neither_loss_nor_balance():
+    from hera_jax.router.sharding import pad_rows
+    from hera_jax.router.train import TrainData, auto_pos_weight
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    y = np.asarray([1, 0, 0, 1, 0, 0, 0, 1, 0, 0], np.int32)
+    data = TrainData(x, y, np.ones(10, np.float32), x[:2], y[:2])
+    padded = pad_rows(data, 4)
+    assert padded.x_train.shape == (12, 3) and float(padded.w_train[10:].sum()) == 0.0
+    np.testing.assert_allclose(float(auto_pos_weight(padded.y_train, padded.w_train)),
+                               float(auto_pos_weight(data.y_train, data.w_train)))
+    assert pad_rows(padded, 4) is padded
+
+
+def test_il_experiment_trains_data_parallel_on_all_devices(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "il.py"), "--out", str(tmp_path / "il"),
+                           "--train.max-epochs", "4"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "il" / "metrics.json").read_text())
+    assert metrics["data_parallel_devices"] == 4 and len(metrics["devices"]) == 4
+    assert metrics["metrics"]["dev"]["auroc"] > 0.7

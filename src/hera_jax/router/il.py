@@ -9,10 +9,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from hera_jax.dataset import SPLIT_NAMES, StepTable, check_trainable
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.router.metrics import binary_metrics
+from hera_jax.router.sharding import make_sharded_train, pad_rows, shard_train_data
 from hera_jax.router.train import TrainConfig, TrainData, TrainResult, make_train, predict_p_cloud
 
 
@@ -63,7 +65,10 @@ def train_and_evaluate(
     config: TrainConfig,
     dataset_dir: str | Path,
     threshold: float = 0.5,
+    mesh: Mesh | None = None,
 ) -> tuple[Any, TrainResult, dict[str, dict[str, float]], float]:
+    """Train on the train split (early stopping on dev), evaluate every split. With a `mesh` of several devices
+    (router/sharding.py's `data_mesh`) training is data parallel; the batch size must divide by the device count."""
     check_trainable(table, dataset_dir)
     train_mask, dev_mask = table.mask("train"), table.mask("dev")
     data = TrainData(
@@ -74,7 +79,12 @@ def train_and_evaluate(
         y_dev=jnp.asarray(table.label[dev_mask], jnp.int32),
     )
     start = time.perf_counter()
-    result = jax.jit(make_train(config, int(train_mask.sum())))(jax.random.key(config.seed), data)
+    if mesh is not None and mesh.size > 1:  # data parallel: each device takes a slice of every minibatch
+        data = pad_rows(data, mesh.size)
+        train = make_sharded_train(config, int(data.x_train.shape[0]), mesh)
+        result = train(jax.random.key(config.seed), shard_train_data(data, mesh))
+    else:
+        result = jax.jit(make_train(config, int(train_mask.sum())))(jax.random.key(config.seed), data)
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
     metrics = split_metrics(table, features, config, result.params, threshold)

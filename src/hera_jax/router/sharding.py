@@ -14,6 +14,7 @@ the same result as on one device up to the order of floating-point sums.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -50,6 +51,19 @@ def check_divisible(config: TrainConfig, num_train: int, mesh: Mesh) -> None:
             f"batch size {batch_size} and {num_train} training states must both divide by the {mesh.size} devices; "
             "pick a batch size that is a multiple of the device count and trim the training set to a multiple of it"
         )
+
+
+def pad_rows(data: TrainData, multiple: int) -> TrainData:
+    """Training rows padded to a multiple of `multiple` (the device count) with zero-weight rows, which change
+    neither the loss nor the automatic class balance, so no state has to be dropped to split evenly."""
+    pad = -data.x_train.shape[0] % multiple
+    if pad == 0:
+        return data
+    return data._replace(
+        x_train=jnp.concatenate([data.x_train, jnp.zeros((pad, data.x_train.shape[1]), data.x_train.dtype)]),
+        y_train=jnp.concatenate([data.y_train, jnp.zeros(pad, data.y_train.dtype)]),
+        w_train=jnp.concatenate([data.w_train, jnp.zeros(pad, data.w_train.dtype)]),
+    )
 
 
 def shard_train_data(data: TrainData, mesh: Mesh) -> TrainData:
