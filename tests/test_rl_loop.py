@@ -80,7 +80,11 @@ def bag_of_words(texts):
 
 @pytest.fixture(scope="module")
 def il_dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("keyroom_il")
+    return collect_keyroom_dataset(tmp_path_factory.mktemp("keyroom_il"))
+
+
+def collect_keyroom_dataset(folder: Path) -> Path:
+    """An IL dataset of KeyRoomEnv (3 train, 2 dev, 2 test episodes), collected with the stand-in agents."""
     env = KeyRoomEnv()
     specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
     manifest = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}

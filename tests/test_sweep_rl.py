@@ -14,8 +14,7 @@ import pytest
 from hera_jax.errors import HeraError
 from hera_jax.router.sweep import SweepGrid
 from hera_jax.router.train import TrainConfig
-from tests.test_rl_loop import DIM, GoldPathOracle, KeyRoomEnv, PerturbedGoldDevice, _config, _run, always, collect, \
-    plan_episodes
+from tests.test_rl_loop import DIM, _config, _run, collect_keyroom_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +31,7 @@ def sweep_cli():
 
 @pytest.fixture(scope="module")
 def rl_run(tmp_path_factory):
-    dataset = tmp_path_factory.mktemp("keyroom_il_for_sweep")
-    env = KeyRoomEnv()
-    specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
-    manifest = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
-    collect(env, specs, GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
-            always("cloud"), dataset, manifest, dict(replay="device", history_k=2, max_obs_chars=200, max_steps=12),
-            show_progress=False)
+    dataset = collect_keyroom_dataset(tmp_path_factory.mktemp("keyroom_il_for_sweep"))
     out = tmp_path_factory.mktemp("rl_for_sweep") / "run"
     _run(_config(out, 2), dataset)
     return dataset, out
