@@ -67,11 +67,11 @@ class EvalConfig:
     """Task types the routers never trained on (default: those of the first router's IL run, else the env default)."""
     dev_per_task: int | None = None
     """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
-    (EVAL_SIZES): ScienceWorld 1; TextWorldExpress, whose episodes are cheap and whose seen tasks are few, 4."""
+    (EVAL_SIZES): ScienceWorld 1; TextWorldExpress, whose seen tasks are few, 2."""
     test_per_task: int | None = None
-    """Test-split variations per seen task (default per --env: ScienceWorld 1, TextWorldExpress 4)."""
+    """Test-split variations per seen task (default per --env: ScienceWorld 1, TextWorldExpress 2)."""
     unseen_per_task: int | None = None
-    """Test-split variations per unseen task (default per --env: ScienceWorld 2, TextWorldExpress 8)."""
+    """Test-split variations per unseen task (default per --env: ScienceWorld 2, TextWorldExpress 3)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
     baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
@@ -120,12 +120,12 @@ class EvalConfig:
 
 
 # Default variations per task and split. ScienceWorld resets take seconds, so 1 dev + 1 test variation of 8 seen
-# tasks; a TextWorldExpress episode takes well under a second, and its 2-3 seen presets need more variations each
-# for a readable frontier (12 seen-task test episodes per point on twc, 8 on cookingworld, 8 unseen-task ones).
+# tasks; TextWorldExpress has only 2-3 seen presets and 1 unseen one, so more variations each (6 seen-task test
+# episodes per point on twc, 4 on cookingworld, 3 unseen-task ones; a few minutes on 2 CPU cores).
 EVAL_SIZES: dict[str, dict[str, int]] = {
     "scienceworld": {"dev_per_task": 1, "test_per_task": 1, "unseen_per_task": 2},
-    "textworld_express:twc": {"dev_per_task": 4, "test_per_task": 4, "unseen_per_task": 8},
-    "textworld_express:cookingworld": {"dev_per_task": 4, "test_per_task": 4, "unseen_per_task": 8},
+    "textworld_express:twc": {"dev_per_task": 2, "test_per_task": 2, "unseen_per_task": 3},
+    "textworld_express:cookingworld": {"dev_per_task": 2, "test_per_task": 2, "unseen_per_task": 3},
 }
 
 

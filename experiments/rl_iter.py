@@ -2,10 +2,11 @@
 with exploration, group identical states, label each group by the routing choice with the higher return net of
 future cloud calls, fine-tune, checkpoint and evaluate on held-out variations.
 
-Default agents are STAND-INS, not LLMs: cloud = ScienceWorld's gold action path (oracle), device = the gold path with
-state-dependent mistakes. Rerunning with the same --out (or --resume) continues after the last finished iteration.
+Default agents are STAND-INS, not LLMs: cloud = the environment's gold action path (oracle), device = the gold path
+with state-dependent mistakes. Rerunning with the same --out (or --resume) continues after the last finished iteration.
 
     python experiments/rl_iter.py --iters 5
+    python experiments/rl_iter.py --env textworld_express:twc --iters 3     # or textworld_express:cookingworld
 """
 
 from __future__ import annotations

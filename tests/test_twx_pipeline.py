@@ -60,7 +60,7 @@ def test_per_environment_defaults_leave_scienceworld_unchanged():
     assert set(ENV_DEFAULTS) == set(SHIPPED_DATASETS)
     ev = evaluate_cli.EvalConfig()
     assert (ev.dev_per_task, ev.test_per_task, ev.unseen_per_task) == (1, 1, 2)
-    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 4
+    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 2
 
 
 def _hashed_encoder(model, show_progress=False, **_):
