@@ -72,6 +72,11 @@ def llama_server():
                 proc.kill()
                 pytest.fail(f"llama_cpp.server did not start; see {log.name}")
             time.sleep(0.5)
+    # Warm up (the first completion of a fresh server can take tens of seconds on a loaded 2-core machine), so
+    # the tests' timeouts and retry counts see a server in its steady state.
+    warmup = json.dumps({"model": "gemma-270m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    urllib.request.urlopen(urllib.request.Request(base + "/chat/completions", data=warmup.encode(),
+                                                  headers={"Content-Type": "application/json"}), timeout=300).read()
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -145,7 +150,7 @@ def proxy(llama_server):
 
 
 def make_agent(url: str, sleeps: list | None = None, **overrides) -> OpenAIChatAgent:
-    fields = dict(base_url=url, model="gemma-270m", api_key_env="HERA_TEST_KEY", timeout_s=30.0,
+    fields = dict(base_url=url, model="gemma-270m", api_key_env="HERA_TEST_KEY", timeout_s=60.0,
                   backoff_base_s=0.1, max_reply_tokens=16)
     config = OpenAIConfig(**{**fields, **overrides})
 
