@@ -85,7 +85,8 @@ def llama_server():
 
 class FaultProxy:
     """A real HTTP reverse proxy on loopback. `plan` is consumed one entry per request:
-    an int status (answered by the proxy with that status), ("delay", seconds) (sleep, then forward), or
+    an int status (answered by the proxy with that status), ("hang", seconds) (sleep, then close without an
+    answer), or
     "pass" (forward). Every request's headers are recorded; when the plan is empty requests are forwarded."""
 
     def __init__(self, upstream: str):
@@ -113,8 +114,9 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                if isinstance(action, tuple) and action[0] == "delay":
-                    time.sleep(action[1])
+                if isinstance(action, tuple) and action[0] == "hang":  # never answers in time; not forwarded, so
+                    time.sleep(action[1])                                # the server is not kept busy by it
+                    return
                 request = urllib.request.Request(proxy.upstream + self.path.removeprefix("/v1"), data=body,
                                                  headers={"Content-Type": "application/json"}, method="POST")
                 try:
@@ -178,8 +180,8 @@ def test_acts_against_a_real_server_with_token_and_cost_accounting(llama_server)
 
 def test_retries_with_backoff_on_429_5xx_and_timeouts_then_succeeds(proxy):
     sleeps: list[float] = []
-    agent = make_agent(proxy.url, sleeps, max_retries=5, timeout_s=5.0)
-    proxy.plan = [429, 503, ("delay", 9.0), 500]  # the delayed request outlives the client's timeout
+    agent = make_agent(proxy.url, sleeps, max_retries=5, timeout_s=8.0)
+    proxy.plan = [429, 503, ("hang", 12.0), 500]  # the hanging request outlives the client's timeout
     step = agent.act(STATE)
     assert step.tokens_out >= 1
     assert len(proxy.requests) == 5 and agent.usage.calls == 5
