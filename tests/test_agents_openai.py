@@ -51,14 +51,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server():
-    """`python -m llama_cpp.server` with the shipped GGUF on a free loopback port; stopped after the module."""
+    """`python -m llama_cpp.server` with the shipped GGUF on a free loopback port; stopped after the module.
+
+    One thread: llama.cpp's threads spin at a barrier every token, so two threads on a 2-core machine that runs
+    anything else slow down by 30x at random (1.3 s instead of 40 ms a token, seen here), and the timing tests flake."""
     from hera_jax.agents.models import default_gguf_path
 
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"hera_llama_server_{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "gemma-270m"],
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "gemma-270m"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
