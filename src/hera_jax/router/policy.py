@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -13,6 +14,14 @@ from hera_jax.features.cache import FeatureCache, cache_path, embed_with_cache
 from hera_jax.router.checkpoint import RouterBundle
 from hera_jax.router.model import RouterMLP
 from hera_jax.state import AgentState, state_key
+
+
+@functools.cache
+def p_cloud_fn(hidden_sizes: tuple[int, ...]):
+    """The jitted `(params, features) -> p(cloud)` of one router architecture, shared by every policy built for it
+    (an RL run builds several per iteration; each used to compile its own copy)."""
+    model = RouterMLP(hidden_sizes)
+    return jax.jit(lambda params, x: jax.nn.sigmoid(model.apply({"params": params}, x)))
 
 
 class RouterPolicy:
@@ -27,8 +36,7 @@ class RouterPolicy:
         spec = bundle.feature_spec
         self.cache = FeatureCache(cache_path(features_dir, spec.encoder), spec.encoder, spec.embedding_dim)
         self.encode = encode or sentence_encode_fn(spec.encoder, show_progress=False)
-        model = RouterMLP(tuple(bundle.train_config.hidden_sizes))
-        self._forward = jax.jit(lambda params, x: jax.nn.sigmoid(model.apply({"params": params}, x)))
+        self._forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
 
     def features(self, texts: list[str], steps: np.ndarray) -> np.ndarray:
         embeddings, _ = embed_with_cache(self.cache, [state_key(t) for t in texts], texts, self.encode, save=False)
