@@ -119,20 +119,11 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
             f"(e.g. episode {r['episode_id']} step {r['step']}); IL needs the device replayed on cloud states "
             "(collect.py's default mode)"
         )
-    tasks = np.asarray([r["task"] for r in rows])
-    known = set(tasks.tolist())
-    unknown = sorted(set(unseen_tasks) - known)
-    if unknown:
-        raise DatasetError(
-            f"unseen task(s) {unknown} are not in {dataset_dir}; its tasks are: {', '.join(sorted(known))}"
-        )
-    split = np.asarray([r["split"] for r in rows], dtype=object)
-    split[np.isin(tasks, list(unseen_tasks))] = "test_unseen"
-    return StepTable(
+    table = StepTable(
         episode_id=np.asarray([r["episode_id"] for r in rows]),
-        task=tasks,
+        task=np.asarray([r["task"] for r in rows]),
         variation=np.asarray([r["variation"] for r in rows]),
-        split=split.astype(str),
+        split=np.asarray([r["split"] for r in rows]),
         step=np.asarray([r["step"] for r in rows], np.int32),
         state_key=[r["state_key"] for r in rows],
         state_text=[r["state_text"] for r in rows],
@@ -140,10 +131,24 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
         success=np.asarray([bool(r["success"]) for r in rows]),
         manifest=manifest,
         report=report,
-        unseen_tasks=tuple(unseen_tasks),
+        unseen_tasks=(),
         datasets=(str(dataset_dir),),
         source=np.zeros(len(rows), np.int32),
     )
+    return hold_out_tasks(table, unseen_tasks)
+
+
+def hold_out_tasks(table: StepTable, unseen_tasks: Sequence[str]) -> StepTable:
+    """`table` with the rows of `unseen_tasks` moved to the `test_unseen` split (out of train/dev entirely)."""
+    known = set(table.task.tolist())
+    unknown = sorted(set(unseen_tasks) - known)
+    if unknown:
+        raise DatasetError(
+            f"unseen task(s) {unknown} are not in {', '.join(table.datasets)}; "
+            f"its tasks are: {', '.join(sorted(known))}"
+        )
+    split = np.where(np.isin(table.task, list(unseen_tasks)), "test_unseen", table.split.astype(object)).astype(str)
+    return dataclasses.replace(table, split=split, unseen_tasks=tuple(table.unseen_tasks) + tuple(unseen_tasks))
 
 
 # Manifest settings that shape the router's input text; datasets (and routers) with different values see
@@ -202,15 +207,15 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
                     f"{d / 'manifest.json'}: agents.{role} is {b!r} but {first / 'manifest.json'} has {a!r}; "
                     "IL labels of different agent pairs mean different things and are not mixed"
                 )
-    if unseen_tasks is None:
-        per_dataset: list[Sequence[str] | None] = [None] * len(dirs)
-    else:
-        tasks_of = [set(_task_names(d)) for d in dirs]
+    if unseen_tasks is None:  # each dataset's own environment default
+        tables = [load_il_table(d) for d in dirs]
+    else:  # each explicit task is held out of whichever dataset holds it
+        tables = [load_il_table(d, ()) for d in dirs]
+        tasks_of = [set(t.task.tolist()) for t in tables]
         missing = sorted(set(unseen_tasks) - set().union(*tasks_of))
         if missing:
             raise DatasetError(f"unseen task(s) {missing} are in none of {', '.join(map(str, dirs))}")
-        per_dataset = [[t for t in unseen_tasks if t in tasks] for tasks in tasks_of]
-    tables = [load_il_table(d, u) for d, u in zip(dirs, per_dataset)]
+        tables = [hold_out_tasks(t, [u for u in unseen_tasks if u in tasks]) for t, tasks in zip(tables, tasks_of)]
     owner: dict[str, Path] = {}
     for d, table in zip(dirs, tables):
         for task in sorted(set(table.task.tolist())):
@@ -255,11 +260,6 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
         datasets=tuple(str(d) for d in dirs),
         source=np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]),
     )
-
-
-def _task_names(dataset_dir: Path) -> list[str]:
-    rows, _ = read_steps(Path(dataset_dir) / STEPS_FILE)
-    return sorted({r["task"] for r in rows})
 
 
 def check_trainable(table: StepTable, dataset_dir: str | Path) -> None:
