@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from hera_jax.cli import run_cli
-from hera_jax.dataset import (DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, STATE_FORMAT_FIELDS, dataset_env, load_il_table,
-                              resolve_dataset)
+from hera_jax.dataset import (DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks,
+                              load_il_table, resolve_dataset)
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.context import EvalContext, ProbedAgent, SignalEnv
@@ -336,7 +336,8 @@ def main(config: EvalConfig) -> dict:
         first = next(iter(training.values()))
         own = [s for s in first if s.get("env") == config.env and s.get("unseen_tasks") is not None]
         unseen = tuple(own[0]["unseen_tasks"]) if own else DEFAULT_UNSEEN_TASKS.get(config.env, ())
-    table = load_il_table(dataset, [t for t in unseen if t in set(_dataset_tasks(dataset))])
+    table = load_il_table(dataset, ())
+    table = hold_out_tasks(table, [t for t in unseen if t in set(table.task.tolist())])
     dataset_seen = sorted(set(table.task.tolist()) - set(unseen))
     if config.tasks == ("all",):
         seen = tuple(dataset_seen)
@@ -453,10 +454,6 @@ def main(config: EvalConfig) -> dict:
     )
     return write_outputs(out, rows, config, agents, notes, timings, console, training)
 
-
-def _dataset_tasks(dataset: Path) -> list[str]:
-    rows, _ = read_steps(Path(dataset) / "steps.jsonl")
-    return sorted({r["task"] for r in rows})
 
 
 def _every(n: int, fn):

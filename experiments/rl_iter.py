@@ -15,9 +15,9 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from hera_jax.dataset import resolve_dataset
 from hera_jax.agents import make_agent
 from hera_jax.cli import run_cli
+from hera_jax.dataset import resolve_dataset
 from hera_jax.envs import make_env
 from hera_jax.errors import HeraError
 from hera_jax.rl import RLConfig, open_run, run_rl

@@ -37,7 +37,7 @@ from hera_jax.dataset import StepTable, check_trainable, load_il_table, resolve_
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
-from hera_jax.rl.visits import group_ids, one_step_lookahead, visit_table
+from hera_jax.rl.visits import grouped_visits
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.il import build_features
 from hera_jax.router.sharding import config_mesh
@@ -108,12 +108,9 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
     if settings.get("env") != dataset_env:
         raise HeraError(f"{run_dir}/config.json: env {settings.get('env')!r} differs from the dataset's "
                         f"{dataset_env!r}; give an RL run of the same environment")
-    visits = visit_table(rows, settings.get("return_kind", "success"))
-    gid, keys = group_ids(visits.state_key)
-    returns, future_calls = visits.returns, visits.future_cloud_calls
-    if settings.get("return_estimate", "lookahead") == "lookahead":  # the estimate the run's own labels used
-        returns, future_calls = jax.jit(one_step_lookahead, static_argnames="num_groups")(
-            visits.episode_index, gid, returns, future_calls, num_groups=len(keys))
+    # the return and estimate the run's own labels used
+    visits, gid, keys, returns, future_calls = grouped_visits(rows, settings.get("return_kind", "success"),
+                                                              settings.get("return_estimate", "lookahead"))
     x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
     train = table.mask("train")
     group_of_key = {k: i for i, k in enumerate(keys)}

@@ -36,7 +36,7 @@ from hera_jax.features import FeatureSpec, featurize
 from hera_jax.features.cache import cache_path
 from hera_jax.labels import group_preferences
 from hera_jax.rl.config import RESUMABLE_FIELDS, RLConfig
-from hera_jax.rl.visits import group_ids, one_step_lookahead, visit_table
+from hera_jax.rl.visits import grouped_visits
 from hera_jax.rollout.episode import Chooser, EpisodeSpec, always, run_episode
 from hera_jax.rollout.records import append_episode, completed_episode_ids, read_steps, write_json_atomic
 from hera_jax.rollout.routing import routed
@@ -324,12 +324,7 @@ def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
 def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]):
     """Visits -> groups -> labels -> per-row targets and weights (RL visits, then the IL training states)."""
     config = run.config
-    visits = visit_table(rows, config.return_kind)
-    gid, keys = group_ids(visits.state_key)
-    returns, future_calls = visits.returns, visits.future_cloud_calls
-    if config.return_estimate == "lookahead":
-        returns, future_calls = jax.jit(one_step_lookahead, static_argnames="num_groups")(
-            visits.episode_index, gid, returns, future_calls, num_groups=len(keys))
+    visits, gid, keys, returns, future_calls = grouped_visits(rows, config.return_kind, config.return_estimate)
     label, margin, valid = jax.jit(group_preferences, static_argnames="num_groups")(
         gid, visits.chose_cloud, returns, future_calls, num_groups=len(keys), cost_weight=config.cost_weight,
     )

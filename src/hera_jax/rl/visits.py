@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,3 +139,25 @@ def group_ids(keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Dense group id per key (identical states share one) and the key of each group."""
     unique, inverse = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
     return inverse.astype(np.int32), unique.tolist()
+
+
+class GroupedVisits(NamedTuple):
+    """Visits of RL rollouts grouped by identical state, with the return estimates the group labels compare."""
+
+    visits: VisitTable
+    group: np.ndarray  # int32[N] dense group of each visit
+    keys: list[str]  # state_key of each group
+    returns: np.ndarray  # float32[N] return estimate after the visit's routing choice
+    future_calls: np.ndarray  # float32[N] cloud calls from the visit on (estimate, this one included)
+
+
+def grouped_visits(rows: Sequence[dict[str, Any]], return_kind: str, return_estimate: str) -> GroupedVisits:
+    """Step records -> visits, groups of identical states and per-visit estimates: 'monte-carlo' (what followed in
+    the visit's own episode, any value but 'lookahead') or 'lookahead' (`one_step_lookahead`)."""
+    visits = visit_table(rows, return_kind)
+    gid, keys = group_ids(visits.state_key)
+    returns, future_calls = visits.returns, visits.future_cloud_calls
+    if return_estimate == "lookahead":
+        returns, future_calls = jax.jit(one_step_lookahead, static_argnames="num_groups")(
+            visits.episode_index, gid, returns, future_calls, num_groups=len(keys))
+    return GroupedVisits(visits, gid, keys, np.asarray(returns, np.float32), np.asarray(future_calls, np.float32))

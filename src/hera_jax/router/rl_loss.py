@@ -9,8 +9,8 @@ group's label and m_g its margin. The first term is "BCE per valid group, weight
 (m_g / mean margin), averaged over valid groups". The second keeps IL labels on states RL said nothing about, so the
 router does not forget them. mean' counts "needs cloud" IL rows `il_pos_weight` times, the class balance the IL
 stage trained with; without it the fine-tune would recalibrate the IL part towards the device on its own, a drift
-that has nothing to do with the RL labels. Both terms are a weighted sum of per-row BCEs, so `preference_targets` turns the group
-table into one target and one weight per row with segment sums; a minibatch estimate of the loss is then just the
+that has nothing to do with the RL labels. Both terms are a weighted sum of per-row BCEs, so `preference_targets`
+turns the group table into one target and one weight per row with segment sums; a minibatch estimate of the loss is then just the
 weighted BCE of its rows scaled by N / batch size (see router/rl_train.py).
 """
 

@@ -124,8 +124,8 @@ def label_targets(y_il: jax.Array, rl: RLRows, num_groups: int, uses_rl: jax.Arr
                   il_weight: float, il_pos_weight: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(y int[N], w float[N], pos_weight) of one label variant over the rows [IL training states; RL visits].
 
-    IL-only: the IL labels with weight 1 (0 on states of held-out groups), visits weight 0, positives balanced by #negatives / #positives (the IL
-    stage). IL+RL: the grouped-preference targets and weights of router/rl_loss.py at `cost_weight`, with held-out
+    IL-only: the IL labels with weight 1 (0 on states of held-out groups), visits weight 0, positives balanced by
+    #negatives / #positives (the IL stage). IL+RL: the grouped-preference targets and weights of router/rl_loss.py at `cost_weight`, with held-out
     groups treated as unlabelled and no extra class weight (the weights already carry the IL balance), so the loss
     is exactly the RL stage's. Pure jnp: vmapped over (uses_rl, cost_weight) it labels every variant at once.
     """
