@@ -39,7 +39,7 @@ from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits
 from hera_jax.rollout.records import write_json_atomic
-from hera_jax.router.il import build_features
+from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
 from hera_jax.router.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
@@ -81,17 +81,6 @@ class SweepConfig:
     """With several local devices, spread the configurations over them (one config mesh; see router/sharding.py)."""
     out: Path | None = None
     """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
-
-
-def il_train_data(table: StepTable, features: np.ndarray) -> TrainData:
-    train, dev = table.mask("train"), table.mask("dev")
-    return TrainData(
-        x_train=jnp.asarray(features[train]),
-        y_train=jnp.asarray(table.label[train], jnp.int32),
-        w_train=jnp.ones(int(train.sum()), jnp.float32),
-        x_dev=jnp.asarray(features[dev]),
-        y_dev=jnp.asarray(table.label[dev], jnp.int32),
-    )
 
 
 def heldout_groups(keys: list[str], percent: int) -> np.ndarray:

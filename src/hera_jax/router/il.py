@@ -59,6 +59,18 @@ def split_metrics(
     return metrics
 
 
+def il_train_data(table: StepTable, features: np.ndarray) -> TrainData:
+    """The train split (IL labels, weight 1) and the dev split of a table, as the trainer takes them."""
+    train, dev = table.mask("train"), table.mask("dev")
+    return TrainData(
+        x_train=jnp.asarray(features[train]),
+        y_train=jnp.asarray(table.label[train], jnp.int32),
+        w_train=jnp.ones(int(train.sum()), jnp.float32),
+        x_dev=jnp.asarray(features[dev]),
+        y_dev=jnp.asarray(table.label[dev], jnp.int32),
+    )
+
+
 def train_and_evaluate(
     table: StepTable,
     features: np.ndarray,
@@ -70,21 +82,14 @@ def train_and_evaluate(
     """Train on the train split (early stopping on dev), evaluate every split. With a `mesh` of several devices
     (router/sharding.py's `data_mesh`) training is data parallel; the batch size must divide by the device count."""
     check_trainable(table, dataset_dir)
-    train_mask, dev_mask = table.mask("train"), table.mask("dev")
-    data = TrainData(
-        x_train=jnp.asarray(features[train_mask]),
-        y_train=jnp.asarray(table.label[train_mask], jnp.int32),
-        w_train=jnp.ones(int(train_mask.sum()), jnp.float32),
-        x_dev=jnp.asarray(features[dev_mask]),
-        y_dev=jnp.asarray(table.label[dev_mask], jnp.int32),
-    )
+    data = il_train_data(table, features)
     start = time.perf_counter()
     if mesh is not None and mesh.size > 1:  # data parallel: each device takes a slice of every minibatch
         data = pad_rows(data, mesh.size)
         train = make_sharded_train(config, int(data.x_train.shape[0]), mesh)
         result = train(jax.random.key(config.seed), shard_train_data(data, mesh))
     else:
-        result = jax.jit(make_train(config, int(train_mask.sum())))(jax.random.key(config.seed), data)
+        result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(config.seed), data)
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
     metrics = split_metrics(table, features, config, result.params, threshold)
