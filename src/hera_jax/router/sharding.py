@@ -24,16 +24,19 @@ DATA_AXIS = "data"
 CONFIG_AXIS = "config"  # sweeps (router/sweep.py) spread configurations, not rows, over the devices
 
 
+def _local_mesh(axis: str, devices=None) -> Mesh:
+    devices = jax.local_devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (axis,))
+
+
 def data_mesh(devices=None) -> Mesh:
     """A 1-D mesh over `devices` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+    return _local_mesh(DATA_AXIS, devices)
 
 
 def config_mesh(devices=None) -> Mesh:
     """A 1-D mesh over `devices` (default: all local devices) for spreading a sweep's configurations."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (CONFIG_AXIS,))
+    return _local_mesh(CONFIG_AXIS, devices)
 
 
 def row_sharding(mesh: Mesh) -> NamedSharding:
