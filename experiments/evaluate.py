@@ -29,7 +29,7 @@ import pandas as pd
 
 from hera_jax.cli import run_cli
 from hera_jax.dataset import (DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks,
-                              load_il_table, resolve_dataset)
+                              load_il_table, manifest_agents_label, resolve_dataset)
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.context import EvalContext, ProbedAgent, SignalEnv
@@ -139,17 +139,6 @@ def _method_label(method: str, training: dict[str, list[dict]] | None = None) ->
     return f"router: {method}"
 
 
-def agents_label(agents: dict) -> str:
-    """One line for plots and tables; stand-ins are named as such."""
-    names = f"cloud={agents.get('cloud', {}).get('name')}, device={agents.get('device', {}).get('name')}"
-    stand_ins = [role for role, a in agents.items() if a.get("kind") == "stand-in"]
-    if len(stand_ins) == len(agents) and agents:
-        return f"agents: STAND-INS ({names}), not LLMs"
-    if stand_ins:
-        return f"agents: {names} — {' and '.join(stand_ins)} is a STAND-IN, not an LLM"
-    return f"agents: {names}"
-
-
 def _checkpoint_steps(path: Path) -> list[int]:
     """Finished orbax steps in a checkpoint folder (orbax names each step's folder by its number)."""
     return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
@@ -243,7 +232,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
     summary = headline(points, config.cloud_budget, [m for m in methods if m in set(points.method)])
-    label = agents_label(agents)
+    label = manifest_agents_label(agents)
     labels = {m: _method_label(m, training) for m in methods}
     episodes.to_csv(out / "episodes.csv", index=False)
     points.assign(label=points.method.map(labels)).to_csv(out / "points.csv", index=False)

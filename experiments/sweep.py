@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.cli import run_cli
-from hera_jax.dataset import StepTable, check_trainable, load_il_table, resolve_dataset
+from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_label, resolve_dataset
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
@@ -168,8 +168,12 @@ def main(config: SweepConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "sweep.csv", index=False)
-    plot_sweep(rows, out / "sweep.png", title=f"Router sweep on {Path(dataset).name}")
-    summary = {"dataset": str(dataset), "num_configs": len(rows), "newly_embedded_states": num_new,
+    agents = table.manifest.get("agents", {})
+    agents_label = manifest_agents_label(agents)  # the labels come from these agents; stand-ins say so
+    plot_sweep(rows, out / "sweep.png", title=f"Router sweep on {Path(dataset).name}\n{agents_label}")
+    summary = {"dataset": str(dataset), "agents": agents, "agents_label": agents_label,
+               "agents_are_stand_ins": any(a.get("kind") == "stand-in" for a in agents.values()),
+               "num_configs": len(rows), "newly_embedded_states": num_new,
                "timings_s": seconds, "devices": [str(d) for d in devices],
                "configs_spread_over_devices": mesh is not None, "rl": rl_stats, "rows": rows}
     write_json_atomic(out / "sweep.json", summary)
@@ -179,7 +183,7 @@ def main(config: SweepConfig) -> dict:
     metrics = ["best_dev_auroc"] + (["heldout_rl_agreement", "heldout_cloud_ratio"] if rl is not None else [])
     grouped = frame.groupby(keys, sort=False)[metrics].agg(["mean", "std"])
     rich_table = Table(title=f"{len(rows)}-config sweep on {Path(dataset).name}: mean (std) over "
-                             f"{frame['seed'].nunique()} seeds"
+                             f"{frame['seed'].nunique()} seeds; {agents_label}"
                              + (f"; held-out RL labels at cost weight {score_cost_weight:g}" if rl is not None else ""))
     for col in ("labels", "hidden sizes", "learning rate", *metrics):
         rich_table.add_column(col.replace("_", " "), justify="right")

@@ -94,6 +94,17 @@ class StepTable:
         return out
 
 
+def manifest_agents_label(agents: dict) -> str:
+    """One line for plots and tables from a manifest's `agents` (role -> description); stand-ins are named as such."""
+    names = f"cloud={agents.get('cloud', {}).get('name')}, device={agents.get('device', {}).get('name')}"
+    stand_ins = [role for role, a in agents.items() if a.get("kind") == "stand-in"]
+    if len(stand_ins) == len(agents) and agents:
+        return f"agents: STAND-INS ({names}), not LLMs"
+    if stand_ins:
+        return f"agents: {names} — {' and '.join(stand_ins)} is a STAND-IN, not an LLM"
+    return f"agents: {names}"
+
+
 def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = None) -> StepTable:
     """Load complete episodes with IL labels. `unseen_tasks=None` takes the default of the manifest's environment."""
     dataset_dir = Path(dataset_dir)
