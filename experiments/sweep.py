@@ -8,12 +8,15 @@ into a new run folder. With several local devices (TPU cores, GPUs) the configur
     python experiments/sweep.py
     python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
 
-IL-only vs IL+RL labels, and the RL cost weight: give the rollouts of an RL run (experiments/rl_iter.py) and the
-label sources to compare; each cost weight is one more label variant, trained in the same program.
+IL-only vs IL+RL labels, and the RL stage's label options: give the rollouts of an RL run (experiments/rl_iter.py)
+and the label sources to compare; each cost weight x label rule x group weighting (RLConfig's --cost-weight,
+--label-rule, --group-weighting) is one more label variant, trained in the same program.
 
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
+    python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl \
+        --grid.label-rules linear lexicographic --grid.group-weightings margin uniform class_balanced
 
-Then every configuration trains on the same rows (the IL training states, then the run's RL visits) with its own
+Then every configuration trains on the same rows (the run's RL visits, then the IL training states) with its own
 targets and weights, and a share of the RL state groups (--heldout-groups-percent) is kept out of training to score
 each configuration on RL labels: how often it routes a held-out state the way the grouped preference says, and the
 cloud-step ratio that costs. Those scoring labels use one fixed cost weight (--score-cost-weight) for every
