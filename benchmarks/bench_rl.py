@@ -92,20 +92,19 @@ def python_reference(v: dict, cost_weight: float, il_weight: float):
 
 
 def make_jax_fn(num_groups: int, num_visits: int, num_il: int):
-    from hera_jax.labels import group_preferences
-    from hera_jax.router.rl_loss import PreferenceRows, grouped_preference_loss
+    from hera_jax.rl.loss import PreferenceRows, grouped_preference_loss
+    from hera_jax.rl.preferences import group_preferences
 
     def labels_and_loss(group_ids, chose_cloud, returns, future_calls, logits, il_label, cost_weight, il_weight):
-        label, margin, valid = group_preferences(group_ids, chose_cloud, returns, future_calls, num_groups,
-                                                 cost_weight)
+        preferences = group_preferences(group_ids, chose_cloud, returns, future_calls, num_groups, cost_weight)
         rows = PreferenceRows(
             group=jnp.concatenate([group_ids, jnp.full(num_il, -1, jnp.int32)]),
             is_visit=jnp.arange(num_visits + num_il) < num_visits,
             il_label=il_label,
             il_known=jnp.arange(num_visits + num_il) >= num_visits,
         )
-        loss = grouped_preference_loss(logits, rows, label, margin, valid, il_weight)
-        return label, margin, valid, loss
+        loss = grouped_preference_loss(logits, rows, preferences, il_weight)
+        return (*preferences, loss)
 
     return jax.jit(labels_and_loss)
 

@@ -1,5 +1,5 @@
 """Sweep cost: one router training run vs the whole grid (default 4 seeds x 4 learning rates x 4 widths = 64
-configurations) as one vmapped, jit-compiled program (hera_jax.router.sweep). Target on a GPU: <= 3x one run.
+configurations) as one vmapped, jit-compiled program (hera_jax.sweep). Target on a GPU: <= 3x one run.
 
     python benchmarks/bench_sweep.py --states 100k
     python benchmarks/bench_sweep.py --states 100k --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3 \\
@@ -27,7 +27,7 @@ from common import (  # noqa: E402
 )
 
 from hera_jax.cli import run_cli  # noqa: E402
-from hera_jax.router.sweep import RLRows, SweepGrid, grid_points, make_sweep  # noqa: E402
+from hera_jax.sweep import RLRows, SweepGrid, grid_points, make_sweep  # noqa: E402
 from hera_jax.router.train import TrainConfig, TrainData, make_train  # noqa: E402
 
 
@@ -91,8 +91,8 @@ def main(cfg: BenchSweepConfig) -> dict:
         if "il+rl" in cfg.grid.label_sources:
             x_visits, rl = synthetic_rl_rows(n, cfg.rl_visit_fraction)
             sweep_data = data._replace(
-                x_train=jnp.concatenate([data.x_train, jnp.asarray(x_visits)]),
-                y_train=jnp.concatenate([data.y_train, jnp.zeros(len(x_visits), jnp.int32)]),
+                x_train=jnp.concatenate([jnp.asarray(x_visits), data.x_train]),  # rows [RL visits; IL states]
+                y_train=jnp.concatenate([jnp.zeros(len(x_visits), jnp.int32), data.y_train]),
                 w_train=jnp.ones(n + len(x_visits), jnp.float32))
             num_rows = n + len(x_visits)
         else:

@@ -2,18 +2,21 @@
 
 Loads a collected dataset (default: the shipped ScienceWorld one) and its features cache, trains every configuration
 of the grid inside one `jax.vmap` of the ordinary trainer (widths zero-padded to the widest, see
-hera_jax.router.sweep), and writes a tidy table (sweep.csv, one row per configuration), sweep.json and sweep.png
+hera_jax.sweep), and writes a tidy table (sweep.csv, one row per configuration), sweep.json and sweep.png
 into a new run folder. With several local devices (TPU cores, GPUs) the configurations are spread over them.
 
     python experiments/sweep.py
     python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
 
-IL-only vs IL+RL labels, and the RL cost weight: give the rollouts of an RL run (experiments/rl_iter.py) and the
-label sources to compare; each cost weight is one more label variant, trained in the same program.
+IL-only vs IL+RL labels, and the RL stage's label options: give the rollouts of an RL run (experiments/rl_iter.py)
+and the label sources to compare; each cost weight x label rule x group weighting (RLConfig's --cost-weight,
+--label-rule, --group-weighting) is one more label variant, trained in the same program.
 
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
+    python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl \
+        --grid.label-rules linear lexicographic --grid.group-weightings margin uniform class_balanced
 
-Then every configuration trains on the same rows (the IL training states, then the run's RL visits) with its own
+Then every configuration trains on the same rows (the run's RL visits, then the IL training states) with its own
 targets and weights, and a share of the RL state groups (--heldout-groups-percent) is kept out of training to score
 each configuration on RL labels: how often it routes a held-out state the way the grouped preference says, and the
 cloud-step ratio that costs. Those scoring labels use one fixed cost weight (--score-cost-weight) for every
@@ -37,11 +40,11 @@ from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
-from hera_jax.rl.visits import grouped_visits
+from hera_jax.rl.visits import grouped_visits, groups_of_keys
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
-from hera_jax.router.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
+from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +76,7 @@ class SweepConfig:
     heldout_groups_percent: int = 25
     """Share of the RL run's state groups (by a hash of the state key) kept out of training and used for scoring."""
     il_weight: float = 1.0
-    """Weight of the IL part against the RL part in the 'il+rl' loss (router/rl_loss.py). rl_iter.py fine-tunes an
+    """Weight of the IL part against the RL part in the 'il+rl' loss (rl/loss.py). rl_iter.py fine-tunes an
     IL router with 0.2; a sweep trains from scratch, so both parts weigh the same by default."""
     score_cost_weight: float | None = None
     """Cost weight of the held-out scoring labels (default: the RL run's --cost-weight)."""
@@ -91,7 +94,7 @@ def heldout_groups(keys: list[str], percent: int) -> np.ndarray:
 
 
 def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: FeatureSpec, percent: int):
-    """(TrainData with the RL visits appended after the IL training rows, RLRows, settings of the RL run, stats)."""
+    """(TrainData with the RL visits before the IL training rows, RLRows, settings of the RL run, stats)."""
     settings, rows = load_run_rollouts(run_dir)
     dataset_env = table.manifest.get("env", {}).get("name")
     if settings.get("env") != dataset_env:
@@ -102,13 +105,12 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
                                                               settings.get("return_estimate", "lookahead"))
     x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
     train = table.mask("train")
-    group_of_key = {k: i for i, k in enumerate(keys)}
-    il_group = np.asarray([group_of_key.get(k, -1) for k, m in zip(table.state_key, train) if m], np.int32)
+    il_group = groups_of_keys([k for k, m in zip(table.state_key, train) if m], keys)
     heldout = heldout_groups(keys, percent)
     il = il_train_data(table, features)
-    data = il._replace(
-        x_train=jnp.concatenate([il.x_train, jnp.asarray(x_visits)]),
-        y_train=jnp.concatenate([il.y_train, jnp.zeros(len(visits), jnp.int32)]),
+    data = il._replace(  # rows [RL visits; IL states], the order of rl/loss.py's preference_rows
+        x_train=jnp.concatenate([jnp.asarray(x_visits), il.x_train]),
+        y_train=jnp.concatenate([jnp.zeros(len(visits), jnp.int32), il.y_train]),
         w_train=jnp.ones(int(train.sum()) + len(visits), jnp.float32),  # replaced per configuration
     )
     rl = RLRows(jnp.asarray(gid), jnp.asarray(visits.chose_cloud), jnp.asarray(returns, jnp.float32),

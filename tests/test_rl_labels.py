@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.labels import group_preferences
+from hera_jax.rl.preferences import group_preferences
 from hera_jax.rl.visits import future_sums, group_ids, visit_table
 
 jit_preferences = jax.jit(group_preferences, static_argnames="num_groups")

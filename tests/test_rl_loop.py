@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.envs.base import Observation, StepResult
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
-from hera_jax.rl.loop import RunFolderError
+from hera_jax.rl.loop import RunFolderError, label_options, pooled_rows, preference_data
 from hera_jax.rollout.collect import collect, plan_episodes
 from hera_jax.rollout.episode import always
 from hera_jax.router.checkpoint import load_router
-from hera_jax.router.rl_train import PreferenceTrainConfig
+from hera_jax.rl.train import PreferenceTrainConfig
+from hera_jax.rl.visits import grouped_visits, groups_of_keys
 from hera_jax.router.train import TrainConfig
+from hera_jax.sweep import RLRows, label_targets
 
 DIM = 32
 
@@ -225,3 +229,30 @@ def test_default_tasks_are_the_shortest_seen_ones_in_dataset_order():
     table = SimpleNamespace(task=task, episode_id=episode)
     assert shortest_tasks(table, ["a", "b", "c"], 2) == ["a", "b"]
     assert shortest_tasks(table, ["a", "b", "c"], 0) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("label_rule,group_weighting", [("linear", "margin"), ("lexicographic", "class_balanced")])
+def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_dataset, label_rule, group_weighting):
+    """One builder of preference rows: the loop's fine-tune rows equal the sweep's IL+RL label variant."""
+    out, _ = straight_run
+    config = dataclasses.replace(_config(out, 2), label_rule=label_rule, group_weighting=group_weighting,
+                                 return_tolerance=0.1)
+    run = open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
+                   PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset,
+                   il_dataset / "features", encode=bag_of_words)
+    run = dataclasses.replace(run, config=config)
+    rows = pooled_rows(run, 2)
+    loop_rows = preference_data(run, load_router(out / "checkpoints", step=1), rows)
+
+    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    il_mask = run.table.mask("train")
+    il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
+    rl = RLRows(jnp.asarray(grouped.group), jnp.asarray(grouped.visits.chose_cloud), jnp.asarray(grouped.returns),
+                jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
+                jnp.zeros(len(grouped.keys), bool))
+    sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
+                               jnp.bool_(True), label_options(config), config.il_weight)
+    assert loop_rows.num_visits == len(grouped.visits) and loop_rows.stats["groups_valid"] > 0
+    np.testing.assert_array_equal(np.asarray(sweep_rows.y), np.asarray(loop_rows.data.target).astype(np.int32))
+    np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(loop_rows.data.weight), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(float(np.sum(loop_rows.data.weight[:loop_rows.num_visits])), 1.0, rtol=1e-5)

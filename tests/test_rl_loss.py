@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hera_jax.rl.loss import PreferenceRows, grouped_preference_loss, preference_targets
+from hera_jax.rl.preferences import GroupPreferences
+from hera_jax.rl.train import PreferenceData, PreferenceTrainConfig, make_preference_train
 from hera_jax.router.model import RouterMLP
-from hera_jax.router.rl_loss import PreferenceRows, grouped_preference_loss, preference_targets
-from hera_jax.router.rl_train import PreferenceData, PreferenceTrainConfig, make_preference_train
 
 
 def _bce(logit, y):
@@ -50,21 +51,21 @@ def _random_problem(seed, n=300, num_groups=40):
     label = jnp.asarray(np.where(valid, rng.integers(0, 2, num_groups), 0), jnp.int8)
     margin = jnp.asarray(np.where(valid, rng.random(num_groups), 0.0), jnp.float32)
     logits = jnp.asarray(rng.normal(size=n) * 2, jnp.float32)
-    return logits, rows, label, margin, jnp.asarray(valid)
+    return logits, rows, GroupPreferences(label, margin, jnp.asarray(valid))
 
 
 @pytest.mark.parametrize("il_weight,il_pos_weight", [(0.0, 1.0), (0.3, 1.0), (0.3, 2.5)])
 def test_loss_matches_the_direct_formula(il_weight, il_pos_weight):
-    logits, rows, label, margin, valid = _random_problem(0)
-    got = float(jax.jit(grouped_preference_loss)(logits, rows, label, margin, valid, il_weight, il_pos_weight))
-    want = _direct_loss(*map(np.asarray, (logits, rows.group, rows.is_visit, rows.il_label, rows.il_known, label,
-                                          margin, valid)), il_weight, il_pos_weight)
+    logits, rows, prefs = _random_problem(0)
+    got = float(jax.jit(grouped_preference_loss)(logits, rows, prefs, il_weight, il_pos_weight))
+    want = _direct_loss(*map(np.asarray, (logits, rows.group, rows.is_visit, rows.il_label, rows.il_known, *prefs)),
+                        il_weight, il_pos_weight)
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_targets_and_weights_shapes_and_sums():
-    logits, rows, label, margin, valid = _random_problem(1)
-    target, weight = preference_targets(rows, label, margin, valid, 0.5)
+    logits, rows, prefs = _random_problem(1)
+    target, weight = preference_targets(rows, prefs, 0.5)
     chex.assert_shape([target, weight], (300,))
     chex.assert_trees_all_close(jnp.sum(jnp.where(rows.is_visit, weight, 0.0)), 1.0, rtol=1e-5)
     chex.assert_trees_all_close(jnp.sum(jnp.where(rows.is_visit, 0.0, weight)), 0.5, rtol=1e-5)
@@ -72,21 +73,21 @@ def test_targets_and_weights_shapes_and_sums():
 
 
 def test_empty_terms_give_zero_not_nan():
-    logits, rows, label, margin, valid = _random_problem(2)
-    no_groups = grouped_preference_loss(logits, rows, label, margin, jnp.zeros_like(valid), 0.0)
+    logits, rows, prefs = _random_problem(2)
+    no_groups = grouped_preference_loss(logits, rows, prefs._replace(valid=jnp.zeros_like(prefs.valid)), 0.0)
     assert float(no_groups) == 0.0
     no_il = rows._replace(il_known=jnp.zeros_like(rows.il_known))
-    only_rl = grouped_preference_loss(logits, no_il, label, margin, valid, 1.0)
-    with_il = grouped_preference_loss(logits, rows, label, margin, valid, 0.0)
+    only_rl = grouped_preference_loss(logits, no_il, prefs, 1.0)
+    with_il = grouped_preference_loss(logits, rows, prefs, 0.0)
     np.testing.assert_allclose(float(only_rl), float(with_il), rtol=1e-6)
-    zero_margin = grouped_preference_loss(logits, rows, label, jnp.zeros_like(margin), valid, 0.0)
+    zero_margin = grouped_preference_loss(logits, rows, prefs._replace(margin=jnp.zeros_like(prefs.margin)), 0.0)
     assert np.isfinite(float(zero_margin)) and float(zero_margin) == 0.0
 
 
 def test_jit_and_vmap_match_eager():
     problems = [_random_problem(s) for s in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
-    batched = jax.jit(jax.vmap(grouped_preference_loss, in_axes=(0, 0, 0, 0, 0, None)))(*stacked, 0.2)
+    batched = jax.jit(jax.vmap(grouped_preference_loss, in_axes=(0, 0, 0, None)))(*stacked, 0.2)
     eager = jnp.stack([grouped_preference_loss(*p, 0.2) for p in problems])
     chex.assert_trees_all_close(batched, eager, rtol=1e-5)
 

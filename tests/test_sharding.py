@@ -73,7 +73,7 @@ SWEEP_SCRIPT = textwrap.dedent("""
     import json, re
     import jax, jax.numpy as jnp, numpy as np
     from hera_jax.router.sharding import config_mesh
-    from hera_jax.router.sweep import SweepGrid, make_sweep
+    from hera_jax.sweep import SweepGrid, make_sweep
     from hera_jax.router.train import TrainConfig, TrainData
 
     rng = np.random.default_rng(0)

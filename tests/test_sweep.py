@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.router.sweep import SweepGrid, grid_points, make_sweep, padded_widths, sweep_table, unpad_params
+from hera_jax.sweep import SweepGrid, grid_points, make_sweep, padded_widths, sweep_table, unpad_params
 from hera_jax.router.train import TrainConfig, TrainData, make_train
 
 
@@ -54,15 +54,15 @@ def test_widths_of_different_depth_are_rejected():
 
 # --- IL-only vs IL+RL labels and the RL cost weight -------------------------------------------------------------
 
-from hera_jax.labels import group_preferences  # noqa: E402
+from hera_jax.rl.loss import LabelOptions, PreferenceRows, preference_targets  # noqa: E402
+from hera_jax.rl.preferences import group_preferences  # noqa: E402
 from hera_jax.router.model import RouterMLP  # noqa: E402
-from hera_jax.router.rl_loss import PreferenceRows, preference_targets  # noqa: E402
-from hera_jax.router.sweep import RLRows, label_targets, score_heldout  # noqa: E402
+from hera_jax.sweep import RLRows, label_targets, score_heldout, sweep_label_options  # noqa: E402
 from hera_jax.router.train import auto_pos_weight  # noqa: E402
 
 
 def _rl_data(num_il=256, num_visits=160, num_groups=32, d=12, seed=1):
-    """IL rows, then RL visits whose groups prefer the cloud when feature 0 is high, at a cost in cloud calls."""
+    """RL visits whose groups prefer the cloud when feature 0 is high, at a cost in cloud calls, then IL rows."""
     rng = np.random.default_rng(seed)
     il = _data(n=num_il, d=d, seed=seed)
     group = rng.integers(0, num_groups, num_visits).astype(np.int32)
@@ -75,8 +75,8 @@ def _rl_data(num_il=256, num_visits=160, num_groups=32, d=12, seed=1):
     il_group = np.where(rng.random(num_il) < 0.2, rng.integers(0, num_groups, num_il), -1).astype(np.int32)
     heldout = np.arange(num_groups) % 4 == 0
     data = il._replace(
-        x_train=jnp.concatenate([il.x_train, jnp.asarray(x_visits)]),
-        y_train=jnp.concatenate([il.y_train, jnp.zeros(num_visits, jnp.int32)]),
+        x_train=jnp.concatenate([jnp.asarray(x_visits), il.x_train]),
+        y_train=jnp.concatenate([jnp.zeros(num_visits, jnp.int32), il.y_train]),
         w_train=jnp.ones(num_il + num_visits),
     )
     rl = RLRows(jnp.asarray(group), jnp.asarray(chose_cloud), jnp.asarray(returns), jnp.asarray(calls),
@@ -86,29 +86,30 @@ def _rl_data(num_il=256, num_visits=160, num_groups=32, d=12, seed=1):
 
 def test_label_variants_are_the_il_labels_and_the_rl_stage_targets():
     data, rl = _rl_data()
-    num_il, num_groups = rl.il_group.shape[0], rl.heldout.shape[0]
-    y_il = data.y_train[:num_il]
-    pos = auto_pos_weight(y_il, jnp.ones(num_il))
+    num_visits, num_groups = rl.group.shape[0], rl.heldout.shape[0]
+    y_il = data.y_train[num_visits:]
+    pos = auto_pos_weight(y_il, jnp.ones(y_il.shape[0]))
     heldout_state = np.asarray((rl.il_group >= 0) & rl.heldout[jnp.clip(rl.il_group, 0)])
     assert heldout_state.any()
 
-    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(False), jnp.float32(0.05), 1.0, pos)
-    np.testing.assert_array_equal(np.asarray(y[:num_il]), np.asarray(y_il))
-    np.testing.assert_array_equal(np.asarray(w), np.concatenate([~heldout_state, np.zeros(160)]).astype(np.float32))
+    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(False), LabelOptions(jnp.float32(0.05)), 1.0)
+    np.testing.assert_array_equal(np.asarray(y[num_visits:]), np.asarray(y_il))
+    np.testing.assert_array_equal(np.asarray(w), np.concatenate([np.zeros(160), ~heldout_state]).astype(np.float32))
     kept = y_il[~heldout_state]
     np.testing.assert_allclose(float(pos_weight), float(auto_pos_weight(kept, jnp.ones(kept.shape[0]))), rtol=1e-6)
 
-    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(True), jnp.float32(0.05), 0.7, pos)
-    label, margin, valid = group_preferences(rl.group, rl.chose_cloud, rl.returns, rl.future_calls, num_groups, 0.05)
-    rows = PreferenceRows(jnp.concatenate([rl.il_group, rl.group]),
-                          jnp.concatenate([jnp.zeros(num_il, bool), jnp.ones(160, bool)]),
-                          jnp.concatenate([y_il, jnp.zeros(160, jnp.int32)]),
-                          jnp.concatenate([jnp.asarray(~heldout_state), jnp.zeros(160, bool)]))
-    target, weight = preference_targets(rows, label, margin, valid & ~rl.heldout, 0.7, pos)
+    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(True), LabelOptions(jnp.float32(0.05)), 0.7)
+    prefs = group_preferences(rl.group, rl.chose_cloud, rl.returns, rl.future_calls, num_groups, 0.05)
+    rows = PreferenceRows(jnp.concatenate([rl.group, rl.il_group]),
+                          jnp.concatenate([jnp.ones(160, bool), jnp.zeros(y_il.shape[0], bool)]),
+                          jnp.concatenate([jnp.zeros(160, jnp.int32), y_il]),
+                          jnp.concatenate([jnp.zeros(160, bool), jnp.asarray(~heldout_state)]))
+    # the IL class balance counts every IL training row, held-out or not (the RL loop's rule)
+    target, weight = preference_targets(rows, prefs._replace(valid=prefs.valid & ~rl.heldout), 0.7, pos)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(target).astype(np.int32))
     np.testing.assert_allclose(np.asarray(w), np.asarray(weight), rtol=1e-6)
     assert float(pos_weight) == 1.0
-    visit_w = np.asarray(w[num_il:])
+    visit_w = np.asarray(w[:num_visits])
     assert np.all(visit_w[np.asarray(rl.heldout[rl.group])] == 0)  # held-out groups never train
     assert visit_w.sum() > 0
 
@@ -119,7 +120,7 @@ def test_cost_weight_flips_a_group_to_the_device():
     rl = RLRows(jnp.zeros(4, jnp.int32), jnp.asarray([True, True, False, False]), jnp.asarray([1.0, 1.0, 0.9, 0.9]),
                 jnp.asarray([3.0, 3.0, 1.0, 1.0]), jnp.zeros(0, jnp.int32), jnp.asarray([False]))
     for cost, want in ((0.0, 1), (0.1, 0)):
-        y, w, _ = label_targets(jnp.zeros(0, jnp.int32), rl, 1, jnp.bool_(True), jnp.float32(cost), 1.0, 1.0)
+        y, w, _ = label_targets(jnp.zeros(0, jnp.int32), rl, 1, jnp.bool_(True), LabelOptions(jnp.float32(cost)), 1.0)
         np.testing.assert_array_equal(np.asarray(y), [want] * 4)
         np.testing.assert_allclose(np.asarray(w), [0.25] * 4, rtol=1e-6)
 
@@ -152,18 +153,18 @@ def test_label_sweep_equals_separate_runs_and_scores_each_config():
     result, scores = jax.jit(make_sweep(base, grid, num_train, il_weight=0.5, score_cost_weight=0.1))(data, rl)
     rows = sweep_table(grid, result, scores)
     assert [r["labels"] for r in rows[:3]] == ["il", "il+rl c=0", "il+rl c=0.2"]
-    num_il, num_groups = rl.il_group.shape[0], rl.heldout.shape[0]
-    pos = auto_pos_weight(data.y_train[:num_il], jnp.ones(num_il))
+    num_visits, num_groups = rl.group.shape[0], rl.heldout.shape[0]
+    options = sweep_label_options(grid, points)
     for i in (0, 4):  # the narrow IL-only configuration and the wide one at cost weight 0
         hidden = grid.hidden_sizes[int(points.width_index[i])]
-        y, w, pos_weight = label_targets(data.y_train[:num_il], rl, num_groups, jnp.bool_(points.uses_rl[i]),
-                                         jnp.float32(np.nan_to_num(points.cost_weight[i])), 0.5, pos)
+        y, w, pos_weight = label_targets(data.y_train[num_visits:], rl, num_groups, jnp.bool_(points.uses_rl[i]),
+                                         jax.tree.map(lambda a: a[i], options), 0.5)
         config = dataclasses.replace(base, hidden_sizes=hidden, learning_rate=float(points.learning_rate[i]))
         alone = jax.jit(make_train(config, num_train))(jax.random.key(int(points.seed[i])),
                                                        data._replace(y_train=y, w_train=w), None, None, pos_weight)
         np.testing.assert_allclose(np.asarray(result.dev_loss[i]), np.asarray(alone.dev_loss), atol=1e-5)
         assert int(result.best_epoch[i]) == int(alone.best_epoch)
-        agree, ratio = score_heldout(RouterMLP(hidden), alone.params, data.x_train[num_il:], rl, num_groups, 0.1)
+        agree, ratio = score_heldout(RouterMLP(hidden), alone.params, data.x_train[:num_visits], rl, num_groups, 0.1)
         np.testing.assert_allclose(float(scores.heldout_agreement[i]), float(agree), atol=1e-5)
         np.testing.assert_allclose(float(scores.heldout_cloud_ratio[i]), float(ratio), atol=1e-5)
     # label variants really train differently

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from hera_jax.errors import HeraError
-from hera_jax.router.sweep import SweepGrid
+from hera_jax.sweep import SweepGrid
 from hera_jax.router.train import TrainConfig
 from tests.test_rl_loop import DIM, _config, _run, collect_keyroom_dataset
 

@@ -18,7 +18,7 @@ from hera_jax.rl import RLConfig
 from hera_jax.rl.config import ENV_DEFAULTS
 from hera_jax.router.checkpoint import load_router, save_router
 from hera_jax.router.model import RouterMLP
-from hera_jax.router.rl_train import PreferenceTrainConfig
+from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
 from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from hera_jax.features import DEFAULT_MODEL
-from hera_jax.router.rl_train import PreferenceTrainConfig
+from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
 
 
@@ -34,9 +34,11 @@ class RLConfig:
     num_tasks: int = 6
     """With no --tasks: how many seen tasks to use (0 = all tasks not held out as unseen)."""
     exploration: float = 0.25
-    """Probability of flipping the router's choice at a step during RL rollouts (seeded; none in evaluation)."""
+    """Probability of flipping the router's choice at a step during RL rollouts (seeded; none in evaluation); the
+    rate of iteration 1 when --exploration-schedule decays it."""
     cost_weight: float = 0.02
-    """Price of one cloud call in units of return: a choice's score is mean return - cost_weight * future calls."""
+    """Price of one cloud call in units of return: a choice's score is mean return - cost_weight * future calls
+    (--label-rule linear); with 'lexicographic' it only scales the margins of groups decided by their calls."""
     return_kind: Literal["success", "score"] = "success"
     """Return from a step on: episode success (0/1), or the environment's score progress still made (0..1)."""
     return_estimate: Literal["lookahead", "monte-carlo"] = "lookahead"
@@ -44,11 +46,30 @@ class RLConfig:
     'lookahead' = its step plus the mean over all visits of the next state (choices reaching the same state get the
     same continuation, so later luck does not decide the label; see rl/visits.py)."""
     il_weight: float = 0.2
-    """Weight of the IL loss on IL training states that no valid RL group covers (keeps the router from forgetting)."""
+    """IL mixing weight: weight of the IL loss on IL training states that no valid RL group covers, against 1 for
+    the RL groups' loss (keeps the router from forgetting what RL says nothing about; 0 = RL labels only)."""
     il_pos_weight: float | None = None
     """Weight of "needs cloud" IL rows in the IL part; None = #negatives / #positives, the IL stage's balance."""
     window: int = 0
     """Iterations whose rollouts are pooled into the groups (0 = all so far; 1 = only the current one)."""
+    # --- stage-2 design choices (issue 12): label rule, group weighting, exploration schedule ---------------------
+    # (rollouts per task, tasks and variations per iteration, --window, --return-estimate and --il-weight above)
+    label_rule: Literal["linear", "lexicographic"] = "linear"
+    """How a group of identical states is labelled (rl/preferences.py): 'linear' = the choice with the higher mean
+    return - cost_weight * mean future cloud calls (Hera); 'lexicographic' = the higher mean return, and within
+    --return-tolerance the fewer mean future cloud calls. Ties go to the device."""
+    return_tolerance: float = 0.0
+    """'lexicographic' only: mean returns closer than this count as equal (then the cloud calls decide)."""
+    group_weighting: Literal["margin", "uniform", "class_balanced"] = "margin"
+    """Weight of each labelled group in the loss: its margin (Hera), the same for all, or class-balanced ("prefer
+    cloud" and "prefer device" groups carry equal total weight)."""
+    exploration_schedule: Literal["constant", "linear", "exponential"] = "constant"
+    """Exploration rate over iterations (rl/exploration.py): constant --exploration, or a linear / exponential decay
+    from --exploration at iteration 1 to --exploration-final at --exploration-decay-iters, constant after."""
+    exploration_final: float = 0.05
+    """Exploration rate at the end of a decay."""
+    exploration_decay_iters: int = 5
+    """Iteration at which a decaying schedule reaches --exploration-final (fixed, so --iters can grow on resume)."""
     threshold: float = 0.5
     """p(cloud) at or above which the router sends a step to the cloud."""
     env: str = "scienceworld"

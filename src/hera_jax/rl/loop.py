@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,16 +34,16 @@ from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.features.cache import cache_path
-from hera_jax.labels import group_preferences
 from hera_jax.rl.config import RESUMABLE_FIELDS, RLConfig
-from hera_jax.rl.visits import grouped_visits
+from hera_jax.rl.loss import LabelOptions, PreferenceBatch, Visits, preference_rows
+from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
+from hera_jax.rl.train import PreferenceData, make_preference_train
+from hera_jax.rl.visits import grouped_visits, groups_of_keys
 from hera_jax.rollout.episode import Chooser, EpisodeSpec, always, run_episode
 from hera_jax.rollout.records import append_episode, completed_episode_ids, read_steps, write_json_atomic
 from hera_jax.rollout.routing import routed
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
 from hera_jax.router.policy import RouterPolicy
-from hera_jax.router.rl_loss import PreferenceRows, preference_targets
-from hera_jax.router.rl_train import PreferenceData, make_preference_train
 from hera_jax.router.train import predict_p_cloud
 
 CHECKPOINTS = "checkpoints"
@@ -321,49 +321,64 @@ def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
     return rows
 
 
-def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]):
+def label_options(config: RLConfig) -> LabelOptions:
+    """The label rule's settings of a config, as the (vmappable) arrays the pure label code takes."""
+    return LabelOptions(
+        cost_weight=jnp.float32(config.cost_weight),
+        label_rule=jnp.int32(LABEL_RULES.index(config.label_rule)),
+        return_tolerance=jnp.float32(config.return_tolerance),
+        group_weighting=jnp.int32(GROUP_WEIGHTINGS.index(config.group_weighting)),
+    )
+
+
+class PreferenceSet(NamedTuple):
+    """One iteration's fine-tune rows ([RL visits; IL training states]) and what they were built from."""
+
+    data: PreferenceData
+    stats: dict[str, Any]
+    num_visits: int  # the first num_visits rows are RL visits
+
+
+def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]) -> PreferenceSet:
     """Visits -> groups -> labels -> per-row targets and weights (RL visits, then the IL training states)."""
     config = run.config
-    visits, gid, keys, returns, future_calls = grouped_visits(rows, config.return_kind, config.return_estimate)
-    label, margin, valid = jax.jit(group_preferences, static_argnames="num_groups")(
-        gid, visits.chose_cloud, returns, future_calls, num_groups=len(keys), cost_weight=config.cost_weight,
-    )
+    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    visits = grouped.visits
     policy = run.policy(bundle)
     x_visits = _round_like_cache(policy.features(visits.state_text, visits.step))
     il_mask = run.table.mask("train")
-    group_of_key = {k: i for i, k in enumerate(keys)}
-    il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
-    il_group = np.asarray([group_of_key.get(k, -1) for k in il_keys], np.int32)
-    n_v, n_il = len(visits), len(il_keys)
-    rows_in = PreferenceRows(
-        group=jnp.asarray(np.concatenate([gid, il_group])),
-        is_visit=jnp.asarray(np.concatenate([np.ones(n_v, bool), np.zeros(n_il, bool)])),
-        il_label=jnp.asarray(np.concatenate([np.zeros(n_v, np.int32), run.table.label[il_mask].astype(np.int32)])),
-        il_known=jnp.asarray(np.concatenate([np.zeros(n_v, bool), np.ones(n_il, bool)])),
+    il_group = groups_of_keys([k for k, m in zip(run.table.state_key, il_mask) if m], grouped.keys)
+    batch: PreferenceBatch = jax.jit(preference_rows, static_argnames="num_groups")(
+        Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
+               jnp.asarray(grouped.future_calls)),
+        jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), label_options(config),
+        num_groups=len(grouped.keys), il_weight=config.il_weight, il_pos_weight=config.il_pos_weight,
     )
-    il_labels = run.table.label[il_mask]
-    il_pos_weight = (config.il_pos_weight if config.il_pos_weight is not None
-                     else float((il_labels == 0).sum() / max((il_labels == 1).sum(), 1)))
-    target, weight = jax.jit(preference_targets)(rows_in, label, margin, valid, config.il_weight, il_pos_weight)
+    n_v, n_il = len(visits), len(il_group)
     x = np.concatenate([x_visits, run.il_features[il_mask]]).astype(np.float32)
-    label_np, valid_np, margin_np = np.asarray(label), np.asarray(valid), np.asarray(margin)
-    weight_np = np.asarray(weight)
+    prefer_cloud, valid = np.asarray(batch.preferences.prefer_cloud), np.asarray(batch.preferences.valid)
+    margin, il_mixed = np.asarray(batch.preferences.margin), int((np.asarray(batch.weight)[n_v:] > 0).sum())
     stats = {
         "visits": n_v,
-        "groups": len(keys),
-        "groups_valid": int(valid_np.sum()),
-        "label_cloud": int((valid_np & (label_np == 1)).sum()),
-        "label_device": int((valid_np & (label_np == 0)).sum()),
-        "ties": int((valid_np & (margin_np == 0)).sum()),
-        "mean_margin": float(margin_np[valid_np].mean()) if valid_np.any() else 0.0,
-        "il_rows_mixed": int((weight_np[n_v:] > 0).sum()),
-        "il_rows_covered_by_groups": int(n_il - (weight_np[n_v:] > 0).sum()),
+        "groups": len(grouped.keys),
+        "groups_valid": int(valid.sum()),
+        "label_cloud": int((valid & (prefer_cloud == 1)).sum()),
+        "label_device": int((valid & (prefer_cloud == 0)).sum()),
+        "ties": int((valid & (margin == 0)).sum()),
+        "mean_margin": float(margin[valid].mean()) if valid.any() else 0.0,
+        "il_rows_mixed": il_mixed,
+        "il_rows_covered_by_groups": n_il - il_mixed,
     }
-    data = PreferenceData(jnp.asarray(x), target, weight)
-    return data, stats, n_v
+    return PreferenceSet(PreferenceData(jnp.asarray(x), batch.target, batch.weight), stats, n_v)
 
 
-def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_rows: int, iteration: int):
+class FineTuned(NamedTuple):
+    params: dict
+    stats: dict[str, Any]
+
+
+def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_rows: int, iteration: int
+              ) -> FineTuned:
     config = run.config
     train = jax.jit(make_preference_train(config.train, tuple(bundle.train_config.hidden_sizes), data.x.shape[0]))
     rng = jax.random.fold_in(jax.random.key(config.train.seed + config.seed), iteration)
@@ -378,7 +393,7 @@ def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_
         "loss_last_epoch": float(result.epoch_loss[-1]),
         "margin_weighted_label_agreement": float(agree) if float(jnp.sum(rl_w)) > 0 else float("nan"),
     }
-    return result.params, stats
+    return FineTuned(result.params, stats)
 
 
 def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[RouterBundle, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 Step records (rollout/records.py) become column arrays here; `returns_to_go` and `future_sums` are pure jnp
 (segment ops over episodes, no loop over episodes or steps) and `group_ids` maps `state_key`s to dense group ids at
-the host edge, ready for `hera_jax.labels.group_preferences`.
+the host edge, ready for `hera_jax.rl.preferences.group_preferences`.
 """
 
 from __future__ import annotations
@@ -139,6 +139,12 @@ def group_ids(keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Dense group id per key (identical states share one) and the key of each group."""
     unique, inverse = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
     return inverse.astype(np.int32), unique.tolist()
+
+
+def groups_of_keys(keys: Sequence[str], group_keys: Sequence[str]) -> np.ndarray:
+    """int32 group of each key among `group_keys` (e.g. IL training states among the visited groups); -1 = none."""
+    group_of_key = {k: i for i, k in enumerate(group_keys)}
+    return np.asarray([group_of_key.get(k, -1) for k in keys], np.int32).reshape(-1)
 
 
 class GroupedVisits(NamedTuple):

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hera_jax.router.train import TrainConfig, TrainData, make_train
 
 DATA_AXIS = "data"
-CONFIG_AXIS = "config"  # sweeps (router/sweep.py) spread configurations, not rows, over the devices
+CONFIG_AXIS = "config"  # sweeps (hera_jax/sweep.py) spread configurations, not rows, over the devices
 
 
 def _local_mesh(axis: str, devices=None) -> Mesh:

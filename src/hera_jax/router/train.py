@@ -87,7 +87,7 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
 
     `skip_stopped_epochs` skips the epochs after early stopping with `lax.cond`. Under `vmap` a cond with a batched
     predicate becomes a select that copies every operand, the training set included, once per configuration, so
-    vmapped callers (router/sweep.py) turn it off: the stopped epochs are then computed and discarded.
+    vmapped callers (hera_jax/sweep.py) turn it off: the stopped epochs are then computed and discarded.
     """
     model = RouterMLP(tuple(config.hidden_sizes))
     batch_size = min(config.batch_size, num_train)

@@ -4,7 +4,7 @@
 trainer it starts from given parameters (the previous iteration's router) and runs a fixed number of epochs: the
 preference loss has no held-out labels to stop on, and a short warm-started fine-tune keeps iterations cheap.
 Epochs and minibatches are `lax.scan`s; every epoch visits each row once, so the minibatch losses
-(N / batch * weighted BCE of the batch) average to the full loss of router/rl_loss.py.
+(N / batch * weighted BCE of the batch) average to the full loss of rl/loss.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from hera_jax.router.model import RouterMLP
-from hera_jax.router.rl_loss import weighted_bce_sum
+from hera_jax.rl.loss import weighted_bce_sum
 
 
 @dataclasses.dataclass(frozen=True)

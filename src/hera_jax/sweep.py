@@ -1,17 +1,21 @@
 """Hyper-parameter sweeps of the router as ONE compiled program.
 
-Every configuration of a grid (seeds x learning rates x hidden widths x label sources / RL cost weights) trains
-inside a single `jax.vmap` of the ordinary trainer (`make_train`):
+Every configuration of a grid (seeds x learning rates x hidden widths x label variants: IL-only, or IL+RL at each
+RL cost weight x label rule x group weighting) trains inside a single `jax.vmap` of the ordinary trainer
+(`make_train`):
 
 - seeds and learning rates are plain vmapped arguments of `train(rng, data, learning_rate, init_params)`;
 - hidden widths share shapes through zero padding: each configuration is initialised at its own width (exactly as a
   separate run would be) and its weights are zero-padded to the grid's widest layers. A padded unit has zero
   weights in and out, so its pre-activation is 0, gelu(0) = 0, its gradients are exactly 0 and AdamW never moves it:
   the padded network computes the narrow one and trains exactly like it (up to the order of float sums);
-- label sources share shapes too: every configuration trains on the same rows [IL training states; RL visits] and
-  differs only in its per-row targets and weights, computed inside the program (`label_targets`: the IL labels, or
-  the RL stage's grouped preferences at the configuration's cost weight). Groups of identical states held out of
-  training then score every configuration on the RL labels (`score_heldout`).
+- label variants share shapes too: every configuration trains on the same rows [RL visits; IL training states]
+  and differs only in its per-row targets and weights, computed inside the program (`label_targets`: the IL labels,
+  or the RL stage's preference rows, rl/loss.py's `preference_rows`, at the configuration's label options). Groups
+  of identical states held out of training then score every configuration on the RL labels (`score_heldout`).
+
+It sits above both stages (it trains stage 1's router on stage 2's labels), so it lives at the package top, not in
+router/ (stage 1, which rl/ builds on) or in rl/.
 
 So 64 configurations cost one compile and, on an accelerator, about the wall time of a few single runs. With a
 `config_mesh` the configurations are spread over the devices (TPU cores, GPUs), each device training its share.
@@ -28,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hera_jax.labels import group_preferences
+from hera_jax.rl.loss import LabelOptions, Visits, preference_rows
+from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
 from hera_jax.router.model import RouterMLP
-from hera_jax.router.rl_loss import PreferenceRows, preference_targets
 from hera_jax.router.sharding import CONFIG_AXIS
 from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos_weight, init_router_params,
                                    make_train)
@@ -52,6 +56,19 @@ class SweepGrid:
     --cost-weights entry) over IL labels, as in experiments/rl_iter.py's loss. 'il+rl' needs RL rollouts."""
     cost_weights: tuple[float, ...] = (0.02,)
     """RL cost weights swept by the 'il+rl' label source (price of one cloud call in units of return)."""
+    label_rules: tuple[Literal["linear", "lexicographic"], ...] = ("linear",)
+    """RL label rules swept by 'il+rl' (RLConfig.label_rule)."""
+    group_weightings: tuple[Literal["margin", "uniform", "class_balanced"], ...] = ("margin",)
+    """RL group weightings swept by 'il+rl' (RLConfig.group_weighting)."""
+    return_tolerance: float = 0.0
+    """Return tolerance of the 'lexicographic' rule (RLConfig.return_tolerance)."""
+
+
+class LabelVariant(NamedTuple):
+    uses_rl: bool
+    cost_weight: float  # NaN for IL-only
+    label_rule: int  # index into LABEL_RULES (0 for IL-only)
+    group_weighting: int  # index into GROUP_WEIGHTINGS (0 for IL-only)
 
 
 class SweepPoint(NamedTuple):
@@ -63,17 +80,24 @@ class SweepPoint(NamedTuple):
     seed: np.ndarray  # int[C]
     uses_rl: np.ndarray  # bool[C] trained on IL+RL labels
     cost_weight: np.ndarray  # float[C] NaN for IL-only
+    label_rule: np.ndarray  # int[C] index into LABEL_RULES
+    group_weighting: np.ndarray  # int[C] index into GROUP_WEIGHTINGS
 
 
-def label_variants(grid: SweepGrid) -> list[tuple[bool, float]]:
-    unknown = set(grid.label_sources) - set(LABEL_SOURCES)
-    if unknown:
-        raise ValueError(f"label_sources must be among {LABEL_SOURCES}, got {sorted(unknown)}")
-    variants = [(False, float("nan"))] if "il" in grid.label_sources else []
+def label_variants(grid: SweepGrid) -> list[LabelVariant]:
+    """IL-only (if asked), then IL+RL for every cost weight x label rule x group weighting."""
+    for values, names, what in ((grid.label_sources, LABEL_SOURCES, "label_sources"),
+                                (grid.label_rules, LABEL_RULES, "label_rules"),
+                                (grid.group_weightings, GROUP_WEIGHTINGS, "group_weightings")):
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"{what} must be among {names}, got {sorted(unknown)}")
+    variants = [LabelVariant(False, float("nan"), 0, 0)] if "il" in grid.label_sources else []
     if "il+rl" in grid.label_sources:
-        if not grid.cost_weights:
-            raise ValueError("label source 'il+rl' needs at least one cost weight")
-        variants += [(True, float(c)) for c in grid.cost_weights]
+        if not (grid.cost_weights and grid.label_rules and grid.group_weightings):
+            raise ValueError("label source 'il+rl' needs at least one cost weight, label rule and group weighting")
+        variants += [LabelVariant(True, float(c), LABEL_RULES.index(r), GROUP_WEIGHTINGS.index(g))
+                     for c, r, g in itertools.product(grid.cost_weights, grid.label_rules, grid.group_weightings)]
     return variants
 
 
@@ -82,9 +106,10 @@ def grid_points(grid: SweepGrid) -> SweepPoint:
     if not rows:
         raise ValueError("the sweep grid is empty: give at least one seed, learning rate, width and label source")
     w, lr, variant, s = zip(*rows)
-    uses_rl, cost = zip(*variant)
+    uses_rl, cost, rule, weighting = zip(*variant)
     return SweepPoint(np.asarray(w, np.int32), np.asarray(lr, np.float64), np.asarray(s, np.int64),
-                      np.asarray(uses_rl, bool), np.asarray(cost, np.float64))
+                      np.asarray(uses_rl, bool), np.asarray(cost, np.float64), np.asarray(rule, np.int32),
+                      np.asarray(weighting, np.int32))
 
 
 def padded_widths(hidden_sizes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
@@ -102,8 +127,9 @@ def pad_params(params: dict, target: dict) -> dict:
 
 
 class RLRows(NamedTuple):
-    """RL visits for the 'il+rl' label source. They are the LAST V rows of TrainData.x_train (its first rows are
-    the IL training states, whose TrainData.y_train holds their IL labels; y_train of visit rows is ignored)."""
+    """RL visits for the 'il+rl' label source. They are the FIRST V rows of TrainData.x_train (the row order of
+    rl/loss.py's `preference_rows`); the IL training states follow, their TrainData.y_train holding the IL labels
+    (y_train of visit rows is ignored)."""
 
     group: jax.Array  # int[V] dense group of identical states, 0..G-1
     chose_cloud: jax.Array  # bool[V] the visit was routed to the cloud
@@ -111,6 +137,10 @@ class RLRows(NamedTuple):
     future_calls: jax.Array  # float[V] cloud calls from the visit on (estimate, this one included)
     il_group: jax.Array  # int[N_il] group of each IL training row's state; -1 = never visited
     heldout: jax.Array  # bool[G] groups kept out of training and scored after it
+
+    @property
+    def visits(self) -> Visits:
+        return Visits(self.group, self.chose_cloud, self.returns, self.future_calls)
 
 
 class RLScores(NamedTuple):
@@ -120,37 +150,39 @@ class RLScores(NamedTuple):
     heldout_cloud_ratio: jax.Array  # float[C] share of held-out visits the router sends to the cloud
 
 
-def label_targets(y_il: jax.Array, rl: RLRows, num_groups: int, uses_rl: jax.Array, cost_weight: jax.Array,
-                  il_weight: float, il_pos_weight: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(y int[N], w float[N], pos_weight) of one label variant over the rows [IL training states; RL visits].
+class LabelTargets(NamedTuple):
+    y: jax.Array  # int[V + N_il] training label per row
+    w: jax.Array  # float[V + N_il] row weight
+    pos_weight: jax.Array  # weight of positive rows in make_train's loss
+
+
+def label_targets(y_il: jax.Array, rl: RLRows, num_groups: int, uses_rl: jax.Array, options: LabelOptions,
+                  il_weight: float) -> LabelTargets:
+    """Targets of one label variant over the rows [RL visits; IL training states].
 
     IL-only: the IL labels with weight 1 (0 on states of held-out groups), visits weight 0, positives balanced by
-    #negatives / #positives (the IL stage). IL+RL: the grouped-preference targets and weights of router/rl_loss.py at `cost_weight`, with held-out
-    groups treated as unlabelled and no extra class weight (the weights already carry the IL balance), so the loss
-    is exactly the RL stage's. Pure jnp: vmapped over (uses_rl, cost_weight) it labels every variant at once.
+    #negatives / #positives (the IL stage). IL+RL: rl/loss.py's `preference_rows` at `options` (the RL loop's
+    builder), with held-out groups treated as unlabelled and no extra class weight (the weights already carry the
+    IL balance), so the loss is exactly the RL stage's. Pure jnp: vmapped over (uses_rl, options) it labels every
+    variant at once.
     """
-    num_il, num_visits = rl.il_group.shape[0], rl.group.shape[0]
-    label, margin, valid = group_preferences(rl.group, rl.chose_cloud, rl.returns, rl.future_calls, num_groups,
-                                             cost_weight)
+    num_visits = rl.group.shape[0]
     # IL rows of held-out states are dropped too, so no variant has seen a scored state in training.
     il_kept = ~((rl.il_group >= 0) & rl.heldout[jnp.clip(rl.il_group, 0, num_groups - 1)])
-    rows = PreferenceRows(
-        group=jnp.concatenate([rl.il_group, rl.group]),
-        is_visit=jnp.concatenate([jnp.zeros(num_il, bool), jnp.ones(num_visits, bool)]),
-        il_label=jnp.concatenate([y_il[:num_il], jnp.zeros(num_visits, y_il.dtype)]),
-        il_known=jnp.concatenate([il_kept, jnp.zeros(num_visits, bool)]),
-    )
-    rl_target, rl_weight = preference_targets(rows, label, margin, valid & ~rl.heldout, il_weight, il_pos_weight)
-    il_weight_rows = rows.il_known.astype(jnp.float32)
-    y = jnp.where(uses_rl, rl_target.astype(jnp.int32), rows.il_label.astype(jnp.int32))
-    w = jnp.where(uses_rl, rl_weight, il_weight_rows)
-    pos_weight = jnp.where(uses_rl, 1.0, auto_pos_weight(rows.il_label, il_weight_rows))
-    return y, w, pos_weight
+    batch = preference_rows(rl.visits, rl.il_group, y_il, options, num_groups, il_weight, il_known=il_kept,
+                            excluded_groups=rl.heldout)
+    il_label = jnp.concatenate([jnp.zeros(num_visits, jnp.int32), jnp.asarray(y_il, jnp.int32)])
+    il_weight_rows = jnp.concatenate([jnp.zeros(num_visits, jnp.float32), il_kept.astype(jnp.float32)])
+    y = jnp.where(uses_rl, batch.target.astype(jnp.int32), il_label)
+    w = jnp.where(uses_rl, batch.weight, il_weight_rows)
+    pos_weight = jnp.where(uses_rl, 1.0, auto_pos_weight(il_label, il_weight_rows))
+    return LabelTargets(y, w, pos_weight)
 
 
 def score_heldout(model: RouterMLP, params: dict, x_visits: jax.Array, rl: RLRows, num_groups: int,
                   cost_weight: float, threshold: float = 0.5) -> tuple[jax.Array, jax.Array]:
-    """(agreement, cloud ratio) of one router on the held-out groups' visits, labels at `cost_weight`."""
+    """(agreement, cloud ratio) of one router on the held-out groups' visits, labelled by the linear rule at
+    `cost_weight` for every configuration (one yardstick, whatever labels a configuration trained on)."""
     label, margin, valid = group_preferences(rl.group, rl.chose_cloud, rl.returns, rl.future_calls, num_groups,
                                              cost_weight)
     scored = (valid & rl.heldout)[rl.group]
@@ -171,7 +203,7 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     `mesh` (router/sharding.py's `config_mesh`) spreads the configurations over its devices (TPU cores, GPUs): the
     grid is padded to a multiple of the device count with copies of its last configuration, which are cut off
     again. Parameters come back zero-padded to the widest layers; `unpad_params` cuts one configuration's out.
-    With `rl` (label source 'il+rl'), the last V training rows are RL visits, see `RLRows`.
+    With `rl` (label source 'il+rl'), the first V training rows are RL visits, see `RLRows`.
     """
     points = grid_points(grid)
     num_configs = len(points.seed)
@@ -207,17 +239,15 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
             result = jax.vmap(lambda r, lr, p: train(r, data, lr, p))(*args)
             return jax.tree.map(lambda a: a[:num_configs], result), None
         num_groups = rl.heldout.shape[0]
-        num_il = rl.il_group.shape[0]
-        y_il = data.y_train[:num_il]
-        il_pos_weight = auto_pos_weight(y_il, jnp.ones(num_il, jnp.float32))
+        num_visits = rl.group.shape[0]
+        y_il = data.y_train[num_visits:]
         uses_rl = jnp.asarray(points.uses_rl[take])
-        cost = jnp.asarray(np.nan_to_num(points.cost_weight[take]), jnp.float32)
-        labels = jax.vmap(lambda use, c: label_targets(y_il, rl, num_groups, use, c, il_weight, il_pos_weight))(
-            uses_rl, cost)
+        options = sweep_label_options(grid, points, take)
+        labels = jax.vmap(lambda use, o: label_targets(y_il, rl, num_groups, use, o, il_weight))(uses_rl, options)
 
         def train_one(r, lr, p, y, w, pos_weight):
             result = train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight)
-            x_visits = data.x_train[num_il:]
+            x_visits = data.x_train[:num_visits]
             scores = score_heldout(model, result.params, x_visits, rl, num_groups, score_cost_weight)
             return result, RLScores(*scores)
 
@@ -227,14 +257,30 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     return sweep
 
 
+def sweep_label_options(grid: SweepGrid, points: SweepPoint, take: np.ndarray | None = None) -> LabelOptions:
+    """The configurations' RL label options as stacked arrays (IL-only rows get harmless placeholders)."""
+    take = np.arange(len(points.seed)) if take is None else take
+    return LabelOptions(
+        cost_weight=jnp.asarray(np.nan_to_num(points.cost_weight[take]), jnp.float32),
+        label_rule=jnp.asarray(points.label_rule[take], jnp.int32),
+        return_tolerance=jnp.full(len(take), grid.return_tolerance, jnp.float32),
+        group_weighting=jnp.asarray(points.group_weighting[take], jnp.int32),
+    )
+
+
 def unpad_params(padded: dict, hidden_sizes: tuple[int, ...], input_dim: int) -> dict:
     """One configuration's parameters at its own width (for saving or `predict_p_cloud`)."""
     shapes = jax.eval_shape(lambda r: init_router_params(hidden_sizes, r, jnp.zeros((1, input_dim))), jax.random.key(0))
     return jax.tree.map(lambda leaf, s: leaf[tuple(slice(0, n) for n in s.shape)], padded, shapes)
 
 
-def label_name(uses_rl: bool, cost_weight: float) -> str:
-    return f"il+rl c={cost_weight:g}" if uses_rl else "il"
+def variant_name(uses_rl: bool, cost_weight: float, label_rule: int = 0, group_weighting: int = 0) -> str:
+    """Display name of a label variant, e.g. "il", "il+rl c=0.02", "il+rl c=0.02 lexicographic uniform"."""
+    if not uses_rl:
+        return "il"
+    extras = [name for name, default in ((LABEL_RULES[label_rule], "linear"),
+                                         (GROUP_WEIGHTINGS[group_weighting], "margin")) if name != default]
+    return " ".join([f"il+rl c={cost_weight:g}", *extras])
 
 
 def sweep_table(grid: SweepGrid, result: TrainResult, scores: RLScores | None = None) -> list[dict]:
@@ -249,8 +295,11 @@ def sweep_table(grid: SweepGrid, result: TrainResult, scores: RLScores | None = 
         row = {
             "hidden_sizes": "x".join(map(str, hidden)),
             "learning_rate": float(points.learning_rate[i]),
-            "labels": label_name(bool(points.uses_rl[i]), float(points.cost_weight[i])),
+            "labels": variant_name(bool(points.uses_rl[i]), float(points.cost_weight[i]), int(points.label_rule[i]),
+                                   int(points.group_weighting[i])),
             "cost_weight": float(points.cost_weight[i]),
+            "label_rule": LABEL_RULES[int(points.label_rule[i])] if points.uses_rl[i] else "",
+            "group_weighting": GROUP_WEIGHTINGS[int(points.group_weighting[i])] if points.uses_rl[i] else "",
             "seed": int(points.seed[i]),
             "best_epoch": int(best[i]),
             "epochs_run": int(np.asarray(result.epochs_run)[i]),
