@@ -119,6 +119,8 @@ def main(config: ILConfig) -> dict:
     try:
         params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
                                                               config.threshold, mesh)
+    except HeraError:  # already says what to do (e.g. training diverged to NaN)
+        raise
     except ValueError as e:  # e.g. a batch size that does not divide over the devices
         raise HeraError(f"{e} (or pass --no-data-parallel)") from None
     trained_on = table.trained_on()
