@@ -1,9 +1,10 @@
 """Trajectory records: one JSON line per agent step, written an episode at a time, append-only.
 
-A file is valid JSONL that `pandas.read_json(path, lines=True)` reads. Every line carries `episode_steps`, so an
-episode cut short by a killed run (fewer lines than it announces, or a truncated last line) is detected, reported
-with file:line, and left out; the complete episodes before it still load, and a rerun of the same collection redoes
-only what is missing.
+A file is valid JSONL that `pandas.read_json(path, lines=True)` reads. Readers validate every line against one
+declared schema, the writer's `StepRecord` (via pydantic): a bad line is reported as file:line: field: problem and
+skipped. Every line carries `episode_steps`, so an episode cut short by a killed run or a bad line (fewer valid lines
+than it announces) is detected, reported with file:line, and left out; the complete episodes before it still load,
+and a rerun of the same collection redoes only what is missing. Manifests are validated by schema too.
 """
 
 from __future__ import annotations

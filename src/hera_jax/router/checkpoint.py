@@ -1,8 +1,8 @@
 """Router checkpoints with orbax: best params plus the configs that produced them, written atomically.
 
 Orbax writes each step to a temporary folder and renames it when complete, so a crash never leaves a checkpoint
-that looks finished but is not. Parameters holding NaN/inf are neither saved nor loaded. Loading checks the stored feature spec and model shape against what the caller
-expects and says what differs.
+that looks finished but is not. Parameters holding NaN/inf are neither saved nor loaded. Loading checks the stored
+feature spec and model shape against what the caller expects and says what differs.
 """
 
 from __future__ import annotations
