@@ -94,6 +94,7 @@ def plot_training_curve(result, path: Path, title: str) -> None:
 
 def main(config: ILConfig) -> dict:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console() if Console().is_terminal else Console(width=120)
@@ -107,8 +108,8 @@ def main(config: ILConfig) -> dict:
     unseen = table.unseen_tasks
     # before embedding anything: fail fast on one-class or empty splits
     check_trainable(table, " + ".join(str(d) for d in datasets))
-    for problem in table.report.problems:
-        console.print(f"[yellow]warning[/]: {problem}")
+    for problem in table.report.problems:  # escaped: a reported row value may look like rich markup
+        console.print(f"[yellow]warning[/]: {escape(problem)}")
     spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
     t0 = time.perf_counter()
     features, num_new = build_features(table, spec, config.features_dir)
@@ -118,6 +119,8 @@ def main(config: ILConfig) -> dict:
     try:
         params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
                                                               config.threshold, mesh)
+    except HeraError:  # already says what to do (e.g. training diverged to NaN)
+        raise
     except ValueError as e:  # e.g. a batch size that does not divide over the devices
         raise HeraError(f"{e} (or pass --no-data-parallel)") from None
     trained_on = table.trained_on()

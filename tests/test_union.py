@@ -114,7 +114,7 @@ def test_union_with_a_cache_of_another_feature_spec_is_refused(two):
 @pytest.mark.parametrize("kind,match", [
     ("state_format", r"b/manifest.json: settings.history_k is 5 but .*a/manifest.json has 3"),
     ("agents", r"b/manifest.json: agents.device is .* IL labels of different agent pairs"),
-    ("no_env", r"b/manifest.json: field env.name is missing"),
+    ("no_env", r"b/manifest.json: field env is missing"),
     ("same_task", r"task 'a1' is also in"),
     ("twice", r"a: dataset given twice"),
 ])

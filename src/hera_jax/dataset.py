@@ -185,7 +185,8 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
     its environment's unseen tasks; an explicit `unseen_tasks` is applied to whichever datasets hold those tasks.
 
     Refused with one line naming the file and field: a dataset given twice, a manifest without an environment
-    name, different state formats (`STATE_FORMAT_FIELDS`) or agents, tasks or episode ids shared by two datasets.
+    name (`read_manifest`), different state formats (`STATE_FORMAT_FIELDS`) or agents, tasks or episode ids
+    shared by two datasets.
     """
     dirs = [Path(d) for d in dataset_dirs]
     if not dirs:
@@ -196,11 +197,7 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
     for i, d in enumerate(resolved):
         if d in resolved[:i]:
             raise DatasetError(f"{dirs[i]}: dataset given twice; list each dataset once")
-    manifests = [read_manifest(d) for d in dirs]
-    for d, manifest in zip(dirs, manifests):
-        if not dataset_env(manifest):
-            raise DatasetError(f"{d / 'manifest.json'}: field env.name is missing; cannot tell which environment "
-                               "the dataset comes from, so it is not mixed with others")
+    manifests = [read_manifest(d) for d in dirs]  # each refused unless it names its environment, agents, settings
     first, first_manifest = dirs[0], manifests[0]
     for d, manifest in zip(dirs[1:], manifests[1:]):
         for field in STATE_FORMAT_FIELDS:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hera_jax.errors import HeraError
 from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, embed_with_cache
 from hera_jax.features.encoder import DEFAULT_MODEL, EncoderUnavailableError, load_encoder
 
@@ -18,6 +19,10 @@ SCALAR_FEATURES = {
     # fraction of a typical episode already spent: devices get more brittle deeper into long tasks
     "step_frac": lambda step, horizon: np.minimum(step / horizon, 1.0),
 }
+
+
+class FeatureSpecError(HeraError, ValueError):
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +33,10 @@ class FeatureSpec:
     embedding_dim: int = 384
     scalar_features: tuple[str, ...] = ("step_frac",)
     horizon: float = 50.0
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.horizon) or self.horizon <= 0:  # step_frac = step / horizon
+            raise FeatureSpecError(f"horizon must be a positive number of steps, got {self.horizon}")
 
     @property
     def input_dim(self) -> int:
@@ -84,6 +93,7 @@ __all__ = [
     "FeatureCache",
     "FeatureCacheError",
     "FeatureSpec",
+    "FeatureSpecError",
     "featurize",
     "scalar_features",
     "sentence_encode_fn",

@@ -43,6 +43,7 @@ from hera_jax.rollout.episode import Chooser, EpisodeSpec, always, run_episode
 from hera_jax.rollout.records import append_episode, completed_episode_ids, read_steps, write_json_atomic
 from hera_jax.rollout.routing import routed
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
+from hera_jax.router.il import check_finite_features
 from hera_jax.router.policy import RouterPolicy
 from hera_jax.router.train import predict_p_cloud
 
@@ -229,6 +230,7 @@ def open_run(
         shutil.copyfile(source, target)
     features, num_new = featurize(table.state_key, table.state_text, table.step, spec, run_dir / FEATURES,
                                   encode=encode)
+    check_finite_features(features, table.state_key, spec, run_dir / FEATURES)
     if num_new:
         console.print(f"embedded {num_new} IL states missing from {source}")
     unseen = set(getattr(table, "unseen_tasks", ()) or ())

@@ -1,14 +1,13 @@
 """Trajectory records: one JSON line per agent step, written an episode at a time, append-only.
 
-A file is valid JSONL that `pandas.read_json(path, lines=True)` reads. Every line carries `episode_steps`, so an
-episode cut short by a killed run (fewer lines than it announces, or a truncated last line) is detected, reported
-with file:line, and left out; the complete episodes before it still load, and a rerun of the same collection redoes
-only what is missing.
+A file is valid JSONL that `pandas.read_json(path, lines=True)` reads. Readers validate every line against one
+declared schema, the writer's `StepRecord` (via pydantic): a bad line is reported as file:line: field: problem and
+skipped. Every line carries `episode_steps`, so an episode cut short by a killed run or a bad line (fewer valid lines
+than it announces) is detected, reported with file:line, and left out; the complete episodes before it still load,
+and a rerun of the same collection redoes only what is missing. Manifests are validated by schema too.
 """
 
 from __future__ import annotations
-
-from hera_jax.errors import HeraError
 
 import dataclasses
 import datetime as dt
@@ -16,13 +15,24 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+import pydantic
+
+from hera_jax.errors import HeraError
 
 FORMAT_VERSION = 1
 STEPS_FILE = "steps.jsonl"
 MANIFEST_FILE = "manifest.json"
-ACTORS = ("device", "cloud")
-SPLITS = ("train", "dev", "test")
+Actor = Literal["device", "cloud"]
+Split = Literal["train", "dev", "test"]
+ACTORS = get_args(Actor)
+SPLITS = get_args(Split)
+
+# Field types of the schema every reader validates rows against (strict: no "3" for 3, no 1 for true).
+Count = Annotated[int, pydantic.Field(ge=0)]
+FiniteFloat = Annotated[float, pydantic.Field(allow_inf_nan=False)]
+NonEmptyStr = Annotated[str, pydantic.Field(min_length=1)]
 
 
 class DatasetError(HeraError, ValueError):
@@ -31,32 +41,35 @@ class DatasetError(HeraError, ValueError):
 
 @dataclasses.dataclass
 class StepRecord:
-    episode_id: str
+    """One step as written (one JSON object per line, fields in this order) and, through `STEP_SCHEMA`, the schema
+    every reader validates a line against."""
+
+    episode_id: NonEmptyStr
     env: str
-    task: str
-    variation: int
-    split: str  # the environment's own variation split: train / dev / test
-    step: int
-    episode_steps: int  # number of steps this episode has; used to detect partial episodes
+    task: NonEmptyStr
+    variation: Count
+    split: Split  # the environment's own variation split: train / dev / test
+    step: Count
+    episode_steps: Annotated[int, pydantic.Field(ge=1)]  # number of steps this episode has; detects partial episodes
     state_text: str
-    state_key: str
-    actor: str  # who acted at this step: "device" or "cloud"
+    state_key: NonEmptyStr  # the features cache is keyed by it: an empty or null key would poison the cache
+    actor: Actor  # who acted at this step
     action: str
     device_action: str | None
     cloud_action: str | None
-    reward: float
-    score: float
+    reward: FiniteFloat
+    score: FiniteFloat
     done: bool
     success: bool  # episode-level: did the episode this step belongs to succeed
-    cloud_calls_so_far: int = 0  # cloud calls before this step in this episode
-    p_cloud: float | None = None  # router output when a router chose the actor
+    cloud_calls_so_far: Count = 0  # cloud calls before this step in this episode
+    p_cloud: FiniteFloat | None = None  # router output when a router chose the actor
     route_reason: str | None = None  # why this actor acted (e.g. "replay", "router", "explore", "cloud-only")
-    device_tokens_in: int | None = None
-    device_tokens_out: int | None = None
-    cloud_tokens_in: int | None = None
-    cloud_tokens_out: int | None = None
-    device_latency_s: float | None = None
-    cloud_latency_s: float | None = None
+    device_tokens_in: Count | None = None
+    device_tokens_out: Count | None = None
+    cloud_tokens_in: Count | None = None
+    cloud_tokens_out: Count | None = None
+    device_latency_s: FiniteFloat | None = None
+    cloud_latency_s: FiniteFloat | None = None
     device_parse_ok: bool | None = None  # False when an LLM reply could not be mapped to a valid action
     cloud_parse_ok: bool | None = None
 
@@ -66,11 +79,7 @@ class StepRecord:
 
 
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
-_REQUIRED = tuple(
-    f.name
-    for f in dataclasses.fields(StepRecord)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
+STEP_SCHEMA = pydantic.TypeAdapter(StepRecord)
 
 
 def append_episode(path: str | Path, steps: Sequence[StepRecord]) -> None:
@@ -112,7 +121,9 @@ class LoadReport:
 def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], LoadReport]:
     """Read complete episodes from a steps file.
 
-    Bad lines (truncated JSON, missing fields) and incomplete episodes are skipped and reported as "file:line: ...".
+    Every line is validated against the `StepRecord` schema. A bad line (not UTF-8, truncated or invalid JSON, a
+    missing field, a wrong type or value) is reported as "file:line: field: problem" and skipped, which leaves its
+    episode incomplete: incomplete episodes are reported and skipped as a whole, so a resumed collection redoes them.
     With `strict=True`, the first problem raises `DatasetError` instead.
     """
     path = Path(path)
@@ -122,23 +133,13 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
     # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
     # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
     attempts: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+        for lineno, raw in enumerate(f, start=1):
             report.num_lines = lineno
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                where = "truncated last line" if not line.endswith("\n") else "invalid JSON"
-                _problem(report, strict, f"{path}:{lineno}: {where} ({e.msg}); skipped")
-                continue
-            missing = [k for k in _REQUIRED if k not in row] if isinstance(row, dict) else list(_REQUIRED)
-            if missing:
-                _problem(report, strict, f"{path}:{lineno}: missing field(s) {', '.join(missing)}; skipped")
-                continue
-            if row["actor"] not in ACTORS:
-                _problem(report, strict, f"{path}:{lineno}: field 'actor' is {row['actor']!r}, expected device/cloud")
+            row, problem = _parse_step_line(raw)
+            if problem:
+                _problem(report, strict, f"{path}:{lineno}: {problem}; skipped")
+            if row is None:
                 continue
             last = attempts[-1] if attempts else None
             if last and last[0] == row["episode_id"] and row["step"] > last[1][-1][1]["step"]:
@@ -167,6 +168,38 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
         report.num_episodes += 1
     report.num_steps = len(rows)
     return rows, report
+
+
+def _parse_step_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, None) for a valid line, (None, None) for a blank one, (None, "what is wrong") otherwise."""
+    if not raw.strip():
+        return None, None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+    try:
+        record = STEP_SCHEMA.validate_json(text, strict=True)
+    except pydantic.ValidationError as e:
+        errors = e.errors(include_url=False)
+        if errors[0]["type"] == "json_invalid":
+            where = "truncated last line" if not text.endswith("\n") else "invalid JSON"
+            return None, f"{where} ({errors[0]['ctx']['error']})"
+        missing = [_field_name(error) for error in errors if error["type"] == "missing"]
+        problems = [f"missing field(s) {', '.join(missing)}"] if missing else []
+        problems += [f"{_field_name(error)}: {error['msg']} (got {_short_repr(error['input'])})"
+                     for error in errors if error["type"] != "missing"]
+        return None, "; ".join(problems)
+    return vars(record), None
+
+
+def _field_name(error: dict[str, Any]) -> str:
+    return ".".join(map(str, error["loc"])) or "row"
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _problem(report: LoadReport, strict: bool, message: str) -> None:
@@ -203,14 +236,41 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+class _ManifestEnv(pydantic.BaseModel, extra="allow"):
+    name: NonEmptyStr
+
+
+class ManifestSchema(pydantic.BaseModel, extra="allow"):
+    """The manifest fields readers rely on: which environment (its default unseen tasks), which agents (what an IL
+    label means) and which settings (how state texts are built). Other fields are kept as written."""
+
+    env: _ManifestEnv
+    agents: dict[str, dict[str, Any]]
+    settings: dict[str, Any]
+
+
 def read_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    """The dataset's manifest, refused with one line naming the file and field when it lacks what readers need."""
     path = Path(dataset_dir) / MANIFEST_FILE
     if not path.exists():
         raise DatasetError(f"{path}: no manifest; is {dataset_dir} a dataset written by experiments/collect.py?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{e.lineno}: invalid JSON in manifest ({e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: manifest is not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    try:
+        ManifestSchema.model_validate(manifest, strict=True)
+    except pydantic.ValidationError as e:
+        error = e.errors(include_url=False)[0]
+        field = ".".join(map(str, error["loc"])) or "manifest"
+        problem = "is missing" if error["type"] == "missing" else f"is invalid: {error['msg']}"
+        raise DatasetError(
+            f"{path}: field {field} {problem}; restore the manifest written by experiments/collect.py "
+            "(it says which environment, agents and settings the dataset comes from)"
+        ) from None
+    return manifest
 
 
 def now_iso() -> str:

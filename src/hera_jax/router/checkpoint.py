@@ -1,8 +1,8 @@
 """Router checkpoints with orbax: best params plus the configs that produced them, written atomically.
 
 Orbax writes each step to a temporary folder and renames it when complete, so a crash never leaves a checkpoint
-that looks finished but is not. Loading checks the stored feature spec and model shape against what the caller
-expects and says what differs.
+that looks finished but is not. Parameters holding NaN/inf are neither saved nor loaded. Loading checks the stored
+feature spec and model shape against what the caller expects and says what differs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 from hera_jax.features import FeatureSpec
 from hera_jax.router.model import RouterMLP
-from hera_jax.router.train import TrainConfig
+from hera_jax.router.train import TrainConfig, nonfinite_leaves
 
 CHECKPOINT_FORMAT = "hera_jax.router/1"
 
@@ -54,6 +54,9 @@ def save_router(
     feature_spec: FeatureSpec,
     extra_meta: dict[str, Any] | None = None,
 ) -> Path:
+    bad = nonfinite_leaves(params)
+    if bad:
+        raise CheckpointError(f"{directory}: refusing to save a router whose parameters {', '.join(bad)} hold NaN/inf")
     meta = {
         "format": CHECKPOINT_FORMAT,
         "train_config": dataclasses.asdict(train_config),
@@ -120,4 +123,9 @@ def load_router(
                 f"{directory}/{step}: parameters do not match the stored config (hidden sizes "
                 f"{train_config.hidden_sizes}, input {feature_spec.input_dim}): {e}"
             ) from e
+    bad = nonfinite_leaves(params)
+    if bad:
+        raise CheckpointError(
+            f"{directory}/{step}: parameters {', '.join(bad)} hold NaN/inf; this router is unusable, retrain it"
+        )
     return RouterBundle(params, train_config, feature_spec, meta)

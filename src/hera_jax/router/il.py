@@ -12,10 +12,18 @@ import numpy as np
 from jax.sharding import Mesh
 
 from hera_jax.dataset import SPLIT_NAMES, StepTable, check_trainable
-from hera_jax.features import FeatureSpec, featurize
+from hera_jax.features import FeatureCacheError, FeatureSpec, featurize
+from hera_jax.features.cache import cache_path
 from hera_jax.router.metrics import binary_metrics
 from hera_jax.router.sharding import make_sharded_train, pad_rows, shard_train_data
-from hera_jax.router.train import TrainConfig, TrainData, TrainResult, make_train, predict_p_cloud
+from hera_jax.router.train import (
+    TrainConfig,
+    TrainData,
+    TrainResult,
+    check_finite_result,
+    make_train,
+    predict_p_cloud,
+)
 
 
 def build_features(
@@ -26,17 +34,33 @@ def build_features(
     datasets = table.datasets or (None,)
     if len(datasets) == 1:
         cache = features_dir if features_dir is not None else Path(datasets[0]) / "features"
-        return featurize(table.state_key, table.state_text, table.step, spec, cache, encode=encode)
+        features, num_new = featurize(table.state_key, table.state_text, table.step, spec, cache, encode=encode)
+        check_finite_features(features, table.state_key, spec, cache)
+        return features, num_new
     features = np.zeros((len(table), spec.input_dim), np.float32)
     num_new = 0
     for index, dataset in enumerate(datasets):
         rows = np.flatnonzero(table.source_mask(index))
         cache = features_dir if index == 0 and features_dir is not None else Path(dataset) / "features"
-        part, new = featurize([table.state_key[i] for i in rows], [table.state_text[i] for i in rows],
-                              table.step[rows], spec, cache, encode=encode)
+        keys = [table.state_key[i] for i in rows]
+        part, new = featurize(keys, [table.state_text[i] for i in rows], table.step[rows], spec, cache, encode=encode)
+        check_finite_features(part, keys, spec, cache)
         features[rows] = part
         num_new += new
     return features, num_new
+
+
+def check_finite_features(features: np.ndarray, state_keys: list[str], spec: FeatureSpec, cache_dir: Path) -> None:
+    """Refuse NaN/inf features (a damaged cache or encoder output) before they reach training, naming the cache
+    file and the first bad state_key: one NaN input turns every trained weight into NaN."""
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise FeatureCacheError(
+            f"{cache_path(cache_dir, spec.encoder)}: features of state_key {state_keys[first]!r} hold NaN/inf "
+            f"({len({state_keys[i] for i in np.flatnonzero(bad)})} state(s) affected); delete the cache file to "
+            "re-embed them"
+        )
 
 
 def split_metrics(
@@ -92,5 +116,6 @@ def train_and_evaluate(
         result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(config.seed), data)
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
+    check_finite_result(result, f"training on {dataset_dir}")
     metrics = split_metrics(table, features, config, result.params, threshold)
     return result.params, result, metrics, train_s

@@ -13,8 +13,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from hera_jax.errors import HeraError
 from hera_jax.router.metrics import auroc, weighted_bce
 from hera_jax.router.model import RouterMLP
 
@@ -178,6 +180,33 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
         return TrainResult(carry.best_params, carry.best_epoch, carry.epochs_run, train_loss, dev_loss, dev_auc)
 
     return train
+
+
+class NonFiniteError(HeraError, ValueError):
+    """Training produced NaN/inf (parameters or losses); nothing trained from it may be used or saved."""
+
+
+def nonfinite_leaves(params) -> list[str]:
+    """Paths of the parameter arrays holding NaN/inf (one reduction per leaf, pulled to host together)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in leaves])
+    return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
+
+
+def check_finite_result(result: TrainResult, source: str) -> None:
+    """Refuse a training result with NaN/inf losses or parameters, naming the first bad epoch. Runs once, on the
+    host, after the jitted `train` (no sync inside the scan); `source` says what was trained on."""
+    epochs = int(result.epochs_run)
+    for name, values in (("train loss", result.train_loss), ("dev loss", result.dev_loss)):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values)[:epochs]))
+        if bad.size:
+            raise NonFiniteError(
+                f"{source}: {name} is {float(np.asarray(values)[bad[0]])} at epoch {int(bad[0])} (of {epochs} run); "
+                "look for NaN/inf features or lower the learning rate (nothing was saved)"
+            )
+    bad_leaves = nonfinite_leaves(result.params)
+    if bad_leaves:
+        raise NonFiniteError(f"{source}: trained parameters {', '.join(bad_leaves)} hold NaN/inf (nothing was saved)")
 
 
 def predict_p_cloud(config: TrainConfig, params, features: jax.Array) -> jax.Array:

@@ -1,0 +1,276 @@
+"""Bad inputs a user can hit (issue 14): non-finite values, bad rows, bad manifests. Each is stopped or skipped
+with a one-line report naming the file and line/field (or the step/epoch), and nothing broken is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+from hera_jax.dataset import load_il_table
+from hera_jax.features import FeatureCache, FeatureCacheError, FeatureSpec, FeatureSpecError
+from hera_jax.features.cache import cache_path
+from hera_jax.rl.loop import run_episodes
+from hera_jax.rollout.collect import collect, plan_episodes
+from hera_jax.rollout.episode import EpisodeSpec, always
+from hera_jax.rollout.records import DatasetError, completed_episode_ids, read_steps, write_json_atomic
+from hera_jax.router import checkpoint as checkpoint_module
+from hera_jax.router.checkpoint import CheckpointError, latest_step, load_router, save_router
+from hera_jax.router.il import build_features, il_train_data, train_and_evaluate
+from hera_jax.router.model import RouterMLP
+from hera_jax.router.train import NonFiniteError, TrainConfig, check_finite_result, make_train
+from tests.conftest import ROOT
+from tests.test_rl_loop import DIM, KeyRoomEnv, bag_of_words
+
+sys.path.insert(0, str(ROOT / "experiments"))
+import il as il_cli  # noqa: E402
+
+ENCODER = "toy-bag-of-words"
+SPEC = FeatureSpec(encoder=ENCODER, embedding_dim=DIM)
+SMALL_TRAIN = TrainConfig(hidden_sizes=(16,), max_epochs=4, patience=4, batch_size=16)
+EPISODE_KWARGS = dict(replay="device", history_k=2, max_obs_chars=200, max_steps=12)
+MANIFEST = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
+
+
+def _device():
+    return PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8)
+
+
+def _collect(folder: Path) -> dict:
+    env = KeyRoomEnv()
+    specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
+    return collect(env, specs, GoldPathOracle(), _device(), always("cloud"), folder, MANIFEST, EPISODE_KWARGS,
+                   show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def clean_dataset(tmp_path_factory) -> Path:
+    """A collected KeyRoom dataset (7 episodes) with a features cache of every state (toy encoder)."""
+    folder = tmp_path_factory.mktemp("keyroom")
+    _collect(folder)
+    table = load_il_table(folder, ())
+    build_features(table, SPEC, encode=bag_of_words)
+    return folder
+
+
+def _copy(dataset: Path, to: Path) -> Path:
+    shutil.copytree(dataset, to)
+    return to
+
+
+# (kind, field named in the report, how a valid line is damaged: dict -> dict, or bytes -> bytes)
+BAD_ROWS = [
+    ("string step", "step", lambda r: {**r, "step": str(r["step"])}),
+    ("integer action", "action", lambda r: {**r, "action": 5}),
+    ("null state_key", "state_key", lambda r: {**r, "state_key": None}),
+    ("empty state_key", "state_key", lambda r: {**r, "state_key": ""}),
+    ("missing field", "missing field(s) reward", lambda r: {k: v for k, v in r.items() if k != "reward"}),
+    ("int for bool", "success", lambda r: {**r, "success": 1}),
+    ("unknown split", "split", lambda r: {**r, "split": "validation"}),
+    ("unknown actor", "actor", lambda r: {**r, "actor": "human"}),
+    ("NaN reward", "reward", lambda r: {**r, "reward": float("nan")}),
+    ("not an object", "row", lambda r: [r["episode_id"]]),
+    ("non-UTF-8 byte", "not valid UTF-8", b"\xff"),
+]
+BAD_LINE = 2  # the second step of the first episode
+
+
+def _damage(steps: Path, how) -> str:
+    """Damage line BAD_LINE of `steps`; returns the episode id that line belonged to."""
+    lines = steps.read_bytes().splitlines(keepends=True)
+    row = json.loads(lines[BAD_LINE - 1])
+    if isinstance(how, bytes):
+        lines[BAD_LINE - 1] = lines[BAD_LINE - 1].replace(b'"state_text": "', b'"state_text": "' + how, 1)
+    else:
+        lines[BAD_LINE - 1] = (json.dumps(how(row)) + "\n").encode()
+    steps.write_bytes(b"".join(lines))
+    return row["episode_id"]
+
+
+def _assert_reported(problems: list[str], steps: Path, field: str, episode: str) -> None:
+    line_problem = [p for p in problems if p.startswith(f"{steps}:{BAD_LINE}: ")]
+    assert len(line_problem) == 1 and field in line_problem[0], problems
+    assert "\n" not in line_problem[0]
+    assert any(f"episode {episode} has" in p and "skipped" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("kind,field,how", BAD_ROWS, ids=[k for k, _, _ in BAD_ROWS])
+def test_bad_row_is_reported_and_its_episode_skipped_then_redone_by_a_resumed_collect(
+    clean_dataset, tmp_path, kind, field, how
+):
+    clean_rows, _ = read_steps(clean_dataset / "steps.jsonl")
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    steps = dataset / "steps.jsonl"
+    episode = _damage(steps, how)
+
+    # il.py's and rl_iter.py's data path: the table loads without the damaged episode, the problem is reported
+    table = load_il_table(dataset, ())
+    _assert_reported(table.report.problems, steps, field, episode)
+    assert episode not in set(table.episode_id.tolist())
+    assert len(set(table.episode_id.tolist())) == 6 and all(isinstance(k, str) and k for k in table.state_key)
+    # no cache is written from invalid keys: a fresh cache built from this table reloads with valid keys only
+    features, _ = build_features(table, SPEC, tmp_path / "features", encode=bag_of_words)
+    assert np.isfinite(features).all()
+    reloaded = FeatureCache(cache_path(tmp_path / "features", ENCODER), ENCODER, DIM)
+    assert all(isinstance(k, str) and k for k in reloaded.keys)
+
+    # the resume path of collect.py / evaluate.py: the damaged episode is not "done", so it is redone once
+    assert episode not in completed_episode_ids(steps)
+    summary = _collect(dataset)
+    assert summary["new_episodes"] == 1 and summary["num_episodes"] == 7
+    rows, report = read_steps(steps)
+    assert sorted(map(json.dumps, rows)) == sorted(map(json.dumps, clean_rows))  # the redone episode is identical
+    assert not any("appears twice" in p for p in report.problems)
+
+
+ROLLOUT_BAD_ROWS = BAD_ROWS[:3] + BAD_ROWS[-2:]
+
+
+@pytest.mark.parametrize("kind,field,how", ROLLOUT_BAD_ROWS, ids=[k for k, _, _ in ROLLOUT_BAD_ROWS])
+def test_bad_row_in_rl_rollouts_is_reported_and_redone(tmp_path, kind, field, how):
+    """rl_iter.py's (and evaluate.py's) rollouts.jsonl: written, damaged, then read again by a resumed run."""
+    env = KeyRoomEnv()
+    jobs = [(EpisodeSpec(env.name, "t1", v, "train", f"rl/t1/{v}"), always("device")) for v in (0, 1)]
+    path = tmp_path / "rollouts.jsonl"
+    clean = run_episodes(env, jobs, GoldPathOracle(), _device(), path, EPISODE_KWARGS, "rollouts", False)
+    episode = _damage(path, how)
+    rows, report = read_steps(path)
+    _assert_reported(report.problems, path, field, episode)
+    assert {r["episode_id"] for r in rows} == {"rl/t1/0", "rl/t1/1"} - {episode}
+    again = run_episodes(KeyRoomEnv(), jobs, GoldPathOracle(), _device(), path, EPISODE_KWARGS, "rollouts", False)
+    assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, clean))
+
+
+def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    steps = dataset / "steps.jsonl"
+    _damage(steps, lambda r: {**r, "step": "one"})
+    with open(steps, "ab") as f:
+        f.write(b'{"episode_id": "x", "state_text": "caf\xe9"}\n')  # latin-1, not UTF-8
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "il.py"), "--dataset", str(dataset), "--out", str(tmp_path / "run"),
+         "--encoder", ENCODER, "--embedding-dim", str(DIM), "--train.hidden-sizes", "16", "--train.max-epochs", "3",
+         "--train.batch-size", "16"],
+        capture_output=True, text=True, timeout=300,
+    )
+    output = " ".join((proc.stdout + proc.stderr).split())  # rich may wrap long lines
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in output
+    assert f"{steps}:{BAD_LINE}: step: Input should be a valid integer" in output
+    num_lines = len(steps.read_bytes().splitlines())
+    assert f"{steps}:{num_lines}: not valid UTF-8" in output
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+# ---- non-finite values ------------------------------------------------------------------------------------------
+
+
+def _poison_cache(dataset: Path) -> str:
+    """Set one embedding of the dataset's cache to NaN; returns its state_key."""
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    key = cache.keys[3]
+    embeddings = cache.embeddings.copy()
+    embeddings[3, 0] = np.nan
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=embeddings.astype(np.float16),
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys)})))
+    return key
+
+
+def test_nan_in_features_cache_stops_il_naming_cache_and_state_key_and_writes_nothing(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    key = _poison_cache(dataset)
+    out = tmp_path / "run"
+    config = il_cli.ILConfig(dataset=dataset, out=out, encoder=ENCODER, embedding_dim=DIM, train=SMALL_TRAIN)
+    with pytest.raises(FeatureCacheError) as info:
+        il_cli.main(config)
+    message = str(info.value)
+    assert str(cache_path(dataset / "features", ENCODER)) in message and repr(key) in message
+    assert "\n" not in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("horizon", [0.0, -5.0, float("nan"), float("inf")])
+def test_non_positive_horizon_is_refused(horizon):
+    with pytest.raises(FeatureSpecError, match="horizon must be a positive number of steps"):
+        FeatureSpec(horizon=horizon)
+
+
+def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--horizon", "0",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: horizon must be a positive number of steps, got 0.0"], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_nan_features_is_refused_naming_the_epoch(clean_dataset, tmp_path):
+    table = load_il_table(clean_dataset, ())
+    features, _ = build_features(table, SPEC, encode=bag_of_words)
+    features[table.mask("train"), 0] = np.nan  # past the feature check (e.g. made in memory): every epoch sees it
+    with pytest.raises(NonFiniteError, match=r"training on .*: train loss is nan at epoch 0 \(of \d+ run\)"):
+        train_and_evaluate(table, features, SMALL_TRAIN, clean_dataset)
+    # the check the IL trainer runs is a pure post-hoc check of the jitted result; finite training passes it
+    data = il_train_data(table, np.nan_to_num(features))
+    check_finite_result(jax.jit(make_train(SMALL_TRAIN, int(data.x_train.shape[0])))(jax.random.key(0), data), "ok")
+
+
+def _params(value: float | None = None):
+    params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, SPEC.input_dim)))["params"]
+    if value is not None:
+        params = jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(value), params)
+    return params
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_checkpoint_with_non_finite_params_is_never_saved_nor_loaded(tmp_path, monkeypatch, value):
+    config = TrainConfig(hidden_sizes=(4,))
+    with pytest.raises(CheckpointError, match="refusing to save a router whose parameters .* hold NaN/inf"):
+        save_router(tmp_path / "ckpt", 0, _params(value), config, SPEC)
+    assert latest_step(tmp_path / "ckpt") is None
+    # a checkpoint written without the check (an older version) is refused when loaded
+    monkeypatch.setattr(checkpoint_module, "nonfinite_leaves", lambda params: [])
+    save_router(tmp_path / "ckpt", 1, _params(value), config, SPEC)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"ckpt/1: parameters .*kernel.* hold NaN/inf; .* retrain"):
+        load_router(tmp_path / "ckpt")
+    save_router(tmp_path / "ok", 0, _params(), config, SPEC)
+    assert load_router(tmp_path / "ok").feature_spec == SPEC
+
+
+# ---- manifests --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest,field", [
+    ({}, "env"),
+    ({"env": {}, "agents": {}, "settings": {}}, "env.name"),
+    ({"env": {"name": "keyroom"}, "settings": {}}, "agents"),
+    ({"env": {"name": "keyroom"}, "agents": {}, "settings": []}, "settings"),
+])
+def test_manifest_missing_required_fields_is_refused_naming_file_and_field(clean_dataset, tmp_path, manifest, field):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    write_json_atomic(dataset / "manifest.json", manifest)
+    with pytest.raises(DatasetError) as info:
+        load_il_table(dataset)  # with a {} manifest the unseen-task split used to vanish silently
+    assert str(info.value).startswith(f"{dataset / 'manifest.json'}: field {field} is ")
+    assert "\n" not in str(info.value)
+
+
+def test_collect_refuses_to_append_to_steps_whose_manifest_is_missing(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    (dataset / "manifest.json").unlink()
+    before = (dataset / "steps.jsonl").read_bytes()
+    env = KeyRoomEnv()
+    specs = plan_episodes(env, ["t1"], {"train": 3}, mode="il", seed=1)  # another device seed's episode ids
+    with pytest.raises(DatasetError, match=r"steps.jsonl: has episodes but .*manifest.json is missing.*new --out"):
+        collect(env, specs, GoldPathOracle(), _device(), always("cloud"), dataset, MANIFEST, EPISODE_KWARGS,
+                show_progress=False)
+    assert (dataset / "steps.jsonl").read_bytes() == before and not (dataset / "manifest.json").exists()
