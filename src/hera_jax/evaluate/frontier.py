@@ -46,15 +46,16 @@ def aggregate_points(
     }
 
 
-def pareto_mask(x: jax.Array, y: jax.Array) -> jax.Array:
-    """bool[P]: True where no other point is at most as costly and at least as good, and strictly better in one.
-
-    Exact duplicates are both kept (neither strictly dominates the other).
-    """
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])  # [i, j]: j is no worse than i
-    better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
-    return ~jnp.any(no_worse & better, axis=1)
+def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """bool[..., K]: True where no other point on the last axis is at most as costly and at least as good, and
+    strictly better in one. Exact duplicates are both kept (neither strictly dominates the other); non-finite points
+    are never on the front and dominate nothing (NaN comparisons are False)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    valid = np.isfinite(x) & np.isfinite(y)
+    # [..., i, j]: j is no worse than i
+    no_worse = (x[..., None, :] <= x[..., :, None]) & (y[..., None, :] >= y[..., :, None]) & valid[..., None, :]
+    better = (x[..., None, :] < x[..., :, None]) | (y[..., None, :] > y[..., :, None])
+    return valid & ~np.any(no_worse & better, axis=-1)
 
 
 def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -65,11 +66,7 @@ def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     them) and the curve is held flat beyond its outermost points.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    valid = np.isfinite(x) & np.isfinite(y)
-    # [..., i, j]: point j is no worse than i and strictly better in one; NaN comparisons are False
-    no_worse = (x[..., None, :] <= x[..., :, None]) & (y[..., None, :] >= y[..., :, None]) & valid[..., None, :]
-    better = (x[..., None, :] < x[..., :, None]) | (y[..., None, :] > y[..., :, None])
-    front = valid & ~np.any(no_worse & better, axis=-1)
+    front = pareto_mask(x, y)
     # frontier points first, by clipped ratio then value; the others go last and are then moved onto the curve's
     # flat right end (x = 1, y = last frontier value), where their trapezoids add nothing
     fx = np.where(front, np.clip(x, 0.0, 1.0), np.inf)
