@@ -280,7 +280,7 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
                 bars = ", bars: 95 % bootstrap CI over episodes" if "success_low" in points else ""
                 ax.set_title(f"{SPLIT_TITLES.get(split, split)}\n({n} episodes per point{bars})", fontsize=10)
                 if col == 0 or method_intervals is not None:
-                    ax.legend(fontsize=7, loc="lower right")
+                    ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Device/cloud routing frontiers — {agents_label}", fontsize=11,
                  color="#b00000" if "STAND-IN" in agents_label else "black")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -313,11 +313,12 @@ def _pm(row, key: str, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     return text
 
 
-def _bracket(row, key: str, spec: str = "+.3f") -> str:
+def _bracket(row, key: str, spec: str = "+.2f") -> str:
+    """'value [low,high]' of a summary entry and its `_ci`, or the value."""
     interval = row.get(f"{key}_ci")
     text = _fmt(row.get(key, np.nan), spec)
     if isinstance(interval, (list, tuple)) and len(interval) == 2:
-        text += f" [{_fmt(interval[0], spec)}, {_fmt(interval[1], spec)}]"
+        text += f" [{_fmt(interval[0], spec)},{_fmt(interval[1], spec)}]"
     return text
 
 
@@ -377,5 +378,5 @@ def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[st
             if pd.isna(r.get(f"{split}/auc_success", np.nan)):
                 continue
             table.add_row(labels.get(r["method"], r["method"]), short,
-                          *(_bracket(r, f"{split}/auc_share_of_{limit}", ".1%") for limit in columns))
+                          *(_bracket(r, f"{split}/auc_share_of_{limit}", ".0%") for limit in columns))
     return table
