@@ -123,9 +123,10 @@ def with_intervals(points: pd.DataFrame, point_intervals: pd.DataFrame) -> pd.Da
     if point_intervals.empty:
         return points
     extra = point_intervals.drop(columns=["success", "cloud_step_ratio"])
-    merged = points.assign(_param=points.param.fillna(-1.0)).merge(
-        extra.assign(_param=extra.param.fillna(-1.0)).drop(columns="param"), on=["method", "_param", "eval_split"],
-        how="left")
+    # knob values are floats and NaN for methods without one: join on their repr, which matches NaN with NaN
+    merged = points.assign(_param=points.param.astype(float).map(repr)).merge(
+        extra.assign(_param=extra.param.astype(float).map(repr)).drop(columns="param"),
+        on=["method", "_param", "eval_split"], how="left")
     return merged.drop(columns="_param")
 
 
@@ -202,10 +203,9 @@ def headline(points: pd.DataFrame, budget: float, methods: list[str],
                 f"{split}/cost_per_episode": float(at.cost_per_episode),
                 f"{split}/episodes": int(at.episodes),
             })
-            for key, name in (("cloud_step_ratio", "cloud_step_ratio"), ("success", "success"),
-                              ("success_retained", "success_retained")):
+            for key in ("cloud_step_ratio", "success", "success_retained"):
                 if f"{key}_low" in at.index:
-                    row[f"{split}/{name}_ci"] = _interval(at, key)
+                    row[f"{split}/{key}_ci"] = _interval(at, key)
         rows.append(row)
     return pd.DataFrame(rows)
 
