@@ -31,10 +31,11 @@ from hera_jax.cli import run_cli
 from hera_jax.dataset import (DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks,
                               load_il_table, manifest_agents_label, resolve_dataset)
 from hera_jax.errors import HeraError
-from hera_jax.evaluate.baselines import BASELINES, METHOD_MODULES, task_level
+from hera_jax.evaluate.baselines import BASELINES, LIMITS, METHOD_MODULES, task_level
 from hera_jax.evaluate.context import EvalContext, ProbedAgent, SignalEnv
 from hera_jax.evaluate.episodes import PriceTable, episode_table
-from hera_jax.evaluate.report import headline, plot_frontiers, points_table, rich_headline
+from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
+                                     rich_headline, rich_limit_shares, with_intervals)
 from hera_jax.evaluate.runner import MethodPoint, plan_episodes, run_online
 from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
 
@@ -75,11 +76,17 @@ class EvalConfig:
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
     baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
-    """Baselines to run (registry: random, task_level, device_confidence, swiftsage, oracle)."""
+    """Baselines to run (registry: random, task_level, device_confidence, swiftsage, oracle, bayes, bayes_harm).
+    oracle, bayes and bayes_harm are STAND-IN-only limits: they read the stand-in device's dice (oracle) or its error
+    model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold)."""
     random_rates: tuple[float, ...] = (0.3, 0.6)
     """Cloud probabilities of the random step-routing baseline."""
     task_level_shares: tuple[float, ...] = (0.3, 0.6)
     """Shares of episodes the task-level router sends to the cloud."""
+    bayes_thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """STAND-IN limit `bayes`: cloud where the stand-in device's error probability is at least this."""
+    bayes_harm_thresholds: tuple[float, ...] = (0.1, 0.25, 0.5)
+    """STAND-IN limit `bayes_harm`: cloud where p(device error) x p(the error is unrecoverable) is at least this."""
     swiftsage_k: tuple[int, ...] = (1, 3)
     """SwiftSage heuristic: escalate after this many steps without reward (or an invalid action)."""
     confidence_min_logprob: tuple[float, ...] = (-4.0, -2.0, -1.0, -0.5)
@@ -228,10 +235,11 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     episodes = episode_table(rows, config.prices)
     if episodes.empty:
         raise HeraError(f"{out}: no complete evaluation episodes to report")
-    points = points_table(episodes)
+    point_intervals, method_intervals = interval_tables(episodes, LIMITS, seed=config.seed)
+    points = with_intervals(points_table(episodes), point_intervals)
     order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
-    summary = headline(points, config.cloud_budget, [m for m in methods if m in set(points.method)])
+    summary = headline(points, config.cloud_budget, [m for m in methods if m in set(points.method)], method_intervals)
     label = manifest_agents_label(agents)
     labels = {m: _method_label(m, training) for m in methods}
     episodes.to_csv(out / "episodes.csv", index=False)
@@ -239,7 +247,8 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     write_json_atomic(out / "points.json", json.loads(points.to_json(orient="records")))
     picked = {r["method"]: r["budget_param"] for _, r in summary.iterrows()
               if "budget_param" in r and not pd.isna(r["budget_param"])}
-    plot_path = plot_frontiers(points, out / "frontier.png", label, config.cloud_budget, labels, picked)
+    plot_path = plot_frontiers(points, out / "frontier.png", label, config.cloud_budget, labels, picked,
+                               method_intervals)
     result = {
         "agents": agents,
         "agents_label": label,
@@ -247,6 +256,13 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
         "prices": dataclasses.asdict(config.prices),
         "tokens_estimated": bool(episodes.tokens_estimated.any()),
         "headline": json.loads(summary.to_json(orient="records")),
+        "intervals": {
+            "confidence": 0.95, "seed": config.seed,
+            "method": "scipy.stats.bootstrap (BCa; percentile where BCa is undefined), 9999 resamples of the "
+                      "(task, variation) episode units of each eval split, the same resample for every method "
+                      "(paired); *_ci keys in headline",
+            "frontier_areas": json.loads(method_intervals.to_json(orient="records")),
+        },
         "router_training": training or {},
         "notes": notes,
         "timings_s": timings,
@@ -254,6 +270,10 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     }
     write_json_atomic(out / "summary.json", result)
     console.print(rich_headline(summary, config.cloud_budget, f"Routing frontier — {label}", labels))
+    shares = rich_limit_shares(summary, [m for m in methods if m not in BASELINES and m not in REFERENCES],
+                               list(LIMITS), labels)
+    if shares is not None:
+        console.print(shares)
     for note in notes:
         console.print(f"[yellow]note[/]: {note}")
     if result["tokens_estimated"]:
@@ -392,6 +412,8 @@ def main(config: EvalConfig) -> dict:
             "device_confidence": config.confidence_min_logprob,
             "swiftsage": tuple(float(k) for k in config.swiftsage_k),
             "oracle": (None,),
+            "bayes": config.bayes_thresholds,
+            "bayes_harm": config.bayes_harm_thresholds,
         }
         all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
         points = [MethodPoint(m, None, METHOD_MODULES["reference"].chooser(0.0, ctx, m), test_splits)

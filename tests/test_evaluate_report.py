@@ -120,6 +120,9 @@ def test_replay_recomputes_outputs_without_agents(tmp_path):
     assert il["budget_param"] == 0.3 and summary["cloud_budget"] == 0.8
     assert (out / "frontier.png").stat().st_size > 10_000
     assert len(json.loads((out / "points.json").read_text())) == 10  # 2 refs x 2 splits + 2 thresholds x 3 splits
+    assert len(il["test/auc_success_ci"]) == 2 and len(il["test/success_ci"]) == 2  # 95 % CIs saved
+    assert {a["method"] for a in summary["intervals"]["frontier_areas"]} == {"device_only", "cloud_only", "il"}
+    assert "±" in proc.stdout  # CI half-widths printed
 
 
 def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
@@ -143,3 +146,24 @@ def test_router_arguments_expand_rl_iterations(tmp_path):
     for bad in ("il", "random=" + str(tmp_path), f"x={tmp_path / 'nope'}", f"x={tmp_path}@last"):
         with pytest.raises(HeraError):
             evaluate_cli._parse_routers(evaluate_cli.EvalConfig(routers=(bad,)))
+
+
+def test_interval_tables_pair_methods_and_feed_headline():
+    from hera_jax.evaluate.report import interval_tables, with_intervals
+
+    episodes = episode_table(rows_of(constructed_rollouts()), PriceTable())
+    point_ci, method_ci = interval_tables(episodes, limits=("il",), n_resamples=500)
+    assert set(point_ci.eval_split) == {"dev", "test", "test_unseen"}
+    assert set(method_ci.eval_split) == {"test", "test_unseen"}  # areas only where device/cloud-only anchor them
+    for key in ("success", "cloud_step_ratio"):
+        assert (point_ci[f"{key}_low"] <= point_ci[key] + 1e-12).all()
+        assert (point_ci[key] <= point_ci[f"{key}_high"] + 1e-12).all()
+    il = method_ci[(method_ci.method == "il") & (method_ci.eval_split == "test")].iloc[0]
+    assert il.share_of_il == 1.0 and il.share_of_il_low == 1.0 and il.share_of_il_high == 1.0  # paired: exactly 1
+    assert np.isnan(il.area_minus_random)  # no random baseline here
+    points = with_intervals(points_table(episodes), point_ci)
+    assert len(points) == 10 and points.success_low.notna().all()
+    summary = headline(points, 0.8, ["device_only", "cloud_only", "il"], method_ci).set_index("method")
+    low, high = summary.loc["il", "test/auc_success_ci"]
+    assert low <= summary.loc["il", "test/auc_success"] <= high
+    assert summary.loc["il", "test/success_ci"] == [1.0, 1.0]  # threshold 0.3 succeeded on both test episodes

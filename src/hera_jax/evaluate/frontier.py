@@ -46,36 +46,53 @@ def aggregate_points(
     }
 
 
-def pareto_mask(x: jax.Array, y: jax.Array) -> jax.Array:
-    """bool[P]: True where no other point is at most as costly and at least as good, and strictly better in one.
+def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """bool[..., K]: True where no other point on the last axis is at most as costly and at least as good, and
+    strictly better in one. Exact duplicates are both kept (neither strictly dominates the other); non-finite points
+    are never on the front and dominate nothing (NaN comparisons are False)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    valid = np.isfinite(x) & np.isfinite(y)
+    # [..., i, j]: j is no worse than i
+    no_worse = (x[..., None, :] <= x[..., :, None]) & (y[..., None, :] >= y[..., :, None]) & valid[..., None, :]
+    better = (x[..., None, :] < x[..., :, None]) | (y[..., None, :] > y[..., :, None])
+    return valid & ~np.any(no_worse & better, axis=-1)
 
-    Exact duplicates are both kept (neither strictly dominates the other).
+
+def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """float[...]: area under the Pareto frontier of the K points on the last axis, over cloud-step ratio [0, 1].
+
+    Batched over leading axes (bootstrap replicates, methods). Non-finite points are ignored; NaN where none is
+    left. Frontier points are joined linearly (mixing two policies episode by episode reaches every point between
+    them) and the curve is held flat beyond its outermost points.
     """
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    no_worse = (x[None, :] <= x[:, None]) & (y[None, :] >= y[:, None])  # [i, j]: j is no worse than i
-    better = (x[None, :] < x[:, None]) | (y[None, :] > y[:, None])
-    return ~jnp.any(no_worse & better, axis=1)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    front = pareto_mask(x, y)
+    # frontier points first, by clipped ratio then value; the others go last and are then moved onto the curve's
+    # flat right end (x = 1, y = last frontier value), where their trapezoids add nothing
+    fx = np.where(front, np.clip(x, 0.0, 1.0), np.inf)
+    fy = np.where(front, y, np.inf)
+    order = np.lexsort((fy, fx), axis=-1)
+    fx, fy = np.take_along_axis(fx, order, -1), np.take_along_axis(fy, order, -1)
+    num_front = front.sum(-1)
+    last = np.take_along_axis(fy, np.maximum(num_front - 1, 0)[..., None], -1)
+    last = np.where(num_front[..., None] > 0, last, 0.0)  # no frontier: area is NaN below; keep the sums finite
+    fx = np.where(np.isfinite(fx), fx, 1.0)
+    fy = np.where(np.isfinite(fy), fy, last)
+    fx = np.concatenate([np.zeros_like(last), fx, np.ones_like(last)], -1)
+    fy = np.concatenate([fy[..., :1], fy, last], -1)
+    area = np.sum(np.diff(fx, axis=-1) * (fy[..., 1:] + fy[..., :-1]) / 2, axis=-1)
+    return np.where(num_front > 0, area, np.nan)
 
 
 def frontier_auc(x: np.ndarray, y: np.ndarray, anchors: tuple[tuple[float, float], ...] = ()) -> float:
-    """Area under a method's Pareto frontier over cloud-step ratio [0, 1], linearly interpolated.
+    """Area under one method's Pareto frontier (`frontier_area`) over cloud-step ratio [0, 1].
 
     `anchors` are extra points every method can reach (device-only at 0, cloud-only at 1); with them every method's
-    curve spans [0, 1] and areas are comparable. Linear interpolation between two frontier points is achievable by
-    mixing the two policies episode by episode. Beyond its outermost points the curve is held flat.
+    curve spans [0, 1] and areas are comparable.
     """
     xs = np.concatenate([np.asarray(x, np.float64), [a[0] for a in anchors]])
     ys = np.concatenate([np.asarray(y, np.float64), [a[1] for a in anchors]])
-    keep = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[keep], ys[keep]
-    if xs.size == 0:
-        return float("nan")
-    on_front = np.asarray(pareto_mask(xs, ys))
-    order = np.lexsort((ys[on_front], xs[on_front]))
-    fx, fy = np.clip(xs[on_front][order], 0.0, 1.0), ys[on_front][order]
-    fx = np.concatenate([[0.0], fx, [1.0]])
-    fy = np.concatenate([[fy[0]], fy, [fy[-1]]])
-    return float(np.sum(np.diff(fx) * (fy[1:] + fy[:-1]) / 2))
+    return float(frontier_area(xs, ys))
 
 
 def pick_for_budget(ratio: np.ndarray, value: np.ndarray, budget: float, tolerance: float = 1e-9) -> tuple[int, bool]:

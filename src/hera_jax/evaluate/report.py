@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hera_jax.evaluate.frontier import aggregate_points, frontier_auc, pick_for_budget, retained
+from hera_jax.evaluate.stats import CONFIDENCE, SplitLayout, UnitTable, bootstrap_intervals, split_metrics
 
 REFERENCES = ("device_only", "cloud_only")
 TEST_SPLITS = ("test", "test_unseen")
@@ -44,16 +45,109 @@ def points_table(episodes: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["eval_split", "method", "cloud_step_ratio"]).reset_index(drop=True)
 
 
+def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: int = 0,
+                    n_resamples: int = 9999) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """95 % bootstrap intervals (`stats.bootstrap_intervals`), resampling the (task, variation) units of each eval
+    split, the same resample for every point of the split (paired across methods).
+
+    Returns (per point: method, param, eval_split, success / cloud_step_ratio / success_retained with _low/_high;
+    per method on the test splits: area, area_minus_random, share_of_<limit> for each limit present, with
+    _low/_high). Areas are under the success vs cloud-step ratio frontier, device-only and cloud-only as anchors.
+    """
+    point_rows, method_rows = [], []
+    for split, mine in episodes.groupby("eval_split", sort=True):
+        unit, unit_keys = pd.factorize(mine.task + "\x1f" + mine.variation.astype(str))
+        num_units = len(unit_keys)
+        keys = mine[["method", "param"]].astype({"param": float})
+        point, point_keys = pd.factorize(keys["method"] + "\x1f" + keys["param"].map(repr))
+        first = keys.groupby(point).first().reset_index(drop=True)
+        shape = (num_units, len(point_keys))
+
+        def scatter(values):
+            grid = np.zeros(shape)
+            np.add.at(grid, (unit, point), np.asarray(values, np.float64))
+            return grid
+
+        table = UnitTable(scatter(mine.success), scatter(mine.steps), scatter(mine.cloud_steps),
+                          scatter(np.ones(len(mine))))
+        methods = list(dict.fromkeys(first.method))
+        members = [np.flatnonzero(first.method.to_numpy() == m) for m in methods]
+        method_points = np.full((len(methods), max(len(m) for m in members)), -1)
+        for row, indices in enumerate(members):
+            method_points[row, : len(indices)] = indices
+
+        def point_of(name):
+            return int(members[methods.index(name)][0]) if name in methods else -1
+
+        present_limits = [m for m in limits if m in methods]
+        layout = SplitLayout(method_points, device_only=point_of("device_only"), cloud_only=point_of("cloud_only"),
+                             random=methods.index("random") if "random" in methods else -1,
+                             limits=tuple(methods.index(m) for m in present_limits))
+        shapes = {k: v.shape[1:] for k, v in split_metrics(np.ones((1, num_units)), table, layout).items()}
+
+        def statistic(weights):
+            metrics = split_metrics(weights, table, layout)
+            return np.concatenate([metrics[k].reshape(len(weights), -1) for k in shapes], axis=1)
+
+        intervals = bootstrap_intervals(statistic, num_units, n_resamples=n_resamples, seed=seed)
+        ends = {}
+        offset = 0
+        for key, key_shape in shapes.items():
+            size = int(np.prod(key_shape))
+            ends[key] = tuple(a[offset: offset + size].reshape(key_shape)
+                              for a in (intervals.estimate, intervals.low, intervals.high))
+            offset += size
+        for p in range(len(point_keys)):
+            row = {"method": first.method[p], "param": first.param[p], "eval_split": split}
+            for key in ("success", "cloud_step_ratio", "success_retained"):
+                estimate, low, high = (a[p] for a in ends[key])
+                row.update({key: estimate, f"{key}_low": low, f"{key}_high": high})
+            point_rows.append(row)
+        if split not in TEST_SPLITS:
+            continue  # dev has no anchors: its areas would not be comparable
+        for m, method in enumerate(methods):
+            row = {"method": method, "eval_split": split}
+            for key in ("area", "area_minus_random"):
+                estimate, low, high = (a[m] for a in ends[key])
+                row.update({key: estimate, f"{key}_low": low, f"{key}_high": high})
+            for li, limit in enumerate(present_limits):
+                estimate, low, high = (a[m, li] for a in ends["area_share"])
+                row.update({f"share_of_{limit}": estimate, f"share_of_{limit}_low": low,
+                            f"share_of_{limit}_high": high})
+            method_rows.append(row)
+    return pd.DataFrame(point_rows), pd.DataFrame(method_rows)
+
+
+def with_intervals(points: pd.DataFrame, point_intervals: pd.DataFrame) -> pd.DataFrame:
+    """`points` with the _low/_high columns of `interval_tables` (and success_retained) joined on its keys."""
+    if point_intervals.empty:
+        return points
+    extra = point_intervals.drop(columns=["success", "cloud_step_ratio"])
+    # knob values are floats and NaN for methods without one: join on their repr, which matches NaN with NaN
+    merged = points.assign(_param=points.param.astype(float).map(repr)).merge(
+        extra.assign(_param=extra.param.astype(float).map(repr)).drop(columns="param"),
+        on=["method", "_param", "eval_split"], how="left")
+    return merged.drop(columns="_param")
+
+
 def _reference(points: pd.DataFrame, method: str, split: str, column: str) -> float:
     row = points[(points.method == method) & (points.eval_split == split)]
     return float(row[column].iloc[0]) if len(row) else float("nan")
 
 
-def headline(points: pd.DataFrame, budget: float, methods: list[str]) -> pd.DataFrame:
+def _interval(row, key: str) -> list[float] | None:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    return None if low is None or pd.isna(low) or pd.isna(high) else [float(low), float(high)]
+
+
+def headline(points: pd.DataFrame, budget: float, methods: list[str],
+             method_intervals: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per method: area under the frontier on each test split, and the dev-picked point at `budget` on test.
 
     The knob value is chosen on dev (highest dev success within the budget) and then used unchanged on test, so the
-    test cloud-step ratio is what the budget really bought on unseen data.
+    test cloud-step ratio is what the budget really bought on unseen data. With intervals (`points` through
+    `with_intervals`, and `method_intervals` of `interval_tables`), each number has a 95 % interval `<key>_ci`
+    [low, high], and the area also its difference to random step routing and its shares of the limit baselines.
     """
     rows = []
     for method in methods:
@@ -82,6 +176,17 @@ def headline(points: pd.DataFrame, budget: float, methods: list[str]) -> pd.Data
             row[f"{split}/auc_success"] = auc
             row[f"{split}/auc_success_retained"] = float(retained(np.array([auc]), cloud_success)[0])
             row[f"{split}/auc_score"] = frontier_auc(mine.cloud_step_ratio, mine.mean_score, score_anchors)
+            if method_intervals is not None and len(method_intervals):
+                found = method_intervals[(method_intervals.method == method) & (method_intervals.eval_split == split)]
+                if len(found):
+                    found = found.iloc[0]
+                    row[f"{split}/auc_success_ci"] = _interval(found, "area")
+                    row[f"{split}/auc_minus_random"] = float(found["area_minus_random"])
+                    row[f"{split}/auc_minus_random_ci"] = _interval(found, "area_minus_random")
+                    for key in found.index:
+                        if key.startswith("share_of_") and not key.endswith(("_low", "_high")):
+                            row[f"{split}/auc_{key}"] = float(found[key])
+                            row[f"{split}/auc_{key}_ci"] = _interval(found, key)
             at = mine[np.isclose(mine.param, chosen_param, equal_nan=True)] if len(dev) else mine
             if len(at) != 1:
                 continue
@@ -98,6 +203,9 @@ def headline(points: pd.DataFrame, budget: float, methods: list[str]) -> pd.Data
                 f"{split}/cost_per_episode": float(at.cost_per_episode),
                 f"{split}/episodes": int(at.episodes),
             })
+            for key in ("cloud_step_ratio", "success", "success_retained"):
+                if f"{key}_low" in at.index:
+                    row[f"{split}/{key}_ci"] = _interval(at, key)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -108,6 +216,8 @@ _STYLE = {  # method -> (colour, marker); routers not listed get colours from th
     "swiftsage": ("#2ca02c", "^"),
     "device_confidence": ("#17becf", "v"),
     "oracle": ("#d62728", "*"),
+    "bayes": ("#8c564b", "P"),
+    "bayes_harm": ("#e7298a", "h"),
     "device_only": ("#000000", "X"),
     "cloud_only": ("#000000", "D"),
 }
@@ -115,10 +225,12 @@ _ROUTER_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#e377c2", "#bcbd22", "#7f7f
 
 
 def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: float | None, labels: dict[str, str],
-                   picked: dict[str, float] | None = None) -> Path:
+                   picked: dict[str, float] | None = None, method_intervals: pd.DataFrame | None = None) -> Path:
     """PNG with success rate (top) and mean score (bottom) vs cloud-step ratio, one column per test split.
 
-    `picked` (method -> knob value chosen on dev for the budget) is drawn as a ring around that test point."""
+    `picked` (method -> knob value chosen on dev for the budget) is drawn as a ring around that test point. With
+    intervals (`points` through `with_intervals`; `method_intervals` of `interval_tables`), success points carry
+    95 % error bars on both axes and each success panel's legend gives every method's frontier area and interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,9 +249,21 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
                     continue
                 colour, marker = style[method]
                 single = len(mine) == 1
+                label = labels.get(method, method)
+                if row == 0 and method_intervals is not None and len(method_intervals):
+                    found = method_intervals[(method_intervals.method == method)
+                                             & (method_intervals.eval_split == split)]
+                    if len(found):
+                        f = found.iloc[0]
+                        label += f" — AUC {_fmt(f.area)} [{_fmt(f.area_low)}, {_fmt(f.area_high)}]"
                 ax.plot(mine.cloud_step_ratio, mine[metric], marker=marker, color=colour,
                         linestyle="none" if single else "-", markersize=12 if single else 6,
-                        linewidth=2.2 if method in routers else 1.3, label=labels.get(method, method), zorder=3)
+                        linewidth=2.2 if method in routers else 1.3, label=label, zorder=3)
+                if row == 0 and "success_low" in mine:
+                    ax.errorbar(mine.cloud_step_ratio, mine[metric],
+                                xerr=_bar(mine.cloud_step_ratio, mine.cloud_step_ratio_low, mine.cloud_step_ratio_high),
+                                yerr=_bar(mine[metric], mine.success_low, mine.success_high),
+                                fmt="none", ecolor=colour, alpha=0.55, capsize=2.5, linewidth=1, zorder=2)
                 if picked and method in picked and not single:
                     at = mine[np.isclose(mine.param, picked[method])]
                     ax.plot(at.cloud_step_ratio, at[metric], marker="o", markersize=15, markerfacecolor="none",
@@ -153,8 +277,10 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
             ax.grid(alpha=0.3)
             if row == 0:
                 n = int(points[(points.eval_split == split)].episodes.max())
-                ax.set_title(f"{SPLIT_TITLES.get(split, split)}\n({n} episodes per point)", fontsize=10)
-    axes[0][0].legend(fontsize=8, loc="lower right")
+                bars = ", bars: 95 % bootstrap CI over episodes" if "success_low" in points else ""
+                ax.set_title(f"{SPLIT_TITLES.get(split, split)}\n({n} episodes per point{bars})", fontsize=10)
+                if col == 0 or method_intervals is not None:
+                    ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"Device/cloud routing frontiers — {agents_label}", fontsize=11,
                  color="#b00000" if "STAND-IN" in agents_label else "black")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -164,6 +290,12 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
     return path
 
 
+def _bar(value, low, high) -> np.ndarray:
+    """[2, N] error-bar lengths below/above `value` (0 where the interval is missing)."""
+    value, low, high = (np.asarray(a, np.float64) for a in (value, low, high))
+    return np.nan_to_num(np.stack([value - low, high - value]).clip(0.0))
+
+
 def _fmt(value, spec: str = ".3f") -> str:
     try:
         return "—" if value is None or np.isnan(value) else format(value, spec)
@@ -171,35 +303,80 @@ def _fmt(value, spec: str = ".3f") -> str:
         return str(value)
 
 
+def _pm(row, key: str, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    """'value ±half-width' of a summary entry and its `_ci` (the half-width of the 95 % interval), or the value."""
+    value = row.get(key, np.nan)
+    text = _fmt(scale * value if value is not None else np.nan, spec) + suffix
+    interval = row.get(f"{key}_ci")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        text += f" ±{_fmt(scale * (interval[1] - interval[0]) / 2, spec)}"
+    return text
+
+
+def _bracket(row, key: str, spec: str = "+.2f") -> str:
+    """'value [low,high]' of a summary entry and its `_ci`, or the value."""
+    interval = row.get(f"{key}_ci")
+    text = _fmt(row.get(key, np.nan), spec)
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        text += f" [{_fmt(interval[0], spec)},{_fmt(interval[1], spec)}]"
+    return text
+
+
 def rich_headline(summary: pd.DataFrame, budget: float, title: str, labels: dict[str, str]):
-    """One row per (method, test split): the dev-picked point at the budget, and the area under the frontier."""
+    """One row per (method, test split): the dev-picked point at the budget, and the area under the frontier, each
+    with the half-width of its 95 % bootstrap interval where `headline` was given intervals."""
     from rich.table import Table
 
     table = Table(title=title, caption=(
         f"knob picked on dev for cloud-step ratio <= {budget:g} ('!' = not reachable on dev), then used on test; "
+        f"±: half-width of the {CONFIDENCE:.0%} bootstrap CI over episodes (paired across methods); "
         "retained = % of cloud-only success; AUC = area under the success vs cloud-step-ratio frontier "
-        "(device-only and cloud-only as its ends); $ = estimated cloud cost per episode"))
-    for c in ("method", "split", "knob", "dev ratio", "ratio", "success", "± s.e.", "retained", "score",
-              "cloud calls/ep", "$/ep", "AUC", "AUC retained"):
+        "(device-only and cloud-only as its ends); AUC-random: paired difference to random step routing [95 % CI]; "
+        "$ = estimated cloud cost per episode"))
+    for c in ("method", "split", "knob", "dev ratio", "ratio", "success", "retained", "score", "cloud calls/ep",
+              "$/ep", "AUC", "AUC-random"):
         table.add_column(c, justify="left" if c in ("method", "split") else "right")
     for _, r in summary.iterrows():
         for split, short in (("test", "seen tasks"), ("test_unseen", "unseen tasks")):
             if f"{split}/auc_success" not in r or pd.isna(r.get(f"{split}/auc_success")):
                 continue
+            row = {k.removeprefix(f"{split}/"): v for k, v in r.items() if k.startswith(f"{split}/")}
             dev_ratio = _fmt(r.get("dev_cloud_step_ratio"), ".2f")
             if not r.get("budget_met_on_dev", True) and dev_ratio != "—":
                 dev_ratio += "!"
             table.add_row(
                 labels.get(r["method"], r["method"]), short, _fmt(r.get("budget_param"), "g"), dev_ratio,
-                _fmt(r.get(f"{split}/cloud_step_ratio"), ".2f"),
-                _fmt(r.get(f"{split}/success"), ".2f"),
-                _fmt(r.get(f"{split}/success_se"), ".2f"),
-                _fmt(100 * r.get(f"{split}/success_retained", np.nan), ".0f") + "%",
-                _fmt(r.get(f"{split}/mean_score"), ".1f"),
-                _fmt(r.get(f"{split}/cloud_calls_per_episode"), ".1f"),
-                _fmt(r.get(f"{split}/cost_per_episode"), ".4f"),
-                _fmt(r.get(f"{split}/auc_success"), ".3f"),
-                _fmt(100 * r.get(f"{split}/auc_success_retained", np.nan), ".0f") + "%",
+                _pm(row, "cloud_step_ratio", ".2f"),
+                _pm(row, "success", ".2f"),
+                _pm(row, "success_retained", ".0f", 100.0, "%"),
+                _fmt(row.get("mean_score"), ".1f"),
+                _fmt(row.get("cloud_calls_per_episode"), ".1f"),
+                _fmt(row.get("cost_per_episode"), ".4f"),
+                _pm(row, "auc_success", ".3f"),
+                _bracket(row, "auc_minus_random") if r["method"] != "random" else "—",
             )
         table.add_section()
+    return table
+
+
+def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[str], labels: dict[str, str]):
+    """Each method's frontier area as a share of each limit baseline's, with 95 % intervals (paired), or None when
+    no limit baseline ran."""
+    from rich.table import Table
+
+    columns = [limit for limit in limits if any(k.endswith(f"auc_share_of_{limit}") for k in summary.columns)]
+    if not columns:
+        return None
+    table = Table(title="Frontier area as a share of the limits' (STAND-IN limits: they know the stand-in device's "
+                        f"error model or dice) [{CONFIDENCE:.0%} CI]")
+    table.add_column("method")
+    table.add_column("split")
+    for limit in columns:
+        table.add_column(f"of {labels.get(limit, limit)}", justify="right")
+    for _, r in summary[summary.method.isin(methods)].iterrows():
+        for split, short in (("test", "seen tasks"), ("test_unseen", "unseen tasks")):
+            if pd.isna(r.get(f"{split}/auc_success", np.nan)):
+                continue
+            table.add_row(labels.get(r["method"], r["method"]), short,
+                          *(_bracket(r, f"{split}/auc_share_of_{limit}", ".0%") for limit in columns))
     return table

@@ -10,6 +10,8 @@ from __future__ import annotations
 from types import ModuleType
 
 from hera_jax.evaluate.baselines import (
+    bayes,
+    bayes_harm,
     device_confidence,
     oracle,
     random_steps,
@@ -25,7 +27,12 @@ BASELINES: dict[str, ModuleType] = {
     "device_confidence": device_confidence,
     "swiftsage": swiftsage,
     "oracle": oracle,
+    "bayes": bayes,
+    "bayes_harm": bayes_harm,
 }
+# STAND-IN-only upper references: they read the stand-in device's error model (bayes, bayes_harm) or its dice
+# (oracle); learned routers' frontier areas are also reported as shares of theirs
+LIMITS: tuple[str, ...] = ("bayes", "bayes_harm", "oracle")
 METHOD_MODULES: dict[str, ModuleType] = {**BASELINES, "router": router, "reference": references}
 
-__all__ = ["BASELINES", "METHOD_MODULES"]
+__all__ = ["BASELINES", "LIMITS", "METHOD_MODULES"]
