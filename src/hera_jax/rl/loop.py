@@ -35,7 +35,7 @@ from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.features.cache import cache_path
 from hera_jax.labels import group_preferences
-from hera_jax.rl.config import RESUMABLE_FIELDS, RLConfig
+from hera_jax.rl.config import RLConfig
 from hera_jax.rl.visits import grouped_visits
 from hera_jax.rollout.episode import Chooser, EpisodeSpec, always, run_episode
 from hera_jax.rollout.records import append_episode, completed_episode_ids, read_steps, write_json_atomic
@@ -45,16 +45,13 @@ from hera_jax.router.policy import RouterPolicy
 from hera_jax.router.rl_loss import PreferenceRows, preference_targets
 from hera_jax.router.rl_train import PreferenceData, make_preference_train
 from hera_jax.router.train import predict_p_cloud
+from hera_jax.runs import RunFolderError, check_resume, config_json
 
 CHECKPOINTS = "checkpoints"
 FEATURES = "features"
 
 # Called after each finished iteration with its index (tests use it to simulate a kill between iterations).
 IterationHook = Callable[[int], None]
-
-
-class RunFolderError(HeraError, ValueError):
-    pass
 
 
 def iter_dir(run_dir: Path, iteration: int) -> Path:
@@ -67,28 +64,6 @@ def finished_iterations(run_dir: Path) -> int:
     while (iter_dir(run_dir, last + 1) / "metrics.json").exists():
         last += 1
     return last
-
-
-def config_record(config: RLConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
-
-
-def check_config(run_dir: Path, config: RLConfig) -> None:
-    """A run folder belongs to one set of settings; resuming with others would mix incomparable iterations."""
-    record = config_record(config)
-    path = run_dir / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        diffs = [
-            f"{k}: run has {old.get(k)!r}, now {record[k]!r}"
-            for k in record
-            if k not in RESUMABLE_FIELDS and old.get(k) != record[k]
-        ]
-        if diffs:
-            raise RunFolderError(
-                f"{run_dir}: this run was started with other settings ({'; '.join(diffs)}); "
-                "resume it with the same flags or choose a new --out"
-            )
 
 
 def agents_label(cloud: Agent, device: Agent) -> str:
@@ -208,7 +183,7 @@ def open_run(
     from rich.console import Console
 
     console = console or Console()
-    check_config(run_dir, config)
+    check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
     episode_kwargs = {
@@ -221,7 +196,7 @@ def open_run(
     else:
         spec = FeatureSpec(config.encoder, config.embedding_dim)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", config_record(config))  # only once the inputs proved usable
+    write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
     # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.
     source, target = cache_path(features_dir, spec.encoder), cache_path(run_dir / FEATURES, spec.encoder)
     if source.exists() and not target.exists():
@@ -442,7 +417,7 @@ def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[d
         if on_iteration_done:
             on_iteration_done(iteration)
     history = load_history(run.run_dir)
-    write_json_atomic(run.run_dir / "summary.json", {"config": config_record(config), "iterations": history,
+    write_json_atomic(run.run_dir / "summary.json", {"config": config_json(config), "iterations": history,
                                                      **run.meta()})
     return history
 

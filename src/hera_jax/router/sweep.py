@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hera_jax.labels import group_preferences
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
 from hera_jax.router.model import RouterMLP
 from hera_jax.router.rl_loss import PreferenceRows, preference_targets
 from hera_jax.router.sharding import CONFIG_AXIS
@@ -52,6 +53,8 @@ class SweepGrid:
     --cost-weights entry) over IL labels, as in experiments/rl_iter.py's loss. 'il+rl' needs RL rollouts."""
     cost_weights: tuple[float, ...] = (0.02,)
     """RL cost weights swept by the 'il+rl' label source (price of one cloud call in units of return)."""
+
+    LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE}
 
 
 class SweepPoint(NamedTuple):
