@@ -65,11 +65,14 @@ def require_empty(run_dir: Path) -> None:
 @contextmanager
 def locked_run_dir(run_dir: Path, what: str = "run") -> Iterator[Path]:
     """Hold `run_dir`'s lock for the block, creating the folder; refuse at once if another process holds it.
-    The lock file stays (deleting it would let a waiting process lock a file nobody else sees)."""
+    The lock file stays (deleting it would let a waiting process lock a file nobody else sees), except in a folder
+    this call created and nothing was written to: that folder is removed again, so a run that fails on its inputs
+    leaves nothing behind."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(run_dir / LOCK_FILE, timeout=0, thread_local=False, is_singleton=False,
-                              preserve_lock_file=True)
+    lock_path = run_dir / LOCK_FILE
+    lock = filelock.FileLock(lock_path, timeout=0, thread_local=False, is_singleton=False, preserve_lock_file=True)
     try:
         lock.acquire()
     except filelock.Timeout:
@@ -78,4 +81,7 @@ def locked_run_dir(run_dir: Path, what: str = "run") -> Iterator[Path]:
     try:
         yield run_dir
     finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            lock_path.unlink()
+            run_dir.rmdir()
         lock.release()

@@ -61,10 +61,18 @@ def save_router(
         **(extra_meta or {}),
     }
     with _manager(directory) as manager:
-        manager.save(
-            step,
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-        )
+        try:
+            saved = manager.save(
+                step,
+                args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+            )
+        except ocp.checkpoint_manager.StepAlreadyExistsError:
+            saved = False
+        if not saved:  # orbax skips a step at or below its latest one: another run's checkpoints are in there
+            raise CheckpointError(
+                f"{directory}: step {step} was not saved (the folder already holds step "
+                f"{manager.latest_step()}, from another run?); use a new run folder"
+            )
         manager.wait_until_finished()
     return Path(directory) / str(step)
 
