@@ -197,27 +197,41 @@ class OpenAIChatAgent:
         return headers
 
     def _post(self, body: dict, deadline: float) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """(status, headers, body) of one POST that ends by `deadline` (time.monotonic) whatever the server does."""
+        """(status, headers, body) of one POST that ends by `deadline` (time.monotonic) whatever the server does.
+        The exchange runs in a helper thread: a server dripping its headers keeps a socket read alive past any
+        socket timeout, so only waiting for the thread with a deadline bounds it; the abandoned thread stops at the
+        server's next byte or at its socket timeout."""
         url = urllib.parse.urlsplit(self.config.base_url.rstrip("/") + "/chat/completions")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no time left for another request")
         connection_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         connection = connection_type(url.hostname, url.port, timeout=remaining)
-        watchdog = threading.Timer(remaining, _shutdown, args=(connection,))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            connection.request("POST", url.path, body=json.dumps(body).encode("utf-8"), headers=self._headers())
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        except (OSError, http.client.HTTPException):
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no complete reply within the {self.config.timeout_s:g}s deadline") from None
-            raise
-        finally:
-            watchdog.cancel()
-            connection.close()
+        outcome: dict[str, Any] = {}
+
+        def exchange() -> None:
+            try:
+                connection.request("POST", url.path, body=json.dumps(body).encode("utf-8"), headers=self._headers())
+                response = connection.getresponse()
+                chunks = []
+                while chunk := response.read1(65536):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("past the deadline")
+                    chunks.append(chunk)
+                outcome["reply"] = (response.status, response.headers, b"".join(chunks))
+            except BaseException as e:  # handed to the caller's thread
+                outcome["error"] = e
+
+        worker = threading.Thread(target=exchange, daemon=True)
+        worker.start()
+        worker.join(remaining)
+        if worker.is_alive() or isinstance(outcome.get("error"), TimeoutError) or time.monotonic() > deadline:
+            _shutdown(connection)
+            raise TimeoutError(f"no complete reply within the {self.config.timeout_s:g}s deadline")
+        connection.close()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["reply"]
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -313,7 +327,9 @@ class OpenAIChatAgent:
         text = reply_text(response)
         if text is None and response:  # not-JSON replies were counted in chat()
             self.usage.malformed_replies += 1
-        return Generation(text=text or "", tokens_in=_as_count(usage.get("prompt_tokens"), None),
+        # a server that echoes the key must not get it into the step records
+        text = redact(text or "", os.environ.get(self.config.api_key_env, ""))
+        return Generation(text=text, tokens_in=_as_count(usage.get("prompt_tokens"), None),
                           tokens_out=_as_count(usage.get("completion_tokens"), None))
 
     def act(self, state: AgentState) -> AgentStep:
