@@ -136,8 +136,23 @@ def reply_text(response: Any) -> str | None:
     return text if isinstance(text, str) else None
 
 
+def config_problem(config: OpenAIConfig) -> str | None:
+    """What is wrong with the endpoint flags (never echoing a value: it may be the key), or None."""
+    env_problem = env_name_problem(config.api_key_env)
+    if env_problem is not None:
+        return f"--cloud-api-key-env {env_problem}"
+    key = os.environ.get(config.api_key_env, "")
+    for flag, value, problem in (("--cloud-base-url", config.base_url, url_problem(config.base_url)),
+                                 ("--cloud-model", config.model, secret_problem(config.model))):
+        if problem is None and len(key) >= 8 and key in value:
+            problem = "holds the API key; it goes only in the environment variable (nothing was written)"
+        if problem is not None:
+            return f"{flag} {problem}"
+    return None
+
+
 def _shutdown(connection: http.client.HTTPConnection) -> None:
-    """Called by the deadline timer: unblock a read in progress (close() alone does not wake a blocked recv)."""
+    """Unblock a request that passed its deadline (close() alone does not wake a blocked recv)."""
     sock = connection.sock
     if sock is not None:
         try:
@@ -151,19 +166,9 @@ class OpenAIChatAgent:
 
     def __init__(self, config: OpenAIConfig = OpenAIConfig(), prompt: PromptConfig = PromptConfig(),
                  match_cutoff: float = 0.75, sleep: Callable[[float], None] = time.sleep):
-        problem = url_problem(config.base_url)
-        key = os.environ.get(config.api_key_env, "") if ENV_NAME.fullmatch(config.api_key_env) else ""
-        if problem is None and key and key in config.base_url:
-            problem = "holds the API key; the key goes only in the environment variable (nothing was written)"
+        problem = config_problem(config)
         if problem is not None:
-            raise AgentUnavailableError(f"--cloud-base-url {problem}")
-        for flag, value in (("--cloud-model", config.model),):
-            problem = secret_problem(value) or ("holds the API key (nothing was written)" if key and key in value
-                                                else None)
-            if problem is not None:
-                raise AgentUnavailableError(f"{flag} {problem}")
-        if env_name_problem(config.api_key_env):
-            raise AgentUnavailableError(f"--cloud-api-key-env {env_name_problem(config.api_key_env)}")
+            raise AgentUnavailableError(problem)
         self.config = config
         self.prompt = prompt
         self.match_cutoff = match_cutoff
