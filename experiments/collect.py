@@ -13,15 +13,18 @@ import functools
 import shlex
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from hera_jax.agents import AgentOptions, make_agent
-from hera_jax.agents.openai_cloud import OpenAIConfig
+from hera_jax.agents.openai_cloud import OpenAIConfig, env_name_problem, secret_problem, url_problem
 from hera_jax.cli import run_cli
 from hera_jax.envs import make_env
-from hera_jax.rollout.collect import agents_manifest, asdict_config, collect, plan_episodes
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Check
+from hera_jax.rollout.collect import agents_manifest, collect, plan_episodes
 from hera_jax.rollout.episode import always
 from hera_jax.rollout.runner import RayConfig, RayRunner, RolloutRecipe
 from hera_jax.rollout.records import now_iso
+from hera_jax.runs import config_json, locked_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +89,9 @@ class CollectConfig:
     cloud_max_tokens: int = 2_000_000
     """--cloud openai: hard cap on prompt+completion tokens in this run."""
     cloud_timeout_s: float = 60.0
-    """--cloud openai: per-request timeout."""
+    """--cloud openai: deadline of one request, from connecting to the last byte of the reply."""
+    cloud_max_call_s: float = 120.0
+    """--cloud openai: deadline of one call over all its retries (a dead endpoint costs at most this per step)."""
     cloud_max_reply_tokens: int = 48
     """--cloud openai: reply-token cap per call."""
     cloud_price_in: float = 0.0
@@ -120,8 +125,25 @@ class CollectConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    LIMITS: ClassVar[dict] = {
+        "train_per_task": NON_NEGATIVE, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
+        "device_threads": COUNT, "max_new_tokens": COUNT, "cloud_base_url": Check(url_problem, echo=False),
+        "cloud_model": Check(secret_problem, echo=False), "cloud_api_key_env": Check(env_name_problem, echo=False),
+        "cloud_max_calls": COUNT, "cloud_max_tokens": COUNT, "cloud_timeout_s": POSITIVE,
+        "cloud_max_call_s": POSITIVE, "cloud_max_reply_tokens": COUNT, "cloud_price_in": NON_NEGATIVE,
+        "cloud_price_out": NON_NEGATIVE, "workers": COUNT, "max_seconds": NON_NEGATIVE,
+        "env_call_timeout_s": POSITIVE, "max_episode_retries": NON_NEGATIVE, "history_k": NON_NEGATIVE,
+        "max_obs_chars": COUNT, "max_steps": COUNT,
+    }
+
 
 def main(config: CollectConfig) -> None:
+    with locked_run_dir(config.out, "collect.py run into this dataset"):
+        collect_into(config)
+
+
+def collect_into(config: CollectConfig) -> None:
+    """Collect into the dataset folder `config.out` (locked)."""
     env_options = {"simplification": config.simplification} if config.env == "scienceworld" else {}  # SW-only knob
     env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
     tasks = config.tasks if config.env == "scienceworld" or config.tasks != DEFAULT_TASKS else env.task_names()
@@ -133,7 +155,7 @@ def main(config: CollectConfig) -> None:
         device = make_agent("device", config.device, options)
         per_split = {"train": config.train_per_task, "dev": config.dev_per_task, "test": config.test_per_task}
         specs = plan_episodes(env, tasks, per_split, mode=MODES[config.mode][0], seed=config.device_seed)
-        settings = asdict_config(config)
+        settings = config_json(config)
         for volatile in ("out", "progress", "tasks", "train_per_task", "dev_per_task", "test_per_task", *RUN_ONLY):
             settings.pop(volatile)  # more tasks/variations may be added to a dataset later; these don't change it
         for knob, default in AGENT_KNOB_DEFAULTS.items():
@@ -188,7 +210,7 @@ MODES = {  # --mode -> (episode-id tag, manifest description)
 # Flags that change how a run goes, not what it records: never part of the dataset's identity.
 RUN_ONLY = ("workers", "ray_address", "env_call_timeout_s", "max_episode_retries", "fresh_env_per_episode",
             "cloud_api_key_env",
-            "cloud_max_calls", "cloud_max_tokens", "cloud_timeout_s", "cloud_price_in", "cloud_price_out")
+            "cloud_max_calls", "cloud_max_tokens", "cloud_timeout_s", "cloud_max_call_s", "cloud_price_in", "cloud_price_out")
 AGENT_KNOB_DEFAULTS = {"device_model": "", "device_gguf_file": "", "device_threads": 2, "max_new_tokens": 20,
                        "cloud_base_url": "http://127.0.0.1:8000/v1", "cloud_model": "default", "mode": "replay",
                        "cloud_max_reply_tokens": 48,
@@ -199,7 +221,7 @@ def agent_options(config: CollectConfig, share: int) -> AgentOptions:
     """The agent flags as `AgentOptions`; with `share` parallel workers each gets 1/share of the cloud budget."""
     openai = OpenAIConfig(
         base_url=config.cloud_base_url, model=config.cloud_model, api_key_env=config.cloud_api_key_env,
-        timeout_s=config.cloud_timeout_s, max_reply_tokens=config.cloud_max_reply_tokens,
+        timeout_s=config.cloud_timeout_s, max_call_s=config.cloud_max_call_s, max_reply_tokens=config.cloud_max_reply_tokens,
         max_calls=config.cloud_max_calls // share,
         max_total_tokens=config.cloud_max_tokens // share, price_in_per_mtok=config.cloud_price_in,
         price_out_per_mtok=config.cloud_price_out,

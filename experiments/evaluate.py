@@ -18,11 +18,11 @@ rollouts.jsonl (every step, for --replay-from), config.json.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import math
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                      rich_headline, rich_limit_shares, with_intervals)
 from hera_jax.evaluate.runner import MethodPoint, plan_episodes, run_online
+from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
+from hera_jax.runs import check_resume, config_json, locked_run_dir, new_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -118,6 +120,14 @@ class EvalConfig:
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
     """Show progress bars."""
+
+    # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices")
+    LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
+                              "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
+                              "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
+                              "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
+                              "max_steps": COUNT}
 
     def __post_init__(self):
         # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
@@ -292,16 +302,12 @@ def replay(config: EvalConfig, console) -> dict:
     for problem in report.problems:
         console.print(f"[yellow]warning[/]: {problem}")
     out = config.out or source
-    out.mkdir(parents=True, exist_ok=True)
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
-    if out != source:
-        write_json_atomic(out / "config.json", {**recorded, "replay": _config_json(config)})
-    return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console,
-                         recorded.get("router_training"))
-
-
-def _config_json(config: EvalConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    with locked_run_dir(out, "evaluate.py run"):
+        if out != source:
+            write_json_atomic(out / "config.json", {**recorded, "replay": config_json(config)})
+        return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console,
+                             recorded.get("router_training"))
 
 
 def main(config: EvalConfig) -> dict:
@@ -325,9 +331,14 @@ def main(config: EvalConfig) -> dict:
         raise HeraError(f"{dataset}/manifest.json: env.name is {eval_env!r}, not --env {config.env!r}; pass the "
                         "dataset of the environment being evaluated")
     # --- which data each router was trained on; routers trained on other state formats are refused ------------
-    from hera_jax.router.checkpoint import load_router
+    from hera_jax.router.checkpoint import latest_step, load_router
 
+    # the step each router loads, resolved once so the report and config.json say which checkpoint was used
+    router_paths = {name: (path, latest_step(path) if step is None else step)
+                    for name, (path, step) in router_paths.items()}
     bundles = {name: load_router(path, step) for name, (path, step) in router_paths.items()}
+    for name, (path, step) in router_paths.items():
+        console.print(f"router {name}: checkpoint step {step} of {path}")
     training = {name: router_training(path, bundles[name].meta) for name, (path, _) in router_paths.items()}
     for name, sources in training.items():
         for source in sources:
@@ -355,16 +366,17 @@ def main(config: EvalConfig) -> dict:
     else:
         seen = tuple(t for t in DEFAULT_EVAL_TASKS.get(config.env, ()) if t in dataset_seen) or tuple(dataset_seen)
 
-    out = config.out or ROOT / "runs" / "evaluate" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    config_json = _config_json(config)
-    if (out / "config.json").exists():
-        previous = json.loads((out / "config.json").read_text()).get("config", {})
-        volatile = ("out", "progress", "cloud_budget", "prices")
-        if {k: v for k, v in previous.items() if k not in volatile} != {
-            k: v for k, v in config_json.items() if k not in volatile
-        }:
-            raise HeraError(f"{out}: holds an evaluation with other settings; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out = config.out or new_run_dir(ROOT / "runs", "evaluate")
+    with locked_run_dir(out, "evaluate.py run"):
+        if (out / "config.json").exists():
+            check_resume(out, config, stored=json.loads((out / "config.json").read_text()).get("config", {}))
+        return evaluate_into(config, out, console, started, dataset, settings, router_paths, bundles, training,
+                             unseen, table, seen)
+
+
+def evaluate_into(config: EvalConfig, out: Path, console, started: float, dataset, settings: dict,
+                  router_paths: dict, bundles: dict, training: dict, unseen, table, seen) -> dict:
+    """Run the evaluation episodes into `out` (locked; resumed per episode) and write the report."""
 
     # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
     from hera_jax.agents import make_agent
@@ -433,8 +445,8 @@ def main(config: EvalConfig) -> dict:
         per_split = {"dev": config.dev_per_task, "test": config.test_per_task, "test_unseen": config.unseen_per_task}
         plan = plan_episodes(env, seen, unseen, per_split)
         write_json_atomic(out / "config.json", {
-            "config": config_json, "agents": agents,
-            "routers": {k: f"{p}@{'latest' if step is None else step}" for k, (p, step) in router_paths.items()},
+            "config": config_json(config), "agents": agents,
+            "routers": {k: f"{p}@{step}" for k, (p, step) in router_paths.items()},
             "router_training": training,
             "dataset": str(dataset), "seen_tasks": list(seen), "unseen_tasks": list(unseen),
             "device_seed": device_seed, "notes": notes,

@@ -12,10 +12,9 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -24,11 +23,13 @@ from hera_jax.cli import run_cli
 from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec
+from hera_jax.limits import COUNT, POSITIVE, PROBABILITY
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.checkpoint import save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.sharding import data_mesh
 from hera_jax.router.train import TrainConfig
+from hera_jax.runs import config_json, locked_run_dir, new_run_dir, require_empty
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +70,8 @@ class ILConfig:
     out: Path | None = None
     """New run folder for metrics.json and the checkpoint (default: runs/il/<timestamp>). Must not exist yet."""
 
+    LIMITS: ClassVar[dict] = {"embedding_dim": COUNT, "horizon": POSITIVE, "threshold": PROBABILITY}
+
 
 def plot_training_curve(result, path: Path, title: str) -> None:
     import matplotlib
@@ -94,15 +97,21 @@ def plot_training_curve(result, path: Path, title: str) -> None:
 
 def main(config: ILConfig) -> dict:
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     console = Console() if Console().is_terminal else Console(width=120)
     started = time.perf_counter()
     dataset = resolve_dataset(config.dataset, config.env)
-    out = config.out or ROOT / "runs" / "il" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise HeraError(f"{out}: run folder exists and is not empty; choose another --out (nothing was written)")
+    out = config.out or new_run_dir(ROOT / "runs", "il")
+    with locked_run_dir(out, "il.py run"):
+        require_empty(out)
+        return train_into(config, Path(dataset), out, console, started)
+
+
+def train_into(config: ILConfig, dataset: Path, out: Path, console, started: float) -> dict:
+    """Train, evaluate and write the run folder `out` (locked and empty)."""
+    from rich.markup import escape
+    from rich.table import Table
+
     datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
     table = load_union_table(datasets, config.unseen_tasks)
     unseen = table.unseen_tasks
@@ -163,12 +172,13 @@ def main(config: ILConfig) -> dict:
     save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
-    write_json_atomic(out / "config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    write_json_atomic(out / "config.json", config_json(config))
     plot_training_curve(result, out / "training_curve.png", f"IL router — agents: {agent_label}")
 
     title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — agents: {agent_label}"
     rich_table = Table(title=title)
-    columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC", "cloud-step ratio @0.5")
+    columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC",
+               f"cloud-step ratio @{config.threshold:g}")
     if by_dataset:
         rich_table.add_column("dataset", no_wrap=True)
     for col in columns:

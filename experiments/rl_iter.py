@@ -11,7 +11,6 @@ with state-dependent mistakes. Rerunning with the same --out (or --resume) conti
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from hera_jax.envs import make_env
 from hera_jax.errors import HeraError
 from hera_jax.rl import RLConfig, open_run, run_rl
 from hera_jax.rollout.records import read_manifest
+from hera_jax.runs import locked_run_dir, new_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "rl"
@@ -35,7 +35,7 @@ def resolve_run_dir(config: RLConfig) -> Path:
         if not runs:
             raise HeraError(f"--resume: no run under {RUNS} to resume; start one without --resume")
         return runs[-1]
-    return RUNS / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return new_run_dir(ROOT / "runs", "rl")
 
 
 def check_dataset_env(collected_in: str | None, env: str, dataset: Path) -> None:
@@ -58,17 +58,19 @@ def main(config: RLConfig) -> list[dict]:
     env_manifest = read_manifest(dataset).get("env", {})
     check_dataset_env(env_manifest.get("name"), config.env, dataset)
     env_options = {"simplification": env_manifest.get("simplification", "easy")} if config.env == "scienceworld" else {}
-    cloud = make_agent("cloud", config.cloud)
-    device = make_agent("device", config.device, seed=config.device_seed)
-    console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
-    env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
-    try:
-        run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console)
-        console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
-                      f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out variations")
-        history = run_rl(run)
-    finally:
-        env.close()
+    with locked_run_dir(run_dir, "rl_iter.py run"):
+        cloud = make_agent("cloud", config.cloud)
+        device = make_agent("device", config.device, seed=config.device_seed)
+        console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
+        env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
+        try:
+            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console)
+            console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
+                          f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out "
+                          "variations")
+            history = run_rl(run)
+        finally:
+            env.close()
     console.print(f"wrote {run_dir}/iter_*/metrics.json, {run_dir}/summary.json and {run_dir}/checkpoints "
                   f"({time.perf_counter() - started:.0f}s)")
     return history

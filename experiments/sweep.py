@@ -26,10 +26,10 @@ configuration, like a fixed test set.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from hera_jax.cli import run_cli
 from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_label, resolve_dataset
 from hera_jax.errors import HeraError
 from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Range
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys
 from hera_jax.rollout.records import write_json_atomic
@@ -46,6 +47,7 @@ from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
 from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
+from hera_jax.runs import config_json, locked_run_dir, new_run_dir, require_empty
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +87,9 @@ class SweepConfig:
     out: Path | None = None
     """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
 
+    LIMITS: ClassVar[dict] = {"embedding_dim": COUNT, "horizon": POSITIVE, "heldout_groups_percent": Range(1, 99),
+                              "il_weight": NON_NEGATIVE, "score_cost_weight": NON_NEGATIVE}
+
 
 def heldout_groups(keys: list[str], percent: int) -> np.ndarray:
     """bool[G]: a fixed share of state groups, chosen by the state key (a hex digest), so reruns hold out the same."""
@@ -122,30 +127,41 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
 
 
 def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid, rl: RLRows | None = None, mesh=None,
-              il_weight: float = 1.0, score_cost_weight: float = 0.02) -> tuple[list[dict], object, dict]:
-    """Compile once, train the whole grid; returns (tidy rows, stacked TrainResult, timings in seconds)."""
+              il_weight: float = 1.0, score_cost_weight: float = 0.02,
+              say: Callable[[str], None] = lambda message: None) -> tuple[list[dict], object, dict]:
+    """Compile once, train the whole grid; returns (tidy rows, stacked TrainResult, timings in seconds).
+    `say` gets a line before the compile and before the training (they take minutes on a CPU)."""
     num_train = int(data.x_train.shape[0])
     sweep = make_sweep(base, grid, num_train, mesh=mesh, il_weight=il_weight, score_cost_weight=score_cost_weight)
+    say(f"compiling the sweep: one program for the whole grid, {num_train} training rows ...")
     t0 = time.perf_counter()
     compiled = jax.jit(sweep).lower(data, rl).compile()
     t1 = time.perf_counter()
+    say(f"compiled in {t1 - t0:.1f}s; training every configuration (up to {base.max_epochs} epochs) ...")
     result, scores = jax.block_until_ready(compiled(data, rl))
     t2 = time.perf_counter()
     return sweep_table(grid, result, scores), result, {"compile": t1 - t0, "run": t2 - t1}
 
 
 def main(config: SweepConfig) -> dict:
-    import pandas as pd
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     dataset = resolve_dataset(config.dataset, config.env)
-    out = config.out or ROOT / "runs" / "sweep" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise HeraError(f"{out}: run folder exists and is not empty; choose another --out (nothing was written)")
     if "il+rl" in config.grid.label_sources and config.rl_run is None:
         raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
+    out = config.out or new_run_dir(ROOT / "runs", "sweep")
+    with locked_run_dir(out, "sweep.py run"):
+        require_empty(out)
+        return sweep_into(config, Path(dataset), out, console)
+
+
+def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
+    """Train the grid and write the run folder `out` (locked and empty)."""
+    import pandas as pd
+    from rich.table import Table
+
+    console.print(f"sweep -> {out}: loading {dataset} and its features ...")
     table = load_il_table(dataset, config.unseen_tasks)  # None: the default of the dataset's own environment
     check_trainable(table, dataset)
     spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
@@ -163,7 +179,8 @@ def main(config: SweepConfig) -> dict:
     mesh = config_mesh(devices) if config.spread_configs and len(devices) > 1 else None
     try:
         rows, result, seconds = run_sweep(data, config.train, config.grid, rl, mesh, config.il_weight,
-                                          score_cost_weight if score_cost_weight is not None else 0.0)
+                                          score_cost_weight if score_cost_weight is not None else 0.0,
+                                          say=console.print)
     except ValueError as e:  # e.g. widths of different depth, unknown label source
         raise HeraError(str(e)) from None
 
@@ -179,7 +196,7 @@ def main(config: SweepConfig) -> dict:
                "timings_s": seconds, "devices": [str(d) for d in devices],
                "configs_spread_over_devices": mesh is not None, "rl": rl_stats, "rows": rows}
     write_json_atomic(out / "sweep.json", summary)
-    write_json_atomic(out / "config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    write_json_atomic(out / "config.json", config_json(config))
 
     keys = ["labels", "hidden_sizes", "learning_rate"]
     metrics = ["best_dev_auroc"] + (["heldout_rl_agreement", "heldout_cloud_ratio"] if rl is not None else [])

@@ -136,7 +136,10 @@ def test_evaluate_runs_on_twc_with_a_router_trained_on_scienceworld(tmp_path, ca
     assert set(episodes.method) == {"sw", "oracle", "device_only", "cloud_only"}
     points = pd.read_csv(out / "points.csv")
     assert set(points.label[points.method == "sw"]) == {"router: sw (trained on scienceworld)"}
-    assert "STAND-INS" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "STAND-INS" in printed
+    assert f"router sw: checkpoint step 0 of {sw}" in printed.replace("\n", "")  # which checkpoint was picked
+    assert config["routers"] == {"sw": f"{sw}@0"}
     assert {h["method"] for h in summary["headline"]} >= {"sw", "oracle"}
 
 

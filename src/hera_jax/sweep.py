@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hera_jax.rl.loss import LabelOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
 from hera_jax.router.model import RouterMLP
 from hera_jax.router.sharding import CONFIG_AXIS
 from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos_weight, init_router_params,
@@ -69,6 +70,8 @@ class LabelVariant(NamedTuple):
     cost_weight: float  # NaN for IL-only
     label_rule: int  # index into LABEL_RULES (0 for IL-only)
     group_weighting: int  # index into GROUP_WEIGHTINGS (0 for IL-only)
+
+    LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE}
 
 
 class SweepPoint(NamedTuple):

@@ -3,7 +3,13 @@ llama.cpp's server).
 
 - Base URL, model and the NAME of the environment variable holding the key come from config/CLI; the key itself is
   read from the environment at call time and is never stored on the object, in `describe()`, manifests or logs.
-- Timeouts per request; retries with exponential backoff (honouring Retry-After) on 429, 5xx and connection errors.
+- The key goes only to the configured host: redirects are never followed (a 3xx is an error naming the other host),
+  server text is redacted before it reaches an error message, and a key typed into a flag or the URL is refused.
+- A deadline per request (connect to last byte: a server dripping one byte a second cannot hold it longer) and a
+  deadline per call over all retries; retries with exponential backoff (honouring Retry-After) on 429, 5xx and
+  connection errors.
+- A malformed reply (not JSON, no choices, wrong types) is counted and becomes an empty reply, which the agent
+  records as a step with parse_ok=False; it is not retried (it may have been billed).
 - A hard budget: a request is sent only if, counting it, neither the call cap nor the token cap can be exceeded.
   The token check uses an upper bound on the prompt (UTF-8 bytes + per-message overhead: a byte-level BPE token
   is at least one byte) plus the reply cap, so even the worst case stays inside the budget.
@@ -13,22 +19,29 @@ llama.cpp's server).
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import random
+import re
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 from hera_jax.agents.base import AgentStep
 from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, timed_act
 from hera_jax.agents.prompting import PromptConfig
 from hera_jax.errors import HeraError
+from hera_jax.limits import KEY_PATTERN, secret_problem
 from hera_jax.state import AgentState
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 TEMPLATE_OVERHEAD_TOKENS = 16  # per message: role markers and separators of chat templates
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REDACTED = "[redacted]"
 
 
 class CloudBudgetExhausted(HeraError, RuntimeError):
@@ -44,7 +57,8 @@ class OpenAIConfig:
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
     api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable with the key; may be unset (local)
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # deadline of one request, from connecting to the last byte of the reply
+    max_call_s: float = 120.0  # deadline of one call over all its retries and backoff sleeps
     max_retries: int = 4
     backoff_base_s: float = 0.5
     backoff_max_s: float = 20.0
@@ -60,6 +74,7 @@ class OpenAIConfig:
 class Usage:
     calls: int = 0  # requests sent, including failed ones
     failed_calls: int = 0
+    malformed_replies: int = 0  # replies that were not a chat completion (recorded as unparseable steps)
     retries: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
@@ -76,13 +91,84 @@ def prompt_token_bound(messages: list[dict]) -> int:
     return sum(len(m["content"].encode("utf-8")) + TEMPLATE_OVERHEAD_TOKENS for m in messages) + 8
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` is not a usable endpoint (without echoing it: it may hold a key); or None."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        return ("must not hold user:password@ credentials; put the key in the environment variable named by "
+                "--cloud-api-key-env (nothing was written)")
+    if parts.query or parts.fragment:
+        return ("must not have a query string or fragment (keys never go in the URL; use the environment "
+                "variable named by --cloud-api-key-env; nothing was written)")
+    return secret_problem(url)
+
+
+def env_name_problem(name: str) -> str | None:
+    if ENV_NAME.fullmatch(name):
+        return None
+    return ("must be the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), not the key "
+            "itself (nothing was written)")
+
+
+def redact(text: str, key: str) -> str:
+    """`text` with the key (and anything key-like) replaced, before it goes into an error or a record."""
+    if key:
+        text = text.replace(key, REDACTED)
+    return KEY_PATTERN.sub(REDACTED, text)
+
+
+def _as_count(value: Any, default: int) -> int:
+    """A token count from the server's usage, or `default` when it is missing or not a non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def reply_text(response: Any) -> str | None:
+    """The text of a chat-completions reply, or None when the reply does not have that shape."""
+    try:
+        message = response["choices"][0]["message"]
+        text = message.get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if text is None:  # a reply without text (e.g. only a refusal or tool call): an empty, unparseable reply
+        return ""
+    return text if isinstance(text, str) else None
+
+
+def config_problem(config: OpenAIConfig) -> str | None:
+    """What is wrong with the endpoint flags (never echoing a value: it may be the key), or None."""
+    env_problem = env_name_problem(config.api_key_env)
+    if env_problem is not None:
+        return f"--cloud-api-key-env {env_problem}"
+    key = os.environ.get(config.api_key_env, "")
+    for flag, value, problem in (("--cloud-base-url", config.base_url, url_problem(config.base_url)),
+                                 ("--cloud-model", config.model, secret_problem(config.model))):
+        if problem is None and len(key) >= 8 and key in value:
+            problem = "holds the API key; it goes only in the environment variable (nothing was written)"
+        if problem is not None:
+            return f"{flag} {problem}"
+    return None
+
+
+def _shutdown(connection: http.client.HTTPConnection) -> None:
+    """Unblock a request that passed its deadline (close() alone does not wake a blocked recv)."""
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class OpenAIChatAgent:
     is_stand_in = False
 
     def __init__(self, config: OpenAIConfig = OpenAIConfig(), prompt: PromptConfig = PromptConfig(),
                  match_cutoff: float = 0.75, sleep: Callable[[float], None] = time.sleep):
-        if not config.base_url.startswith(("http://", "https://")):
-            raise AgentUnavailableError(f"--cloud-base-url must start with http:// or https://, got {config.base_url!r}")
+        problem = config_problem(config)
+        if problem is not None:
+            raise AgentUnavailableError(problem)
         self.config = config
         self.prompt = prompt
         self.match_cutoff = match_cutoff
@@ -115,15 +201,42 @@ class OpenAIChatAgent:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _post(self, body: dict) -> dict:
-        request = urllib.request.Request(
-            self.config.base_url.rstrip("/") + "/chat/completions",
-            data=json.dumps(body).encode("utf-8"),
-            headers=self._headers(),
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-            return json.loads(response.read().decode("utf-8"))
+    def _post(self, body: dict, deadline: float) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """(status, headers, body) of one POST that ends by `deadline` (time.monotonic) whatever the server does.
+        The exchange runs in a helper thread: a server dripping its headers keeps a socket read alive past any
+        socket timeout, so only waiting for the thread with a deadline bounds it; the abandoned thread stops at the
+        server's next byte or at its socket timeout."""
+        url = urllib.parse.urlsplit(self.config.base_url.rstrip("/") + "/chat/completions")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left for another request")
+        connection_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(url.hostname, url.port, timeout=remaining)
+        outcome: dict[str, Any] = {}
+
+        def exchange() -> None:
+            try:
+                connection.request("POST", url.path, body=json.dumps(body).encode("utf-8"), headers=self._headers())
+                response = connection.getresponse()
+                chunks = []
+                while chunk := response.read1(65536):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("past the deadline")
+                    chunks.append(chunk)
+                outcome["reply"] = (response.status, response.headers, b"".join(chunks))
+            except BaseException as e:  # handed to the caller's thread
+                outcome["error"] = e
+
+        worker = threading.Thread(target=exchange, daemon=True)
+        worker.start()
+        worker.join(remaining)
+        if worker.is_alive() or isinstance(outcome.get("error"), TimeoutError) or time.monotonic() > deadline:
+            _shutdown(connection)
+            raise TimeoutError(f"no complete reply within the {self.config.timeout_s:g}s deadline")
+        connection.close()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["reply"]
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -135,35 +248,63 @@ class OpenAIChatAgent:
         return min(delay * (1 + 0.1 * self._jitter.random()), self.config.backoff_max_s)
 
     def chat(self, messages: list[dict]) -> dict:
-        """One chat completion with retries; every request sent counts against the budget."""
+        """One chat completion with retries, within `max_call_s`; every request sent counts against the budget.
+        Returns the reply ({} when it was not JSON)."""
+        c = self.config
+        key = os.environ.get(c.api_key_env, "")
+        started = time.monotonic()
+        call_deadline = started + c.max_call_s
         last_error = ""
-        for attempt in range(self.config.max_retries + 1):
+        attempts = 0
+        for attempt in range(c.max_retries + 1):
             reply_cap = self._check_budget(messages)
-            body = {"model": self.config.model, "messages": messages, "max_tokens": reply_cap,
-                    "temperature": self.config.temperature}
+            body = {"model": c.model, "messages": messages, "max_tokens": reply_cap, "temperature": c.temperature}
             self.usage.calls += 1
+            attempts += 1
             retry_after = None
             try:
-                response = self._post(body)
-            except urllib.error.HTTPError as e:
-                detail = e.read().decode("utf-8", "replace")[:300]
-                last_error = f"HTTP {e.code}: {detail}"
-                if e.code not in RETRY_STATUS:
-                    self._failed(messages, reply_cap)
-                    raise CloudRequestError(f"{self.config.base_url}: {last_error}") from e
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last_error = f"{e.__class__.__name__}: {getattr(e, 'reason', e)}"
+                status, headers, payload = self._post(body, min(time.monotonic() + c.timeout_s, call_deadline))
+            except (TimeoutError, OSError, http.client.HTTPException) as e:
+                last_error = redact(f"{e.__class__.__name__}: {e}", key)
             else:
-                self._account(response, messages, reply_cap)
-                return response
+                if 300 <= status < 400:
+                    self._failed(messages, reply_cap)
+                    target = urllib.parse.urlsplit(headers.get("Location", ""))
+                    raise CloudRequestError(
+                        f"{c.base_url}: HTTP {status} redirect to {target.scheme or '?'}://{target.hostname or '?'}; "
+                        "redirects are not followed, so the key never leaves the configured host: set "
+                        "--cloud-base-url to the final endpoint"
+                    )
+                if status < 300:
+                    response = self._decode(payload)
+                    self._account(response, messages, reply_cap)
+                    return response
+                last_error = redact(f"HTTP {status}: {payload[:300].decode('utf-8', 'replace')}", key)
+                if status not in RETRY_STATUS:
+                    self._failed(messages, reply_cap)
+                    raise CloudRequestError(f"{c.base_url}: {last_error}")
+                retry_after = headers.get("Retry-After")
             self._failed(messages, reply_cap)
-            if attempt < self.config.max_retries:
+            if attempt < c.max_retries:
+                delay = self._backoff(attempt, retry_after)
+                if time.monotonic() + delay >= call_deadline:
+                    break
                 self.usage.retries += 1
-                self._sleep(self._backoff(attempt, retry_after))
+                self._sleep(delay)
         raise CloudRequestError(
-            f"{self.config.base_url}: gave up after {self.config.max_retries + 1} attempts; last error {last_error}"
+            f"{c.base_url}: gave up after {attempts} attempts in {time.monotonic() - started:.0f}s "
+            f"(--cloud-timeout-s {c.timeout_s:g} per request, {c.max_call_s:g}s per call); last error {last_error}"
         )
+
+    def _decode(self, payload: bytes) -> dict:
+        try:
+            response = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            response = None
+        if not isinstance(response, dict):
+            self.usage.malformed_replies += 1
+            return {}
+        return response
 
     def _failed(self, messages: list[dict], reply_cap: int) -> None:
         # A failed request reports no usage; count its worst case so the token budget holds even if it was billed.
@@ -171,9 +312,11 @@ class OpenAIChatAgent:
         self.usage.reserved_unbilled += prompt_token_bound(messages) + reply_cap
 
     def _account(self, response: dict, messages: list[dict], reply_cap: int) -> None:
-        usage = response.get("usage") or {}
-        tokens_in = int(usage.get("prompt_tokens", prompt_token_bound(messages)))
-        tokens_out = int(usage.get("completion_tokens", reply_cap))
+        usage = response.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        # a missing or malformed count is charged at its worst case, so the budget holds
+        tokens_in = _as_count(usage.get("prompt_tokens"), prompt_token_bound(messages))
+        tokens_out = _as_count(usage.get("completion_tokens"), reply_cap)
         self.usage.tokens_in += tokens_in
         self.usage.tokens_out += tokens_out
         self.usage.cost_usd += (tokens_in * self.config.price_in_per_mtok
@@ -184,9 +327,15 @@ class OpenAIChatAgent:
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": user + "\nWhat is your next action?"}]
         response = self.chat(messages)
-        usage = response.get("usage") or {}
-        text = (response["choices"][0].get("message") or {}).get("content") or ""
-        return Generation(text=text, tokens_in=usage.get("prompt_tokens"), tokens_out=usage.get("completion_tokens"))
+        usage = response.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        text = reply_text(response)
+        if text is None and response:  # not-JSON replies were counted in chat()
+            self.usage.malformed_replies += 1
+        # a server that echoes the key must not get it into the step records
+        text = redact(text or "", os.environ.get(self.config.api_key_env, ""))
+        return Generation(text=text, tokens_in=_as_count(usage.get("prompt_tokens"), None),
+                          tokens_out=_as_count(usage.get("completion_tokens"), None))
 
     def act(self, state: AgentState) -> AgentStep:
         return timed_act(self, state)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+
+from hera_jax.limits import NON_NEGATIVE, POSITIVE
 
 EVAL_SPLITS = ("dev", "test", "test_unseen")
 _PREFIX = "eval"
@@ -24,6 +27,10 @@ class PriceTable:
     chars_per_token: float = 4.0
     prompt_overhead_tokens: int = 500  # instructions and valid-action hints around the state text
     est_output_tokens: int = 10
+
+    LIMITS: ClassVar[dict] = {"usd_per_million_input": NON_NEGATIVE, "usd_per_million_output": NON_NEGATIVE,
+                              "chars_per_token": POSITIVE, "prompt_overhead_tokens": NON_NEGATIVE,
+                              "est_output_tokens": NON_NEGATIVE}
 
 
 def param_label(param: float | None) -> str:

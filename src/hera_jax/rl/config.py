@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from hera_jax.features import DEFAULT_MODEL
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
 
@@ -111,6 +112,14 @@ class RLConfig:
     progress: bool = True
     """Show progress bars."""
 
+    # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress")
+    LIMITS: ClassVar[dict] = {"iters": NON_NEGATIVE, "rollouts_per_task": COUNT, "train_variations": COUNT,
+                              "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
+                              "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
+                              "window": NON_NEGATIVE, "threshold": PROBABILITY, "embedding_dim": COUNT,
+                              "max_steps": COUNT, "return_tolerance": NON_NEGATIVE,
+                              "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT}
 
     def __post_init__(self):
         # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.
@@ -128,6 +137,3 @@ ENV_DEFAULTS: dict[str, dict[str, int]] = {
     "textworld_express:twc": {"train_variations": 4, "eval_variations": 6},
     "textworld_express:cookingworld": {"train_variations": 6, "eval_variations": 9},
 }
-
-# Fields that may differ between a run and its resumption; everything else must match.
-RESUMABLE_FIELDS = ("iters", "out", "resume", "progress")

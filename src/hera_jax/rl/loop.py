@@ -34,7 +34,7 @@ from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.features.cache import cache_path
-from hera_jax.rl.config import RESUMABLE_FIELDS, RLConfig
+from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loss import LabelOptions, PreferenceBatch, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.train import PreferenceData, make_preference_train
@@ -46,16 +46,13 @@ from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, s
 from hera_jax.router.il import check_finite_features
 from hera_jax.router.policy import RouterPolicy
 from hera_jax.router.train import predict_p_cloud
+from hera_jax.runs import RunFolderError, check_resume, config_json
 
 CHECKPOINTS = "checkpoints"
 FEATURES = "features"
 
 # Called after each finished iteration with its index (tests use it to simulate a kill between iterations).
 IterationHook = Callable[[int], None]
-
-
-class RunFolderError(HeraError, ValueError):
-    pass
 
 
 def iter_dir(run_dir: Path, iteration: int) -> Path:
@@ -68,28 +65,6 @@ def finished_iterations(run_dir: Path) -> int:
     while (iter_dir(run_dir, last + 1) / "metrics.json").exists():
         last += 1
     return last
-
-
-def config_record(config: RLConfig) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
-
-
-def check_config(run_dir: Path, config: RLConfig) -> None:
-    """A run folder belongs to one set of settings; resuming with others would mix incomparable iterations."""
-    record = config_record(config)
-    path = run_dir / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        diffs = [
-            f"{k}: run has {old.get(k)!r}, now {record[k]!r}"
-            for k in record
-            if k not in RESUMABLE_FIELDS and old.get(k) != record[k]
-        ]
-        if diffs:
-            raise RunFolderError(
-                f"{run_dir}: this run was started with other settings ({'; '.join(diffs)}); "
-                "resume it with the same flags or choose a new --out"
-            )
 
 
 def agents_label(cloud: Agent, device: Agent) -> str:
@@ -209,7 +184,7 @@ def open_run(
     from rich.console import Console
 
     console = console or Console()
-    check_config(run_dir, config)
+    check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
     episode_kwargs = {
@@ -222,7 +197,7 @@ def open_run(
     else:
         spec = FeatureSpec(config.encoder, config.embedding_dim)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", config_record(config))  # only once the inputs proved usable
+    write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
     # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.
     source, target = cache_path(features_dir, spec.encoder), cache_path(run_dir / FEATURES, spec.encoder)
     if source.exists() and not target.exists():
@@ -459,7 +434,7 @@ def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[d
         if on_iteration_done:
             on_iteration_done(iteration)
     history = load_history(run.run_dir)
-    write_json_atomic(run.run_dir / "summary.json", {"config": config_record(config), "iterations": history,
+    write_json_atomic(run.run_dir / "summary.json", {"config": config_json(config), "iterations": history,
                                                      **run.meta()})
     return history
 
@@ -491,27 +466,29 @@ def _report(run: RLRun) -> None:
 
 
 def iteration_table(history: Sequence[dict[str, Any]], agents: str):
+    """Two narrow tables (each fits 80 columns): held-out evaluation and rollouts per iteration, then the labels
+    and fine-tune of each iteration."""
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=f"Cost-aware RL — held-out variations, greedy router — agents: {agents}")
-    columns = ("iter", "eval success", "eval cloud-step ratio", "rollout success", "rollout cloud ratio", "visits",
-               "groups", "valid", "label cloud", "label device", "IL rows mixed", "agreement", "time s")
-    for c in columns:
-        table.add_column(c, justify="right")
+    fmt = lambda v, f="{:.3f}": "—" if v is None else f.format(v)  # noqa: E731
+    results = Table(title=f"Cost-aware RL, greedy router on held-out variations — agents: {agents}")
+    for c in ("iter", "eval\nsuccess", "eval\ncloud ratio", "rollout\nsuccess", "rollout\ncloud ratio", "time s"):
+        results.add_column(c, justify="right")
+    labels = Table(title="RL labels and fine-tune per iteration")
+    for c in ("iter", "visits", "groups", "valid", "label\ncloud", "label\ndevice", "IL rows\nmixed", "agreement"):
+        labels.add_column(c, justify="right")
     for m in history:
         ev, ro, gr, tr = m["eval"], m.get("rollouts", {}), m.get("groups", {}), m.get("train", {})
-        fmt = lambda v, f="{:.3f}": "—" if v is None else f.format(v)  # noqa: E731
-        table.add_row(
-            "IL start" if m["iteration"] == 0 else str(m["iteration"]),
-            fmt(ev["success_rate"]), fmt(ev["cloud_step_ratio"]),
-            fmt(ro.get("success_rate")), fmt(ro.get("cloud_step_ratio")),
-            fmt(gr.get("visits"), "{}"), fmt(gr.get("groups"), "{}"), fmt(gr.get("groups_valid"), "{}"),
-            fmt(gr.get("label_cloud"), "{}"), fmt(gr.get("label_device"), "{}"), fmt(gr.get("il_rows_mixed"), "{}"),
-            fmt(tr.get("margin_weighted_label_agreement")), f"{sum(m.get('timings_s', {}).values()):.0f}",
-        )
+        name = "IL start" if m["iteration"] == 0 else str(m["iteration"])
+        results.add_row(name, fmt(ev["success_rate"]), fmt(ev["cloud_step_ratio"]), fmt(ro.get("success_rate")),
+                        fmt(ro.get("cloud_step_ratio")), f"{sum(m.get('timings_s', {}).values()):.0f}")
+        if m["iteration"] > 0:
+            labels.add_row(name, *(fmt(gr.get(k), "{}") for k in ("visits", "groups", "groups_valid", "label_cloud",
+                                                                   "label_device", "il_rows_mixed")),
+                           fmt(tr.get("margin_weighted_label_agreement")))
     base = history[0].get("baselines") if history else None
-    if base:
-        for name, b in base.items():
-            table.add_row(name.replace("_", "-"), f"{b['success_rate']:.3f}", f"{b['cloud_step_ratio']:.3f}",
-                          *["—"] * (len(columns) - 3))
-    return table
+    for name, b in (base or {}).items():
+        results.add_row(name.replace("_", "-"), f"{b['success_rate']:.3f}", f"{b['cloud_step_ratio']:.3f}",
+                        "—", "—", "—")
+    return Group(results, labels) if labels.row_count else results

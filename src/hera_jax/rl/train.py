@@ -10,12 +10,13 @@ Epochs and minibatches are `lax.scan`s; every epoch visits each row once, so the
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
 from hera_jax.router.model import RouterMLP
 from hera_jax.rl.loss import weighted_bce_sum
 
@@ -32,6 +33,9 @@ class PreferenceTrainConfig:
     """Epochs per RL iteration."""
     seed: int = 0
     """PRNG seed of the minibatch order."""
+
+    LIMITS: ClassVar[dict] = {"learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "batch_size": COUNT,
+                              "epochs": COUNT}
 
 
 class PreferenceData(NamedTuple):

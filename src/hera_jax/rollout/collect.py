@@ -142,11 +142,6 @@ def agents_manifest(cloud: Agent, device: Agent) -> dict[str, Any]:
     return {"cloud": cloud.describe(), "device": device.describe()}
 
 
-def asdict_config(config: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
-            for k, v in dataclasses.asdict(config).items()}
-
-
 def _tokens(record: Any) -> int:
     return sum(getattr(record, f"{role}_tokens_{io}") or 0 for role in ("device", "cloud") for io in ("in", "out"))
 

@@ -64,12 +64,24 @@ def save_router(
         **(extra_meta or {}),
     }
     with _manager(directory) as manager:
-        manager.save(
-            step,
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-        )
+        try:
+            saved = manager.save(
+                step,
+                args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+            )
+        except ocp.checkpoint_manager.StepAlreadyExistsError:
+            saved = False
+        if not saved:  # orbax skips a step at or below its latest one: another run's checkpoints are in there
+            raise CheckpointError(
+                f"{directory}: step {step} was not saved (the folder already holds step "
+                f"{manager.latest_step()}, from another run?); use a new run folder"
+            )
         manager.wait_until_finished()
     return Path(directory) / str(step)
+
+
+def _shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda leaf: tuple(leaf.shape), tree)
 
 
 def latest_step(directory: str | Path) -> int | None:
@@ -114,6 +126,18 @@ def load_router(
         abstract = jax.eval_shape(
             lambda: model.init(jax.random.key(0), jnp.zeros((1, feature_spec.input_dim)))["params"]
         )
+        # Compare shapes from the stored metadata first: a restore that fails part-way leaves orbax's pending
+        # TensorStore reads to be collected at interpreter exit, each printing a long warning.
+        try:
+            stored = ocp.StandardCheckpointHandler().metadata(directory.resolve() / str(step) / "params").tree
+            shapes_match = _shapes(stored) == _shapes(abstract)
+        except Exception as e:
+            raise CheckpointError(f"{directory}/{step}: unreadable parameter metadata ({e})") from e
+        if not shapes_match:
+            raise CheckpointError(
+                f"{directory}/{step}: parameters do not match the stored config (hidden sizes "
+                f"{train_config.hidden_sizes}, input {feature_spec.input_dim}): stored {_shapes(stored)}"
+            )
         try:
             params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))[
                 "params"

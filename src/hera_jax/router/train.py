@@ -9,7 +9,7 @@ vmapped over seeds or hyper-parameters of equal shape (experiments/sweep.py) and
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from hera_jax.errors import HeraError
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Check
 from hera_jax.router.metrics import auroc, weighted_bce
 from hera_jax.router.model import RouterMLP
 
@@ -43,6 +44,12 @@ class TrainConfig:
     """Weight of 'needs cloud' examples in the loss; None = #negatives / #positives of the training set."""
     seed: int = 0
     """PRNG seed for initialisation and shuffling."""
+
+    LIMITS: ClassVar[dict] = {"hidden_sizes": COUNT, "learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE,
+                              "batch_size": COUNT, "max_epochs": COUNT, "patience": COUNT,
+                              "select_metric": Check(lambda m: None if m in ("dev_auroc", "dev_loss")
+                                                     else "must be dev_auroc or dev_loss"),
+                              "warmup_epochs": NON_NEGATIVE, "pos_weight": POSITIVE}
 
 
 class TrainData(NamedTuple):

@@ -1,0 +1,110 @@
+"""Declared ranges of config fields, checked once at parse time (hera_jax.cli.run_cli) with the flag's own name.
+
+Each config dataclass lists its numeric fields' ranges in a `LIMITS` class variable; `validate` walks a config and
+its nested configs (flags `--train.max-epochs` etc.) and raises a `ConfigError` naming the first bad flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hera_jax.errors import HeraError
+
+
+# What API keys look like (OpenAI, DashScope/Qwen, Anthropic, ... start with sk-), and bearer tokens in text.
+KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}|Bearer\s+\S+", re.IGNORECASE)
+
+
+class ConfigError(HeraError):
+    """A flag's value is out of its declared range (not a ValueError, so tyro passes it through unchanged)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """low <= value <= high (strict where `*_open`); None = unbounded. Applies to each element of a tuple."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(value, float) and math.isnan(value):
+            return "is NaN"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return f"must be {'<' if self.high_open else '<='} {self.high:g}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """Any other rule: `rule(value)` returns what is wrong, or None. `echo=False` keeps the value out of the
+    message (for values that may be secrets)."""
+
+    rule: Callable[[Any], str | None]
+    echo: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        return self.rule(value)
+
+
+def at_least(low: float) -> Range:
+    return Range(low=low)
+
+
+POSITIVE = Range(low=0, low_open=True)
+NON_NEGATIVE = Range(low=0)
+COUNT = Range(low=1)  # a number of things that must happen at least once
+PROBABILITY = Range(0.0, 1.0)
+
+
+def secret_problem(text: str) -> str | None:
+    """Why `text` (a flag's value) must not be used: it looks like an API key; or None."""
+    if KEY_PATTERN.search(text):
+        return ("looks like an API key; keys go only in the environment variable named by --cloud-api-key-env "
+                "and are never passed as a flag (nothing was written)")
+    return None
+
+
+def flag_name(prefix: str, field: str) -> str:
+    return f"{prefix}{field.replace('_', '-')}"
+
+
+def validate(config: Any, prefix: str = "--") -> None:
+    """Raise ConfigError for the first field of `config` (or of a nested config) outside its declared range, or
+    holding something that looks like an API key (a key typed into the wrong flag must never reach a record)."""
+    limits = getattr(type(config), "LIMITS", {})
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        flag = flag_name(prefix, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, flag + ".")
+            continue
+        for item in _items(value):
+            problem = secret_problem(str(item)) if isinstance(item, (str, os.PathLike)) else None
+            if problem:
+                raise ConfigError(f"{flag} {problem}")
+        limit = limits.get(field.name)
+        if limit is None or value is None:
+            continue
+        for item in _items(value):
+            problem = limit.problem(item)
+            if problem:
+                raise ConfigError(f"{flag} {problem}" + (f", got {item!r}" if getattr(limit, "echo", True) else ""))
+
+
+def _items(value: Any) -> Iterator[Any]:
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _items(item)
+    else:
+        yield value

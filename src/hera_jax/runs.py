@@ -1,0 +1,91 @@
+"""Run folders, in one place: where a new one goes (`runs/<kind>/<timestamp>`), the settings as JSON, the resume
+check against a folder's `config.json` (with each experiment's one declared list of fields that may change on
+resume), and the lock that keeps two runs (or two collections) out of one folder at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from hera_jax.errors import HeraError
+
+LOCK_FILE = ".run.lock"
+
+
+class RunFolderError(HeraError, ValueError):
+    """A run folder is busy, belongs to other settings, or holds another run's outputs."""
+
+
+def new_run_dir(runs_root: Path, kind: str) -> Path:
+    """`<runs_root>/<kind>/<timestamp>`; a suffix keeps two runs started in the same second apart."""
+    base = Path(runs_root) / kind / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate
+
+
+def config_json(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain JSON values (paths and other objects as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = None) -> None:
+    """Raise unless `run_dir` is new or was started with the same settings, apart from the fields its config class
+    declares in `MAY_CHANGE_ON_RESUME`. `stored`: the settings on disk when they are not `config.json` itself."""
+    record, may_change = config_json(config), type(config).MAY_CHANGE_ON_RESUME
+    if stored is None:
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            return
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    # a field added after the run started matches when it keeps its default (the run's behaviour is unchanged)
+    added_defaults = {k: json.loads(json.dumps(f.default, default=str)) for f in dataclasses.fields(config)
+                      if (k := f.name) not in stored and f.default is not dataclasses.MISSING}
+    stored = {**added_defaults, **stored}
+    keys = dict.fromkeys([*stored, *record])
+    diffs = [f"{k}: run has {stored.get(k)!r}, now {record.get(k)!r}"
+             for k in keys if k not in may_change and stored.get(k) != record.get(k)]
+    if diffs:
+        raise RunFolderError(f"{run_dir}: this run was started with other settings ({'; '.join(diffs)}); "
+                             "resume it with the same flags or choose a new --out")
+
+
+def require_empty(run_dir: Path) -> None:
+    """For runs that never resume: the folder must hold nothing but its lock (no earlier run's outputs)."""
+    if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        raise RunFolderError(f"{run_dir}: run folder exists and is not empty; choose another --out "
+                             "(nothing was written)")
+
+
+@contextmanager
+def locked_run_dir(run_dir: Path, what: str = "run") -> Iterator[Path]:
+    """Hold `run_dir`'s lock for the block, creating the folder; refuse at once if another process holds it.
+    The lock file stays (deleting it would let a waiting process lock a file nobody else sees), except in a folder
+    this call created and nothing was written to: that folder is removed again, so a run that fails on its inputs
+    leaves nothing behind."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / LOCK_FILE
+    lock = filelock.FileLock(lock_path, timeout=0, thread_local=False, is_singleton=False, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunFolderError(f"{run_dir}: busy, another {what} is writing into it right now; wait for it or "
+                             "choose another folder") from None
+    try:
+        yield run_dir
+    finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            lock_path.unlink()
+            run_dir.rmdir()
+        lock.release()

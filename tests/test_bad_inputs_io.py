@@ -1,0 +1,161 @@
+"""Issue 14, findings 5 and 8: the cloud client against a fake OpenAI-compatible server on loopback. The API key
+goes to the configured host only, never into an error, a record or a file; a slow, dead or malformed endpoint
+costs at most the configured deadlines and becomes a recorded step or a one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hera_jax.agents.openai_cloud import CloudRequestError, OpenAIChatAgent, OpenAIConfig
+from hera_jax.agents.llm import AgentUnavailableError
+from hera_jax.state import AgentState
+from tests.conftest import ROOT
+from tests.fake_openai import FakeOpenAI, completion
+
+KEY = "sk-planted-5f1e0c9a7b3d42e8a1c6"
+VALID = ("look around", "go to kitchen", "open door to kitchen")
+STATE = AgentState(task_description="Your task is to boil water.", observation="You are in the hallway.",
+                   valid_actions=VALID, env="scienceworld", task="boil", variation=0)
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("HERA_PLANTED_KEY", KEY)
+    return KEY
+
+
+@pytest.fixture
+def fake():
+    servers: list[FakeOpenAI] = []
+
+    def start(*args, **kwargs) -> FakeOpenAI:
+        servers.append(FakeOpenAI(*args, **kwargs))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def agent_for(url: str, **overrides) -> OpenAIChatAgent:
+    fields = dict(base_url=url, model="fake", api_key_env="HERA_PLANTED_KEY", timeout_s=5.0, max_call_s=10.0,
+                  backoff_base_s=0.05, max_retries=2)
+    return OpenAIChatAgent(OpenAIConfig(**{**fields, **overrides}), sleep=time.sleep)
+
+
+# -- finding 5: secrets ---------------------------------------------------------------------------------------------
+
+def test_key_is_not_forwarded_across_a_redirect(key, fake):
+    elsewhere = fake()
+    redirecting = fake("redirect", location=elsewhere.url.replace("127.0.0.1", "localhost") + "/chat/completions")
+    agent = agent_for(redirecting.url)
+    with pytest.raises(CloudRequestError, match=r"HTTP 302 redirect to http://localhost; redirects are not followed"):
+        agent.act(STATE)
+    assert redirecting.requests[0]["headers"]["Authorization"] == f"Bearer {key}"  # the configured host gets it
+    assert elsewhere.requests == []  # nothing, let alone the key, reached the other host
+
+
+def test_key_echoed_by_the_server_is_redacted_from_errors_and_replies(key, fake):
+    agent = agent_for(fake("echo-error").url)
+    with pytest.raises(CloudRequestError) as error:
+        agent.act(STATE)
+    assert "HTTP 400" in str(error.value) and "[redacted]" in str(error.value) and key not in str(error.value)
+    step = agent_for(fake("echo-reply").url).act(STATE)
+    assert key not in json.dumps(step.__dict__, default=str) and "[redacted]" in step.raw_text
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", KEY, "--cloud-model looks like an API key"),
+    ("base_url", f"http://user:{KEY}@127.0.0.1:9/v1", "--cloud-base-url"),
+    ("base_url", "http://127.0.0.1:9/v1?api_key=abc", "--cloud-base-url must not have a query string"),
+    ("base_url", "http://me:secret@127.0.0.1:9/v1", "--cloud-base-url must not hold user:password@"),
+    ("api_key_env", "not a name", "--cloud-api-key-env must be the NAME of an environment variable"),
+])
+def test_key_in_a_wrong_field_is_refused_without_echoing_it(key, field, value, message):
+    with pytest.raises(AgentUnavailableError, match=message) as error:
+        agent_for("http://127.0.0.1:9/v1", **{field: value})
+    assert key not in str(error.value) and "secret" not in str(error.value)
+
+
+def _collect(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "collect.py"), *args], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=ROOT)
+
+
+def _everything_written(folder) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flags", [
+    ["--cloud-model", KEY],
+    ["--cloud-base-url", f"http://127.0.0.1:9/v1?key={KEY}"],
+    ["--cloud-api-key-env", KEY],
+    ["--tasks", KEY],
+])
+def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_path, flags):
+    out = tmp_path / "ds"
+    proc = _collect("--out", str(out), "--cloud", "openai", *flags, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --")
+    assert KEY not in proc.stdout + proc.stderr
+    assert not out.exists()
+
+
+def test_a_real_collection_against_the_endpoint_writes_the_key_nowhere(tmp_path, fake):
+    """A short real run (TextWorldExpress, cloud = the fake endpoint echoing the key in every reply): the key is
+    in every request's header and in no file, no stdout and no stderr."""
+    server = fake("echo-reply")
+    out = tmp_path / "ds"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HERA_PLANTED_KEY": KEY}
+    proc = _collect("--out", str(out), "--env", "textworld_express:twc", "--mode", "cloud", "--cloud", "openai",
+                    "--cloud-base-url", server.url, "--cloud-api-key-env", "HERA_PLANTED_KEY",
+                    "--cloud-model", "fake-model", "--train-per-task", "1", "--dev-per-task", "0",
+                    "--test-per-task", "0", "--max-steps", "2", "--no-progress", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert server.requests and all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)
+    written = _everything_written(out)
+    assert "[redacted]" in written  # the echoed key was in the replies, recorded redacted
+    assert KEY not in written and KEY not in proc.stdout + proc.stderr
+
+
+# -- finding 8: deadlines and malformed replies ---------------------------------------------------------------------
+
+def test_a_dripping_endpoint_cannot_hold_a_request_past_its_deadline(key, fake):
+    agent = agent_for(fake("drip").url, timeout_s=1.5, max_call_s=4.0, max_retries=5)
+    started = time.monotonic()
+    with pytest.raises(CloudRequestError, match=r"gave up after \d attempts"):
+        agent.act(STATE)
+    assert time.monotonic() - started < 4.0 + 1.5  # the call deadline, plus at most one request's overshoot
+
+
+def test_a_dead_endpoint_costs_at_most_the_call_deadline(key, fake):
+    agent = agent_for(fake("hang").url, timeout_s=1.0, max_call_s=2.5, max_retries=10)
+    started = time.monotonic()
+    with pytest.raises(CloudRequestError, match="TimeoutError"):
+        agent.act(STATE)
+    assert time.monotonic() - started < 2.5 + 1.0
+    assert agent.usage.calls <= 3
+
+
+@pytest.mark.parametrize("status, payload", [
+    (200, b"<html>not json</html>"),
+    (200, b"[1, 2, 3]"),
+    (200, json.dumps({"choices": "none"}).encode()),
+    (200, json.dumps({"choices": [{"message": {"content": 42}}]}).encode()),
+    (200, completion("look around", usage={"prompt_tokens": "many", "completion_tokens": None})),
+])
+def test_a_malformed_reply_is_a_recorded_unparseable_step(key, fake, status, payload):
+    agent = agent_for(fake(("raw", status, payload)).url)
+    step = agent.act(STATE)
+    well_formed_text = payload.startswith(b'{"choices": [{"message": {"role"')
+    assert step.parse_ok is well_formed_text
+    assert step.action in VALID  # the environment still gets an action; the record says the reply was unusable
+    assert agent.usage.malformed_replies == (0 if well_formed_text else 1)
+    assert agent.usage.calls == 1 and agent.usage.retries == 0  # a billed reply is not re-sent
+    assert isinstance(step.tokens_in, (int, type(None))) and isinstance(step.tokens_out, (int, type(None)))

@@ -1,0 +1,184 @@
+"""Issue 14 findings 7, 9, 10 and issue 13 item 3: one run folder per run (a busy folder is refused at once,
+a skipped checkpoint save fails loudly), declared resume fields, parse-time flag ranges, and the output fixes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import pytest
+from rich.console import Console
+
+from hera_jax.features import FeatureSpec
+from hera_jax.limits import ConfigError, validate
+from hera_jax.rl.config import RLConfig
+from hera_jax.rl.loop import iteration_table
+from hera_jax.router.checkpoint import CheckpointError, save_router
+from hera_jax.router.model import RouterMLP
+from hera_jax.router.train import TrainConfig
+from hera_jax.runs import (LOCK_FILE, RunFolderError, check_resume, config_json, locked_run_dir, new_run_dir,
+                           require_empty)
+from hera_jax.rollout.records import write_json_atomic
+from tests.conftest import ROOT
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200"}
+
+
+def _cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True,
+                          text=True, timeout=600, env=ENV, cwd=ROOT)
+
+
+def _tiny_router(path):
+    spec = FeatureSpec()
+    params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
+    save_router(path, 0, params, TrainConfig(hidden_sizes=(4,)), spec)
+    return path
+
+
+# -- one run per folder ---------------------------------------------------------------------------------------------
+
+def test_a_busy_folder_is_refused_and_an_unused_new_one_is_removed(tmp_path):
+    with locked_run_dir(tmp_path / "run"):
+        (tmp_path / "run" / "metrics.json").write_text("{}")
+        with pytest.raises(RunFolderError, match="busy"):
+            with locked_run_dir(tmp_path / "run"):
+                pass
+    with locked_run_dir(tmp_path / "run"):  # free again once the first run is done
+        pass
+    with pytest.raises(RunFolderError, match="not empty"):
+        require_empty(tmp_path / "run")
+    with pytest.raises(ValueError):
+        with locked_run_dir(tmp_path / "failed"):
+            raise ValueError("bad input before anything was written")
+    assert not (tmp_path / "failed").exists()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("il.py", ()),
+    ("rl_iter.py", ("--iters", "1")),
+    ("sweep.py", ()),
+    ("evaluate.py", ("--routers", "ROUTER")),
+    ("collect.py", ("--env", "textworld_express:twc")),
+])
+def test_every_cli_refuses_a_folder_another_run_is_writing(tmp_path, script, args):
+    out = tmp_path / "busy"
+    args = tuple(f"il={_tiny_router(tmp_path / 'router')}" if a == "ROUTER" else a for a in args)
+    with locked_run_dir(out):
+        write_json_atomic(out / "first_run.json", {"mine": True})
+        proc = _cli(script, *args, "--out", str(out))
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.count("\n") == 1 and "busy" in proc.stderr and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, "first_run.json"])  # nothing mixed in
+
+
+def test_a_checkpoint_save_orbax_skips_fails_loudly(tmp_path):
+    spec = FeatureSpec(encoder="toy", embedding_dim=6)
+    params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
+    save_router(tmp_path / "ckpt", 7, params, TrainConfig(hidden_sizes=(4,)), spec)
+    for step in (3, 7):  # an earlier run's later (or same) step is in the folder: orbax would skip silently
+        with pytest.raises(CheckpointError, match=f"step {step} was not saved"):
+            save_router(tmp_path / "ckpt", step, params, TrainConfig(hidden_sizes=(4,)), spec)
+
+
+def test_new_run_dirs_never_collide(tmp_path):
+    first = new_run_dir(tmp_path, "il")
+    first.mkdir(parents=True)
+    second = new_run_dir(tmp_path, "il")
+    assert second != first and second.parent == tmp_path / "il"
+
+
+def test_resume_allows_only_the_declared_fields_to_change(tmp_path):
+    write_json_atomic(tmp_path / "config.json", config_json(RLConfig(iters=2)))
+    check_resume(tmp_path, RLConfig(iters=5, progress=False))  # declared in RLConfig.MAY_CHANGE_ON_RESUME
+    with pytest.raises(RunFolderError, match=r"exploration: run has 0.25, now 0.5"):
+        check_resume(tmp_path, RLConfig(iters=2, exploration=0.5))
+
+
+
+def test_resume_of_a_run_from_before_a_field_existed_matches_only_at_its_default(tmp_path):
+    # stage-2 options were added after runs had been started: their config.json lacks them
+    stored = {k: v for k, v in config_json(RLConfig(iters=2)).items() if k not in ("label_rule", "group_weighting")}
+    write_json_atomic(tmp_path / "config.json", stored)
+    check_resume(tmp_path, RLConfig(iters=3))
+    with pytest.raises(RunFolderError, match=r"group_weighting: run has 'margin', now 'uniform'"):
+        check_resume(tmp_path, RLConfig(iters=3, group_weighting="uniform"))
+
+# -- finding 9: flag ranges at parse time ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script, args, message", [
+    ("rl_iter.py", ("--iters", "-1"), "--iters must be >= 0, got -1"),
+    ("rl_iter.py", ("--exploration", "1.5"), "--exploration must be <= 1, got 1.5"),
+    ("il.py", ("--threshold", "2"), "--threshold must be <= 1, got 2.0"),
+    ("il.py", ("--train.max-epochs", "0"), "--train.max-epochs must be >= 1, got 0"),
+    ("il.py", ("--train.patience", "0"), "--train.patience must be >= 1, got 0"),
+    ("collect.py", ("--train-per-task", "-1"), "--train-per-task must be >= 0, got -1"),
+    ("evaluate.py", ("--thresholds", "0.5", "1.5"), "--thresholds must be <= 1, got 1.5"),
+    ("sweep.py", ("--grid.learning-rates", "0"), "--grid.learning-rates must be > 0, got 0.0"),
+])
+def test_out_of_range_flags_are_one_line_errors_with_exit_2(tmp_path, script, args, message):
+    proc = _cli(script, *args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_nested_and_tuple_ranges_are_checked_and_secrets_never_echoed():
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        rates: tuple[float, ...] = (0.1,)
+        name: str = "x"
+        train: TrainConfig = TrainConfig()
+        LIMITS: ClassVar[dict] = {"rates": TrainConfig.LIMITS["learning_rate"]}
+
+    validate(Config())
+    with pytest.raises(ConfigError, match=r"--rates must be > 0, got -0.1"):
+        validate(Config(rates=(0.1, -0.1)))
+    with pytest.raises(ConfigError, match=r"--train.batch-size must be >= 1, got 0"):
+        validate(Config(train=TrainConfig(batch_size=0)))
+    with pytest.raises(ConfigError) as error:
+        validate(Config(name="sk-0123456789abcdefghij"))
+    assert str(error.value).startswith("--name looks like an API key") and "sk-0123" not in str(error.value)
+
+
+# -- finding 10: output -------------------------------------------------------------------------------------------
+
+def test_rl_table_is_readable_at_80_columns():
+    history = [
+        {"iteration": 0, "eval": {"success_rate": 0.5, "cloud_step_ratio": 0.333}, "timings_s": {"eval": 12.0},
+         "baselines": {"cloud_only": {"success_rate": 1.0, "cloud_step_ratio": 1.0}}},
+        {"iteration": 1, "eval": {"success_rate": 0.75, "cloud_step_ratio": 0.25},
+         "rollouts": {"success_rate": 0.625, "cloud_step_ratio": 0.3},
+         "groups": {"visits": 1234, "groups": 456, "groups_valid": 123, "label_cloud": 50, "label_device": 73,
+                    "il_rows_mixed": 900},
+         "train": {"margin_weighted_label_agreement": 0.912}, "timings_s": {"rollouts": 100.0}},
+    ]
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console.print(iteration_table(history, "cloud=oracle, device=perturbed (STAND-INS, not LLMs)"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for value in ("0.750", "0.625", "1234", "456", "123", "900", "0.912", "cloud-only", "IL start", "agreement"):
+        assert value in text
+
+
+def test_il_table_header_states_the_threshold(tmp_path):
+    proc = _cli("il.py", "--threshold", "0.3", "--train.max-epochs", "2", "--train.patience", "1",
+                "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cloud-step ratio @0.3" in proc.stdout and "@0.5" not in proc.stdout
+
+
+def test_sweep_says_what_it_is_doing_before_the_long_steps(tmp_path):
+    proc = _cli("sweep.py", "--grid.seeds", "0", "--grid.learning-rates", "0.001", "--train.max-epochs", "2",
+                "--out", str(tmp_path / "sweep"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    compiling = next(i for i, line in enumerate(lines) if line.startswith("compiling the sweep"))
+    training = next(i for i, line in enumerate(lines) if "training every configuration" in line)
+    table = next(i for i, line in enumerate(lines) if "-config sweep on" in line)
+    assert compiling < training < table  # each long step is announced before it starts
