@@ -64,14 +64,15 @@ class SweepGrid:
     return_tolerance: float = 0.0
     """Return tolerance of the 'lexicographic' rule (RLConfig.return_tolerance)."""
 
+    LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE,
+                              "return_tolerance": NON_NEGATIVE}
+
 
 class LabelVariant(NamedTuple):
     uses_rl: bool
     cost_weight: float  # NaN for IL-only
     label_rule: int  # index into LABEL_RULES (0 for IL-only)
     group_weighting: int  # index into GROUP_WEIGHTINGS (0 for IL-only)
-
-    LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE}
 
 
 class SweepPoint(NamedTuple):
