@@ -35,7 +35,7 @@ import numpy as np
 from hera_jax.cli import run_cli
 from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_label, resolve_dataset
 from hera_jax.errors import HeraError
-from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
+from hera_jax.features import DEFAULT_MODEL, FeatureSpec, TextDesign, featurize
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits
 from hera_jax.rollout.records import write_json_atomic
@@ -62,6 +62,8 @@ class SweepConfig:
     embedding_dim: int = 384
     scalar_features: tuple[str, ...] = ("step_frac",)
     horizon: float = 50.0
+    text_design: TextDesign = FeatureSpec.text_design
+    """joint, obs_first or segments (see experiments/il.py --help and hera_jax/features/designs.py)."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types kept out of training (default: per-environment choice)."""
     grid: SweepGrid = SweepGrid()
@@ -146,7 +148,8 @@ def main(config: SweepConfig) -> dict:
         raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
     table = load_il_table(dataset, config.unseen_tasks)  # None: the default of the dataset's own environment
     check_trainable(table, dataset)
-    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
+    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon,
+                       config.text_design)
     features, num_new = build_features(table, spec, config.features_dir or Path(dataset) / "features")
     rl, rl_stats, score_cost_weight = None, None, config.score_cost_weight
     if config.rl_run is not None:
