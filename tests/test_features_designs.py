@@ -150,14 +150,16 @@ WRITER = textwrap.dedent("""
     import numpy as np
     from hera_jax.features.cache import FeatureCache
     path, writer, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    cache = FeatureCache(path, "toy", 4)  # every writer opens the cache before any of them writes
+    (go.parent / f"ready{writer}").touch()
     while not go.exists():
-        time.sleep(0.01)
-    cache = FeatureCache(path, "toy", 4)
+        time.sleep(0.001)
     for batch in range(15):
         ks = [f"w{writer}-{batch}-{i}" for i in range(8)]
         vectors = np.array([[writer, batch, i, 1.0] for i in range(8)], np.float32)  # exact in float16
         cache.add(ks, vectors, save=False)
         cache.flush()
+        time.sleep(0.002)
 """)
 
 
@@ -166,6 +168,8 @@ def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(go)], env=env,
                                 stderr=subprocess.PIPE, text=True) for w in range(3)]
+    while not all((tmp_path / f"ready{w}").exists() for w in range(3)):
+        assert all(proc.poll() is None for proc in writers), [proc.stderr.read() for proc in writers]
     go.touch()
     for proc in writers:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
@@ -173,4 +177,4 @@ def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
     expected = {f"w{w}-{b}-{i}": [w, b, i, 1.0] for w in range(3) for b in range(15) for i in range(8)}
     assert sorted(cache.keys) == sorted(expected)
     np.testing.assert_array_equal(cache.lookup(list(expected)), np.array(list(expected.values()), np.float32))
-    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # no temp file is left behind
