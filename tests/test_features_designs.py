@@ -178,3 +178,4 @@ def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
     assert sorted(cache.keys) == sorted(expected)
     np.testing.assert_array_equal(cache.lookup(list(expected)), np.array(list(expected.values()), np.float32))
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # no temp file is left behind
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, as the cache was before unique temp names

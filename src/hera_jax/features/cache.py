@@ -117,6 +117,8 @@ class FeatureCache:
             meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys)})
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
             try:
+                # mkstemp makes the file private (0600); keep the cache as readable as before for others sharing it
+                os.chmod(tmp, self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644)
                 with os.fdopen(fd, "wb") as f:
                     # float16 halves the shipped file; cosine-normalised MiniLM vectors lose nothing that matters
                     np.savez(f, keys=np.asarray(self.keys), embeddings=self.embeddings.astype(np.float16),
