@@ -179,3 +179,25 @@ def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
     np.testing.assert_array_equal(cache.lookup(list(expected)), np.array(list(expected.values()), np.float32))
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # no temp file is left behind
     assert path.stat().st_mode & 0o777 == 0o644  # readable by others, as the cache was before unique temp names
+
+
+@pytest.mark.parametrize("design", ["joint", "obs_first", "segments"])
+def test_rl_policy_and_evaluation_scorer_score_states_identically(tmp_path, design):
+    from hera_jax.evaluate.scoring import Embedder, RouterScorer
+    from hera_jax.router.checkpoint import RouterBundle
+    from hera_jax.router.policy import RouterPolicy
+
+    spec = FeatureSpec(encoder="toy", embedding_dim=8, text_design=design)
+    texts = [state_text(_state(history)) for history in ((), (("go north", "Hallway."),))]
+    featurize([state_key(t) for t in texts[:1]], texts[:1], np.array([0]), spec, tmp_path / "dataset", CountingEncoder())
+    config = TrainConfig(hidden_sizes=(4,))
+    params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
+    bundle = RouterBundle(params, config, spec, {})
+    policy = RouterPolicy(bundle, tmp_path / "dataset", encode=CountingEncoder())
+    embedder = Embedder("toy", 8, [tmp_path / "dataset"], tmp_path / "eval", encode=CountingEncoder())
+    scorer = RouterScorer(bundle, embedder)
+    steps = np.array([0, 1])
+    np.testing.assert_array_equal(policy.p_cloud_batch(policy.features(texts, steps)), scorer.p_cloud_batch(texts, steps))
+    assert embedder.num_encoded > 0  # the second state's new texts went to the evaluation's own cache
+    embedder.flush()
+    assert cache_path(tmp_path / "eval", "toy", design).exists()
