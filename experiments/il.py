@@ -22,7 +22,7 @@ import numpy as np
 from hera_jax.cli import run_cli
 from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
 from hera_jax.errors import HeraError
-from hera_jax.features import DEFAULT_MODEL, FeatureSpec
+from hera_jax.features import DEFAULT_MODEL, FeatureSpec, TextDesign
 from hera_jax.limits import COUNT, POSITIVE, PROBABILITY
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.checkpoint import save_router
@@ -57,6 +57,10 @@ class ILConfig:
     """Scalar features appended to the embedding."""
     horizon: float = 50.0
     """Steps that count as a full episode for the step_frac feature."""
+    text_design: TextDesign = FeatureSpec.text_design
+    """How the state text is embedded (hera_jax/features/designs.py): joint (one embedding of the whole text; the
+    encoder's 256-token limit can cut the current observation), obs_first (current observation first, oldest
+    history cut first) or segments (task, current observation and history items embedded separately)."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types kept out of training and evaluated as 'test_unseen' (default: chosen per environment of the
     dataset's manifest; ScienceWorld: melt, chemistry-mix-paint-tertiary-color; with --extra-datasets: each
@@ -119,7 +123,8 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     check_trainable(table, " + ".join(str(d) for d in datasets))
     for problem in table.report.problems:  # escaped: a reported row value may look like rich markup
         console.print(f"[yellow]warning[/]: {escape(problem)}")
-    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
+    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon,
+                       config.text_design)
     t0 = time.perf_counter()
     features, num_new = build_features(table, spec, config.features_dir)
     featurize_s = time.perf_counter() - t0

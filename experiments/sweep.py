@@ -38,7 +38,7 @@ import numpy as np
 from hera_jax.cli import run_cli
 from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_label, resolve_dataset
 from hera_jax.errors import HeraError
-from hera_jax.features import DEFAULT_MODEL, FeatureSpec, featurize
+from hera_jax.features import DEFAULT_MODEL, FeatureSpec, TextDesign, featurize
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Range
 from hera_jax.rl.loop import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys
@@ -67,6 +67,8 @@ class SweepConfig:
     embedding_dim: int = 384
     scalar_features: tuple[str, ...] = ("step_frac",)
     horizon: float = 50.0
+    text_design: TextDesign = FeatureSpec.text_design
+    """joint, obs_first or segments (see experiments/il.py --help and hera_jax/features/designs.py)."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types kept out of training (default: per-environment choice)."""
     grid: SweepGrid = SweepGrid()
@@ -164,7 +166,8 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
     console.print(f"sweep -> {out}: loading {dataset} and its features ...")
     table = load_il_table(dataset, config.unseen_tasks)  # None: the default of the dataset's own environment
     check_trainable(table, dataset)
-    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon)
+    spec = FeatureSpec(config.encoder, config.embedding_dim, tuple(config.scalar_features), config.horizon,
+                       config.text_design)
     features, num_new = build_features(table, spec, config.features_dir or Path(dataset) / "features")
     rl, rl_stats, score_cost_weight = None, None, config.score_cost_weight
     if config.rl_run is not None:

@@ -63,6 +63,32 @@ def state_text(state: AgentState, history_k: int = 3, max_obs_chars: int = 400) 
     return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class StateTextParts:
+    """The parts of a `state_text`, as they appear in it (normalised, clipped)."""
+
+    task: str
+    history: tuple[tuple[str, str], ...]  # (action, observation that followed), oldest first
+    observation: str
+
+
+def parse_state_text(text: str) -> StateTextParts:
+    """Inverse of `state_text`: its lines are "Task: ...", then ("> action", observation) pairs, then "Now: ...".
+
+    Each part is one line (`normalize_text` removes newlines), so the layout is read by position, not by content:
+    an observation that itself starts with "> " is still an observation.
+    """
+    lines = text.split("\n")
+    if len(lines) < 2 or not lines[0].startswith("Task: ") or not lines[-1].startswith("Now: ") or len(lines) % 2:
+        raise ValueError(f"not a state text (want 'Task: ...', action/observation line pairs, 'Now: ...'): {text[:80]!r}")
+    middle = lines[1:-1]
+    actions, observations = middle[0::2], middle[1::2]
+    if any(not a.startswith("> ") for a in actions):
+        raise ValueError(f"not a state text (history action lines start with '> '): {text[:80]!r}")
+    history = tuple((a[2:], o) for a, o in zip(actions, observations))
+    return StateTextParts(lines[0][len("Task: "):], history, lines[-1][len("Now: "):])
+
+
 def state_key(text: str) -> str:
     """Stable 16-hex-digit id of a state text; whitespace differences do not change it."""
     return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()[:16]

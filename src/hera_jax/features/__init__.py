@@ -1,18 +1,22 @@
-"""State features for the router: a sentence embedding of the state text (+ small scalars).
+"""State features for the router: sentence embeddings of the state text (+ small scalars).
 
-`featurize` is the one entry point: it dedupes by `state_key`, embeds only what the on-disk cache lacks, and
-appends the scalar columns.
+`router_features` is the one entry point from state texts to the router's input, for every text design
+(features/designs.py): training (`featurize`), the RL loop and evaluation all call it. It embeds only what the
+caches lack, in one encoder batch, and returns embeddings rounded as the cache stores them (float16), so fresh and
+cached states give the same input.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hera_jax.errors import HeraError
-from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, embed_with_cache
+from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, embed_with_caches
+from hera_jax.features.designs import EMBEDDING_SLOTS, TEXT_DESIGNS, TextDesign, combine, embedding_plan
 from hera_jax.features.encoder import DEFAULT_MODEL, EncoderUnavailableError, load_encoder
 
 SCALAR_FEATURES = {
@@ -33,14 +37,23 @@ class FeatureSpec:
     embedding_dim: int = 384
     scalar_features: tuple[str, ...] = ("step_frac",)
     horizon: float = 50.0
+    text_design: TextDesign = "joint"
+    """How the state text becomes embeddings (features/designs.py): joint, obs_first or segments."""
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.horizon) or self.horizon <= 0:  # step_frac = step / horizon
             raise FeatureSpecError(f"horizon must be a positive number of steps, got {self.horizon}")
+        if self.text_design not in TEXT_DESIGNS:
+            raise FeatureSpecError(f"unknown text design {self.text_design!r}; choose one of {TEXT_DESIGNS}")
 
     @property
     def input_dim(self) -> int:
-        return self.embedding_dim + len(self.scalar_features)
+        return EMBEDDING_SLOTS[self.text_design] * self.embedding_dim + len(self.scalar_features)
+
+
+def open_cache(cache_dir: str | Path, spec: FeatureSpec) -> FeatureCache:
+    """The embedding cache of `spec`'s encoder and text design in `cache_dir` (created on the first flush)."""
+    return FeatureCache(cache_path(cache_dir, spec.encoder, spec.text_design), spec.encoder, spec.embedding_dim)
 
 
 def scalar_features(steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -68,6 +81,29 @@ def sentence_encode_fn(model: str = DEFAULT_MODEL, batch_size: int = 64, show_pr
     return encode
 
 
+def router_features(
+    texts: Sequence[str],
+    steps: np.ndarray,
+    spec: FeatureSpec,
+    caches: Sequence[FeatureCache],
+    encode: Callable[[list[str]], np.ndarray],
+    keys: Sequence[str] | None = None,
+) -> tuple[np.ndarray, int]:
+    """(float32[N, spec.input_dim] router input of N state texts at their `steps`, number of texts newly embedded).
+
+    `caches` (opened with `open_cache` for this spec) are searched in order; what none holds is encoded in one batch
+    and added to the LAST cache in memory (call its `flush()` to write it). `keys` are the states' cache keys under
+    the joint design (default: `state_key(text)`); other designs key each embedded text by its own `state_key`.
+    """
+    plan = embedding_plan(texts, spec.text_design, keys)
+    embeddings, num_new = embed_with_caches(caches, plan.keys, plan.texts, encode)
+    if embeddings.shape[1] != spec.embedding_dim:
+        raise FeatureCacheError(
+            f"encoder {spec.encoder!r} gives {embeddings.shape[1]}-d embeddings, config says {spec.embedding_dim}"
+        )
+    return np.concatenate([combine(plan, embeddings, spec.text_design), scalar_features(steps, spec)], axis=1), num_new
+
+
 def featurize(
     state_keys: list[str],
     state_texts: list[str],
@@ -76,15 +112,13 @@ def featurize(
     cache_dir: str | Path,
     encode=None,
 ) -> tuple[np.ndarray, int]:
-    """float32[N, spec.input_dim] features and the number of states newly embedded (0 when the cache had them)."""
-    cache = FeatureCache(cache_path(cache_dir, spec.encoder), spec.encoder, spec.embedding_dim)
-    encode = encode or sentence_encode_fn(spec.encoder)
-    embeddings, num_new = embed_with_cache(cache, state_keys, state_texts, encode)
-    if embeddings.shape[1] != spec.embedding_dim:
-        raise FeatureCacheError(
-            f"encoder {spec.encoder!r} gives {embeddings.shape[1]}-d embeddings, config says {spec.embedding_dim}"
-        )
-    return np.concatenate([embeddings, scalar_features(steps, spec)], axis=1), num_new
+    """float32[N, spec.input_dim] features and the number of texts newly embedded (0 when the cache had them);
+    new embeddings are written to the cache in `cache_dir`."""
+    cache = open_cache(cache_dir, spec)
+    features, num_new = router_features(state_texts, steps, spec, [cache], encode or sentence_encode_fn(spec.encoder),
+                                        keys=state_keys)
+    cache.flush()
+    return features, num_new
 
 
 __all__ = [
@@ -94,7 +128,11 @@ __all__ = [
     "FeatureCacheError",
     "FeatureSpec",
     "FeatureSpecError",
+    "TEXT_DESIGNS",
+    "TextDesign",
     "featurize",
+    "open_cache",
+    "router_features",
     "scalar_features",
     "sentence_encode_fn",
 ]

@@ -1,7 +1,9 @@
-"""Embedding cache keyed by `state_key`: each distinct state is embedded once, ever.
+"""Embedding cache keyed by `state_key`: each distinct text is embedded once, ever.
 
-One `.npz` per encoder holds the keys, the embeddings and the encoder's identity; it is rewritten atomically
-(temp file + rename) when new keys arrive, so a killed run never leaves a half-written cache.
+One `.npz` per encoder and text design holds the keys, the embeddings and the encoder's identity. A flush takes a
+file lock, merges what other processes wrote meanwhile with this process's additions, and replaces the file
+atomically (a unique temp file + rename): a killed run never leaves a half-written cache, and concurrent runs
+sharing a cache lose nothing.
 """
 
 from __future__ import annotations
@@ -11,19 +13,23 @@ from hera_jax.errors import HeraError
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 
 class FeatureCacheError(HeraError, ValueError):
     pass
 
 
-def cache_path(cache_dir: str | Path, model: str) -> Path:
+def cache_path(cache_dir: str | Path, model: str, text_design: str = "joint") -> Path:
+    """The cache file of one encoder and text design; the joint design keeps the original name."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name if Path(model).exists() else model).strip("_")
-    return Path(cache_dir) / f"embeddings_{slug}.npz"
+    suffix = "" if text_design == "joint" else f"_{text_design}"
+    return Path(cache_dir) / f"embeddings_{slug}{suffix}.npz"
 
 
 class FeatureCache:
@@ -39,6 +45,10 @@ class FeatureCache:
         self._index = {k: i for i, k in enumerate(self.keys)}
 
     def _load(self) -> None:
+        self.keys, self.embeddings = self._read()
+
+    def _read(self) -> tuple[list[str], np.ndarray]:
+        """(keys, float32 embeddings) of the file on disk, checked against this cache's encoder and size."""
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -60,7 +70,7 @@ class FeatureCache:
         if embeddings.shape != (len(keys), meta.get("dim")):
             raise FeatureCacheError(f"{self.path}: embeddings shape {embeddings.shape} does not match {len(keys)} keys")
         self.dim = meta["dim"]
-        self.keys, self.embeddings = keys, embeddings
+        return keys, embeddings
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         seen: set[str] = set()
@@ -92,15 +102,32 @@ class FeatureCache:
             self.flush()
 
     def flush(self) -> None:
+        """Write in-memory additions, merged under a file lock with whatever other writers flushed meanwhile."""
         if not self._dirty:
             return
-        self._dirty = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys)})
-        # float16 halves the shipped file; cosine-normalised MiniLM vectors lose nothing that matters to the router.
-        np.savez(tmp, keys=np.asarray(self.keys), embeddings=self.embeddings.astype(np.float16), meta=np.asarray(meta))
-        os.replace(tmp, self.path)
+        with FileLock(str(self.path) + ".lock"):
+            if self.path.exists():
+                disk_keys, disk_embeddings = self._read()
+                others = [i for i, k in enumerate(disk_keys) if k not in self._index]
+                if others:
+                    self.keys.extend(disk_keys[i] for i in others)
+                    self.embeddings = np.concatenate([self.embeddings, disk_embeddings[others]])
+                    self._index = {k: i for i, k in enumerate(self.keys)}
+            meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys)})
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
+            try:
+                # mkstemp makes the file private (0600); keep the cache as readable as before for others sharing it
+                os.chmod(tmp, self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    # float16 halves the shipped file; cosine-normalised MiniLM vectors lose nothing that matters
+                    np.savez(f, keys=np.asarray(self.keys), embeddings=self.embeddings.astype(np.float16),
+                             meta=np.asarray(meta))
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self._dirty = False
         self.embeddings = self.embeddings.astype(np.float16).astype(np.float32)
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
@@ -110,16 +137,36 @@ class FeatureCache:
         return self.embeddings[[self._index[k] for k in keys]]
 
 
-def embed_with_cache(
-    cache: FeatureCache,
+def round_like_cache(embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings as the cache stores them (float16), as float32: fresh and cached texts give the same values."""
+    return np.asarray(embeddings, np.float16).astype(np.float32)
+
+
+def embed_with_caches(
+    caches: Sequence[FeatureCache],
     keys: Sequence[str],
     texts: Sequence[str],
     encode: Callable[[list[str]], np.ndarray],
-    save: bool = True,
 ) -> tuple[np.ndarray, int]:
-    """Embeddings for `keys` (one row each); only keys the cache lacks are encoded. Returns (array, num_new)."""
+    """Embeddings for `keys` (one row each, rounded like the cache). Caches are searched in order; keys none holds
+    are encoded in one batch and added in memory to the last cache (flush it to write). Returns (array, num_new)."""
+    if not caches:
+        raise ValueError("embed_with_caches needs at least one cache (the last one receives new embeddings)")
     text_of = dict(zip(keys, texts))
-    new_keys = cache.missing(keys)
+    found: dict[str, np.ndarray] = {}
+    wanted = list(dict.fromkeys(keys))
+    for cache in caches[:-1]:
+        absent = set(cache.missing(wanted))
+        present = [k for k in wanted if k not in absent]
+        if present:
+            found.update(zip(present, cache.lookup(present)))
+        wanted = [k for k in wanted if k in absent]
+    own = caches[-1]
+    new_keys = own.missing(wanted)
     if new_keys:
-        cache.add(new_keys, encode([text_of[k] for k in new_keys]), save=save)
-    return cache.lookup(keys), len(new_keys)
+        own.add(new_keys, encode([text_of[k] for k in new_keys]), save=False)
+    if wanted:
+        found.update(zip(wanted, own.lookup(wanted)))
+    dim = own.dim if own.dim is not None else 0
+    rows = np.stack([found[k] for k in keys]) if len(keys) else np.zeros((0, dim), np.float32)
+    return round_like_cache(rows), len(new_keys)

@@ -111,7 +111,9 @@ def load_router(
             )
         train_config = TrainConfig(**{**meta["train_config"], "hidden_sizes": tuple(meta["train_config"]["hidden_sizes"])})
         spec_fields = meta["feature_spec"]
-        feature_spec = FeatureSpec(**{**spec_fields, "scalar_features": tuple(spec_fields["scalar_features"])})
+        # checkpoints from before text designs existed embedded the joint state text
+        feature_spec = FeatureSpec(**{"text_design": "joint", **spec_fields,
+                                      "scalar_features": tuple(spec_fields["scalar_features"])})
         if expected_spec is not None and feature_spec != expected_spec:
             diffs = [
                 f"{f.name}: checkpoint {getattr(feature_spec, f.name)!r}, now {getattr(expected_spec, f.name)!r}"

@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hera_jax.features import scalar_features, sentence_encode_fn
-from hera_jax.features.cache import FeatureCache, cache_path, embed_with_cache
+from hera_jax.features import open_cache, router_features, sentence_encode_fn
 from hera_jax.router.checkpoint import RouterBundle
 from hera_jax.router.model import RouterMLP
-from hera_jax.state import AgentState, state_key
+from hera_jax.state import AgentState
 
 
 @functools.cache
@@ -34,13 +33,12 @@ class RouterPolicy:
         self.bundle = bundle
         self.features_dir = Path(features_dir)
         spec = bundle.feature_spec
-        self.cache = FeatureCache(cache_path(features_dir, spec.encoder), spec.encoder, spec.embedding_dim)
+        self.cache = open_cache(features_dir, spec)
         self.encode = encode or sentence_encode_fn(spec.encoder, show_progress=False)
         self._forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
 
     def features(self, texts: list[str], steps: np.ndarray) -> np.ndarray:
-        embeddings, _ = embed_with_cache(self.cache, [state_key(t) for t in texts], texts, self.encode, save=False)
-        return np.concatenate([embeddings, scalar_features(steps, self.bundle.feature_spec)], axis=1)
+        return router_features(texts, steps, self.bundle.feature_spec, [self.cache], self.encode)[0]
 
     def flush(self) -> None:
         """Write states embedded during rollouts to the on-disk cache (call once at the end)."""
