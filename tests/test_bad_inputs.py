@@ -208,7 +208,7 @@ def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--horizon", "0",
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: horizon must be a positive number of steps, got 0.0"], proc.stderr
+        "error: --horizon must be > 0, got 0.0"], proc.stderr  # the parse-time range check names the flag
     assert not (tmp_path / "run").exists()
 
 
