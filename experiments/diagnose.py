@@ -192,7 +192,7 @@ def routed(config: DiagnoseConfig) -> dict:
         first_fatal = int(np.argmax(fatal)) if fatal.any() else None
         per_episode.append({
             "method": method, "param": param, "success": success, "steps": len(g),
-            "cloud_ratio": float((g.actor == "cloud").mean()), "deviations": int(deviates.sum()),
+            "episode": episode, "cloud_ratio": float((g.actor == "cloud").mean()), "deviations": int(deviates.sum()),
             "cloud_deviations": int((deviates & (g.actor == "cloud").to_numpy()).sum()),
             "has_fatal": first_fatal is not None,
             "fatal_difficulty": frame.difficulty.iloc[first_fatal] if first_fatal is not None else None,
@@ -205,13 +205,19 @@ def routed(config: DiagnoseConfig) -> dict:
             "device_expected_harm": float((p_error * p_unrec_gold)[(g.actor == "device").to_numpy()].sum()),
         })
     per_step, per_episode = pd.concat(per_step), pd.DataFrame(per_episode)
-    out = {"methods": {}}
+    # the cloud stand-in never leaves its own gold path: where it seems to, that episode's simulator gave another
+    # gold path than the cloud-only episode's (ScienceWorld's object order depends on the JVM's history), so the
+    # reconstruction does not hold there
+    consistent = per_episode.cloud_deviations == 0
+    keys = per_episode.loc[consistent, ["method", "param", "episode"]]
+    per_step = per_step.merge(keys, on=["method", "param", "episode"])
+    per_episode = per_episode[consistent]
+    out = {"episodes_dropped_gold_path_mismatch": int((~consistent).sum()), "methods": {}}
     for (method, param), e in per_episode.groupby(["method", "param"]):
         failed = e[~e.success]
         out["methods"][f"{method}@{param}"] = {
             "episodes": len(e), "success": float(e.success.mean()), "cloud_ratio": float(e.cloud_ratio.mean()),
             "deviations_per_episode": float(e.deviations.mean()),
-            "deviations_by_cloud": int(e.cloud_deviations.sum()),
             "failed_with_fatal_deviation": f"{int(failed.has_fatal.sum())}/{len(failed)}",
             "succeeded_with_fatal_deviation": f"{int(e[e.success].has_fatal.sum())}/{int(e.success.sum())}",
             "fatal_step_difficulty": failed.fatal_difficulty.value_counts().to_dict(),
