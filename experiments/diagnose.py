@@ -200,6 +200,10 @@ def routed(config: DiagnoseConfig) -> dict:
             "fatal_p_cloud": float(g.p_cloud.iloc[first_fatal]) if first_fatal is not None else None,
             "fatal_p_cloud_rank": float((g.p_cloud.to_numpy() < g.p_cloud.iloc[first_fatal]).mean())
             if first_fatal is not None else None,
+            # cloud calls spent after the episode was already lost (a fatal mistake made)
+            "cloud_steps": int((g.actor == "cloud").sum()),
+            "cloud_steps_after_fatal": int((g.actor.to_numpy()[first_fatal + 1:] == "cloud").sum())
+            if first_fatal is not None else 0,
             # risk the method left with the device: expected device errors / fatal errors on device-acted steps
             "device_expected_errors": float(p_error[(g.actor == "device").to_numpy()].sum()),
             "device_expected_harm": float((p_error * p_unrec_gold)[(g.actor == "device").to_numpy()].sum()),
@@ -225,6 +229,9 @@ def routed(config: DiagnoseConfig) -> dict:
             "fatal_step_mean_p_cloud": float(failed.fatal_p_cloud.mean()) if failed.has_fatal.any() else None,
             "fatal_step_p_cloud_rank_in_episode": float(failed.fatal_p_cloud_rank.mean())
             if failed.has_fatal.any() else None,
+            "share_of_cloud_steps_after_a_fatal_mistake": float(e.cloud_steps_after_fatal.sum() / max(e.cloud_steps.sum(), 1)),
+            "mean_steps_failed_vs_succeeded": [float(failed.steps.mean()) if len(failed) else None,
+                                              float(e[e.success].steps.mean()) if e.success.any() else None],
             "device_expected_errors_per_episode": float(e.device_expected_errors.mean()),
             "device_expected_harm_per_episode": float(e.device_expected_harm.mean()),
         }

@@ -8,6 +8,7 @@ import pytest
 
 from hera_jax.agents.stand_ins import PerturbedGoldDevice
 from hera_jax.evaluate.diagnosis import (
+    cap_episode_rows,
     error_probabilities,
     gold_walk,
     harm_labels,
@@ -59,3 +60,15 @@ def test_missing_object_words():
     texts = ["You see a red box and a cap.", "You are in the hallway.", "Task: go somewhere"]
     actions = ["put cap in red box", "go to kitchen", "look around"]
     np.testing.assert_array_equal(missing_object_words(actions, texts), [False, True, False])
+
+
+def test_cap_episode_rows_cuts_long_episodes_and_their_late_success():
+    rows = [{"episode_id": e, "step": t, "episode_steps": n, "success": s}
+            for e, n, s in (("lost", 6, False), ("won", 3, True), ("late", 5, True)) for t in range(n)]
+    capped = cap_episode_rows(rows, {"lost": 2, "won": 4, "late": 4})
+    by_episode = {}
+    for row in capped:
+        by_episode.setdefault(row["episode_id"], []).append(row)
+    assert [len(by_episode[e]) for e in ("lost", "won", "late")] == [2, 3, 4]
+    assert {r["episode_steps"] for r in by_episode["lost"]} == {2} and {r["episode_steps"] for r in by_episode["late"]} == {4}
+    assert all(r["success"] for r in by_episode["won"]) and not any(r["success"] for r in by_episode["late"])

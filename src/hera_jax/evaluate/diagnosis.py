@@ -81,3 +81,17 @@ def missing_object_words(actions: Sequence[str], texts: Sequence[str]) -> np.nda
         visible = set(normalize_action(text).replace(",", " ").replace(".", " ").split())
         out.append(any(w not in visible for w in words if w not in _FUNCTION_WORDS))
     return np.asarray(out, bool)
+
+
+def cap_episode_rows(rows: Sequence[dict], caps: dict[str, int]) -> list[dict]:
+    """Step records with every episode cut after `caps[episode_id]` steps (`episode_steps` rewritten; an episode
+    keeps its success only if it ended within the cap). With the gold-path stand-in cloud a lost episode runs to the
+    step limit, so its cloud calls, all wasted, dominate a pooled cloud-step ratio; capping at a few times the gold
+    length shows how methods compare on the steps that decide an episode."""
+    lengths = {}
+    for row in rows:
+        lengths[row["episode_id"]] = max(lengths.get(row["episode_id"], 0), row["step"] + 1)
+    ended_in_time = {e: n <= caps[e] for e, n in lengths.items()}
+    return [{**row, "episode_steps": min(lengths[row["episode_id"]], caps[row["episode_id"]]),
+             "success": bool(row["success"]) and ended_in_time[row["episode_id"]]}
+            for row in rows if row["step"] < caps[row["episode_id"]]]
