@@ -27,7 +27,7 @@ import numpy as np
 from hera_jax.cli import run_cli
 from hera_jax.errors import HeraError
 
-SECTIONS = ("il-states", "routed", "features", "harm-router")
+SECTIONS = ("il-states", "routed", "features", "harm-router", "capped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,8 @@ class DiagnoseConfig:
     """Which analyses to run."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Training seeds of the features section."""
+    cap_factor: float = 2.0
+    """capped: episodes of --eval-run are cut after this many times their gold length (cloud-only steps)."""
     min_unrecoverable: float = 0.5
     """Harm label / fatal deviation: the mistake's verb made at least this share of probe episodes fail."""
     out: Path = Path("runs/diagnose")
@@ -293,6 +295,48 @@ def features(config: DiagnoseConfig) -> dict:
         "share_lost_by_token_limit_only": float((missing_visible & ~missing_text).mean())}}
 
 
+def capped(config: DiagnoseConfig) -> dict:
+    """Writes <out>/capped: --eval-run's rollouts with every episode cut after cap_factor x its gold length (lost
+    episodes otherwise run to the step limit, and their wasted cloud calls set the pooled cloud-step ratio). Replay
+    it with `evaluate.py --replay-from <out>/capped` for the table with paired intervals."""
+    from hera_jax.evaluate.diagnosis import cap_episode_rows
+    from hera_jax.evaluate.episodes import parse_episode_id
+    from hera_jax.rollout.records import read_steps, write_json_atomic
+
+    if config.eval_run is None:
+        raise HeraError("the capped section needs --eval-run (an evaluate.py run folder)")
+    rows, _ = read_steps(config.eval_run / "rollouts.jsonl")
+    ids = {r["episode_id"]: parse_episode_id(r["episode_id"]) for r in rows}
+    gold_len: dict[tuple, int] = {}
+    for r in rows:
+        i = ids[r["episode_id"]]
+        if i["method"] == "cloud_only":
+            key = (i["eval_split"], i["task"], i["variation"])
+            gold_len[key] = max(gold_len.get(key, 0), r["step"] + 1)
+    by_task: dict[str, int] = {}
+    for (_, task, _), n in gold_len.items():  # dev episodes have no cloud-only run: the task's longest gold path
+        by_task[task] = max(by_task.get(task, 0), n)
+    caps = {e: int(np.ceil(config.cap_factor * gold_len.get((i["eval_split"], i["task"], i["variation"]),
+                                                            by_task[i["task"]])))
+            for e, i in ids.items()}
+    out_rows = cap_episode_rows(rows, caps)
+    folder = config.out / "capped"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "rollouts.jsonl", "w") as f:
+        for r in out_rows:
+            f.write(json.dumps(r) + "\n")
+    recorded = json.loads((config.eval_run / "config.json").read_text())
+    write_json_atomic(folder / "config.json", {**recorded, "notes": recorded.get("notes", []) + [
+        f"episodes cut after {config.cap_factor} x their gold length by experiments/diagnose.py --sections capped"]})
+    lengths: dict[str, int] = {}
+    for r in rows:
+        lengths[r["episode_id"]] = max(lengths.get(r["episode_id"], 0), r["step"] + 1)
+    won = {r["episode_id"] for r in rows if r["success"]}
+    return {"folder": str(folder), "cap_factor": config.cap_factor,
+            "successes_lost_to_the_cap": sum(lengths[e] > caps[e] for e in won), "successes": len(won),
+            "steps_before": len(rows), "steps_after": len(out_rows)}
+
+
 def harm_router(config: DiagnoseConfig) -> dict:
     from hera_jax.evaluate.diagnosis import harm_labels
     from hera_jax.features import FeatureSpec
@@ -320,7 +364,8 @@ def main(config: DiagnoseConfig) -> dict:
     unknown = sorted(set(config.sections) - set(SECTIONS))
     if unknown:
         raise HeraError(f"--sections: unknown {unknown}; choose from {SECTIONS}")
-    runners = {"il-states": il_states, "routed": routed, "features": features, "harm-router": harm_router}
+    runners = {"il-states": il_states, "routed": routed, "features": features, "harm-router": harm_router,
+               "capped": capped}
     report = {"env": config.env, "agents": "STAND-INS (gold-path oracle cloud, perturbed-gold device), not LLMs",
               "config": json.loads(json.dumps(dataclasses.asdict(config), default=str))}
     config.out.mkdir(parents=True, exist_ok=True)
