@@ -186,7 +186,8 @@ def routed(config: DiagnoseConfig) -> dict:
         fatal = deviates & (unrecoverable_rates(config.env, actions) >= config.min_unrecoverable)
         success = bool(g.success.iloc[-1])
         frame = pd.DataFrame({"method": method, "param": param, "episode": episode, "success": success,
-                              "actor": g.actor.to_numpy(), "p_cloud": g.p_cloud.to_numpy(), "p_error": p_error,
+                              "step": g.step.to_numpy(), "actor": g.actor.to_numpy(), "p_cloud": g.p_cloud.to_numpy(),
+                              "p_error": p_error,
                               "harm": p_error * p_unrec_gold, "deviates": deviates, "fatal": fatal,
                               "off_path": detours > 0,
                               "difficulty": [action_difficulty(a) if a else "done" for a in due]})
@@ -237,6 +238,14 @@ def routed(config: DiagnoseConfig) -> dict:
             "device_expected_errors_per_episode": float(e.device_expected_errors.mean()),
             "device_expected_harm_per_episode": float(e.device_expected_harm.mean()),
         }
+    lost = per_step[per_step.p_cloud.notna() & ~per_step.success]
+    if len(lost):  # the IL data's episodes end by step ~25: later steps (and step_frac values) are new to the router
+        lost = lost.assign(steps=pd.cut(lost.step, [-1, 9, 19, 39, np.inf], labels=["0-9", "10-19", "20-39", "40+"]))
+        out["failed_episodes_by_step"] = {
+            method: {"mean_p_cloud": g.groupby("steps", observed=True).p_cloud.mean().round(3).to_dict(),
+                     "cloud_share": g.groupby("steps", observed=True).actor.apply(lambda a: (a == "cloud").mean())
+                     .round(3).to_dict(), "states": g.groupby("steps", observed=True).size().to_dict()}
+            for method, g in lost.groupby("method")}
     scored = per_step[per_step.p_cloud.notna() & (per_step.difficulty != "done")]
     for name, part in (("all", scored), ("on_path", scored[~scored.off_path]), ("off_path", scored[scored.off_path])):
         if len(part) < 10:
