@@ -11,6 +11,9 @@ compared with. Sections (`--sections`, any of):
   how often the gold action's object is missing from the router's visible text (400-char clip, 256-token limit).
 - `harm-router`: trains a router on harm labels (disagreement whose verb the probe found unrecoverable) and saves a
   checkpoint for `evaluate.py --routers harm=<out>/harm_router/checkpoint`.
+- `capped`: writes a copy of --eval-run's rollouts with every episode cut after --cap-factor x its gold length (a
+  lost episode otherwise runs to the step limit and its wasted cloud calls set the pooled cloud-step ratio); replay
+  it with `evaluate.py --replay-from <out>/capped`.
 
     python experiments/diagnose.py --env textworld_express:twc --eval-run /tmp/evalstats/twc2 \
         --router /tmp/evalstats_il_twc/checkpoint --out runs/diagnose/twc
@@ -373,6 +376,11 @@ def main(config: DiagnoseConfig) -> dict:
     unknown = sorted(set(config.sections) - set(SECTIONS))
     if unknown:
         raise HeraError(f"--sections: unknown {unknown}; choose from {SECTIONS}")
+    needs_run = sorted({"routed", "capped"} & set(config.sections))
+    if needs_run and config.eval_run is None:
+        raise HeraError(f"--sections {' '.join(needs_run)} need(s) --eval-run (an evaluate.py run folder); nothing ran")
+    if config.eval_run is not None and not (config.eval_run / "rollouts.jsonl").exists():
+        raise HeraError(f"{config.eval_run}: no rollouts.jsonl; --eval-run takes a folder written by evaluate.py")
     runners = {"il-states": il_states, "routed": routed, "features": features, "harm-router": harm_router,
                "capped": capped}
     report = {"env": config.env, "agents": "STAND-INS (gold-path oracle cloud, perturbed-gold device), not LLMs",
