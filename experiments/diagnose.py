@@ -235,7 +235,8 @@ def routed(config: DiagnoseConfig) -> dict:
             "fatal_step_mean_p_cloud": float(failed.fatal_p_cloud.mean()) if failed.has_fatal.any() else None,
             "fatal_step_p_cloud_rank_in_episode": float(failed.fatal_p_cloud_rank.mean())
             if failed.has_fatal.any() else None,
-            "share_of_cloud_steps_after_a_fatal_mistake": float(e.cloud_steps_after_fatal.sum() / max(e.cloud_steps.sum(), 1)),
+            "share_of_cloud_steps_after_a_fatal_mistake": float(e.cloud_steps_after_fatal.sum()
+                                                                / max(e.cloud_steps.sum(), 1)),
             "mean_steps_failed_vs_succeeded": [float(failed.steps.mean()) if len(failed) else None,
                                               float(e[e.success].steps.mean()) if e.success.any() else None],
             "device_expected_errors_per_episode": float(e.device_expected_errors.mean()),

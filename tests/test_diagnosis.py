@@ -70,5 +70,6 @@ def test_cap_episode_rows_cuts_long_episodes_and_their_late_success():
     for row in capped:
         by_episode.setdefault(row["episode_id"], []).append(row)
     assert [len(by_episode[e]) for e in ("lost", "won", "late")] == [2, 3, 4]
-    assert {r["episode_steps"] for r in by_episode["lost"]} == {2} and {r["episode_steps"] for r in by_episode["late"]} == {4}
+    assert {r["episode_steps"] for r in by_episode["lost"]} == {2}
+    assert {r["episode_steps"] for r in by_episode["late"]} == {4}
     assert all(r["success"] for r in by_episode["won"]) and not any(r["success"] for r in by_episode["late"])

@@ -79,7 +79,8 @@ def test_gold_path_is_valid_and_reaches_success(twc, cooking, game, task):
         assert result.done and result.success and result.score == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("game,task", [("twc", "twc-medium"), ("twc", "twc-doors"), ("cookingworld", "cookingworld-doors")])
+@pytest.mark.parametrize("game,task", [("twc", "twc-medium"), ("twc", "twc-doors"),
+                                       ("cookingworld", "cookingworld-doors")])
 def test_reset_is_deterministic_per_seed(twc, cooking, game, task):
     # with doors the simulator's own gold path wanders at random (15-35 steps for one seed); the adapter drops that
     env = twc if game == "twc" else cooking

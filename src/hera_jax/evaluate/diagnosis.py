@@ -34,7 +34,8 @@ def soft_auroc(scores: np.ndarray, p_positive: np.ndarray) -> float:
     return float(roc_auc_score(labels, np.concatenate([scores, scores]), sample_weight=np.concatenate([p, 1 - p])))
 
 
-def error_probabilities(device: PerturbedGoldDevice, gold_actions: Sequence[str | None], steps: np.ndarray) -> np.ndarray:
+def error_probabilities(device: PerturbedGoldDevice, gold_actions: Sequence[str | None],
+                        steps: np.ndarray) -> np.ndarray:
     """float[N]: the stand-in device's probability of erring at each state; 0 where no gold action is left."""
     return np.asarray([0.0 if gold is None else device.error_probability(gold, int(step))
                        for gold, step in zip(gold_actions, np.asarray(steps), strict=True)], np.float64)
@@ -69,7 +70,8 @@ def gold_walk(gold_path: Sequence[str], actions: Sequence[str]) -> tuple[list[st
     return due, deviates, detours_before
 
 
-_FUNCTION_WORDS = frozenset({"to", "in", "on", "into", "the", "a", "an", "from", "with", "at", "of", "door", "around", "up", "down"})
+_FUNCTION_WORDS = frozenset({"to", "in", "on", "into", "the", "a", "an", "from", "with", "at", "of", "door", "around",
+                             "up", "down"})
 
 
 def missing_object_words(actions: Sequence[str], texts: Sequence[str]) -> np.ndarray:
