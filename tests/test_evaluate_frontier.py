@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.evaluate.frontier import aggregate_points, frontier_auc, pareto_mask, pick_for_budget, retained
+from hera_jax.evaluate.frontier import aggregate_points, frontier_auc, pick_for_budget, retained
 
 
 def test_aggregate_points_matches_direct_formula():
@@ -24,12 +24,6 @@ def test_aggregate_points_matches_direct_formula():
     np.testing.assert_allclose(m["success_se"][0], np.sqrt(0.25 / 2), rtol=1e-6)
 
 
-def test_pareto_mask_drops_dominated_points_keeps_duplicates():
-    x = np.array([0.0, 0.2, 0.3, 0.5, 0.5, 1.0])
-    y = np.array([0.1, 0.5, 0.4, 0.8, 0.8, 0.7])
-    np.testing.assert_array_equal(pareto_mask(x, y), [True, True, False, True, True, False])
-
-
 def test_frontier_auc_linear_interpolation_and_anchors():
     anchors = ((0.0, 0.0), (1.0, 1.0))
     np.testing.assert_allclose(frontier_auc(np.array([]), np.array([]), anchors), 0.5)
@@ -37,6 +31,23 @@ def test_frontier_auc_linear_interpolation_and_anchors():
     np.testing.assert_allclose(frontier_auc(np.array([0.5]), np.array([1.0]), anchors), 0.75)
     # dominated points change nothing
     np.testing.assert_allclose(frontier_auc(np.array([0.5, 0.6, 0.7]), np.array([1.0, 0.2, 0.9]), anchors), 0.75)
+
+
+def test_frontier_auc_is_the_concave_hull_so_more_knob_values_never_lower_it():
+    anchors = ((0.0, 0.25), (1.0, 1.0))
+    good = frontier_auc(np.array([0.75]), np.array([1.0]), anchors)
+    np.testing.assert_allclose(good, 0.75 * (0.25 + 1.0) / 2 + 0.25)
+    # (0.665, 0.5) is Pareto-optimal but below the mix of device-only and (0.75, 1.0): it changes nothing
+    # (joining Pareto points in order gave 0.56 here, less than the router without that point)
+    np.testing.assert_allclose(frontier_auc(np.array([0.665, 0.747, 0.75]), np.array([0.5, 0.917, 1.0]), anchors),
+                               good)
+    # a point above the mix raises the area by its triangle
+    np.testing.assert_allclose(frontier_auc(np.array([0.25, 0.75]), np.array([0.9, 1.0]), anchors),
+                               0.25 * (0.25 + 0.9) / 2 + 0.5 * (0.9 + 1.0) / 2 + 0.25)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.random(6), rng.random(6)
+        assert frontier_auc(x, y, anchors) >= frontier_auc(x[:4], y[:4], anchors) - 1e-12
 
 
 def test_frontier_auc_holds_flat_beyond_outermost_points_and_skips_nan():

@@ -1,4 +1,4 @@
-"""Frontier arithmetic as pure array functions: per-point metrics, Pareto sets, area under the frontier, budgets.
+"""Frontier arithmetic as pure array functions: per-point metrics, area under the frontier, budgets.
 
 Everything here takes arrays and returns arrays; files, agents and plots live in the callers.
 Conventions: x = cloud-step ratio in [0, 1] (cost), y = success rate or mean score (value).
@@ -46,46 +46,45 @@ def aggregate_points(
     }
 
 
-def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """bool[..., K]: True where no other point on the last axis is at most as costly and at least as good, and
-    strictly better in one. Exact duplicates are both kept (neither strictly dominates the other); non-finite points
-    are never on the front and dominate nothing (NaN comparisons are False)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    valid = np.isfinite(x) & np.isfinite(y)
-    # [..., i, j]: j is no worse than i
-    no_worse = (x[..., None, :] <= x[..., :, None]) & (y[..., None, :] >= y[..., :, None]) & valid[..., None, :]
-    better = (x[..., None, :] < x[..., :, None]) | (y[..., None, :] > y[..., :, None])
-    return valid & ~np.any(no_worse & better, axis=-1)
-
-
 def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """float[...]: area under the Pareto frontier of the K points on the last axis, over cloud-step ratio [0, 1].
+    """float[...]: area under the frontier of the K points on the last axis, over cloud-step ratio [0, 1].
 
     Batched over leading axes (bootstrap replicates, methods). Non-finite points are ignored; NaN where none is
-    left. Frontier points are joined linearly (mixing two policies episode by episode reaches every point between
-    them) and the curve is held flat beyond its outermost points.
+    left. The frontier is what mixing the points' policies episode by episode reaches, spending at most a given
+    ratio: the upper concave hull of the points, held flat beyond its highest point and left of its cheapest one.
+    So a point below a mix of two others changes nothing, and evaluating more knob values never lowers the area
+    (joining the Pareto points in order did: a mediocre extra point pulled the curve down).
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    front = pareto_mask(x, y)
-    # frontier points first, by clipped ratio then value; the others go last and are then moved onto the curve's
-    # flat right end (x = 1, y = last frontier value), where their trapezoids add nothing
-    fx = np.where(front, np.clip(x, 0.0, 1.0), np.inf)
-    fy = np.where(front, y, np.inf)
-    order = np.lexsort((fy, fx), axis=-1)
-    fx, fy = np.take_along_axis(fx, order, -1), np.take_along_axis(fy, order, -1)
-    num_front = front.sum(-1)
-    last = np.take_along_axis(fy, np.maximum(num_front - 1, 0)[..., None], -1)
-    last = np.where(num_front[..., None] > 0, last, 0.0)  # no frontier: area is NaN below; keep the sums finite
-    fx = np.where(np.isfinite(fx), fx, 1.0)
-    fy = np.where(np.isfinite(fy), fy, last)
-    fx = np.concatenate([np.zeros_like(last), fx, np.ones_like(last)], -1)
-    fy = np.concatenate([fy[..., :1], fy, last], -1)
-    area = np.sum(np.diff(fx, axis=-1) * (fy[..., 1:] + fy[..., :-1]) / 2, axis=-1)
-    return np.where(num_front > 0, area, np.nan)
+    valid = np.isfinite(x) & np.isfinite(y)
+    x = np.where(valid, np.clip(x, 0.0, 1.0), 2.0)  # invalid points: beyond the axis, never usable
+    y = np.where(valid, y, 0.0)
+    # hull value at each point: the best mix of a point left of it (i) and one right of it (j). K is a handful of
+    # knob values, so the loop over (k, i) is short; each step is vectorised over the batch and j.
+    num = x.shape[-1]
+    hull = np.full(x.shape, -np.inf)
+    for k in range(num):
+        xk = x[..., k, None]
+        for i in range(num):
+            xi, yi = x[..., i, None], y[..., i, None]
+            span = x - xi
+            mixed = np.where(span > 0, yi + (y - yi) * (xk - xi) / np.where(span > 0, span, 1.0), np.maximum(yi, y))
+            usable = valid[..., i, None] & valid & (xi <= xk) & (x >= xk)
+            hull[..., k] = np.maximum(hull[..., k], np.max(np.where(usable, mixed, -np.inf), axis=-1))
+    order = np.argsort(x, axis=-1)  # invalid points (x = 2) last
+    fx, fh = np.take_along_axis(x, order, -1), np.take_along_axis(hull, order, -1)
+    fh = np.maximum.accumulate(fh, axis=-1)  # spending less is allowed: the curve never falls
+    any_valid = valid.any(-1)
+    fh = np.where(np.isfinite(fh), fh, 0.0)  # keeps the sums finite where nothing is valid (NaN below)
+    fx = np.minimum(fx, 1.0)  # invalid points sit at x = 1 with the last value: zero width
+    fx = np.concatenate([np.zeros_like(fx[..., :1]), fx, np.ones_like(fx[..., :1])], -1)
+    fh = np.concatenate([fh[..., :1], fh, fh[..., -1:]], -1)
+    area = np.sum(np.diff(fx, axis=-1) * (fh[..., 1:] + fh[..., :-1]) / 2, axis=-1)
+    return np.where(any_valid, area, np.nan)
 
 
 def frontier_auc(x: np.ndarray, y: np.ndarray, anchors: tuple[tuple[float, float], ...] = ()) -> float:
-    """Area under one method's Pareto frontier (`frontier_area`) over cloud-step ratio [0, 1].
+    """Area under one method's frontier (`frontier_area`: the concave hull of its points) over cloud-step ratio [0, 1].
 
     `anchors` are extra points every method can reach (device-only at 0, cloud-only at 1); with them every method's
     curve spans [0, 1] and areas are comparable.
