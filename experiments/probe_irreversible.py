@@ -19,6 +19,7 @@ from pathlib import Path
 from hera_jax.agents.stand_ins import PerturbedGoldDevice, gold_next_action
 from hera_jax.cli import run_cli
 from hera_jax.envs import make_env
+from hera_jax.envs.profiles import profile
 from hera_jax.evaluate.baselines.bayes_harm import action_verb
 
 
@@ -68,8 +69,7 @@ def probe_one(env, task: str, variation: int, k: int, draw: int, extra_steps: in
 
 
 def main(config: ProbeConfig) -> dict:
-    kwargs = {"simplification": "easy"} if config.env == "scienceworld" else {}
-    env = make_env(config.env, step_limit=200, **kwargs)
+    env = make_env(config.env, step_limit=200, **profile(config.env).env_options())
     probes = []
     try:
         for task in config.tasks or env.task_names():

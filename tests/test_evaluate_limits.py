@@ -35,7 +35,7 @@ def test_limits_are_registered_and_labelled_stand_in():
     for name in LIMITS:
         assert name in BASELINES
     for module in (bayes, bayes_harm):
-        assert "STAND-IN" in module.LABEL and callable(module.chooser) and module.KNOB
+        assert "STAND-IN" in module.TITLE and callable(module.chooser) and module.KNOB
 
 
 def test_bayes_routes_by_the_error_model_probability():

@@ -18,6 +18,8 @@ import filelock
 from hera_jax.errors import HeraError
 
 LOCK_FILE = ".run.lock"
+# The repository's runs/ folder, where new run folders go by default.
+RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
 
 
 class RunFolderError(HeraError, ValueError):

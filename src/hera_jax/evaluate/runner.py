@@ -30,7 +30,7 @@ class MethodPoint:
     splits: tuple[str, ...]  # eval splits this point runs on
 
 
-def plan_episodes(
+def plan_eval_episodes(
     env: SignalEnv,
     seen_tasks: Sequence[str],
     unseen_tasks: Sequence[str],
