@@ -1,9 +1,5 @@
-"""Ablation sweep of the router as ONE compiled program: seeds x learning rates x hidden widths x label sources.
-
-Loads a collected dataset (default: the shipped ScienceWorld one) and its features cache, trains every configuration
-of the grid inside one `jax.vmap` of the ordinary trainer (widths zero-padded to the widest, see
-hera_jax.sweep), and writes a tidy table (sweep.csv, one row per configuration), sweep.json and sweep.png
-into a new run folder. With several local devices (TPU cores, GPUs) the configurations are spread over them.
+"""Ablation sweep of the router as ONE compiled program: seeds x learning rates x hidden widths x label sources
+(hera_jax.sweep_app). Writes sweep.csv (one row per configuration), sweep.json and sweep.png into a new run folder.
 
     python experiments/sweep.py
     python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
@@ -15,12 +11,6 @@ and the label sources to compare; each cost weight x label rule x group weightin
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl \
         --grid.label-rules linear lexicographic --grid.group-weightings margin uniform class_balanced
-
-Then every configuration trains on the same rows (the run's RL visits, then the IL training states) with its own
-targets and weights, and a share of the RL state groups (--heldout-groups-percent) is kept out of training to score
-each configuration on RL labels: how often it routes a held-out state the way the grouped preference says, and the
-cloud-step ratio that costs. Those scoring labels use one fixed cost weight (--score-cost-weight) for every
-configuration, like a fixed test set.
 """
 
 from hera_jax.cli import run_cli

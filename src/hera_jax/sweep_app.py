@@ -1,26 +1,16 @@
-"""Ablation sweep of the router as ONE compiled program (experiments/sweep.py is its command line): seeds x learning rates x hidden widths x label sources.
+"""The router sweep as one run (experiments/sweep.py is its command line): seeds x learning rates x hidden widths
+x label sources trained as ONE compiled program.
 
-Loads a collected dataset (default: the shipped ScienceWorld one) and its features cache, trains every configuration
-of the grid inside one `jax.vmap` of the ordinary trainer (widths zero-padded to the widest, see
-hera_jax.sweep), and writes a tidy table (sweep.csv, one row per configuration), sweep.json and sweep.png
-into a new run folder. With several local devices (TPU cores, GPUs) the configurations are spread over them.
+Loads a collected dataset and its features cache, trains every configuration of the grid inside one `jax.vmap` of
+the ordinary trainer (widths zero-padded to the widest, see hera_jax.sweep), and writes a tidy table (sweep.csv, one
+row per configuration), sweep.json and sweep.png into a new run folder. With several local devices the
+configurations are spread over them.
 
-    python experiments/sweep.py
-    python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
-
-IL-only vs IL+RL labels, and the RL stage's label options: give the rollouts of an RL run (experiments/rl_iter.py)
-and the label sources to compare; each cost weight x label rule x group weighting (RLConfig's --cost-weight,
---label-rule, --group-weighting) is one more label variant, trained in the same program.
-
-    python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
-    python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl \
-        --grid.label-rules linear lexicographic --grid.group-weightings margin uniform class_balanced
-
-Then every configuration trains on the same rows (the run's RL visits, then the IL training states) with its own
-targets and weights, and a share of the RL state groups (--heldout-groups-percent) is kept out of training to score
-each configuration on RL labels: how often it routes a held-out state the way the grouped preference says, and the
-cloud-step ratio that costs. Those scoring labels use one fixed cost weight (--score-cost-weight) for every
-configuration, like a fixed test set.
+With the rollouts of an RL run, every configuration trains on the same rows (the run's RL visits, then the IL
+training states) with its own targets and weights, and a share of the RL state groups (--heldout-groups-percent) is
+kept out of training to score each configuration on RL labels: how often it routes a held-out state the way the
+grouped preference says, and the cloud-step ratio that costs. Those scoring labels use one fixed cost weight
+(--score-cost-weight) for every configuration, like a fixed test set.
 """
 
 from __future__ import annotations

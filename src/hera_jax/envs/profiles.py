@@ -82,20 +82,10 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
     # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
     # It has 2-3 seen presets and 1 unseen one, so more variations each (6 seen-task test episodes per evaluation
     # point on twc, 4 on cookingworld, 3 unseen-task ones; RL keeps about 36 rollouts and 18 held-out episodes).
-    EnvProfile(
-        "textworld_express:twc",
-        dataset=_DATA_DIR / "textworld_express_twc_standin",
-        unseen_tasks=("twc-doors",),
-        eval_sizes=EvalSizes(dev_per_task=2, test_per_task=2, unseen_per_task=3),
-        rl_sizes=RLSizes(train_variations=4, eval_variations=6),
-    ),
-    EnvProfile(
-        "textworld_express:cookingworld",
-        dataset=_DATA_DIR / "textworld_express_cookingworld_standin",
-        unseen_tasks=("cookingworld-doors",),
-        eval_sizes=EvalSizes(dev_per_task=2, test_per_task=2, unseen_per_task=3),
-        rl_sizes=RLSizes(train_variations=6, eval_variations=9),
-    ),
+    *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
+                 unseen_tasks=(f"{game}-doors",), eval_sizes=EvalSizes(2, 2, 3),
+                 rl_sizes=RLSizes(train_variations=train, eval_variations=held_out))
+      for game, train, held_out in (("twc", 4, 6), ("cookingworld", 6, 9))),
     # The paper's other environments: adapters exist (hera_jax/envs), no dataset is shipped.
     EnvProfile("alfworld"),
     EnvProfile("webshop"),
