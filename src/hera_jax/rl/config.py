@@ -89,6 +89,19 @@ class RLConfig:
     """Without --out: resume the most recent run under runs/rl."""
     progress: bool = True
     """Show progress bars."""
+    batch_size: int = 8
+    """Episodes each worker steps together in lockstep (one simulator each; one routing call per lockstep)."""
+    workers: int = 1
+    """>1: run episodes on this many Ray workers (same records as in-process)."""
+    ray_address: str = ""
+    """Ray cluster address; empty starts a local Ray."""
+    env_call_timeout_s: float = 120.0
+    """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
+    max_episode_retries: int = 2
+    """Restarts of a crashed/hung simulator per episode before giving up."""
+    fresh_env_per_episode: bool | None = None
+    """A new simulator for every episode; None: only where reuse would change the records (ScienceWorld: its
+    episodes depend on the JVM's history; TextWorldExpress is reused)."""
 
 
     def __post_init__(self):
@@ -109,4 +122,5 @@ ENV_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 # Fields that may differ between a run and its resumption; everything else must match.
-RESUMABLE_FIELDS = ("iters", "out", "resume", "progress")
+RESUMABLE_FIELDS = ("iters", "out", "resume", "progress", "batch_size", "workers", "ray_address", "env_call_timeout_s",
+                    "max_episode_retries", "fresh_env_per_episode")
