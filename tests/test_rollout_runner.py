@@ -171,7 +171,8 @@ class HangOnce(CrashOnce):
 @pytest.mark.parametrize("wrapper", [CrashOnce, HangOnce])
 def test_a_crashed_or_hung_simulator_is_restarted_and_the_episode_redone(wrapper, in_process_records):
     spec = SPECS[0]
-    worker = LockstepWorker(make_setup(functools.partial(wrapper, 1)), EngineConfig(env_call_timeout_s=5))
+    # 30 s: a reset on the loaded 2-core CPU can take more than 5 s
+    worker = LockstepWorker(make_setup(functools.partial(wrapper, 1)), EngineConfig(env_call_timeout_s=30))
     try:
         [(_, records)] = list(worker.run([(0, JOBS[0])]))
     finally:
