@@ -164,12 +164,15 @@ def main(cfg: BenchRolloutConfig) -> dict:
             results.append({**base, "setting": "per-state path (before)", "steps": steps, "seconds": seconds,
                             "steps_per_s": steps / seconds})
             settings = [(f"engine B={b}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
+            # what the fresh simulator per episode costs (reuse makes records depend on the JVM's history)
+            settings.append((f"engine B={max(cfg.batch_sizes)}, simulators reused (not reproducible)",
+                             EngineConfig(batch_size=max(cfg.batch_sizes), fresh_env_per_episode=False)))
             if cfg.ray_workers > 1:
                 b = min(max(cfg.batch_sizes), -(-len(specs) // cfg.ray_workers))
                 settings.append((f"engine B={b}, {cfg.ray_workers} Ray workers",
                                  EngineConfig(batch_size=b, workers=cfg.ray_workers)))
             for name, engine in settings:
-                run_dir = tmp / f"{env_name.replace(':', '_')}-{name.replace(' ', '_').replace(',', '')}"
+                run_dir = tmp / f"{env_name.replace(':', '_')}-{len(results)}"
                 make_setup = functools.partial(bench_setup, env_name, checkpoint, run_dir / "cache", cfg.threshold,
                                                cfg.max_steps)
                 jobs = [Job(spec, "router") for spec in specs]

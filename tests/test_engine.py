@@ -114,21 +114,27 @@ def test_lockstep_makes_one_routing_call_per_router_and_step(router_checkpoint, 
     assert len(encoded_8) <= len(calls_8)  # at most one encoder batch per routing call
 
 
+EVAL_EPISODES = [EvalEpisode(split, split, "t1", v) for split, vs in (("dev", (3, 4)), ("test", (5, 6))) for v in vs]
+EVAL_POINTS = (MethodPoint("device_only", None, "reference", ("test",)),
+               MethodPoint("cloud_only", None, "reference", ("test",)),
+               *(MethodPoint("r", t, "router", ("dev", "test")) for t in (0.3, 0.7)),
+               MethodPoint("random", 0.5, "random", ("dev", "test")),
+               MethodPoint("swiftsage", 2.0, "swiftsage", ("dev", "test")),
+               MethodPoint("oracle", None, "oracle", ("test",)))
+
+
+def eval_plan(make_env, checkpoint, cache) -> EvalPlan:
+    return EvalPlan(make_env=make_env, make_cloud=GoldPathOracle,
+                    make_device=functools.partial(PerturbedGoldDevice, seed=0, error_medium=0.5, error_hard=0.8),
+                    settings=SETTINGS, routers={"r": (checkpoint, 0)}, features_cache=cache, points=EVAL_POINTS,
+                    encode=noisy_bag_of_words)
+
+
 def test_evaluation_killed_and_resumed_writes_the_same_file(router_checkpoint, tmp_path):
-    episodes = [EvalEpisode(split, split, "t1", v) for split, vs in (("dev", (3, 4)), ("test", (5, 6)))
-                for v in vs]
-    points = (MethodPoint("device_only", None, "reference", ("test",)),
-              MethodPoint("cloud_only", None, "reference", ("test",)),
-              *(MethodPoint("r", t, "router", ("dev", "test")) for t in (0.3, 0.7)),
-              MethodPoint("random", 0.5, "random", ("dev", "test")),
-              MethodPoint("swiftsage", 2.0, "swiftsage", ("dev", "test")),
-              MethodPoint("oracle", None, "oracle", ("test",)))
+    episodes, points = EVAL_EPISODES, EVAL_POINTS
 
     def plan(make):
-        return EvalPlan(make_env=make, make_cloud=GoldPathOracle,
-                        make_device=functools.partial(PerturbedGoldDevice, seed=0, error_medium=0.5, error_hard=0.8),
-                        settings=SETTINGS, routers={"r": (router_checkpoint, 0)}, features_cache=tmp_path / "cache",
-                        points=points, encode=noisy_bag_of_words)
+        return eval_plan(make, router_checkpoint, tmp_path / "cache")
 
     straight = tmp_path / "straight.jsonl"
     run_online("keyroom", episodes, plan(KeyRoomEnv), straight, EngineConfig(batch_size=1), show_progress=False)
@@ -151,6 +157,18 @@ def test_evaluation_killed_and_resumed_writes_the_same_file(router_checkpoint, t
     assert report.episodes_resumed == written
     assert killed.read_bytes() == straight.read_bytes()
     assert {r["route_reason"] for r in read_steps(straight)[0]} >= {"router", "random", "swiftsage", "oracle"}
+
+
+@pytest.mark.slow
+def test_evaluation_on_ray_workers_writes_the_same_file(router_checkpoint, tmp_path):
+    local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    run_online("keyroom", EVAL_EPISODES, eval_plan(KeyRoomEnv, router_checkpoint, tmp_path / "c1"), local,
+               EngineConfig(batch_size=4), show_progress=False)
+    report = run_online("keyroom", EVAL_EPISODES, eval_plan(KeyRoomEnv, router_checkpoint, tmp_path / "c2"), ray,
+                        EngineConfig(batch_size=2, workers=2), show_progress=False)
+    assert len(report.accounting["workers"]) == 2
+    assert ray.read_bytes() == local.read_bytes()
+    assert not (tmp_path / "c2").exists()  # Ray workers write no cache
 
 
 def rl_records(out):

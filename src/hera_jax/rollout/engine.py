@@ -176,7 +176,7 @@ class LockstepWorker:
         # With a fresh simulator per episode, the next one starts in the background while episodes run (a
         # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
-        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulator-start")
+        self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
         self.restarts = 0
 
     def _env(self, slot: int) -> GuardedEnv:
@@ -218,6 +218,9 @@ class LockstepWorker:
         """Yields (job index, records) as episodes finish."""
         queue = deque(jobs)
         active: dict[int, _Running] = {}
+        # start the simulators of the first lockstep two at a time instead of one after another
+        wanted = min(self.config.batch_size, len(queue)) - sum(e is not None for e in self._envs) - len(self._spares)
+        self._spares.extend(self._starter.submit(self.setup.make_env) for _ in range(max(wanted, 0)))
         while queue or active:
             for slot in range(self.config.batch_size):
                 if slot not in active and queue:
