@@ -11,6 +11,7 @@ with state-dependent mistakes. Rerunning with the same --out (or --resume) conti
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -62,9 +63,11 @@ def main(config: RLConfig) -> list[dict]:
         cloud = make_agent("cloud", config.cloud)
         device = make_agent("device", config.device, seed=config.device_seed)
         console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
-        env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
+        make_simulator = functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options)
+        env = make_simulator()
         try:
-            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console)
+            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console,
+                           make_env=make_simulator)
             console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
                           f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out "
                           "variations")
