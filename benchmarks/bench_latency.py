@@ -1,5 +1,5 @@
 """Router decision latency inside the agent loop, on the CPU: the jitted forward for ONE state, called the way
-`RouterPolicy.p_cloud_batch` calls it (numpy features in, a Python float out), p50 / p99 over many calls. Embedding
+the per-state path called it (numpy features in, a Python float out), p50 / p99 over many calls. Embedding
 one state text with sentence-transformers is timed separately (it dominates and is cached per distinct state).
 
     python benchmarks/bench_latency.py

@@ -10,8 +10,9 @@ import pytest
 from hera_jax.agents.stand_ins import GoldPathOracle, PerturbedGoldDevice, action_difficulty
 from hera_jax.envs import UnknownTaskError, make_env
 from hera_jax.envs.textworld_express import TASK_PRESETS, drop_move_reversals
-from hera_jax.rollout.episode import EpisodeSpec, always, run_episode
 from hera_jax.rollout import collect_app
+from hera_jax.rollout.engine import run_episode
+from hera_jax.rollout.episode import EpisodeSpec, always
 from hera_jax.rollout.records import read_manifest, read_steps
 from hera_jax.state import normalize_action
 

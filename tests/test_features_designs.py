@@ -182,22 +182,27 @@ def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
 
 
 @pytest.mark.parametrize("design", ["joint", "obs_first", "segments"])
-def test_rl_policy_and_evaluation_scorer_score_states_identically(tmp_path, design):
-    from hera_jax.evaluate.scoring import Embedder, RouterScorer
+def test_scorer_gives_cached_and_fresh_states_the_features_featurize_gives(tmp_path, design):
     from hera_jax.router.checkpoint import RouterBundle
-    from hera_jax.router.policy import RouterPolicy
+    from hera_jax.router.scorer import RouterScorer, StateEmbedder, p_cloud_fn
 
     spec = FeatureSpec(encoder="toy", embedding_dim=8, text_design=design)
     texts = [state_text(_state(history)) for history in ((), (("go north", "Hallway."),))]
-    featurize([state_key(t) for t in texts[:1]], texts[:1], np.array([0]), spec, tmp_path / "dataset", CountingEncoder())
+    steps = np.array([0, 1])
+    featurize([state_key(t) for t in texts[:1]], texts[:1], steps[:1], spec, tmp_path / "dataset", CountingEncoder())
+    reference, _ = featurize([state_key(t) for t in texts], texts, steps, spec, tmp_path / "reference",
+                             CountingEncoder())
     config = TrainConfig(hidden_sizes=(4,))
     params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
     bundle = RouterBundle(params, config, spec, {})
-    policy = RouterPolicy(bundle, tmp_path / "dataset", encode=CountingEncoder())
-    embedder = Embedder("toy", 8, [tmp_path / "dataset"], tmp_path / "eval", encode=CountingEncoder())
-    scorer = RouterScorer(bundle, embedder)
-    steps = np.array([0, 1])
-    np.testing.assert_array_equal(policy.p_cloud_batch(policy.features(texts, steps)), scorer.p_cloud_batch(texts, steps))
+    embedder = StateEmbedder(spec, tmp_path / "eval", [tmp_path / "dataset"], encode=CountingEncoder())
+    scorer = RouterScorer(bundle, embedder)  # the first state comes from the dataset's cache, the second is fresh
+    np.testing.assert_array_equal(scorer.features(texts, steps), reference)
+    np.testing.assert_array_equal(scorer.score(texts, steps), scorer.p_cloud(reference))
+    np.testing.assert_allclose(scorer.score(texts, steps), np.asarray(p_cloud_fn((4,))(params, reference)), atol=1e-6)
     assert embedder.num_encoded > 0  # the second state's new texts went to the evaluation's own cache
+    dataset_cache = cache_path(tmp_path / "dataset", "toy", design)
+    before = dataset_cache.read_bytes()
     embedder.flush()
     assert cache_path(tmp_path / "eval", "toy", design).exists()
+    assert dataset_cache.read_bytes() == before  # the dataset's cache is only read

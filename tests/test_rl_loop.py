@@ -17,8 +17,9 @@ from hera_jax.envs.base import Observation, StepResult
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
 from hera_jax.rl.loop import RunFolderError, label_options, pooled_rows, preference_data
-from hera_jax.rollout.collect import collect, plan_episodes
-from hera_jax.rollout.episode import always
+from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
+from hera_jax.rollout.engine import Policy, WorkerSetup, single_env
+from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.rl.visits import grouped_visits, groups_of_keys
@@ -93,9 +94,10 @@ def collect_keyroom_dataset(folder: Path) -> Path:
     env = KeyRoomEnv()
     specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
     manifest = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
-    collect(env, specs, GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
-            always("cloud"), folder, manifest, dict(replay="device", history_k=2, max_obs_chars=200, max_steps=12),
-            show_progress=False)
+    setup = WorkerSetup(single_env(env), GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
+                        {COLLECT_POLICY: Policy(always("cloud"))},
+                        EpisodeSettings(replay="device", history_k=2, max_obs_chars=200, max_steps=12))
+    collect(specs, lambda: setup, folder, manifest, show_progress=False, setup=setup)
     return folder
 
 
@@ -104,7 +106,7 @@ def _config(out: Path, iters: int) -> RLConfig:
         iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=0.3, cost_weight=0.02,
         env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM), max_steps=12, out=out,
         il_train=TrainConfig(hidden_sizes=(16,), max_epochs=8, patience=8, batch_size=16),
-        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False,
+        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, batch_size=1,
     )
 
 
@@ -130,8 +132,8 @@ def _checkpoint_params(run_dir, step):
     return load_router(run_dir / "checkpoints", step=step).params
 
 
-class Killed(Exception):
-    pass
+class Killed(BaseException):
+    """Stands for the process being killed: not an error the engine's simulator restarts would retry."""
 
 
 @pytest.fixture(scope="module")

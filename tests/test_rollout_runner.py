@@ -1,5 +1,5 @@
-"""Episode runners on real ScienceWorld: Ray == in-process for the same seeds, simulator crash/hang restarts,
-wall-clock limit, routed exploration, and the routed fallback when the cloud budget is spent."""
+"""The rollout engine on real ScienceWorld: Ray == in-process == lockstep batches for the same seeds, simulator
+crash/hang restarts, wall-clock limit, routed exploration, and the routed fallback when the cloud budget is spent."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ import pytest
 from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.agents.openai_cloud import CloudBudgetExhausted, OpenAIChatAgent, OpenAIConfig
 from hera_jax.envs import make_env
-from hera_jax.rollout.episode import EpisodeSpec, always, run_episode
-from hera_jax.rollout.routing import routed
-from hera_jax.rollout.runner import (
+from hera_jax.rollout.engine import (
+    EngineConfig,
     EpisodeFailed,
-    EpisodeWorker,
-    InProcessRunner,
-    RayConfig,
-    RayRunner,
-    RolloutRecipe,
+    Job,
+    LockstepWorker,
+    Policy,
+    WorkerSetup,
+    run_episode,
+    run_jobs,
 )
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
+from hera_jax.rollout.records import read_steps
+from hera_jax.rollout.routing import routed
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +55,25 @@ def p_cloud_by_step(state, text, cloud_calls):
     return min(1.0, 0.2 + 0.15 * state.step)
 
 
-def make_recipe(**overrides) -> RolloutRecipe:
-    base = RolloutRecipe(
-        make_env=MAKE_ENV,
-        make_cloud=GoldPathOracle,
-        make_device=functools.partial(PerturbedGoldDevice, seed=1),
-        choose=routed(p_cloud_by_step, threshold=0.5, epsilon=0.3, seed=7),
-        episode_kwargs=dict(replay="device", max_steps=20),
-        env_call_timeout_s=60,
+def make_setup(make_env=MAKE_ENV) -> WorkerSetup:
+    return WorkerSetup(
+        make_env=make_env,
+        cloud=GoldPathOracle(),
+        device=PerturbedGoldDevice(seed=1),
+        policies={"routed": Policy(routed(p_cloud_by_step, threshold=0.5, epsilon=0.3, seed=7))},
+        settings=EpisodeSettings(replay="device", max_steps=20),
     )
-    return dataclasses.replace(base, **overrides)
+
+
+JOBS = [Job(spec, "routed") for spec in SPECS]
+
+
+def run_worker(config: EngineConfig, setup: WorkerSetup | None = None) -> tuple[dict, LockstepWorker]:
+    worker = LockstepWorker(setup or make_setup(), config)
+    try:
+        return {JOBS[i].spec.episode_id: records for i, records in worker.run(list(enumerate(JOBS)))}, worker
+    finally:
+        worker.close()
 
 
 def comparable(records) -> list[dict]:
@@ -70,11 +82,7 @@ def comparable(records) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def in_process_records():
-    worker = EpisodeWorker(make_recipe())
-    try:
-        return {spec.episode_id: records for spec, records in InProcessRunner(worker).run(SPECS)}
-    finally:
-        worker.close()
+    return run_worker(EngineConfig(env_call_timeout_s=60))[0]
 
 
 def test_routed_chooser_records_who_acted_and_why(in_process_records):
@@ -89,15 +97,28 @@ def test_routed_chooser_records_who_acted_and_why(in_process_records):
         assert r.device_action is not None  # device replayed at every step
 
 
-def test_ray_runner_gives_the_same_records_as_in_process(in_process_records):
-    runner = RayRunner(make_recipe(), RayConfig(num_workers=2))
-    try:
-        by_ray = {spec.episode_id: records for spec, records in runner.run(SPECS)}
-    finally:
-        runner.close()
-    assert set(by_ray) == set(in_process_records)
+def test_lockstep_batches_give_the_same_records_as_one_episode_at_a_time(in_process_records):
+    batched, _ = run_worker(EngineConfig(batch_size=3, env_call_timeout_s=60))
+    assert set(batched) == set(in_process_records)
     for episode_id, records in in_process_records.items():
-        assert comparable(by_ray[episode_id]) == comparable(records)
+        assert comparable(batched[episode_id]) == comparable(records)
+
+
+def lines_without_timings(path) -> list[dict]:
+    rows, _ = read_steps(path)
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+
+
+def test_ray_workers_write_the_same_file_as_in_process(in_process_records, tmp_path):
+    report = run_jobs(JOBS, tmp_path / "ray.jsonl", make_setup, EngineConfig(batch_size=2, workers=2),
+                      show_progress=False)
+    assert report.episodes_run == len(JOBS) and len(report.accounting["workers"]) == 2
+    run_jobs(JOBS, tmp_path / "local.jsonl", make_setup, EngineConfig(), show_progress=False)
+    assert lines_without_timings(tmp_path / "ray.jsonl") == lines_without_timings(tmp_path / "local.jsonl")
+    by_id = {}
+    for row in lines_without_timings(tmp_path / "local.jsonl"):
+        by_id.setdefault(row["episode_id"], []).append(row)
+    assert {e: rows for e, rows in by_id.items()} == {e: comparable(r) for e, r in in_process_records.items()}
 
 
 class CrashOnce:
@@ -150,9 +171,10 @@ class HangOnce(CrashOnce):
 @pytest.mark.parametrize("wrapper", [CrashOnce, HangOnce])
 def test_a_crashed_or_hung_simulator_is_restarted_and_the_episode_redone(wrapper, in_process_records):
     spec = SPECS[0]
-    worker = EpisodeWorker(make_recipe(make_env=functools.partial(wrapper, 1), env_call_timeout_s=5))
+    # 30 s: a reset on the loaded 2-core CPU can take more than 5 s
+    worker = LockstepWorker(make_setup(functools.partial(wrapper, 1)), EngineConfig(env_call_timeout_s=30))
     try:
-        records = worker.run(spec)
+        [(_, records)] = list(worker.run([(0, JOBS[0])]))
     finally:
         worker.close()
         HangOnce.release.set()
@@ -168,9 +190,10 @@ def test_restarts_are_bounded():
         env.step = lambda action: (_ for _ in ()).throw(ConnectionError("JVM gone"))
         return env
 
-    worker = EpisodeWorker(make_recipe(make_env=always_crashes, max_episode_retries=1))
+    worker = LockstepWorker(make_setup(always_crashes), EngineConfig(max_episode_retries=1, env_call_timeout_s=60))
     with pytest.raises(EpisodeFailed, match="failed after 2 attempts.*JVM gone"):
-        worker.run(SPECS[0])
+        list(worker.run([(0, JOBS[0])]))
+    worker.close()
     assert worker.restarts == 2
 
 

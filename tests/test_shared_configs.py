@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from hera_jax.agents import config as agents_config
+from hera_jax.agents.config import AgentsConfig
 from hera_jax.cli import RENAMED_FLAGS, run_cli
 from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS, profile
 from hera_jax.evaluate import app as evaluate_app
@@ -76,7 +77,12 @@ def test_cloud_base_url_reaches_the_client_in_rl(monkeypatch, tmp_path):
 
 
 def test_cloud_base_url_reaches_the_client_in_evaluation(monkeypatch, tmp_path):
-    _stop_after_building(monkeypatch, agents_config)  # evaluate_into imports it where it builds the agents
+    real = agents_config.agent_factories
+
+    def build_then_stop(*args, **kwargs):  # evaluation hands the factories to its (Ray or in-process) workers
+        raise _Built(tuple(make() for make in real(*args, **kwargs)))
+
+    monkeypatch.setattr(evaluate_app, "agent_factories", build_then_stop)
     spec = FeatureSpec()
     params = RouterMLP((8,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
     save_router(tmp_path / "router", 0, params, TrainConfig(hidden_sizes=(8,)), spec, {"trained_on": []})
@@ -151,3 +157,16 @@ def test_collect_manifest_settings_stay_flat():
     assert "agents" not in settings and settings["cloud"] == "oracle" and settings["device_seed"] == 0
     shipped = json.loads((SHIPPED_DATASETS["scienceworld"] / "manifest.json").read_text())["settings"]
     assert set(shipped) <= set(settings)
+
+
+def test_resume_allows_new_agent_budgets_but_not_another_agent(tmp_path):
+    from hera_jax.runs import RunFolderError, check_resume, config_json
+
+    started = RLConfig(out=tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config_json(started)))
+    more_budget = AgentsConfig(cloud_max_calls=50, cloud_timeout_s=5.0)
+    check_resume(tmp_path, RLConfig(out=tmp_path, iters=9, agents=more_budget))  # run-only: allowed
+    with pytest.raises(RunFolderError, match=r"agents\.cloud: run has 'oracle', now 'openai'"):
+        check_resume(tmp_path, RLConfig(out=tmp_path, agents=AgentsConfig(cloud="openai")))
+    with pytest.raises(RunFolderError, match=r"features\.text_design"):
+        check_resume(tmp_path, RLConfig(out=tmp_path, features=FeatureSpec(text_design="segments")))

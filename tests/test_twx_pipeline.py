@@ -70,9 +70,9 @@ def _hashed_encoder(model, show_progress=False, **_):
 
 
 def test_rl_iter_runs_on_twc(tmp_path, monkeypatch):
-    import hera_jax.router.policy
+    import hera_jax.router.scorer
 
-    monkeypatch.setattr(hera_jax.router.policy, "sentence_encode_fn", _hashed_encoder)
+    monkeypatch.setattr(hera_jax.router.scorer, "sentence_encode_fn", _hashed_encoder)
     out = tmp_path / "rl"
     config = RLConfig(
         env=TWC, iters=1, tasks=("twc-easy",), train_variations=1, rollouts_per_task=2, eval_variations=1,

@@ -1,11 +1,14 @@
 """The agent interface: `act(state) -> AgentStep`, an action plus per-call metadata.
 
-Device and cloud agents, LLM-backed or stand-in, all implement it, so rollouts never care which is which.
+Device and cloud agents, LLM-backed or stand-in, all implement it, so rollouts never care which is which. The
+rollout engine asks for a whole lockstep's states at once through `act_batch`: an agent that can batch its model
+calls (an LLM server, a local model) defines `act_batch(states)`; every other agent is asked state by state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from hera_jax.state import AgentState
@@ -31,3 +34,14 @@ class Agent(Protocol):
     def act(self, state: AgentState) -> AgentStep: ...
 
     def describe(self) -> dict: ...
+
+
+def act_batch(agent: Agent, states: Sequence[AgentState]) -> list[AgentStep]:
+    """The agent's answers for several states (of different episodes): its own `act_batch` where it has one."""
+    batched = getattr(agent, "act_batch", None)
+    if batched is not None:
+        steps = list(batched(list(states)))
+        if len(steps) != len(states):
+            raise ValueError(f"{agent.name}.act_batch returned {len(steps)} answers for {len(states)} states")
+        return steps
+    return [agent.act(state) for state in states]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import ClassVar
 
 from hera_jax.agents import AgentOptions, make_agent
@@ -81,7 +83,16 @@ class AgentsConfig:
                             n_threads=self.device_threads, max_new_tokens=self.max_new_tokens, openai=openai)
 
 
+def agent_factories(config: AgentsConfig, share: int = 1,
+                    default_seed: int = 0) -> tuple[Callable[[], Agent], Callable[[], Agent]]:
+    """Picklable (make_cloud, make_device) from the flags, for workers that build their own agents; with `share`
+    parallel workers each gets 1/share of the cloud budget."""
+    options = config.options(share, default_seed)
+    return (functools.partial(make_agent, "cloud", config.cloud, options),
+            functools.partial(make_agent, "device", config.device, options))
+
+
 def build_agents(config: AgentsConfig, share: int = 1, default_seed: int = 0) -> tuple[Agent, Agent]:
     """(cloud, device) built from the flags; every command that runs agents builds them here."""
-    options = config.options(share, default_seed)
-    return make_agent("cloud", config.cloud, options), make_agent("device", config.device, options)
+    make_cloud, make_device = agent_factories(config, share, default_seed)
+    return make_cloud(), make_device()

@@ -13,6 +13,7 @@ rollouts.jsonl (every step, for --replay-from), config.json.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -22,18 +23,18 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from hera_jax.agents.config import AgentsConfig
+from hera_jax.agents.config import AgentsConfig, agent_factories
 from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, load_il_table, manifest_agents_title,
                               resolve_dataset)
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMITS, METHOD_MODULES, task_level
-from hera_jax.evaluate.context import EvalContext, ProbedAgent, SignalEnv
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                      rich_headline, rich_limit_shares, with_intervals)
-from hera_jax.evaluate.runner import MethodPoint, plan_eval_episodes, run_online
+from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
+from hera_jax.rollout.engine import states_embedded
 from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
 from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, new_run_dir
 
@@ -104,10 +105,19 @@ class EvalConfig:
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
     """Show progress bars."""
+    batch_size: int = 8
+    """Episodes each worker steps together in lockstep (one simulator each; one routing call per router and step)."""
+    workers: int = 1
+    """>1: run episodes on this many Ray workers (same records as in-process; each worker embeds its own new states
+    and writes none to --features-cache)."""
+    ray_address: str = ""
+    """Ray cluster address; empty starts a local Ray."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices")
-    LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "batch_size",
+                                                       "workers", "ray_address",
+                                                       *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
+    LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
                               "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
                               "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
@@ -355,29 +365,30 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     """Run the evaluation episodes into `out` (locked; resumed per episode) and write the report."""
 
     # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
-    from hera_jax.agents.config import build_agents
     from hera_jax.envs import make_env
-    from hera_jax.evaluate.scoring import Embedder, RouterScorer
+    from hera_jax.rollout.engine import EngineConfig
+    from hera_jax.rollout.episode import EpisodeSettings
 
-    spec = next(iter(bundles.values())).feature_spec
     read_dirs = [Path(dataset) / "features"] + [
         Path(source["dataset"]) / "features" for sources in training.values() for source in sources
     ]
-    embedders: dict[str, Embedder] = {}
-    for bundle in bundles.values():
-        s = bundle.feature_spec
-        if s.encoder not in embedders:
-            embedders[s.encoder] = Embedder(s.encoder, s.embedding_dim, list(dict.fromkeys(read_dirs)),
-                                            config.features_cache)
-    routers = {name: RouterScorer(b, embedders[b.feature_spec.encoder]) for name, b in bundles.items()}
-    embedder = embedders[spec.encoder]
-
     device_seed = config.agents.seed(default=settings.get("device_seed", 0))
-    cloud, device = (ProbedAgent(agent) for agent in build_agents(config.agents, default_seed=device_seed))
-    agents = {"cloud": cloud.describe(), "device": device.describe()}
+    make_cloud, make_device = agent_factories(config.agents, share=config.workers, default_seed=device_seed)
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
-    env = SignalEnv(make_env(config.env, step_limit=max_steps + 10, **env_options))
+    eval_plan = EvalPlan(
+        make_env=functools.partial(make_env, config.env, step_limit=max_steps + 10, **env_options),
+        make_cloud=make_cloud,
+        make_device=make_device,
+        settings=EpisodeSettings(history_k=settings.get("history_k", 3),
+                                 max_obs_chars=settings.get("max_obs_chars", 400), max_steps=max_steps),
+        routers=router_paths, features_cache=config.features_cache, read_dirs=tuple(dict.fromkeys(read_dirs)),
+        seed=config.seed, options={"max_entropy": config.confidence_max_entropy},
+    )
+    worker = eval_context(eval_plan)  # the in-process worker; its context also decides which baselines can run
+    ctx = worker.context
+    agents = {"cloud": ctx.cloud.describe(), "device": ctx.device.describe()}
+    env = make_env(config.env, step_limit=max_steps + 10, **env_options)  # plans the variations
     notes = []
     for name, sources in training.items():
         if not sources:
@@ -386,11 +397,9 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             notes.append(f"router {name} was trained on {_training_title(sources)} only, not on {config.env}: "
                          "cross-environment, every task here is unseen to it")
     try:
-        ctx = EvalContext(device=device, cloud=cloud, signals=env, routers=routers, seed=config.seed,
-                          options={"max_entropy": config.confidence_max_entropy})
         t0 = time.perf_counter()
         if "task_level" in config.baselines:
-            ctx.task_router = _train_task_router(table, embedder)
+            ctx.task_router = _train_task_router(table, next(iter(worker.embedders.values())).embed)
         task_router_s = time.perf_counter() - t0
 
         knobs = {
@@ -403,11 +412,9 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             "bayes_harm": config.bayes_harm_thresholds,
         }
         all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
-        points = [MethodPoint(m, None, METHOD_MODULES["reference"].chooser(0.0, ctx, m), test_splits)
-                  for m in ("device_only", "cloud_only")]
-        for name in routers:
-            points += [MethodPoint(name, t, METHOD_MODULES["router"].chooser(t, ctx, name), all_splits)
-                       for t in config.thresholds]
+        points = [MethodPoint(m, None, "reference", test_splits) for m in ("device_only", "cloud_only")]
+        for name in ctx.routers:
+            points += [MethodPoint(name, t, "router", all_splits) for t in config.thresholds]
         for name in config.baselines:
             module = BASELINES[name]
             reason = module.unavailable(ctx)
@@ -415,7 +422,10 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
                 notes.append(f"{module.TITLE} baseline unavailable: {reason}")
                 continue
             splits = test_splits if knobs[name] == (None,) else all_splits
-            points += [MethodPoint(name, p, module.chooser(p, ctx, name), splits) for p in knobs[name]]
+            points += [MethodPoint(name, p, name, splits) for p in knobs[name]]
+        eval_plan = dataclasses.replace(
+            eval_plan, points=tuple(points),
+            task_router=dataclasses.replace(ctx.task_router, embed=None) if ctx.task_router is not None else None)
 
         per_split = {"dev": config.dev_per_task, "test": config.test_per_task, "test_unseen": config.unseen_per_task}
         plan = plan_eval_episodes(env, seen, unseen, per_split)
@@ -428,23 +438,20 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             "episodes": [dataclasses.asdict(e) for e in plan],
         })
         t0 = time.perf_counter()
-        flush_every = _every(25, embedder.flush)
-        counts = run_online(
-            env, plan, points, ctx, out / ROLLOUTS_FILE,
-            dict(history_k=settings.get("history_k", 3), max_obs_chars=settings.get("max_obs_chars", 400),
-                 max_steps=max_steps),
-            show_progress=config.progress, on_episode=flush_every,
-        )
+        engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address)
+        ran = run_online(env.name, plan, eval_plan, out / ROLLOUTS_FILE, engine, show_progress=config.progress,
+                         worker=worker)
+        counts = {"episodes_run": ran.episodes_run, "episodes_resumed": ran.episodes_resumed,
+                  "steps_run": ran.steps_run}
         rollout_s = time.perf_counter() - t0
     finally:
-        for e in embedders.values():
-            e.flush()
+        worker.flush()
         env.close()
     rows, report = read_steps(out / ROLLOUTS_FILE)
     for problem in report.problems:
         console.print(f"[yellow]warning[/]: {problem}")
     timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
-               "states_embedded": sum(e.num_encoded for e in embedders.values()), **counts}
+               "states_embedded": states_embedded(ran.accounting), **counts}
     console.print(
         f"{counts['episodes_run']} episodes run ({counts['episodes_resumed']} already on disk), {counts['steps_run']} "
         f"steps, {timings['states_embedded']} states newly embedded; rollouts {rollout_s:.0f}s, total "
@@ -454,19 +461,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
 
 
 
-def _every(n: int, fn):
-    calls = 0
-
-    def tick():
-        nonlocal calls
-        calls += 1
-        if calls % n == 0:
-            fn()
-
-    return tick
-
-
-def _train_task_router(table, embedder) -> task_level.TaskRouter:
+def _train_task_router(table, embed) -> task_level.TaskRouter:
     """Fit the task-level baseline on the IL dataset's train episodes (first state -> share of needs-cloud steps)."""
     train = table.mask("train")
     episodes, index = np.unique(table.episode_id[train], return_inverse=True)
@@ -478,5 +473,5 @@ def _train_task_router(table, embedder) -> task_level.TaskRouter:
         texts[position] = table.state_text[row]
     if any(t is None for t in texts):
         raise HeraError("some train episodes have no step 0; the dataset is incomplete")
-    return task_level.train(texts, targets, embedder.embed_texts)
+    return task_level.train(texts, targets, embed)
 

@@ -7,6 +7,7 @@ rewards so far, a trained router's p_cloud) is reached through one `EvalContext`
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -18,31 +19,33 @@ from hera_jax.state import AgentState
 
 
 class ProbedAgent:
-    """An agent whose answer for the state it was last asked about is remembered.
+    """An agent whose answers for the states it was recently asked about are remembered.
 
     Baselines that look at an agent's answer before deciding (device confidence, the oracle) and the rollout that
-    then lets that agent act get one and the same call, so an LLM is not asked twice nor answers differently.
+    then lets that agent act get one and the same call, so an LLM is not asked twice nor answers differently. The
+    engine asks for a whole lockstep's states after all choosers ran, so up to `remember` answers are kept.
     """
 
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: Agent, remember: int = 256):
         self.agent = agent
         self.name = agent.name
         self.is_stand_in = agent.is_stand_in
-        self._last: tuple[AgentState, AgentStep] | None = None
+        self.remember = remember
+        self._answers: OrderedDict[AgentState, AgentStep] = OrderedDict()
 
     def act(self, state: AgentState) -> AgentStep:
-        if self._last is not None and (self._last[0] is state or self._last[0] == state):
-            return self._last[1]
-        step = self.agent.act(state)
-        self._last = (state, step)
-        return step
+        if state not in self._answers:
+            self._answers[state] = self.agent.act(state)
+            if len(self._answers) > self.remember:
+                self._answers.popitem(last=False)
+        return self._answers[state]
 
     def describe(self) -> dict:
         return self.agent.describe()
 
 
 class SignalEnv:
-    """Env wrapper that keeps the current episode's rewards and observations for heuristics that need them."""
+    """Env wrapper that keeps its current episode's rewards for heuristics that need them (one per engine slot)."""
 
     def __init__(self, env: Env):
         self.env = env
@@ -74,11 +77,24 @@ class SignalEnv:
         self.env.close()
 
 
+class EpisodeSignals:
+    """The reward stream of the episode whose chooser runs now: the engine focuses that episode's `SignalEnv`."""
+
+    def __init__(self):
+        self.current: SignalEnv | None = None
+
+    def focus(self, env: SignalEnv) -> None:
+        self.current = env
+
+    def reward_history(self) -> np.ndarray:
+        return self.current.reward_history() if self.current is not None else np.zeros(0, np.float32)
+
+
 @dataclasses.dataclass
 class EvalContext:
     device: ProbedAgent
     cloud: ProbedAgent
-    signals: SignalEnv | None = None
+    signals: EpisodeSignals | None = None
     routers: dict[str, PCloudFn] = dataclasses.field(default_factory=dict)  # method name -> p_cloud function
     task_router: Any = None  # baselines.task_level.TaskRouter, when trained
     seed: int = 0

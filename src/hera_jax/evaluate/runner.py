@@ -1,17 +1,30 @@
-"""Online evaluation: every (episode, method, knob value) rolled out with the routed hybrid agent, appended to one
-JSONL file of step records as it finishes, so an interrupted evaluation resumes and a finished one can be replayed.
+"""Online evaluation: every (episode, method, knob value) rolled out with the routed hybrid agent by the rollout
+engine, appended to one JSONL file of step records as it finishes, so an interrupted evaluation resumes and a
+finished one can be replayed.
+
+`EvalPlan` is everything a worker needs to rebuild the agents, routers and baselines (picklable, for Ray workers);
+`eval_setup` builds one worker from it. Router points that share a router are scored together in one call per
+lockstep; each evaluation worker writes the states it embedded only to the evaluation's own features cache (a
+dataset's cache is only read).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from hera_jax.evaluate.context import EvalContext, SignalEnv
+from hera_jax.agents.base import Agent
+from hera_jax.envs.base import Env
+from hera_jax.evaluate.baselines import METHOD_MODULES
+from hera_jax.evaluate.context import EpisodeSignals, EvalContext, ProbedAgent, SignalEnv
 from hera_jax.evaluate.episodes import episode_id
-from hera_jax.rollout.episode import Chooser, EpisodeSpec, run_episode
-from hera_jax.rollout.records import append_episode, completed_episode_ids
+from hera_jax.rollout.engine import EngineConfig, EngineReport, Job, Policy, WorkerSetup, run_jobs
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec
+from hera_jax.router.checkpoint import load_router
+from hera_jax.router.scorer import RouterScorer, StateEmbedder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +39,75 @@ class EvalEpisode:
 class MethodPoint:
     method: str  # "il", "rl3", "random", "device_only", ...
     param: float | None  # the knob value (threshold, rate, k, ...); None for methods without one
-    chooser: Chooser
+    module: str  # METHOD_MODULES key whose `chooser(param, ctx, method)` decides who acts
     splits: tuple[str, ...]  # eval splits this point runs on
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.param}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPlan:
+    """How an evaluation worker builds its simulators, agents, routers and routing methods (picklable)."""
+
+    make_env: Callable[[], Env]
+    make_cloud: Callable[[], Agent]
+    make_device: Callable[[], Agent]
+    settings: EpisodeSettings
+    routers: Mapping[str, tuple[Path, int | None]]  # name -> (checkpoint folder, step or latest)
+    features_cache: Path  # the evaluation's own (written in-process)
+    read_dirs: tuple[Path, ...] = ()  # datasets' caches (only read)
+    seed: int = 0
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    points: tuple[MethodPoint, ...] = ()
+    task_router: Any = None  # baselines.task_level.TaskRouter without its `embed` (rebound per worker)
+    encode: Callable | None = None  # the sentence encoder (default: the routers' encoder)
+
+
+@dataclasses.dataclass
+class EvalWorker:
+    context: EvalContext
+    embedders: dict[str, StateEmbedder]  # by encoder name
+
+    def flush(self) -> None:
+        for embedder in self.embedders.values():
+            embedder.flush()
+
+
+def eval_context(plan: EvalPlan) -> EvalWorker:
+    """The agents and routers of one worker, in an `EvalContext` (without routing methods yet)."""
+    embedders: dict[str, StateEmbedder] = {}
+    routers: dict[str, RouterScorer] = {}
+    for name, (path, step) in plan.routers.items():
+        bundle = load_router(path, step)
+        spec = bundle.feature_spec
+        if spec.encoder not in embedders:
+            embedders[spec.encoder] = StateEmbedder(spec, plan.features_cache, plan.read_dirs, plan.encode)
+        routers[name] = RouterScorer(bundle, embedders[spec.encoder])
+    context = EvalContext(device=ProbedAgent(plan.make_device()), cloud=ProbedAgent(plan.make_cloud()),
+                          signals=EpisodeSignals(), routers=routers, seed=plan.seed, options=dict(plan.options))
+    if plan.task_router is not None:
+        context.task_router = dataclasses.replace(plan.task_router, embed=next(iter(embedders.values())).embed)
+    return EvalWorker(context, embedders)
+
+
+def eval_setup(plan: EvalPlan, worker: EvalWorker | None = None, write_cache: bool = False) -> WorkerSetup:
+    """One engine worker of the evaluation: a policy per method point (router points scored by their router)."""
+    worker = worker or eval_context(plan)
+    ctx = worker.context
+    policies = {
+        point.key: Policy(METHOD_MODULES[point.module].chooser(point.param, ctx, point.method),
+                          ctx.routers.get(point.method) if point.module == "router" else None)
+        for point in plan.points
+    }
+    return WorkerSetup(make_env=lambda: SignalEnv(plan.make_env()), cloud=ctx.cloud, device=ctx.device,
+                       policies=policies, settings=plan.settings, focus=ctx.signals.focus,
+                       close=worker.flush if write_cache else None)
 
 
 def plan_eval_episodes(
-    env: SignalEnv,
+    env: Env,
     seen_tasks: Sequence[str],
     unseen_tasks: Sequence[str],
     per_split: dict[str, int],
@@ -44,44 +120,38 @@ def plan_eval_episodes(
         for task in tasks:
             for variation in env.variations(task, env_split)[: per_split.get(eval_split, 0)]:
                 plan.append(EvalEpisode(eval_split, env_split, task, variation))
-    # group by (task, variation) so the simulator loads each variation once for all methods
     return sorted(plan, key=lambda e: (e.task, e.eval_split, e.variation))
 
 
-def run_online(
-    env: SignalEnv,
-    plan: Sequence[EvalEpisode],
-    points: Sequence[MethodPoint],
-    ctx: EvalContext,
-    rollouts_path: Path,
-    episode_kwargs: dict,
-    show_progress: bool = True,
-    on_episode=None,
-) -> dict:
-    """Run every (episode, point) not yet in `rollouts_path`; returns counts of what ran and what was skipped."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    done = completed_episode_ids(rollouts_path)
-    jobs = [
-        (episode, point, episode_id(point.method, point.param, episode.eval_split, episode.task, episode.variation))
-        for episode in plan
-        for point in points
-        if episode.eval_split in point.splits
+def eval_jobs(env_name: str, episodes: Sequence[EvalEpisode], points: Sequence[MethodPoint]) -> list[Job]:
+    """One job per (episode, point) whose splits include the episode's."""
+    return [
+        Job(EpisodeSpec(env_name, e.task, e.variation, e.env_split,
+                        episode_id(p.method, p.param, e.eval_split, e.task, e.variation)), p.key)
+        for e in episodes
+        for p in points
+        if e.eval_split in p.splits
     ]
-    todo = [job for job in jobs if job[2] not in done]
-    ran_steps = 0
-    with Progress(
-        TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), disable=not show_progress, console=Console(stderr=True),
-    ) as progress:
-        bar = progress.add_task("episodes", total=len(jobs), completed=len(jobs) - len(todo), stats="")
-        for episode, point, eid in todo:
-            spec = EpisodeSpec(env.name, episode.task, episode.variation, episode.env_split, eid)
-            records = run_episode(env, spec, ctx.cloud, ctx.device, point.chooser, **episode_kwargs)
-            append_episode(rollouts_path, records)
-            ran_steps += len(records)
-            if on_episode is not None:
-                on_episode()
-            progress.update(bar, advance=1, stats=f"{episode.task[:24]:<24} {point.method:<12} steps {ran_steps}")
-    return {"episodes_run": len(todo), "episodes_resumed": len(jobs) - len(todo), "steps_run": ran_steps}
+
+
+def run_online(
+    env_name: str,
+    episodes: Sequence[EvalEpisode],
+    plan: EvalPlan,
+    rollouts_path: Path,
+    engine: EngineConfig = EngineConfig(),
+    show_progress: bool = True,
+    worker: EvalWorker | None = None,
+) -> EngineReport:
+    """Run every (episode, point) of the plan not yet in `rollouts_path`. In-process, `worker` (else a new one) is
+    used and its embeddings are written to the evaluation's cache; Ray workers build their own and write none."""
+    jobs = eval_jobs(env_name, episodes, plan.points)
+    setup = None
+    if engine.workers == 1:
+        setup = eval_setup(plan, worker, write_cache=True)
+    try:
+        return run_jobs(jobs, rollouts_path, functools.partial(eval_setup, plan), engine, "evaluate", show_progress,
+                        setup=setup)
+    finally:
+        if setup is not None:
+            setup.close()

@@ -6,6 +6,7 @@ variations. Rerunning with the same --out (or --resume) continues after the last
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -57,9 +58,11 @@ def train_rl(config: RLConfig) -> list[dict]:
     with locked_run_dir(run_dir, "rl_iter.py run"):
         cloud, device = build_agents(config.agents)
         console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
-        env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
+        make_simulator = functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options)
+        env = make_simulator()
         try:
-            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console)
+            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console,
+                           make_env=make_simulator)
             console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
                           f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out "
                           "variations")

@@ -17,10 +17,11 @@ Numerical work (returns, groups' labels, loss weights, training) is pure jax; th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,18 +34,21 @@ from hera_jax.dataset import StepTable, load_il_table
 from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
-from hera_jax.features.cache import cache_path
+from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
+from hera_jax.rl.exploration import exploration_rate
 from hera_jax.rl.loss import LabelOptions, PreferenceBatch, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.train import PreferenceData, make_preference_train
 from hera_jax.rl.visits import grouped_visits, groups_of_keys
-from hera_jax.rollout.episode import Chooser, EpisodeSpec, always, run_episode
-from hera_jax.rollout.records import append_episode, completed_episode_ids, read_steps, write_json_atomic
+from hera_jax.rollout.engine import (EngineConfig, Job, Policy, WorkerSetup, run_jobs, single_env,
+                                    states_embedded)
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
+from hera_jax.rollout.records import read_steps, write_json_atomic
 from hera_jax.rollout.routing import routed
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
 from hera_jax.router.il import check_finite_features
-from hera_jax.router.policy import RouterPolicy
+from hera_jax.router.scorer import RouterScorer, StateEmbedder
 from hera_jax.router.train import predict_p_cloud
 from hera_jax.runs import RunFolderError, check_resume, config_json
 
@@ -73,49 +77,55 @@ def agents_title(cloud: Agent, device: Agent) -> str:
     return f"cloud={cloud.name}, device={device.name}{note}"
 
 
-def _round_like_cache(x: np.ndarray) -> np.ndarray:
-    """The feature cache stores float16; rounding fresh embeddings the same way makes a resumed run see exactly
-    the features an uninterrupted one saw."""
-    return np.asarray(x, np.float16).astype(np.float32)
-
-
-def router_p_cloud(policy: RouterPolicy) -> Callable:
-    def p_cloud(state, text: str, cloud_calls: int) -> float:
-        x = policy.features([text], np.asarray([state.step]))
-        return float(policy.p_cloud_batch(_round_like_cache(x))[0])
-
-    return p_cloud
-
-
 def exploration_seed(seed: int, iteration: int, rollout: int) -> int:
     return seed * 1_000_003 + iteration * 1_009 + rollout
 
 
-def run_episodes(
-    env: Env,
-    jobs: Sequence[tuple[EpisodeSpec, Chooser]],
-    cloud: Agent,
-    device: Agent,
-    path: Path,
-    episode_kwargs: dict[str, Any],
-    label: str,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    """Run the jobs not yet complete in `path` (append-only, one write per episode); return all their rows."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+# A policy as plain data, so Ray workers can rebuild it: ("always", actor) or ("routed", threshold, epsilon, seed).
+PolicyPlan = tuple
 
-    done = completed_episode_ids(path)
-    todo = [(spec, choose) for spec, choose in jobs if spec.episode_id not in done]
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=not progress or not todo, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=len(jobs), completed=len(jobs) - len(todo))
-        for spec, choose in todo:
-            append_episode(path, run_episode(env, spec, cloud, device, choose, **episode_kwargs))
-            bar.advance(task)
-    wanted = {spec.episode_id for spec, _ in jobs}
+
+def worker_setup(make_env: Callable[[], Env], cloud: Agent, device: Agent, settings: EpisodeSettings,
+                 policies: Mapping[str, PolicyPlan], router: tuple[Path, int, FeatureSpec] | None,
+                 features_dir: Path, encode: Callable | None, write_cache: bool) -> WorkerSetup:
+    """A worker of the RL loop: its simulators, the agents, and the policies, routed ones sharing one scorer of the
+    checkpoint `router` = (folder, step, spec). Ray workers only read the run's features cache (`write_cache`)."""
+    scorer = None
+    if router is not None:
+        folder, step, spec = router
+        embedder = StateEmbedder(spec, features_dir, encode=encode)
+        scorer = RouterScorer(load_router(folder, step=step, expected_spec=spec), embedder)
+    built = {}
+    for name, plan in policies.items():
+        if plan[0] == "always":
+            built[name] = Policy(always(plan[1]))
+        else:
+            _, threshold, epsilon, seed = plan
+            built[name] = Policy(routed(scorer, threshold, epsilon=epsilon, seed=seed), scorer)
+    return WorkerSetup(make_env, cloud, device, built, settings,
+                       close=scorer.embedder.flush if scorer is not None and write_cache else None)
+
+
+def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyPlan], router_step: int | None,
+                 path: Path, label: str) -> tuple[list[dict[str, Any]], int]:
+    """Run the jobs not yet complete in `path` with the engine; return all their rows (in job order) and the number
+    of states newly embedded."""
+    config = run.config
+    router = None if router_step is None else (run.run_dir / CHECKPOINTS, router_step, run.spec)
+    make_setup = functools.partial(worker_setup, run.make_env, run.cloud, run.device, run.settings, policies, router,
+                                   run.features_dir, run.encode)
+    in_process = config.workers == 1
+    setup = make_setup(True) if in_process else None
+    try:
+        report = run_jobs(jobs, path, functools.partial(make_setup, False), run.engine, label, config.progress,
+                          setup=setup)
+    finally:
+        if setup is not None and setup.close is not None:
+            setup.close()
+    order = {job.spec.episode_id: i for i, job in enumerate(jobs)}
     rows, _ = read_steps(path) if path.exists() else ([], None)
-    return [r for r in rows if r["episode_id"] in wanted]
+    rows = sorted((r for r in rows if r["episode_id"] in order), key=lambda r: (order[r["episode_id"]], r["step"]))
+    return rows, states_embedded(report.accounting)
 
 
 def episode_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -147,19 +157,21 @@ class RLRun:
     table: StepTable
     il_features: np.ndarray  # features of every IL table row (rounded like the cache)
     spec: FeatureSpec
-    episode_kwargs: dict[str, Any]
+    settings: EpisodeSettings
     tasks: list[str]
     train_pairs: list[tuple[str, int]]
     eval_pairs: list[tuple[str, int]]
     encode: Callable | None
     console: Any
+    make_env: Callable[[], Env]  # one simulator per engine slot (Ray workers call it too: keep it picklable)
+    engine: EngineConfig
 
     @property
     def features_dir(self) -> Path:
         return self.run_dir / FEATURES
 
-    def policy(self, bundle: RouterBundle) -> RouterPolicy:
-        return RouterPolicy(bundle, self.features_dir, encode=self.encode)
+    def policy(self, bundle: RouterBundle) -> RouterScorer:
+        return RouterScorer(bundle, StateEmbedder(self.spec, self.features_dir, encode=self.encode))
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -179,19 +191,27 @@ def open_run(
     features_dir: Path,
     encode: Callable | None = None,
     console: Any = None,
+    make_env: Callable[[], Env] | None = None,
 ) -> RLRun:
-    """Check/write the run folder, load the IL dataset and its features, plan training and held-out variations."""
+    """Check/write the run folder, load the IL dataset and its features, plan training and held-out variations.
+
+    `env` plans the variations; episodes run on simulators from `make_env` (default: `env` itself, which then
+    serves one engine slot in-process and cannot be rebuilt after a crash)."""
     from rich.console import Console
 
     console = console or Console()
     check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
-    episode_kwargs = {
-        "history_k": int(settings.get("history_k", 3)),
-        "max_obs_chars": int(settings.get("max_obs_chars", 400)),
-        "max_steps": config.max_steps,
-    }
+    episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", 3)),
+                                       max_obs_chars=int(settings.get("max_obs_chars", 400)),
+                                       max_steps=config.max_steps)
+    engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address,
+                          env_call_timeout_s=config.env_call_timeout_s,
+                          max_episode_retries=config.max_episode_retries,
+                          fresh_env_per_episode=config.fresh_env_per_episode)
+    if make_env is None and (engine.batch_size > 1 or engine.workers > 1):
+        raise HeraError("open_run: batch_size or workers > 1 need make_env (one simulator per slot)")
     if config.init_checkpoint is not None:
         spec = load_router(config.init_checkpoint).feature_spec
     else:
@@ -199,7 +219,7 @@ def open_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
     # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.
-    source, target = cache_path(features_dir, spec.encoder), cache_path(run_dir / FEATURES, spec.encoder)
+    source, target = (cache_path(d, spec.encoder, spec.text_design) for d in (features_dir, run_dir / FEATURES))
     if source.exists() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -216,8 +236,8 @@ def open_run(
     eval_pairs = [(t, v) for t in tasks for v in env.variations(t, "test")[: config.eval_variations]]
     if not train_pairs or not eval_pairs:
         raise HeraError(f"no training or held-out variations for tasks {tasks}; check --tasks and the variation counts")
-    return RLRun(config, run_dir, env, cloud, device, table, _round_like_cache(features), spec, episode_kwargs,
-                 tasks, train_pairs, eval_pairs, encode, console)
+    return RLRun(config, run_dir, env, cloud, device, table, round_like_cache(features), spec, episode_settings,
+                 tasks, train_pairs, eval_pairs, encode, console, make_env or single_env(env), engine)
 
 
 def shortest_tasks(table: StepTable, tasks: Sequence[str], count: int) -> list[str]:
@@ -251,43 +271,41 @@ def start_router(run: RLRun) -> RouterBundle:
     return load_router(ckpt_dir, step=0, expected_spec=run.spec)
 
 
-def evaluate(run: RLRun, bundle: RouterBundle, iteration: int) -> dict[str, float]:
-    """Greedy router (no exploration) on the held-out variations."""
-    policy = run.policy(bundle)
-    choose = routed(router_p_cloud(policy), threshold=run.config.threshold)
-    jobs = [(EpisodeSpec(run.env.name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), choose)
+def evaluate(run: RLRun, iteration: int) -> dict[str, float]:
+    """Greedy router (no exploration) of checkpoint `iteration` on the held-out variations (the engine's workers
+    load the checkpoint themselves)."""
+    jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), "greedy")
             for t, v in run.eval_pairs]
-    rows = run_episodes(run.env, jobs, run.cloud, run.device, iter_dir(run.run_dir, iteration) / "eval.jsonl",
-                        run.episode_kwargs, f"eval iter {iteration}", run.config.progress)
-    policy.flush()
+    rows, _ = run_episodes(run, jobs, {"greedy": ("routed", run.config.threshold, 0.0, 0)}, iteration,
+                           iter_dir(run.run_dir, iteration) / "eval.jsonl", f"eval iter {iteration}")
     return episode_summary(rows)
 
 
 def baselines(run: RLRun) -> dict[str, dict[str, float]]:
     out = {}
     for actor in ("cloud", "device"):
-        jobs = [(EpisodeSpec(run.env.name, t, v, "test", f"eval/{actor}-only/{t}/{v}"), always(actor))
+        jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/{actor}-only/{t}/{v}"), actor)
                 for t, v in run.eval_pairs]
-        rows = run_episodes(run.env, jobs, run.cloud, run.device, iter_dir(run.run_dir, 0) / f"{actor}_only.jsonl",
-                            run.episode_kwargs, f"{actor}-only baseline", run.config.progress)
+        rows, _ = run_episodes(run, jobs, {actor: ("always", actor)}, None,
+                               iter_dir(run.run_dir, 0) / f"{actor}_only.jsonl", f"{actor}-only baseline")
         out[f"{actor}_only"] = episode_summary(rows)
     return out
 
 
-def rollouts(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[list[dict[str, Any]], int]:
-    """Exploration rollouts of one iteration; returns its rows and the number of states newly embedded."""
+def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
+    """Exploration rollouts of one iteration with the router of checkpoint `iteration - 1`; returns its rows and
+    the number of states newly embedded."""
     config = run.config
-    policy = run.policy(bundle)
-    cached_before = len(policy.cache.keys)
-    p_cloud = router_p_cloud(policy)
-    choosers = [routed(p_cloud, config.threshold, epsilon=config.exploration,
-                       seed=exploration_seed(config.seed, iteration, k)) for k in range(config.rollouts_per_task)]
-    jobs = [(EpisodeSpec(run.env.name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), choosers[k])
+    # the constant schedule keeps the exact Python float (exploration_rate computes in float32)
+    epsilon = config.exploration if config.exploration_schedule == "constant" else float(exploration_rate(
+        iteration, config.exploration, config.exploration_final, config.exploration_schedule,
+        config.exploration_decay_iters))
+    policies = {f"r{k}": ("routed", config.threshold, epsilon, exploration_seed(config.seed, iteration, k))
+                for k in range(config.rollouts_per_task)}
+    jobs = [Job(EpisodeSpec(run.env.name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
             for t, v in run.train_pairs for k in range(config.rollouts_per_task)]
-    rows = run_episodes(run.env, jobs, run.cloud, run.device, iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
-                        run.episode_kwargs, f"rollouts iter {iteration}", config.progress)
-    policy.flush()
-    return rows, len(policy.cache.keys) - cached_before
+    return run_episodes(run, jobs, policies, iteration - 1, iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
+                        f"rollouts iter {iteration}")
 
 
 def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
@@ -322,7 +340,7 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
     visits = grouped.visits
     policy = run.policy(bundle)
-    x_visits = _round_like_cache(policy.features(visits.state_text, visits.step))
+    x_visits = policy.features(visits.state_text, visits.step)  # rounded like the cache
     il_mask = run.table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(run.table.state_key, il_mask) if m], grouped.keys)
     batch: PreferenceBatch = jax.jit(preference_rows, static_argnames="num_groups")(
@@ -376,7 +394,7 @@ def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_
 def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[RouterBundle, dict[str, Any]]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    rows, newly_embedded = rollouts(run, bundle, iteration)
+    rows, newly_embedded = rollouts(run, iteration)
     timings["rollouts"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     data, group_stats, num_visits = preference_data(run, bundle, pooled_rows(run, iteration))
@@ -393,7 +411,7 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
         new_bundle = load_router(ckpt_dir, step=iteration, expected_spec=run.spec)
     timings["label_and_train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation = evaluate(run, new_bundle, iteration)
+    evaluation = evaluate(run, iteration)
     timings["eval"] = time.perf_counter() - t0
     metrics = {
         "iteration": iteration,
@@ -418,7 +436,7 @@ def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[d
                                                                expected_spec=run.spec)
     if done < 0:
         t0 = time.perf_counter()
-        metrics = {"iteration": 0, "eval": evaluate(run, bundle, 0), **run.meta()}
+        metrics = {"iteration": 0, "eval": evaluate(run, 0), **run.meta()}
         if config.baselines:
             metrics["baselines"] = baselines(run)
         metrics["timings_s"] = {"eval": time.perf_counter() - t0}

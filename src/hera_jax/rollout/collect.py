@@ -6,22 +6,19 @@ collection resumes where it stopped without duplicates.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hera_jax.agents.base import Agent
 from hera_jax.envs.base import Env
-from hera_jax.rollout.episode import Chooser, EpisodeSpec
-from hera_jax.rollout.runner import EpisodeWorker, InProcessRunner, RolloutRecipe
+from hera_jax.rollout.engine import EngineConfig, Job, WorkerSetup, run_jobs
+from hera_jax.rollout.episode import EpisodeSpec
 from hera_jax.rollout.records import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     STEPS_FILE,
     DatasetError,
-    append_episode,
-    completed_episode_ids,
     now_iso,
     read_manifest,
     read_steps,
@@ -50,6 +47,9 @@ def plan_episodes(
     return specs
 
 
+COLLECT_POLICY = "collect"  # the one policy of a collection (who acts: --mode)
+
+
 def check_or_write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Refuse to mix collections: an existing dataset must have been collected with the same settings."""
     if (out / MANIFEST_FILE).exists():
@@ -76,81 +76,33 @@ def check_or_write_manifest(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def collect(
-    env: Env,
     specs: Sequence[EpisodeSpec],
-    cloud: Agent,
-    device: Agent,
-    choose: Chooser,
+    make_setup: Callable[[], WorkerSetup],
     out: Path,
     manifest: dict[str, Any],
-    episode_kwargs: dict[str, Any],
+    engine: EngineConfig = EngineConfig(),
     show_progress: bool = True,
-    runner: Any = None,
-    recipe: RolloutRecipe | None = None,
+    setup: WorkerSetup | None = None,
 ) -> dict[str, Any]:
-    """Run every spec not yet on disk, appending each finished episode; returns the dataset summary.
-
-    `runner` (e.g. a `RayRunner`) runs the episodes; by default they run here on `env` with `cloud`/`device`, and a
-    crashed or hung simulator is rebuilt from `recipe.make_env` when a recipe is given (else the error propagates).
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Run every spec not yet on disk with the setup's single policy ("collect"), appending each finished episode;
+    returns the dataset summary. `make_setup` builds a worker's simulators and agents (in every Ray worker)."""
     manifest = {**manifest, "format_version": FORMAT_VERSION}
     check_or_write_manifest(out, manifest)
     steps_path = out / STEPS_FILE
-    done_ids = completed_episode_ids(steps_path)
-    todo = [s for s in specs if s.episode_id not in done_ids]
-    if runner is None:
-        recipe = recipe or RolloutRecipe(make_env=_cannot_restart(env), make_cloud=lambda: cloud,
-                                         make_device=lambda: device, choose=choose, max_episode_retries=0,
-                                         fresh_env_per_episode=False)
-        recipe = dataclasses.replace(recipe, choose=choose, episode_kwargs=episode_kwargs)
-        runner = InProcessRunner(EpisodeWorker(recipe, env=env, cloud=cloud, device=device))
-    successes = cloud_steps = total_steps = tokens = 0
-    with Progress(
-        TextColumn("[bold]collect"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        disable=not show_progress,
-        console=Console(stderr=True),
-    ) as progress:
-        bar = progress.add_task("episodes", total=len(specs), completed=len(specs) - len(todo), stats="")
-        for i, (spec, records) in enumerate(runner.run(todo), start=1):
-            append_episode(steps_path, records)
-            successes += records[-1].success
-            cloud_steps += sum(r.actor == "cloud" for r in records)
-            total_steps += len(records)
-            tokens += sum(_tokens(r) for r in records)
-            progress.update(
-                bar,
-                advance=1,
-                stats=f"success {successes / i:.0%}  cloud-steps {cloud_steps / max(total_steps, 1):.0%}"
-                      f"  tokens {tokens:,}",
-            )
-    rows, report = read_steps(steps_path)
+    report = run_jobs([Job(spec, COLLECT_POLICY) for spec in specs], steps_path, make_setup, engine, "collect",
+                      show_progress, setup=setup)
+    rows, problems = read_steps(steps_path)
     summary = {**summarize(rows), **llm_summary(rows)}
-    final = {**read_manifest(out), "summary": summary, "updated": now_iso(), "load_problems": report.problems,
-             "last_run_accounting": runner.accounting()}
+    final = {**read_manifest(out), "summary": summary, "updated": now_iso(), "load_problems": problems.problems,
+             "last_run_accounting": report.accounting}
     write_json_atomic(out / MANIFEST_FILE, final)
-    return {**summary, "new_episodes": len(todo), "skipped_existing": len(specs) - len(todo)}
+    return {**summary, "new_episodes": report.episodes_run, "skipped_existing": report.episodes_resumed}
 
 
 def agents_manifest(cloud: Agent, device: Agent) -> dict[str, Any]:
     return {"cloud": cloud.describe(), "device": device.describe()}
 
 
-def _tokens(record: Any) -> int:
-    return sum(getattr(record, f"{role}_tokens_{io}") or 0 for role in ("device", "cloud") for io in ("in", "out"))
-
-
-def _cannot_restart(env: Env):
-    def fail() -> Env:
-        raise RuntimeError(f"{env.name} crashed and collect() was given no recipe to rebuild it")
-
-    return fail
 
 
 def llm_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-from hera_jax.agents import make_agent
 from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
-from hera_jax.rollout.collect import agents_manifest, collect, plan_episodes
-from hera_jax.rollout.episode import always
-from hera_jax.rollout.runner import RayConfig, RayRunner, RolloutRecipe
+from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
+from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup
+from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.rollout.records import now_iso
 from hera_jax.runs import config_json, locked_run_dir
 
@@ -48,7 +47,9 @@ class CollectConfig:
     """Who acts: 'replay' = cloud acts and the device is replayed on every state (IL data); 'cloud' or 'device'
     = that agent alone."""
     workers: int = 1
-    """>1: run episodes in parallel on Ray workers (each with its own simulator and agents; budgets are split)."""
+    """>1: run episodes in parallel on Ray workers (each with its own simulators and agents; budgets are split)."""
+    batch_size: int = 1
+    """Episodes each worker steps together in lockstep, one simulator each."""
     ray_address: str = ""
     """Ray cluster address; empty starts a local Ray."""
     max_seconds: float = 0.0
@@ -57,9 +58,9 @@ class CollectConfig:
     """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
     max_episode_retries: int = 2
     """Restarts of a crashed/hung simulator per episode before giving up."""
-    fresh_env_per_episode: bool = True
-    """A new simulator for every episode: ScienceWorld's object order depends on its JVM's history, so only this
-    makes records reproducible and identical across --workers (about 2 s per episode)."""
+    fresh_env_per_episode: bool | None = None
+    """A new simulator for every episode; None: only where reuse would change the records (ScienceWorld: its
+    episodes depend on the JVM's history; TextWorldExpress is reused)."""
     history_k: int = 3
     """Number of past (action, observation) pairs in the router's state text."""
     max_obs_chars: int = 400
@@ -94,7 +95,9 @@ def collect_into(config: CollectConfig) -> None:
     if config.mode not in MODES:
         raise SystemExit(f"error: --mode must be one of {', '.join(MODES)}, got {config.mode!r}")
     try:
-        cloud, device = build_agents(config.agents)
+        # in-process, the worker uses these agents; Ray workers build their own with a share of the cloud budget
+        setup = worker_setup(config, options_share=1)
+        cloud, device = setup.cloud, setup.device
         per_split = {"train": config.train_per_task, "dev": config.dev_per_task, "test": config.test_per_task}
         specs = plan_episodes(env, tasks, per_split, mode=MODES[config.mode][0], seed=config.agents.seed())
         settings = manifest_settings(config)
@@ -112,26 +115,13 @@ def collect_into(config: CollectConfig) -> None:
             "created": now_iso(),
             "command": "python experiments/collect.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         }
-        episode_kwargs = dict(history_k=config.history_k, max_obs_chars=config.max_obs_chars,
-                              max_steps=config.max_steps)
-        if config.mode == "replay":
-            episode_kwargs["replay"] = "device"
-        if config.max_seconds > 0:
-            episode_kwargs["max_seconds"] = config.max_seconds
-        summary = collect(
-            env,
-            specs,
-            cloud,
-            device,
-            always("device" if config.mode == "device" else "cloud"),
-            config.out,
-            manifest,
-            episode_kwargs,
-            show_progress=config.progress,
-            runner=RayRunner(recipe(config, episode_kwargs, options_share=config.workers),
-                             RayConfig(config.workers, config.ray_address)) if config.workers > 1 else None,
-            recipe=recipe(config, episode_kwargs, options_share=1),
-        )
+        engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address,
+                              env_call_timeout_s=config.env_call_timeout_s,
+                              max_episode_retries=config.max_episode_retries,
+                              fresh_env_per_episode=config.fresh_env_per_episode)
+        make_setup = functools.partial(worker_setup, config, max(config.workers, 1))
+        summary = collect(specs, make_setup, config.out, manifest, engine, show_progress=config.progress,
+                          setup=setup if config.workers == 1 else None)
     finally:
         env.close()
     print(
@@ -150,7 +140,7 @@ MODES = {  # --mode -> (episode-id tag, manifest description)
     "device": ("device-only", "device acts alone"),
 }
 # Flags that change how a run goes, not what it records: never part of the dataset's identity.
-RUN_ONLY = ("workers", "ray_address", "env_call_timeout_s", "max_episode_retries", "fresh_env_per_episode",
+RUN_ONLY = ("workers", "batch_size", "ray_address", "env_call_timeout_s", "max_episode_retries", "fresh_env_per_episode",
             *AgentsConfig.RUN_ONLY)
 AGENT_KNOB_DEFAULTS = {"device_model": "", "device_gguf_file": "", "device_threads": 2, "max_new_tokens": 20,
                        "cloud_base_url": "http://127.0.0.1:8000/v1", "cloud_model": "default", "mode": "replay",
@@ -166,18 +156,16 @@ def manifest_settings(config: CollectConfig) -> dict:
     return settings
 
 
-def recipe(config: CollectConfig, episode_kwargs: dict, options_share: int) -> RolloutRecipe:
-    """How a (Ray or in-process) worker builds its own simulator and agents; all picklable partials."""
+def worker_setup(config: CollectConfig, options_share: int) -> WorkerSetup:
+    """How a (Ray or in-process) worker builds its own simulators and agents."""
     env_options = profile(config.env).env_options(simplification=config.simplification)
-    options = config.agents.options(options_share)
-    return RolloutRecipe(
+    cloud, device = build_agents(config.agents, share=options_share)
+    return WorkerSetup(
         make_env=functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options),
-        make_cloud=functools.partial(make_agent, "cloud", config.agents.cloud, options),
-        make_device=functools.partial(make_agent, "device", config.agents.device, options),
-        choose=always("device" if config.mode == "device" else "cloud"),
-        episode_kwargs=episode_kwargs,
-        env_call_timeout_s=config.env_call_timeout_s,
-        max_episode_retries=config.max_episode_retries,
-        fresh_env_per_episode=config.fresh_env_per_episode,
+        cloud=cloud,
+        device=device,
+        policies={COLLECT_POLICY: Policy(always("device" if config.mode == "device" else "cloud"))},
+        settings=EpisodeSettings(replay="device" if config.mode == "replay" else None, history_k=config.history_k,
+                                 max_obs_chars=config.max_obs_chars, max_steps=config.max_steps,
+                                 max_seconds=config.max_seconds if config.max_seconds > 0 else None),
     )
-

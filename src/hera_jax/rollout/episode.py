@@ -1,7 +1,8 @@
-"""One episode of the (hybrid) agent in an environment, returned as step records.
+"""One episode of the (hybrid) agent in an environment, as step records.
 
 Who acts at each step is decided by a `Chooser`: cloud-only, device-only, or a router. With `replay="device"` the
 device agent is also asked at every step without acting (IL data: the device replayed on cloud states).
+`EpisodeProgress` holds one running episode; the engine (`rollout/engine.py`) steps many of them in lockstep.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from hera_jax.agents.base import Agent, AgentStep
-from hera_jax.envs.base import Env
+from hera_jax.agents.base import AgentStep
+from hera_jax.envs.base import Observation, StepResult
 from hera_jax.rollout.records import StepRecord
 from hera_jax.state import AgentState, state_key, state_text
 
@@ -41,61 +42,49 @@ class EpisodeSpec:
     episode_id: str
 
 
-def run_episode(
-    env: Env,
-    spec: EpisodeSpec,
-    cloud: Agent,
-    device: Agent,
-    choose: Chooser,
-    *,
-    replay: str | None = None,  # "device": also ask the device at every step (IL replay); "cloud": ask cloud too
-    history_k: int = 3,
-    max_obs_chars: int = 400,
-    max_steps: int = 50,
-    max_seconds: float | None = None,  # wall-clock limit; the episode ends (unsuccessful) after the step running then
-) -> list[StepRecord]:
-    """Run one episode. If the cloud agent's budget is exhausted, a routed step falls back to the device (reason
-    "cloud-budget-exhausted"); in cloud-only mode the exception propagates, since there is no one else to act."""
-    from hera_jax.agents.openai_cloud import CloudBudgetExhausted
+@dataclasses.dataclass(frozen=True)
+class EpisodeSettings:
+    """How an episode runs and how its states are written (the state-text settings must match the router's)."""
 
-    started = time.monotonic()
-    first = env.reset(spec.task, spec.variation)
-    observation, valid_actions = first.observation, first.valid_actions
-    history: list[tuple[str, str]] = []
-    pending: list[dict] = []
-    cloud_calls = 0
-    success = False
-    for step in range(max_steps):
+    replay: str | None = None  # "device": also ask the device at every step (IL replay); "cloud": ask cloud too
+    history_k: int = 3
+    max_obs_chars: int = 400
+    max_steps: int = 50
+    max_seconds: float | None = None  # wall-clock limit; the episode ends (unsuccessful) after the step running then
+
+
+class EpisodeProgress:
+    """One running episode: the current state, and the step records so far."""
+
+    def __init__(self, spec: EpisodeSpec, first: Observation, settings: EpisodeSettings):
+        self.spec = spec
+        self.settings = settings
+        self.first = first
+        self.observation, self.valid_actions = first.observation, first.valid_actions
+        self.history: list[tuple[str, str]] = []
+        self.pending: list[dict] = []
+        self.cloud_calls = 0
+        self.success = False
+        self.finished = settings.max_steps <= 0
+        self.started = time.monotonic()
+
+    def state(self) -> tuple[AgentState, str]:
         state = AgentState(
-            task_description=first.task_description,
-            observation=observation,
-            valid_actions=valid_actions,
-            history=tuple(history),
-            step=step,
-            gold_path=first.gold_path,
-            env=spec.env,
-            task=spec.task,
-            variation=spec.variation,
+            task_description=self.first.task_description,
+            observation=self.observation,
+            valid_actions=self.valid_actions,
+            history=tuple(self.history),
+            step=len(self.pending),
+            gold_path=self.first.gold_path,
+            env=self.spec.env,
+            task=self.spec.task,
+            variation=self.spec.variation,
         )
-        text = state_text(state, history_k=history_k, max_obs_chars=max_obs_chars)
-        choice = choose(state, text, cloud_calls)
-        asked: dict[str, AgentStep] = {}
-        try:
-            asked[choice.actor] = (cloud if choice.actor == "cloud" else device).act(state)
-        except CloudBudgetExhausted:
-            if choice.actor != "cloud" or choice.reason == "cloud-only":
-                raise
-            choice = Choice("device", "cloud-budget-exhausted", choice.p_cloud)
-            asked[choice.actor] = device.act(state)
-        if replay in ("device", "cloud") and replay not in asked:
-            try:
-                asked[replay] = (cloud if replay == "cloud" else device).act(state)
-            except CloudBudgetExhausted:
-                if replay != "cloud":
-                    raise
+        return state, state_text(state, history_k=self.settings.history_k, max_obs_chars=self.settings.max_obs_chars)
+
+    def record(self, text: str, choice: Choice, asked: dict[str, AgentStep], result: StepResult) -> None:
         action = asked[choice.actor].action
-        result = env.step(action)
-        pending.append(
+        self.pending.append(
             dict(
                 state_text=text,
                 state_key=state_key(text),
@@ -104,35 +93,37 @@ def run_episode(
                 reward=result.reward,
                 score=result.score,
                 done=result.done,
-                cloud_calls_so_far=cloud_calls,
+                cloud_calls_so_far=self.cloud_calls,
                 p_cloud=choice.p_cloud,
                 route_reason=choice.reason,
                 **_agent_fields("device", asked.get("device")),
                 **_agent_fields("cloud", asked.get("cloud")),
             )
         )
-        cloud_calls += choice.actor == "cloud"
-        history.append((action, result.observation))
-        observation, valid_actions = result.observation, result.valid_actions
+        self.cloud_calls += choice.actor == "cloud"
+        self.history.append((action, result.observation))
+        self.observation, self.valid_actions = result.observation, result.valid_actions
+        limit_s = self.settings.max_seconds
         if result.done:
-            success = result.success
-            break
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            break
-    return [
-        StepRecord(
-            episode_id=spec.episode_id,
-            env=spec.env,
-            task=spec.task,
-            variation=spec.variation,
-            split=spec.split,
-            step=i,
-            episode_steps=len(pending),
-            success=success,
-            **fields,
-        )
-        for i, fields in enumerate(pending)
-    ]
+            self.success = result.success
+        self.finished = (result.done or len(self.pending) >= self.settings.max_steps
+                         or (limit_s is not None and time.monotonic() - self.started > limit_s))
+
+    def records(self) -> list[StepRecord]:
+        return [
+            StepRecord(
+                episode_id=self.spec.episode_id,
+                env=self.spec.env,
+                task=self.spec.task,
+                variation=self.spec.variation,
+                split=self.spec.split,
+                step=i,
+                episode_steps=len(self.pending),
+                success=self.success,
+                **fields,
+            )
+            for i, fields in enumerate(self.pending)
+        ]
 
 
 def _agent_fields(role: str, step: AgentStep | None) -> dict:

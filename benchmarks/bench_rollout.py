@@ -1,0 +1,205 @@
+"""Routed steps per second of the hybrid agent on this CPU: the per-state path the RL loop and evaluation used before
+the engine (one simulator reused, each state embedded alone, one router forward per state) against the rollout
+engine (`hera_jax.rollout.engine`) at lockstep batch sizes B, in-process and on Ray workers.
+
+Setup: an IL router trained here on the shipped dataset of each environment; stand-in agents (STAND-INS, not
+LLMs: cloud = gold-path oracle, device = perturbed gold path); episodes on the test split; every setting starts
+with an empty embedding cache (nothing read from the dataset's cache), so each new state goes through the encoder.
+
+    python benchmarks/bench_rollout.py --envs textworld_express:twc --episodes 16 --max-steps 15
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, environment, print_table, write_json
+
+from hera_jax.cli import run_cli
+
+STAND_INS = "stand-in agents (STAND-INS, not LLMs: gold-path oracle cloud, perturbed-gold device)"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchRolloutConfig:
+    """Time routed rollouts: today's per-state path vs the engine at several batch sizes and with Ray workers."""
+
+    envs: tuple[str, ...] = ("textworld_express:twc", "scienceworld")
+    episodes: int = 32
+    """Routed episodes per setting (test-split variations, round robin over the tasks)."""
+    tasks: tuple[str, ...] = ("find-animal", "find-plant", "power-component", "lifespan-longest-lived",
+                              "chemistry-mix", "test-conductivity")
+    """ScienceWorld tasks (TWC uses all of its tasks)."""
+    max_steps: int = 20
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    ray_workers: int = 2
+    """Ray workers for the last setting (at the largest batch size that fits the episodes per worker); 0 skips."""
+    threshold: float = 0.5
+    out: Path = ROOT / "benchmarks" / "results" / "cpu" / "rollout.json"
+
+
+def train_router(env: str, folder: Path):
+    """A small IL router on the shipped dataset's train split (its features from the shipped cache)."""
+    from hera_jax.dataset import load_il_table
+    from hera_jax.envs.profiles import profile
+    from hera_jax.features import FeatureSpec, featurize
+    from hera_jax.router.checkpoint import save_router
+    from hera_jax.router.il import train_and_evaluate
+    from hera_jax.router.train import TrainConfig
+
+    dataset = Path(profile(env).dataset)
+    table = load_il_table(dataset, profile(env).unseen_tasks)
+    spec = FeatureSpec()
+    with tempfile.TemporaryDirectory() as copy:  # featurize may add to its cache: never to the shipped one
+        import shutil
+
+        shutil.copytree(dataset / "features", copy, dirs_exist_ok=True)
+        features, _ = featurize(table.state_key, table.state_text, table.step, spec, copy)
+    config = TrainConfig(hidden_sizes=(256, 128), max_epochs=10, patience=10)
+    params, _, metrics, _ = train_and_evaluate(table, features, config, dataset)
+    save_router(folder, 0, params, config, spec, {"bench": True})
+    return metrics
+
+
+def plan(env_name: str, tasks: tuple[str, ...], episodes: int):
+    from hera_jax.envs import make_env
+    from hera_jax.envs.profiles import profile
+    from hera_jax.rollout.episode import EpisodeSpec
+
+    env = make_env(env_name, step_limit=60)
+    try:
+        names = list(tasks) if profile(env_name).collect_tasks else env.task_names()  # --tasks are ScienceWorld tasks; others use all
+        pools = {t: env.variations(t, "test") for t in names}
+    finally:
+        env.close()
+    specs = []
+    for i in range(episodes):
+        task = names[i % len(names)]
+        variation = pools[task][i // len(names)]
+        specs.append(EpisodeSpec(env_name, task, variation, "test", f"bench/{task}/{variation}"))
+    return specs
+
+
+def bench_setup(env_name: str, checkpoint: Path, cache_dir: Path, threshold: float, max_steps: int):
+    """One engine worker: its simulators, the stand-ins, and the router policy over an empty cache."""
+    from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+    from hera_jax.envs import make_env
+    from hera_jax.rollout.engine import Policy, WorkerSetup
+    from hera_jax.rollout.episode import EpisodeSettings
+    from hera_jax.rollout.routing import routed
+    from hera_jax.router.checkpoint import load_router
+    from hera_jax.router.scorer import RouterScorer, StateEmbedder
+
+    bundle = load_router(checkpoint, 0)
+    scorer = RouterScorer(bundle, StateEmbedder(bundle.feature_spec, cache_dir))
+    return WorkerSetup(make_env=functools.partial(make_env, env_name, step_limit=max_steps + 10),
+                       cloud=GoldPathOracle(), device=PerturbedGoldDevice(seed=0),
+                       policies={"router": Policy(routed(scorer, threshold), scorer)},
+                       settings=EpisodeSettings(max_steps=max_steps))
+
+
+def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float, max_steps: int) -> int:
+    """Before the engine: one simulator reused for every episode; each routed step embeds its state alone (cached by
+    key) and runs one router forward. Returns the number of routed steps."""
+    from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+    from hera_jax.envs import make_env
+    from hera_jax.features import scalar_features, sentence_encode_fn
+    from hera_jax.router.checkpoint import load_router
+    from hera_jax.router.scorer import p_cloud_fn
+    from hera_jax.state import AgentState, state_key, state_text
+
+    bundle = load_router(checkpoint, 0)
+    forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
+    encode = sentence_encode_fn(bundle.feature_spec.encoder, show_progress=False)
+    cloud, device = GoldPathOracle(), PerturbedGoldDevice(seed=0)
+    embedded: dict[str, np.ndarray] = {}
+    env = make_env(env_name, step_limit=max_steps + 10)
+    steps = 0
+    try:
+        for spec in specs:
+            first = env.reset(spec.task, spec.variation)
+            observation, valid, history = first.observation, first.valid_actions, []
+            for step in range(max_steps):
+                state = AgentState(first.task_description, observation, valid, tuple(history), step, first.gold_path,
+                                   spec.env, spec.task, spec.variation)
+                text = state_text(state)
+                key = state_key(text)
+                if key not in embedded:
+                    embedded[key] = encode([text])[0]
+                x = np.concatenate([embedded[key][None], scalar_features(np.array([step]), bundle.feature_spec)], 1)
+                p = float(forward(bundle.params, x)[0])
+                action = (cloud if p >= threshold else device).act(state).action
+                result = env.step(action)
+                steps += 1
+                history.append((action, result.observation))
+                observation, valid = result.observation, result.valid_actions
+                if result.done:
+                    break
+    finally:
+        env.close()
+    return steps
+
+
+def main(cfg: BenchRolloutConfig) -> dict:
+    from hera_jax.features import sentence_encode_fn
+    from hera_jax.rollout.engine import EngineConfig, Job, run_jobs
+    from hera_jax.rollout.records import read_steps
+
+    sentence_encode_fn(show_progress=False)(["warm-up: load the encoder once before timing"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for env_name in cfg.envs:
+            checkpoint = tmp / env_name.replace(":", "_") / "checkpoint"
+            router_metrics = train_router(env_name, checkpoint)
+            specs = plan(env_name, cfg.tasks, cfg.episodes)
+            t0 = time.perf_counter()
+            steps = per_state_reference(env_name, specs, checkpoint, cfg.threshold, cfg.max_steps)
+            seconds = time.perf_counter() - t0
+            base = {"env": env_name, "episodes": len(specs), "router_dev_auroc": router_metrics.get("dev", {})
+                    .get("auroc")}
+            results.append({**base, "setting": "per-state path (before)", "steps": steps, "seconds": seconds,
+                            "steps_per_s": steps / seconds})
+            settings = [(f"engine B={b}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
+            # what the fresh simulator per episode costs (reuse makes records depend on the JVM's history)
+            settings.append((f"engine B={max(cfg.batch_sizes)}, simulators reused (not reproducible)",
+                             EngineConfig(batch_size=max(cfg.batch_sizes), fresh_env_per_episode=False)))
+            if cfg.ray_workers > 1:
+                b = min(max(cfg.batch_sizes), -(-len(specs) // cfg.ray_workers))
+                settings.append((f"engine B={b}, {cfg.ray_workers} Ray workers",
+                                 EngineConfig(batch_size=b, workers=cfg.ray_workers)))
+            for name, engine in settings:
+                run_dir = tmp / f"{env_name.replace(':', '_')}-{len(results)}"
+                make_setup = functools.partial(bench_setup, env_name, checkpoint, run_dir / "cache", cfg.threshold,
+                                               cfg.max_steps)
+                jobs = [Job(spec, "router") for spec in specs]
+                t0 = time.perf_counter()
+                report = run_jobs(jobs, run_dir / "rollouts.jsonl", make_setup, engine, name, show_progress=False)
+                seconds = time.perf_counter() - t0
+                rows, _ = read_steps(run_dir / "rollouts.jsonl")
+                results.append({**base, "setting": name, "steps": len(rows), "seconds": seconds,
+                                "steps_per_s": len(rows) / seconds,
+                                "states_embedded": report.accounting.get("states_embedded",
+                                                                         sum(w["states_embedded"] for w in
+                                                                             report.accounting.get("workers", [])))})
+            reference = results[-len(settings) - 1]["steps_per_s"]
+            for r in results[-len(settings) - 1:]:
+                r["speedup"] = r["steps_per_s"] / reference
+    print_table(f"Routed steps per second, {STAND_INS}, IL router, cold embedding cache (CPU, shared and loaded)",
+                ["env", "setting", "episodes", "routed steps", "seconds", "steps/s", "x per-state path"],
+                [[r["env"], r["setting"], r["episodes"], r["steps"], r["seconds"], r["steps_per_s"], r["speedup"]]
+                 for r in results])
+    payload = {"agents": STAND_INS, "config": {k: str(v) if isinstance(v, Path) else v
+                                               for k, v in dataclasses.asdict(cfg).items()},
+               "results": results, "environment": environment()}
+    write_json(cfg.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    run_cli(main, BenchRolloutConfig)

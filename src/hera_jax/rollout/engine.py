@@ -1,0 +1,499 @@
+"""The one episode engine: collection, RL rollouts and evaluation all run their episodes here.
+
+`run_jobs(jobs, out_path, ...)` runs every job (an `EpisodeSpec` + the name of the policy that decides who acts)
+whose episode id is not yet complete in `out_path`, and appends each finished episode whole, in job order (an
+episode that finishes early waits for the ones planned before it), so an interrupted run resumes without loss or
+duplicates and its file equals an uninterrupted run's.
+
+Lockstep batching: a worker steps `batch_size` episodes together, each on its own simulator. Per lockstep, every
+router policy scores all of its episodes' new states in one call (one encoder batch for the states not cached, one
+jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud memoised), the agents
+answer a whole lockstep's states through `act_batch`, and each simulator takes its step.
+
+Workers run in-process, or as Ray actors (`workers > 1`), each built by the same picklable `make_setup`, so both
+give the same records. A simulator is reused between episodes only where the env declares `reuse_safe = True`
+(or `fresh_env_per_episode=False` forces reuse). Neither ScienceWorld nor TextWorldExpress is reuse-safe: their
+JVMs carry state across `load`/`reset` that no reset clears (ScienceWorld reseeds its RNG with the variation on
+reset, but the iteration order of its object sets follows JVM identity hashes, i.e. everything the JVM did before,
+even loading another task). It changes far more than the listing order that `canonical_observation` sorts: the gold
+path's choices (which plant, which cup), the random draws (a thermometer's reading), TWC's gold and valid actions a
+few steps in. So a fresh simulator runs exactly `reset` + steps for each episode; the next one starts in the background.
+
+Simulator failures: every environment call runs under a watchdog (`env_call_timeout_s`); a crash (e.g. the
+ScienceWorld JVM died) or a hang kills that simulator, builds a fresh one and reruns that episode from the start, at
+most `max_episode_retries` times. Errors a user must fix (`HeraError`: bad task, budget, endpoint down) are not
+retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hera_jax.agents.base import Agent, AgentStep, act_batch
+from hera_jax.envs.base import Env, Observation, StepResult
+from hera_jax.errors import HeraError
+from hera_jax.rollout.episode import Choice, Chooser, EpisodeProgress, EpisodeSettings, EpisodeSpec
+from hera_jax.rollout.records import StepRecord, append_episode, completed_episode_ids
+
+
+class SimulatorCrash(RuntimeError):
+    """An environment call raised something other than a user-fixable `HeraError` (e.g. the JVM died)."""
+
+
+class SimulatorHang(SimulatorCrash):
+    """An environment call did not return within the watchdog timeout."""
+
+
+class EpisodeFailed(HeraError, RuntimeError):
+    """An episode kept crashing the simulator after every allowed restart."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Who acts. `scorer` (a `router.scorer.RouterScorer`) is the router `choose` consults: the engine scores all of
+    a lockstep's states with it in one call first, so `choose` finds each p_cloud memoised."""
+
+    choose: Chooser
+    scorer: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    spec: EpisodeSpec
+    policy: str  # key into the worker's `WorkerSetup.policies`
+
+
+@dataclasses.dataclass
+class WorkerSetup:
+    """What one worker runs episodes with; built by the caller's `make_setup()` in every worker."""
+
+    make_env: Callable[[], Env]  # one simulator per batch slot
+    cloud: Agent
+    device: Agent
+    policies: Mapping[str, Policy]
+    settings: EpisodeSettings
+    focus: Callable[[Env], None] | None = None  # told which episode's env a chooser is about to look at
+    close: Callable[[], None] | None = None  # e.g. write embedding caches
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    batch_size: int = 1
+    """Episodes each worker steps together (one simulator each; one routing call per lockstep)."""
+    workers: int = 1
+    """>1: Ray workers, each with its own simulators and agents (cloud budgets are then per worker)."""
+    ray_address: str = ""
+    """Ray cluster address ("auto", "ray://host:10001"); empty starts a local Ray."""
+    env_call_timeout_s: float = 120.0
+    """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
+    max_episode_retries: int = 2
+    """Restarts of a crashed/hung simulator per episode before giving up."""
+    fresh_env_per_episode: bool | None = None
+    """A new simulator for every episode; None: only for simulators whose episodes depend on what they ran before
+    (an env without `reuse_safe = True`, e.g. ScienceWorld: see envs/scienceworld.py)."""
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.workers < 1 or self.max_episode_retries < 0 or self.env_call_timeout_s <= 0:
+            raise HeraError(f"engine settings out of range: {self} (batch_size, workers >= 1; retries >= 0; "
+                            "timeout > 0)")
+
+
+def kill_env(env: Env) -> None:
+    """Best effort: kill a simulator that may be hung (`kill` where the adapter has it), else close it."""
+    target = getattr(env, "kill", None) or env.close
+    closer = threading.Thread(target=_quietly, args=(target,), daemon=True)
+    closer.start()
+    closer.join(timeout=15)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the simulator is being discarded; its errors no longer matter
+        pass
+
+
+class GuardedEnv:
+    """Runs each `reset`/`step` of an env in a daemon thread and gives up after `timeout_s` (the env is killed)."""
+
+    def __init__(self, env: Env, timeout_s: float):
+        self.env = env
+        self.timeout_s = timeout_s
+        self.name = env.name
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                box["error"] = e
+
+        worker = threading.Thread(target=target, daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            kill_env(self.env)
+            raise SimulatorHang(f"{self.env.name}: {fn.__name__}{args!r} did not return within {self.timeout_s}s")
+        error = box.get("error")
+        if isinstance(error, HeraError) or (error is not None and not isinstance(error, Exception)):
+            raise error  # a user-fixable error, or an interrupt/exit: no restart
+        if error is not None:
+            raise SimulatorCrash(f"{self.env.name}: {fn.__name__} failed: {error.__class__.__name__}: {error}") from error
+        return box["value"]
+
+    def reset(self, task: str, variation: int) -> Observation:
+        return self._call(self.env.reset, task, variation)
+
+    def step(self, action: str) -> StepResult:
+        return self._call(self.env.step, action)
+
+
+@dataclasses.dataclass
+class _Running:
+    index: int  # position in the caller's job list
+    job: Job
+    episode: EpisodeProgress
+    errors: list[str]
+
+
+class LockstepWorker:
+    """Owns `batch_size` simulator slots and one pair of agents; runs jobs B at a time in lockstep."""
+
+    def __init__(self, setup: WorkerSetup, config: EngineConfig):
+        self.setup = setup
+        self.config = config
+        self._envs: list[GuardedEnv | None] = [None] * config.batch_size
+        # With a fresh simulator per episode, the next one starts in the background while episodes run (a
+        # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
+        self._spares: deque[Future] = deque()
+        self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
+        self.restarts = 0
+
+    def _env(self, slot: int) -> GuardedEnv:
+        if self._envs[slot] is None:
+            env = self._spares.popleft().result() if self._spares else self.setup.make_env()
+            self._envs[slot] = GuardedEnv(env, self.config.env_call_timeout_s)
+        return self._envs[slot]
+
+    def _discard(self, slot: int, kill: bool = False) -> None:
+        env = self._envs[slot]
+        self._envs[slot] = None
+        if env is not None:
+            kill_env(env.env) if kill else _quietly(env.env.close)
+
+    def _start(self, slot: int, index: int, job: Job, errors: list[str]) -> _Running:
+        """Reset the slot's simulator for the job; a crash restarts it (bounded), then `EpisodeFailed`."""
+        env = self._envs[slot]
+        fresh = self.config.fresh_env_per_episode
+        if env is not None and (fresh or (fresh is None and not getattr(env.env, "reuse_safe", False))):
+            self._discard(slot)
+            if not self._spares:
+                self._spares.append(self._starter.submit(self.setup.make_env))
+        while True:
+            try:
+                first = self._env(slot).reset(job.spec.task, job.spec.variation)
+                return _Running(index, job, EpisodeProgress(job.spec, first, self.setup.settings), errors)
+            except SimulatorCrash as e:
+                self._crashed(slot, job, errors, e)
+
+    def _crashed(self, slot: int, job: Job, errors: list[str], error: SimulatorCrash) -> None:
+        errors.append(f"attempt {len(errors) + 1}: {error.__class__.__name__}: {str(error)[:200]}")
+        self._discard(slot, kill=True)
+        self.restarts += 1
+        if len(errors) > self.config.max_episode_retries:
+            raise EpisodeFailed(f"episode {job.spec.episode_id} failed after {len(errors)} attempts: "
+                                + " | ".join(errors)) from error
+
+    def run(self, jobs: Sequence[tuple[int, Job]]) -> Iterator[tuple[int, list[StepRecord]]]:
+        """Yields (job index, records) as episodes finish."""
+        queue = deque(jobs)
+        active: dict[int, _Running] = {}
+        # start the simulators of the first lockstep two at a time instead of one after another
+        wanted = min(self.config.batch_size, len(queue)) - sum(e is not None for e in self._envs) - len(self._spares)
+        self._spares.extend(self._starter.submit(self.setup.make_env) for _ in range(max(wanted, 0)))
+        while queue or active:
+            for slot in range(self.config.batch_size):
+                if slot not in active and queue:
+                    index, job = queue.popleft()
+                    active[slot] = self._start(slot, index, job, [])
+            for slot, running in list(active.items()):
+                if running.episode.finished:  # e.g. max_steps 0
+                    del active[slot]
+                    yield running.index, running.episode.records()
+            if active:
+                yield from self._lockstep(active)
+
+    def _lockstep(self, active: dict[int, _Running]) -> Iterator[tuple[int, list[StepRecord]]]:
+        setup = self.setup
+        slots = sorted(active)
+        states = {slot: active[slot].episode.state() for slot in slots}
+        by_scorer: dict[int, tuple[Any, list[int]]] = {}
+        for slot in slots:
+            scorer = setup.policies[active[slot].job.policy].scorer
+            if scorer is not None:
+                by_scorer.setdefault(id(scorer), (scorer, []))[1].append(slot)
+        for scorer, members in by_scorer.values():
+            scorer.score([states[s][1] for s in members], np.asarray([states[s][0].step for s in members]))
+        choices: dict[int, Choice] = {}
+        for slot in slots:
+            if setup.focus is not None:
+                setup.focus(self._envs[slot].env)
+            state, text = states[slot]
+            choices[slot] = setup.policies[active[slot].job.policy].choose(state, text, active[slot].episode.cloud_calls)
+        asked = self._ask(states, choices)
+        for slot in slots:
+            running = active[slot]
+            choice = choices[slot]
+            try:
+                result = self._envs[slot].step(asked[slot][choice.actor].action)
+            except SimulatorCrash as e:  # rebuild the simulator and redo this episode from its start
+                self._crashed(slot, running.job, running.errors, e)
+                active[slot] = self._start(slot, running.index, running.job, running.errors)
+                continue
+            running.episode.record(states[slot][1], choice, asked[slot], result)
+            if running.episode.finished:
+                del active[slot]
+                yield running.index, running.episode.records()
+
+    def _ask(self, states: dict[int, tuple], choices: dict[int, Choice]) -> dict[int, dict[str, AgentStep]]:
+        """Each chosen actor's answer (cloud first: a spent cloud budget turns routed steps into device steps),
+        then the replayed agent's."""
+        from hera_jax.agents.openai_cloud import CloudBudgetExhausted
+
+        agents = {"cloud": self.setup.cloud, "device": self.setup.device}
+        asked: dict[int, dict[str, AgentStep]] = {slot: {} for slot in states}
+        cloud_slots = [s for s in states if choices[s].actor == "cloud"]
+        for slot, answer in zip(cloud_slots, _answers(agents["cloud"], [states[s][0] for s in cloud_slots])):
+            if isinstance(answer, CloudBudgetExhausted):
+                if choices[slot].reason == "cloud-only":
+                    raise answer  # there is no one else to act
+                choices[slot] = Choice("device", "cloud-budget-exhausted", choices[slot].p_cloud)
+            else:
+                asked[slot]["cloud"] = answer
+        device_slots = [s for s in states if choices[s].actor == "device"]
+        for slot, answer in zip(device_slots, act_batch(agents["device"], [states[s][0] for s in device_slots])):
+            asked[slot]["device"] = answer
+        replay = self.setup.settings.replay
+        if replay in agents:
+            wanted = [s for s in states if replay not in asked[s]]
+            for slot, answer in zip(wanted, _answers(agents[replay], [states[s][0] for s in wanted])):
+                if not isinstance(answer, Exception):
+                    asked[slot][replay] = answer
+                elif replay != "cloud":
+                    raise answer
+        return asked
+
+    def accounting(self) -> dict[str, Any]:
+        embedders = {id(p.scorer.embedder): p.scorer.embedder for p in self.setup.policies.values()
+                     if p.scorer is not None}
+        return {role: getattr(agent, "accounting", dict)() for role, agent in
+                (("cloud", self.setup.cloud), ("device", self.setup.device))} | {
+            "simulator_restarts": self.restarts,
+            "states_embedded": sum(e.num_encoded for e in embedders.values()),
+        }
+
+    def release_envs(self) -> None:
+        """Close every simulator this worker started (the setup stays usable)."""
+        for slot in range(len(self._envs)):
+            self._discard(slot)
+        while self._spares:
+            spare = self._spares.popleft()
+            if spare.exception() is None:
+                _quietly(spare.result().close)
+
+    def close(self) -> None:
+        self.release_envs()
+        self._starter.shutdown(wait=True)
+        if self.setup.close is not None:
+            self.setup.close()
+
+
+def _answers(agent: Agent, states: list) -> list[AgentStep | Exception]:
+    """`act_batch`, except that a spent cloud budget becomes the answer of the states it hit instead of an error."""
+    from hera_jax.agents.openai_cloud import CloudBudgetExhausted
+
+    try:
+        return act_batch(agent, states)
+    except CloudBudgetExhausted:
+        out: list[AgentStep | Exception] = []
+        for state in states:
+            try:
+                out.append(agent.act(state))
+            except CloudBudgetExhausted as e:
+                out.append(e)
+        return out
+
+
+class _RayLockstepWorker:
+    """A `LockstepWorker` as a Ray actor, built in the actor from the caller's picklable `make_setup`."""
+
+    def __init__(self, make_setup: Callable[[], WorkerSetup], config: EngineConfig):
+        self.worker = LockstepWorker(make_setup(), config)
+
+    def run(self, jobs: list[tuple[int, Job]]) -> list[tuple[int, list[StepRecord]]]:
+        return list(self.worker.run(jobs))
+
+    def accounting(self) -> dict[str, Any]:
+        return self.worker.accounting()
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
+                 todo: list[tuple[int, Job]], accounting: dict[str, Any]) -> Iterator[tuple[int, list[StepRecord]]]:
+    """Jobs in chunks of `batch_size` over `workers` Ray actors; yields episodes as chunks return."""
+    try:
+        import ray
+    except ImportError as e:
+        raise HeraError("Ray is not installed: pip install 'hera_jax[rollouts]'") from e
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.ray_address:
+            ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+    actor_class = ray.remote(num_cpus=1)(_RayLockstepWorker)
+    actors = [actor_class.remote(make_setup, config) for _ in range(config.workers)]
+    chunks = deque(todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size))
+    running: dict[Any, Any] = {}
+    try:
+        for actor in actors:
+            if chunks:
+                running[actor.run.remote(chunks.popleft())] = actor
+        while running:
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            actor = running.pop(ready)
+            if chunks:
+                running[actor.run.remote(chunks.popleft())] = actor
+            yield from ray.get(ready)
+        accounting["workers"] = ray.get([a.accounting.remote() for a in actors])
+    finally:
+        for actor in actors:
+            _quietly(lambda a=actor: ray.get(a.close.remote()))
+            _quietly(lambda a=actor: ray.kill(a))
+        if started_here:
+            ray.shutdown()
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineReport:
+    episodes_run: int
+    episodes_resumed: int  # already complete on disk, skipped
+    steps_run: int
+    accounting: dict[str, Any]
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    out_path: Path,
+    make_setup: Callable[[], WorkerSetup],
+    config: EngineConfig = EngineConfig(),
+    label: str = "episodes",
+    show_progress: bool = True,
+    setup: WorkerSetup | None = None,
+    on_episode: Callable[[list[StepRecord]], None] | None = None,
+) -> EngineReport:
+    """Run the jobs not yet complete in `out_path`, appending each finished episode (in job order).
+
+    In-process (`config.workers == 1`) the worker uses `setup` when given (the caller keeps ownership of it and
+    closes it), else builds one with `make_setup()`; Ray workers always call `make_setup()` themselves.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    ids = [job.spec.episode_id for job in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{label}: episode ids are not unique")
+    done = completed_episode_ids(out_path)
+    todo = [(i, job) for i, job in enumerate(jobs) if job.spec.episode_id not in done]
+    accounting: dict[str, Any] = {}
+    worker = None
+    if config.workers > 1:
+        results = _ray_results(make_setup, config, todo, accounting)
+    else:
+        worker = LockstepWorker(setup if setup is not None else make_setup(), config)
+        results = worker.run(todo)
+    finished: dict[int, list[StepRecord]] = {}
+    order = deque(i for i, _ in todo)
+    successes = cloud_steps = steps = 0
+    try:
+        with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), disable=not show_progress or not todo,
+                      console=Console(stderr=True), transient=True) as progress:
+            bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="")
+            for index, records in results:
+                finished[index] = records
+                while order and order[0] in finished:  # append in job order
+                    episode = finished.pop(order.popleft())
+                    append_episode(out_path, episode)
+                    if on_episode is not None:
+                        on_episode(episode)
+                    successes += bool(episode and episode[-1].success)
+                    cloud_steps += sum(r.actor == "cloud" for r in episode)
+                    steps += len(episode)
+                    done_now = len(todo) - len(order)
+                    progress.update(bar, advance=1, stats=f"success {successes / done_now:.0%}  cloud-steps "
+                                                          f"{cloud_steps / max(steps, 1):.0%}  steps {steps}")
+    finally:
+        if worker is not None:
+            accounting.update(worker.accounting())
+            if setup is None:
+                worker.close()
+            else:
+                worker.release_envs()
+                worker._starter.shutdown(wait=True)
+    return EngineReport(len(todo), len(jobs) - len(todo), steps, accounting)
+
+
+def run_episode(env: Env, spec: EpisodeSpec, cloud: Agent, device: Agent, choose: Chooser,
+                **settings: Any) -> list[StepRecord]:
+    """One episode on the caller's env (not closed), without watchdog restarts: the engine with one slot."""
+    setup = WorkerSetup(make_env=single_env(env), cloud=cloud, device=device, policies={"p": Policy(choose)},
+                        settings=EpisodeSettings(**settings))
+    worker = LockstepWorker(setup, EngineConfig(max_episode_retries=0, env_call_timeout_s=1e9))
+    [(_, records)] = list(worker.run([(0, Job(spec, "p"))]))
+    return records
+
+
+def states_embedded(accounting: dict[str, Any]) -> int:
+    """States newly embedded by a run's workers (in-process, or summed over Ray workers)."""
+    return sum(w.get("states_embedded", 0) for w in accounting.get("workers", [accounting]))
+
+
+def single_env(env: Env) -> Callable[[], Env]:
+    """A factory lending the caller's env to one in-process slot: the engine never closes it, and after a crash it
+    cannot be rebuilt (the episode then fails)."""
+    state = {"broken": False}
+
+    class Lent:
+        name = env.name
+
+        def reset(self, task: str, variation: int) -> Observation:
+            return env.reset(task, variation)
+
+        def step(self, action: str) -> StepResult:
+            return env.step(action)
+
+        def close(self) -> None:
+            pass  # the caller's
+
+        def kill(self) -> None:
+            state["broken"] = True
+
+    def make() -> Env:
+        if state["broken"]:
+            raise EpisodeFailed(f"{env.name} crashed and no factory was given to rebuild it")
+        return Lent()
+
+    return make

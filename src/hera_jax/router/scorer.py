@@ -1,0 +1,112 @@
+"""The one router scorer: state texts (+ steps) -> features -> p(cloud), batched and memoised.
+
+Used inside rollouts (the RL loop, evaluation) and for the RL loop's visit features. Embeddings go through a
+features cache (`hera_jax.features`), and every embedding is rounded to float16 exactly as the cache file stores
+it: a state embedded fresh in this run and the same state read back from the cache by a resumed run give
+bit-identical features, so fresh and resumed runs route every state identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hera_jax.features import FeatureSpec, open_cache, router_features, sentence_encode_fn
+from hera_jax.features.cache import FeatureCache
+from hera_jax.router.checkpoint import RouterBundle
+from hera_jax.router.model import RouterMLP
+from hera_jax.state import AgentState, state_key
+
+
+FORWARD_ROWS = 64  # rows per router forward call (see RouterScorer.p_cloud)
+
+
+@functools.cache
+def p_cloud_fn(hidden_sizes: tuple[int, ...]):
+    """The jitted `(params, features) -> p(cloud)` of one router architecture, shared by every scorer built for it."""
+    model = RouterMLP(hidden_sizes)
+    return jax.jit(lambda params, x: jax.nn.sigmoid(model.apply({"params": params}, x)))
+
+
+class StateEmbedder:
+    """Router inputs of state texts through features caches, one chain per text design: the read-only caches of
+    `read_dirs` (e.g. a shipped dataset's; never written), then the writable cache in `cache_dir`, which keeps new
+    embeddings in memory until `flush`. All embedding goes through `hera_jax.features.router_features`."""
+
+    def __init__(self, spec: FeatureSpec, cache_dir: str | Path, read_dirs: Sequence[str | Path] = (), encode=None):
+        self.spec = spec  # its encoder (and dimension) serve every design; its design is `embed`'s
+        self.cache_dir = Path(cache_dir)
+        self.read_dirs = [Path(d) for d in read_dirs]
+        self.encode = encode or sentence_encode_fn(spec.encoder, show_progress=False)
+        self.num_encoded = 0
+        self._chains: dict[str, list[FeatureCache]] = {}
+
+    def caches(self, spec: FeatureSpec) -> list[FeatureCache]:
+        if spec.encoder != self.spec.encoder:
+            raise ValueError(f"router uses encoder {spec.encoder!r}, embedder {self.spec.encoder!r}")
+        if spec.text_design not in self._chains:
+            own = open_cache(self.cache_dir, spec)
+            bases = [open_cache(d, spec) for d in self.read_dirs]
+            self._chains[spec.text_design] = [c for c in bases if c.path.exists() and c.path != own.path] + [own]
+        return self._chains[spec.text_design]
+
+    def features(self, texts: Sequence[str], steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+        """float32[N, spec.input_dim], embeddings rounded like the cache; uncached texts are encoded in one batch."""
+        x, num_new = router_features(list(texts), np.asarray(steps), spec, self.caches(spec), self.encode)
+        self.num_encoded += num_new
+        return x
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32[N, D] embeddings of whole texts under this embedder's spec, no scalar features."""
+        spec = dataclasses.replace(self.spec, scalar_features=())
+        return self.features(texts, np.zeros(len(texts)), spec)
+
+    def flush(self) -> None:
+        """Write the texts embedded so far to the writable caches."""
+        for chain in self._chains.values():
+            chain[-1].flush()
+
+
+class RouterScorer:
+    """A trained router as `score(texts, steps) -> p_cloud[N]` and as a `(state, text, cloud_calls) -> p_cloud`
+    routing function; each (state, step) is scored once."""
+
+    def __init__(self, bundle: RouterBundle, embedder: StateEmbedder):
+        embedder.caches(bundle.feature_spec)  # refuses another encoder now, not at the first state
+        self.bundle = bundle
+        self.embedder = embedder
+        self._forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
+        self._memo: dict[tuple[str, int], float] = {}
+
+    def features(self, texts: Sequence[str], steps: np.ndarray) -> np.ndarray:
+        return self.embedder.features(texts, steps, self.bundle.feature_spec)
+
+    def score(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> np.ndarray:
+        """float32[N] p(cloud); the states not scored before go through one embedding batch and one forward."""
+        keys = [(state_key(t), int(s)) for t, s in zip(texts, steps)]
+        todo = {k: (t, k[1]) for k, t in zip(keys, texts) if k not in self._memo}
+        if todo:
+            new_texts = [t for t, _ in todo.values()]
+            x = self.features(new_texts, np.asarray([s for _, s in todo.values()]))
+            self._memo.update(zip(todo, self.p_cloud(x).tolist()))
+        return np.asarray([self._memo[k] for k in keys], np.float32)
+
+    def p_cloud(self, features: np.ndarray) -> np.ndarray:
+        """float32[N] from features[N, input_dim], in zero-padded chunks of FORWARD_ROWS rows: XLA's matmul result
+        for a row depends on the batch's row count, so a fixed shape keeps a state's p_cloud independent of which
+        other states it was scored with (and compiles once)."""
+        n = len(features)
+        padded = np.zeros((-(-n // FORWARD_ROWS) * FORWARD_ROWS, features.shape[1]), np.float32)
+        padded[:n] = features
+        chunks = [np.asarray(self._forward(self.bundle.params, jnp.asarray(padded[i:i + FORWARD_ROWS])))
+                  for i in range(0, len(padded), FORWARD_ROWS)]
+        return np.concatenate(chunks)[:n]
+
+    def __call__(self, state: AgentState, text: str, cloud_calls: int) -> float:
+        return float(self.score([text], [state.step])[0])

@@ -1,0 +1,225 @@
+"""The rollout engine on a tiny deterministic environment, and the one router scorer: lockstep batches make one
+routing call per router and lockstep and give the same records as one episode at a time; fresh and cached embeddings
+score identically; evaluation and RL resume after a kill into the same file as an uninterrupted run; Ray workers
+write the same records (RL). ScienceWorld: a fresh simulator per episode makes records independent of job order,
+while reusing one JVM changes them (why reuse is off by default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+from hera_jax.envs import make_env
+from hera_jax.evaluate.runner import EvalEpisode, EvalPlan, MethodPoint, eval_jobs, run_online
+from hera_jax.features import FeatureSpec
+from hera_jax.rl import open_run, run_rl
+from hera_jax.rollout.engine import EngineConfig, Job, LockstepWorker, Policy, WorkerSetup, run_jobs
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
+from hera_jax.rollout.records import read_steps
+from hera_jax.rollout.routing import routed
+from hera_jax.router.checkpoint import load_router, save_router
+from hera_jax.router.model import RouterMLP
+from hera_jax.router.scorer import RouterScorer, StateEmbedder
+from hera_jax.router.train import TrainConfig
+from tests.test_rl_loop import DIM, Killed, KeyRoomEnv, _config, bag_of_words, il_dataset  # noqa: F401 (fixture)
+
+SPEC = FeatureSpec("toy-bag-of-words", DIM)
+SETTINGS = EpisodeSettings(replay="device", history_k=2, max_obs_chars=200, max_steps=12)
+
+
+def noisy_bag_of_words(texts):
+    """bag_of_words plus a per-text offset that float16 cannot represent, so rounding matters."""
+    x = bag_of_words(texts)
+    offsets = np.asarray([len(t) % 7 + 1 for t in texts], np.float32)[:, None]
+    return x + np.float32(1e-4) * np.sin(offsets * np.arange(1, x.shape[1] + 1, dtype=np.float32))
+
+
+class CountingEncoder:
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def __call__(self, texts):
+        self.batches.append(len(texts))
+        return noisy_bag_of_words(texts)
+
+
+@pytest.fixture(scope="module")
+def router_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("router") / "checkpoint"
+    x = jnp.zeros((1, SPEC.input_dim))
+    params = RouterMLP((16,)).init(jax.random.key(3), x)["params"]
+    params = jax.tree.map(lambda p: p * 8.0, params)  # spread p_cloud over (0, 1)
+    save_router(folder, 0, params, TrainConfig(hidden_sizes=(16,)), SPEC, {})
+    return folder
+
+
+def test_fresh_and_cached_embeddings_score_bit_identically(router_checkpoint, tmp_path):
+    texts = [f"Task: open the door\nNow: room {i} has a {w}" for i, w in enumerate(["key", "card", "coin", "pin"])]
+    steps = np.arange(4)
+    bundle = load_router(router_checkpoint, 0)
+    fresh = RouterScorer(bundle, StateEmbedder(SPEC, tmp_path, encode=noisy_bag_of_words))
+    p_fresh = fresh.score(texts, steps)
+    fresh.embedder.flush()
+    never = CountingEncoder()
+    cached = RouterScorer(bundle, StateEmbedder(SPEC, tmp_path, encode=never))
+    p_cached = cached.score(texts, steps)
+    assert never.batches == []  # everything came from the cache file
+    np.testing.assert_array_equal(p_fresh, p_cached)
+    # and the rounding is what makes them equal: unrounded features would score differently
+    unrounded = np.concatenate([noisy_bag_of_words(texts), cached.features(texts, steps)[:, DIM:]], axis=1)
+    p_unrounded = np.asarray(jax.nn.sigmoid(RouterMLP((16,)).apply({"params": bundle.params}, unrounded)))
+    assert not np.array_equal(p_unrounded, p_cached)
+
+
+def keyroom_setup(policies) -> WorkerSetup:
+    return WorkerSetup(make_env=KeyRoomEnv, cloud=GoldPathOracle(),
+                       device=PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
+                       policies=policies, settings=SETTINGS)
+
+
+def keyroom_jobs(policies: list[str]) -> list[Job]:
+    return [Job(EpisodeSpec("keyroom", "t1", v, "train", f"{name}/{v}"), name)
+            for v in (0, 1, 2, 5, 6) for name in policies]
+
+
+def test_lockstep_makes_one_routing_call_per_router_and_step(router_checkpoint, tmp_path):
+    def run(batch_size: int):
+        encoder = CountingEncoder()
+        scorer = RouterScorer(load_router(router_checkpoint, 0), StateEmbedder(SPEC, tmp_path / "none", encode=encoder))
+        calls = []  # states of each router forward
+        forward = scorer.p_cloud
+        scorer.p_cloud = lambda x: calls.append(len(x)) or forward(x)
+        policies = {"low": Policy(routed(scorer, 0.3, epsilon=0.2, seed=1), scorer),
+                    "high": Policy(routed(scorer, 0.7), scorer), "device": Policy(always("device"))}
+        jobs = keyroom_jobs(list(policies))
+        worker = LockstepWorker(keyroom_setup(policies), EngineConfig(batch_size=batch_size))
+        records = {jobs[i].spec.episode_id: r for i, r in worker.run(list(enumerate(jobs)))}
+        worker.close()
+        return records, calls, encoder.batches
+
+    one_at_a_time, calls_1, _ = run(1)
+    batched, calls_8, encoded_8 = run(8)
+    assert batched == one_at_a_time
+    routed_steps = sum(len(r) for e, r in batched.items() if not e.startswith("device"))
+    assert sum(calls_8) == sum(calls_1) <= routed_steps  # each (state, step) scored once, memoised after
+    assert len(calls_8) < len(calls_1) / 2  # one forward per lockstep instead of one per state
+    assert max(calls_8) > 2  # states of both threshold policies' episodes scored together
+    assert len(encoded_8) <= len(calls_8)  # at most one encoder batch per routing call
+
+
+EVAL_EPISODES = [EvalEpisode(split, split, "t1", v) for split, vs in (("dev", (3, 4)), ("test", (5, 6))) for v in vs]
+EVAL_POINTS = (MethodPoint("device_only", None, "reference", ("test",)),
+               MethodPoint("cloud_only", None, "reference", ("test",)),
+               *(MethodPoint("r", t, "router", ("dev", "test")) for t in (0.3, 0.7)),
+               MethodPoint("random", 0.5, "random", ("dev", "test")),
+               MethodPoint("swiftsage", 2.0, "swiftsage", ("dev", "test")),
+               MethodPoint("oracle", None, "oracle", ("test",)))
+
+
+def eval_plan(make_env, checkpoint, cache) -> EvalPlan:
+    return EvalPlan(make_env=make_env, make_cloud=GoldPathOracle,
+                    make_device=functools.partial(PerturbedGoldDevice, seed=0, error_medium=0.5, error_hard=0.8),
+                    settings=SETTINGS, routers={"r": (checkpoint, 0)}, features_cache=cache, points=EVAL_POINTS,
+                    encode=noisy_bag_of_words)
+
+
+def test_evaluation_killed_and_resumed_writes_the_same_file(router_checkpoint, tmp_path):
+    episodes, points = EVAL_EPISODES, EVAL_POINTS
+
+    def plan(make):
+        return eval_plan(make, router_checkpoint, tmp_path / "cache")
+
+    straight = tmp_path / "straight.jsonl"
+    run_online("keyroom", episodes, plan(KeyRoomEnv), straight, EngineConfig(batch_size=1), show_progress=False)
+    made = []
+
+    def dies_at_twelfth():
+        made.append(1)
+        if len(made) == 12:
+            raise Killed
+        return KeyRoomEnv()
+
+    killed = tmp_path / "killed.jsonl"
+    with pytest.raises(Killed):
+        run_online("keyroom", episodes, plan(dies_at_twelfth), killed, EngineConfig(batch_size=3),
+                   show_progress=False)
+    written = len({r["episode_id"] for r in read_steps(killed)[0]})
+    assert 0 < written < len(eval_jobs("keyroom", episodes, points))
+    report = run_online("keyroom", episodes, plan(KeyRoomEnv), killed, EngineConfig(batch_size=3),
+                        show_progress=False)
+    assert report.episodes_resumed == written
+    assert killed.read_bytes() == straight.read_bytes()
+    assert {r["route_reason"] for r in read_steps(straight)[0]} >= {"router", "random", "swiftsage", "oracle"}
+
+
+@pytest.mark.slow
+def test_evaluation_on_ray_workers_writes_the_same_file(router_checkpoint, tmp_path):
+    local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    run_online("keyroom", EVAL_EPISODES, eval_plan(KeyRoomEnv, router_checkpoint, tmp_path / "c1"), local,
+               EngineConfig(batch_size=4), show_progress=False)
+    report = run_online("keyroom", EVAL_EPISODES, eval_plan(KeyRoomEnv, router_checkpoint, tmp_path / "c2"), ray,
+                        EngineConfig(batch_size=2, workers=2), show_progress=False)
+    assert len(report.accounting["workers"]) == 2
+    assert ray.read_bytes() == local.read_bytes()
+    assert not (tmp_path / "c2").exists()  # Ray workers write no cache
+
+
+def rl_records(out):
+    return {p.relative_to(out).as_posix(): read_steps(p)[0] for p in sorted(out.glob("iter_*/*.jsonl"))}
+
+
+@pytest.mark.slow
+def test_rl_with_lockstep_batches_and_ray_workers_matches_one_episode_at_a_time(il_dataset, tmp_path):
+    def run(out, **engine):
+        config = dataclasses.replace(_config(out, 1), **engine)
+        env = KeyRoomEnv()
+        run_obj = open_run(config, out, env, GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5,
+                                                                                  error_hard=0.8),
+                           il_dataset, il_dataset / "features", encode=bag_of_words, make_env=KeyRoomEnv)
+        return run_rl(run_obj)
+
+    history = run(tmp_path / "b1", batch_size=1)
+    for name, engine in (("b4", dict(batch_size=4)), ("ray", dict(batch_size=2, workers=2))):
+        other = run(tmp_path / name, **engine)
+        assert rl_records(tmp_path / name) == rl_records(tmp_path / "b1"), name
+        assert [m["eval"] for m in other] == [m["eval"] for m in history], name
+        assert [m.get("groups") for m in other] == [m.get("groups") for m in history], name
+
+
+SW_JOBS = [("chemistry-mix", "device"), ("find-plant", "cloud"), ("use-thermometer", "cloud")]
+
+
+@pytest.mark.slow
+def test_scienceworld_records_need_a_fresh_simulator_per_episode(tmp_path):
+    """A fresh JVM per episode: the same records whatever ran before (job order, batch size). One JVM reused: they
+    change (gold-path choices, random readings depend on the JVM's history; see rollout/engine.py)."""
+    probe = make_env("scienceworld", step_limit=40)
+    specs = [EpisodeSpec("scienceworld", t, probe.variations(t, "test")[0], "test", f"{t}/{who}")
+             for t, who in SW_JOBS]
+    probe.close()
+
+    def run(order, **engine):
+        setup = WorkerSetup(make_env=functools.partial(make_env, "scienceworld", step_limit=40),
+                            cloud=GoldPathOracle(), device=PerturbedGoldDevice(seed=0),
+                            policies={"device": Policy(always("device")), "cloud": Policy(always("cloud"))},
+                            settings=EpisodeSettings(replay="device", max_steps=15))
+        jobs = [Job(specs[i], SW_JOBS[i][1]) for i in order]
+        path = tmp_path / f"{order}-{engine}.jsonl"
+        run_jobs(jobs, path, lambda: setup, EngineConfig(**engine), show_progress=False, setup=setup)
+        gc.collect()
+        return read_steps(path)[0]
+
+    fresh = run((0, 1, 2))
+    fresh_reordered = run((2, 1, 0), batch_size=2)
+    reused = run((2, 1, 0), fresh_env_per_episode=False)
+    key = lambda rows: sorted((r["episode_id"], r["step"], r["state_text"], r["action"], r["device_action"],  # noqa: E731
+                               r["score"]) for r in rows)
+    assert key(fresh_reordered) == key(fresh)
+    assert key(reused) != key(fresh)
