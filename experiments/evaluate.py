@@ -1,6 +1,7 @@
 """Evaluate routers against baselines: success vs cloud-step ratio frontiers on held-out variations and unseen task
 types of one environment (--env: scienceworld, textworld_express:twc, textworld_express:cookingworld), budget
-targeting, headline numbers, a plot — or the same recomputed offline from recorded rollouts (hera_jax.evaluate.app).
+targeting, headline numbers, a plot — or the same recomputed offline from recorded rollouts
+(hera_jax.evaluate.evaluate_app).
 
     python experiments/evaluate.py                                    # IL router of the latest runs/il/* run
     python experiments/evaluate.py --routers il=runs/il/A/checkpoint rl=runs/rl/B/checkpoints@all --cloud-budget 0.3
@@ -12,7 +13,7 @@ says so.
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.evaluate.app import EvalConfig, evaluate
+from hera_jax.evaluate.evaluate_app import EvalConfig, evaluate
 
 if __name__ == "__main__":
     run_cli(evaluate, EvalConfig)

@@ -10,7 +10,7 @@ with state-dependent mistakes. Rerunning with the same --out (or --resume) conti
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.rl.app import train_rl
+from hera_jax.rl.rl_app import train_rl
 from hera_jax.rl.config import RLConfig
 
 if __name__ == "__main__":

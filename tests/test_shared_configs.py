@@ -14,9 +14,9 @@ from hera_jax.agents import config as agents_config
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.cli import RENAMED_FLAGS, run_cli
 from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS, profile
-from hera_jax.evaluate import app as evaluate_app
+from hera_jax.evaluate import evaluate_app
 from hera_jax.features import FeatureSpec
-from hera_jax.rl import app as rl_app
+from hera_jax.rl import rl_app
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout import collect_app
 from hera_jax.router import il_app

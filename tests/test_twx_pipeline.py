@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS
-from hera_jax.evaluate import app as evaluate_cli
-from hera_jax.rl import app as rl_cli
+from hera_jax.evaluate import evaluate_app as evaluate_cli
+from hera_jax.rl import rl_app as rl_cli
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig

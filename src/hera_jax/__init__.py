@@ -12,9 +12,10 @@ The data path, in the order data flows (experiments/*.py are thin command lines 
     features/      state text -> router input (sentence embeddings + scalars), cached; `FeatureSpec`
     labels.py      the IL label rule ("needs cloud": device and cloud actions differ)
     router/        the Flax router, its jitted trainer, checkpoints; router/il_app.py: stage 1 (IL)
-    rl/            stage 2 (cost-aware RL): visits, preference labels, loss, fine-tune, the loop; rl/app.py
+    rl/            stage 2 (cost-aware RL): visits, preference labels, loss, fine-tune, the loop; rl/rl_app.py
     sweep.py       both stages' losses trained over a grid in one compiled program; sweep_app.py: the sweep run
-    evaluate/      baselines, online/offline evaluation, frontiers, statistics, reports; evaluate/app.py
+    evaluate/      baselines, online/offline evaluation, frontiers, statistics, reports; evaluate/evaluate_app.py,
+                   diagnose_app.py, probe_app.py
     runs.py        run folders: where new ones go, settings as JSON, the resume check, the lock
     limits.py      declared ranges of config fields, checked when a command line is parsed (cli.py)
     errors.py      `HeraError`: user errors shown as one line
