@@ -18,9 +18,9 @@ from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.dataset import load_il_table
 from hera_jax.features import FeatureCache, FeatureCacheError, FeatureSpec, FeatureSpecError
 from hera_jax.features.cache import cache_path
-from hera_jax.rl.loop import run_episodes
-from hera_jax.rollout.collect import collect, plan_episodes
-from hera_jax.rollout.episode import EpisodeSpec, always
+from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
+from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, single_env
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
 from hera_jax.rollout.records import DatasetError, completed_episode_ids, read_steps, write_json_atomic
 from hera_jax.router import checkpoint as checkpoint_module
 from hera_jax.router.checkpoint import CheckpointError, latest_step, load_router, save_router
@@ -35,7 +35,7 @@ from hera_jax.router import il_app as il_cli
 ENCODER = "toy-bag-of-words"
 SPEC = FeatureSpec(encoder=ENCODER, embedding_dim=DIM)
 SMALL_TRAIN = TrainConfig(hidden_sizes=(16,), max_epochs=4, patience=4, batch_size=16)
-EPISODE_KWARGS = dict(replay="device", history_k=2, max_obs_chars=200, max_steps=12)
+SETTINGS = EpisodeSettings(replay="device", history_k=2, max_obs_chars=200, max_steps=12)
 MANIFEST = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
 
 
@@ -43,11 +43,15 @@ def _device():
     return PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8)
 
 
-def _collect(folder: Path) -> dict:
+def _setup(env, policy: str, actor: str) -> WorkerSetup:
+    return WorkerSetup(single_env(env), GoldPathOracle(), _device(), {policy: Policy(always(actor))}, SETTINGS)
+
+
+def _collect(folder: Path, seed: int = 0, per_split=None) -> dict:
     env = KeyRoomEnv()
-    specs = plan_episodes(env, ["t1"], {"train": 3, "dev": 2, "test": 2}, mode="il", seed=0)
-    return collect(env, specs, GoldPathOracle(), _device(), always("cloud"), folder, MANIFEST, EPISODE_KWARGS,
-                   show_progress=False)
+    specs = plan_episodes(env, ["t1"], per_split or {"train": 3, "dev": 2, "test": 2}, mode="il", seed=seed)
+    setup = _setup(env, COLLECT_POLICY, "cloud")
+    return collect(specs, lambda: setup, folder, MANIFEST, show_progress=False, setup=setup)
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +140,20 @@ ROLLOUT_BAD_ROWS = BAD_ROWS[:3] + BAD_ROWS[-2:]
 @pytest.mark.parametrize("kind,field,how", ROLLOUT_BAD_ROWS, ids=[k for k, _, _ in ROLLOUT_BAD_ROWS])
 def test_bad_row_in_rl_rollouts_is_reported_and_redone(tmp_path, kind, field, how):
     """rl_iter.py's (and evaluate.py's) rollouts.jsonl: written, damaged, then read again by a resumed run."""
-    env = KeyRoomEnv()
-    jobs = [(EpisodeSpec(env.name, "t1", v, "train", f"rl/t1/{v}"), always("device")) for v in (0, 1)]
+    jobs = [Job(EpisodeSpec("keyroom", "t1", v, "train", f"rl/t1/{v}"), "device") for v in (0, 1)]
     path = tmp_path / "rollouts.jsonl"
-    clean = run_episodes(env, jobs, GoldPathOracle(), _device(), path, EPISODE_KWARGS, "rollouts", False)
+
+    def run_and_read() -> list[dict]:  # the engine run the RL loop and evaluate.py make, then their reader
+        setup = _setup(KeyRoomEnv(), "device", "device")
+        run_jobs(jobs, path, lambda: setup, show_progress=False, setup=setup)
+        return read_steps(path)[0]
+
+    clean = run_and_read()
     episode = _damage(path, how)
     rows, report = read_steps(path)
     _assert_reported(report.problems, path, field, episode)
     assert {r["episode_id"] for r in rows} == {"rl/t1/0", "rl/t1/1"} - {episode}
-    again = run_episodes(KeyRoomEnv(), jobs, GoldPathOracle(), _device(), path, EPISODE_KWARGS, "rollouts", False)
+    again = run_and_read()
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, clean))
 
 
@@ -267,9 +276,6 @@ def test_collect_refuses_to_append_to_steps_whose_manifest_is_missing(clean_data
     dataset = _copy(clean_dataset, tmp_path / "ds")
     (dataset / "manifest.json").unlink()
     before = (dataset / "steps.jsonl").read_bytes()
-    env = KeyRoomEnv()
-    specs = plan_episodes(env, ["t1"], {"train": 3}, mode="il", seed=1)  # another device seed's episode ids
     with pytest.raises(DatasetError, match=r"steps.jsonl: has episodes but .*manifest.json is missing.*new --out"):
-        collect(env, specs, GoldPathOracle(), _device(), always("cloud"), dataset, MANIFEST, EPISODE_KWARGS,
-                show_progress=False)
+        _collect(dataset, seed=1, per_split={"train": 3})  # another device seed's episode ids
     assert (dataset / "steps.jsonl").read_bytes() == before and not (dataset / "manifest.json").exists()
