@@ -45,14 +45,15 @@ class BenchRolloutConfig:
 
 def train_router(env: str, folder: Path):
     """A small IL router on the shipped dataset's train split (its features from the shipped cache)."""
-    from hera_jax.dataset import DEFAULT_UNSEEN_TASKS, SHIPPED_DATASETS, load_il_table
+    from hera_jax.dataset import load_il_table
+    from hera_jax.envs.profiles import profile
     from hera_jax.features import FeatureSpec, featurize
     from hera_jax.router.checkpoint import save_router
     from hera_jax.router.il import train_and_evaluate
     from hera_jax.router.train import TrainConfig
 
-    dataset = Path(SHIPPED_DATASETS[env])
-    table = load_il_table(dataset, DEFAULT_UNSEEN_TASKS.get(env, ()))
+    dataset = Path(profile(env).dataset)
+    table = load_il_table(dataset, profile(env).unseen_tasks)
     spec = FeatureSpec()
     with tempfile.TemporaryDirectory() as copy:  # featurize may add to its cache: never to the shipped one
         import shutil
@@ -67,11 +68,12 @@ def train_router(env: str, folder: Path):
 
 def plan(env_name: str, tasks: tuple[str, ...], episodes: int):
     from hera_jax.envs import make_env
+    from hera_jax.envs.profiles import profile
     from hera_jax.rollout.episode import EpisodeSpec
 
     env = make_env(env_name, step_limit=60)
     try:
-        names = env.task_names() if env_name != "scienceworld" else list(tasks)
+        names = list(tasks) if profile(env_name).collect_tasks else env.task_names()  # --tasks are ScienceWorld tasks; others use all
         pools = {t: env.variations(t, "test") for t in names}
     finally:
         env.close()

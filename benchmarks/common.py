@@ -25,9 +25,10 @@ FALLBACK_POSITIVE_RATE = 0.25
 def shipped_positive_rate(dataset: Path = SHIPPED_DATASET) -> float:
     """The IL 'needs cloud' rate of the shipped dataset's train split (the real label balance), or a fallback."""
     try:
-        from hera_jax.dataset import DEFAULT_UNSEEN_TASKS, load_il_table
+        from hera_jax.dataset import load_il_table
+        from hera_jax.envs.profiles import profile
 
-        table = load_il_table(dataset, DEFAULT_UNSEEN_TASKS["scienceworld"])
+        table = load_il_table(dataset, profile("scienceworld").unseen_tasks)
         labels = table.label[table.mask("train")]
         return float(labels.mean()) if labels.size else FALLBACK_POSITIVE_RATE
     except Exception:  # a missing or half-collected dataset must not stop a benchmark

@@ -98,6 +98,6 @@ def test_hf_model_id_not_in_the_local_cache_fails_clearly_without_downloading(mo
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     with pytest.raises(AgentUnavailableError, match="never downloads models.*HF_HUB_OFFLINE=1|HF_HUB_OFFLINE=1.*never"):
         HFDeviceAgent(HFConfig(model="someone/no-such-model-123"))
-    with pytest.raises(AgentUnavailableError, match="--device-model"):
+    with pytest.raises(AgentUnavailableError, match="--agents.device-model"):
         make_agent("device", "llm")
     assert not (tmp_path / "empty-hf-home" / "hub" / "models--someone--no-such-model-123").exists()

@@ -30,8 +30,7 @@ from hera_jax.router.train import NonFiniteError, TrainConfig, check_finite_resu
 from tests.conftest import ROOT
 from tests.test_rl_loop import DIM, KeyRoomEnv, bag_of_words
 
-sys.path.insert(0, str(ROOT / "experiments"))
-import il as il_cli  # noqa: E402
+from hera_jax.router import il_app as il_cli
 
 ENCODER = "toy-bag-of-words"
 SPEC = FeatureSpec(encoder=ENCODER, embedding_dim=DIM)
@@ -166,7 +165,7 @@ def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_d
         f.write(b'{"episode_id": "x", "state_text": "caf\xe9"}\n')  # latin-1, not UTF-8
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "il.py"), "--dataset", str(dataset), "--out", str(tmp_path / "run"),
-         "--encoder", ENCODER, "--embedding-dim", str(DIM), "--train.hidden-sizes", "16", "--train.max-epochs", "3",
+         "--features.encoder", ENCODER, "--features.embedding-dim", str(DIM), "--train.hidden-sizes", "16", "--train.max-epochs", "3",
          "--train.batch-size", "16"],
         capture_output=True, text=True, timeout=300,
     )
@@ -198,9 +197,9 @@ def test_nan_in_features_cache_stops_il_naming_cache_and_state_key_and_writes_no
     dataset = _copy(clean_dataset, tmp_path / "ds")
     key = _poison_cache(dataset)
     out = tmp_path / "run"
-    config = il_cli.ILConfig(dataset=dataset, out=out, encoder=ENCODER, embedding_dim=DIM, train=SMALL_TRAIN)
+    config = il_cli.ILConfig(dataset=dataset, out=out, features=SPEC, train=SMALL_TRAIN)
     with pytest.raises(FeatureCacheError) as info:
-        il_cli.main(config)
+        il_cli.train_il(config)
     message = str(info.value)
     assert str(cache_path(dataset / "features", ENCODER)) in message and repr(key) in message
     assert "\n" not in message
@@ -214,10 +213,10 @@ def test_non_positive_horizon_is_refused(horizon):
 
 
 def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--horizon", "0",
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--features.horizon", "0",
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: --horizon must be > 0, got 0.0"], proc.stderr  # the parse-time range check names the flag
+        "error: horizon must be a positive number of steps, got 0.0"], proc.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -71,11 +71,11 @@ def test_key_echoed_by_the_server_is_redacted_from_errors_and_replies(key, fake)
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("model", KEY, "--cloud-model looks like an API key"),
-    ("base_url", f"http://user:{KEY}@127.0.0.1:9/v1", "--cloud-base-url"),
-    ("base_url", "http://127.0.0.1:9/v1?api_key=abc", "--cloud-base-url must not have a query string"),
-    ("base_url", "http://me:secret@127.0.0.1:9/v1", "--cloud-base-url must not hold user:password@"),
-    ("api_key_env", "not a name", "--cloud-api-key-env must be the NAME of an environment variable"),
+    ("model", KEY, "--agents.cloud-model looks like an API key"),
+    ("base_url", f"http://user:{KEY}@127.0.0.1:9/v1", "--agents.cloud-base-url"),
+    ("base_url", "http://127.0.0.1:9/v1?api_key=abc", "--agents.cloud-base-url must not have a query string"),
+    ("base_url", "http://me:secret@127.0.0.1:9/v1", "--agents.cloud-base-url must not hold user:password@"),
+    ("api_key_env", "not a name", "--agents.cloud-api-key-env must be the NAME of an environment variable"),
 ])
 def test_key_in_a_wrong_field_is_refused_without_echoing_it(key, field, value, message):
     with pytest.raises(AgentUnavailableError, match=message) as error:
@@ -93,14 +93,14 @@ def _everything_written(folder) -> str:
 
 
 @pytest.mark.parametrize("flags", [
-    ["--cloud-model", KEY],
-    ["--cloud-base-url", f"http://127.0.0.1:9/v1?key={KEY}"],
-    ["--cloud-api-key-env", KEY],
+    ["--agents.cloud-model", KEY],
+    ["--agents.cloud-base-url", f"http://127.0.0.1:9/v1?key={KEY}"],
+    ["--agents.cloud-api-key-env", KEY],
     ["--tasks", KEY],
 ])
 def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_path, flags):
     out = tmp_path / "ds"
-    proc = _collect("--out", str(out), "--cloud", "openai", *flags, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    proc = _collect("--out", str(out), "--agents.cloud", "openai", *flags, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --")
     assert KEY not in proc.stdout + proc.stderr
@@ -113,9 +113,9 @@ def test_a_real_collection_against_the_endpoint_writes_the_key_nowhere(tmp_path,
     server = fake("echo-reply")
     out = tmp_path / "ds"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HERA_PLANTED_KEY": KEY}
-    proc = _collect("--out", str(out), "--env", "textworld_express:twc", "--mode", "cloud", "--cloud", "openai",
-                    "--cloud-base-url", server.url, "--cloud-api-key-env", "HERA_PLANTED_KEY",
-                    "--cloud-model", "fake-model", "--train-per-task", "1", "--dev-per-task", "0",
+    proc = _collect("--out", str(out), "--env", "textworld_express:twc", "--mode", "cloud", "--agents.cloud", "openai",
+                    "--agents.cloud-base-url", server.url, "--agents.cloud-api-key-env", "HERA_PLANTED_KEY",
+                    "--agents.cloud-model", "fake-model", "--train-per-task", "1", "--dev-per-task", "0",
                     "--test-per-task", "0", "--max-steps", "2", "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert server.requests and all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)

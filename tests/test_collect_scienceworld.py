@@ -44,6 +44,6 @@ def test_collect_writes_complete_replayed_episodes_and_resumes(tmp_path):
     assert again.returncode == 0 and "0 new, 3 already there" in again.stdout
     assert (out / "steps.jsonl").read_text() == lines_before
 
-    other = _collect(out, "--device-seed", "5")
+    other = _collect(out, "--agents.device-seed", "5")
     assert other.returncode == 2 and "collected with other settings" in other.stderr
     assert (out / "steps.jsonl").read_text() == lines_before

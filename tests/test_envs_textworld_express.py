@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from hera_jax.agents.stand_ins import GoldPathOracle, PerturbedGoldDevice, action_difficulty
 from hera_jax.envs import UnknownTaskError, make_env
 from hera_jax.envs.textworld_express import TASK_PRESETS, drop_move_reversals
+from hera_jax.rollout import collect_app
 from hera_jax.rollout.engine import run_episode
 from hera_jax.rollout.episode import EpisodeSpec, always
 from hera_jax.rollout.records import read_manifest, read_steps
@@ -131,16 +130,12 @@ def test_stand_ins_on_twc(twc):
     assert 0.1 < disagreements / steps < 0.8  # the device errs on some states, not all
 
 
-def test_collect_cli_on_twc(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("collect_cli", ROOT / "experiments" / "collect.py")
-    collect_cli = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "collect_cli", collect_cli)  # dataclasses resolve annotations through it
-    spec.loader.exec_module(collect_cli)
+def test_collect_cli_on_twc(tmp_path):
     out = tmp_path / "twc"
-    config = collect_cli.CollectConfig(
+    config = collect_app.CollectConfig(
         out=out, env="textworld_express:twc", train_per_task=1, dev_per_task=1, test_per_task=1, progress=False
     )
-    collect_cli.main(config)
+    collect_app.collect_dataset(config)
     rows, report = read_steps(out / "steps.jsonl")
     assert not report.problems and report.num_episodes == 3 * len(TASK_PRESETS["twc"])
     assert {r["split"] for r in rows} == {"train", "dev", "test"}

@@ -38,7 +38,7 @@ def ctx_with(device_steps=None, cloud_steps=None, **kwargs):
 
 def test_registry_modules_share_one_interface():
     for module in BASELINES.values():
-        assert callable(module.chooser) and callable(module.unavailable) and module.KNOB and module.LABEL
+        assert callable(module.chooser) and callable(module.unavailable) and module.KNOB and module.TITLE
 
 
 def test_random_decision_and_chooser_rate():

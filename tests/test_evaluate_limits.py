@@ -1,7 +1,5 @@
 """The STAND-IN limit baselines: bayes (the stand-in device's error model) and bayes_harm (expected harm)."""
 
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -10,7 +8,6 @@ from hera_jax.agents.stand_ins import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.evaluate.baselines import BASELINES, LIMITS, bayes, bayes_harm, oracle
 from hera_jax.evaluate.context import EvalContext, ProbedAgent
 from hera_jax.state import AgentState
-from tests.conftest import ROOT
 
 GOLD = ("go to kitchen", "pick up thermometer", "focus on thermometer", "use thermometer on water")
 VALID = ("go to kitchen", "go to hallway", "pick up thermometer", "pick up cup", "focus on thermometer",
@@ -35,7 +32,7 @@ def test_limits_are_registered_and_labelled_stand_in():
     for name in LIMITS:
         assert name in BASELINES
     for module in (bayes, bayes_harm):
-        assert "STAND-IN" in module.LABEL and callable(module.chooser) and module.KNOB
+        assert "STAND-IN" in module.TITLE and callable(module.chooser) and module.KNOB
 
 
 def test_bayes_routes_by_the_error_model_probability():
@@ -114,14 +111,12 @@ def test_bayes_harm_routes_likely_and_unrecoverable_errors_only():
 
 
 def test_probe_reproduces_the_twc_rule_on_the_real_simulator():
-    """experiments/probe_irreversible.py on one TWC variation: a misplaced object dooms the episode under the
+    """hera_jax.evaluate.probe_app on one TWC variation: a misplaced object dooms the episode under the
     gold-path stand-in cloud, a wrongly opened container does not (the rule's evidence, rerun small)."""
     pytest.importorskip("textworld_express")
-    spec = importlib.util.spec_from_file_location("probe_irreversible", ROOT / "experiments" / "probe_irreversible.py")
-    probe = importlib.util.module_from_spec(spec)
-    sys.modules["probe_irreversible"] = probe
-    spec.loader.exec_module(probe)
-    result = probe.main(probe.ProbeConfig(env="textworld_express:twc", tasks=("twc-medium",), variations=1))
+    from hera_jax.evaluate import probe_app as probe
+
+    result = probe.probe_mistakes(probe.ProbeConfig(env="textworld_express:twc", tasks=("twc-medium",), variations=1))
     by_verb = result["by_verb"]
     assert by_verb["put"]["probes"] >= 3 and by_verb["put"]["failed"] >= by_verb["put"]["probes"] - 1
     assert by_verb["open"]["probes"] >= 1 and by_verb["open"]["failed"] == 0

@@ -134,8 +134,7 @@ def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
 
 
 def test_router_arguments_expand_rl_iterations(tmp_path):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import evaluate as evaluate_cli
+    from hera_jax.evaluate import evaluate_app as evaluate_cli
     from hera_jax.errors import HeraError
 
     for step in ("0", "1", "3", "tmp-partial"):

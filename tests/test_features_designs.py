@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.features import FeatureSpec, featurize, open_cache, router_features
+from hera_jax.features import FeatureSpec, FeatureSpecError, featurize, open_cache, router_features
 from hera_jax.features.cache import FeatureCache, cache_path
 from hera_jax.features.designs import embedding_plan, history_item_text, repeat_rate
 from hera_jax.features.tokens import load_tokenizer, observation_cut, token_counts
@@ -129,7 +129,7 @@ def test_checkpoint_without_text_design_loads_as_joint_and_designs_change_the_in
     wide = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, segments.input_dim)))["params"]
     save_router(tmp_path / "new", 0, wide, config, segments)
     assert load_router(tmp_path / "new", expected_spec=segments).feature_spec.input_dim == 19
-    with pytest.raises(ValueError, match="unknown text design"):
+    with pytest.raises(FeatureSpecError, match="unknown text design"):
         FeatureSpec(text_design="tail_first")
 
 

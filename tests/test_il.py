@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.dataset import DEFAULT_UNSEEN_TASKS, check_trainable, load_il_table
+from hera_jax.dataset import check_trainable, load_il_table
+from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.rollout.records import DatasetError
@@ -19,8 +20,7 @@ from hera_jax.router.model import RouterMLP
 from hera_jax.router.train import TrainConfig
 from tests.conftest import ROOT, SHIPPED_DATASET, make_steps, write_toy_dataset
 
-sys.path.insert(0, str(ROOT / "experiments"))
-import il as il_cli  # noqa: E402
+from hera_jax.router import il_app as il_cli
 
 
 def _no_encoder(texts):
@@ -29,7 +29,7 @@ def _no_encoder(texts):
 
 @pytest.fixture(scope="module")
 def shipped():
-    table = load_il_table(SHIPPED_DATASET, DEFAULT_UNSEEN_TASKS["scienceworld"])
+    table = load_il_table(SHIPPED_DATASET, profile("scienceworld").unseen_tasks)
     features, num_new = featurize(table.state_key, table.state_text, table.step, FeatureSpec(),
                                   SHIPPED_DATASET / "features", encode=_no_encoder)
     return table, features, num_new
@@ -44,7 +44,7 @@ def test_shipped_dataset_is_big_enough_and_split_by_variation(shipped):
     seen = {}
     for task, variation, split in zip(table.task, table.variation, table.split):
         assert seen.setdefault((task, variation), split) == split, "a variation appears in two splits"
-    unseen = set(DEFAULT_UNSEEN_TASKS["scienceworld"])
+    unseen = set(profile("scienceworld").unseen_tasks)
     assert set(table.task[table.mask("test_unseen")].tolist()) == unseen
     assert not (set(table.task[table.mask("train")].tolist()) & unseen)
     rate = table.label[table.mask("train")].mean()
@@ -114,7 +114,7 @@ def test_one_class_dataset_is_refused_before_embedding(toy_dataset, tmp_path):
     with pytest.raises(DatasetError, match="every train state has label 0"):
         check_trainable(table, folder)
     with pytest.raises(DatasetError, match="every train state has label 0"):
-        il_cli.main(il_cli.ILConfig(dataset=folder, out=tmp_path / "run", encoder="not-used"))
+        il_cli.train_il(il_cli.ILConfig(dataset=folder, out=tmp_path / "run", features=FeatureSpec(encoder="not-used")))
     assert not (tmp_path / "run").exists()
 
 
@@ -138,7 +138,7 @@ def test_existing_run_folder_is_never_overwritten(toy_dataset, tmp_path):
     (out / "metrics.json").write_text(json.dumps({"keep": True}))
     folder = toy_dataset({"train": [[("a", "b")]]})
     with pytest.raises(HeraError, match="exists and is not empty"):
-        il_cli.main(il_cli.ILConfig(dataset=folder, out=out))
+        il_cli.train_il(il_cli.ILConfig(dataset=folder, out=out))
     assert json.loads((out / "metrics.json").read_text()) == {"keep": True}
 
 
@@ -146,7 +146,7 @@ def test_il_main_writes_metrics_plot_and_loadable_checkpoint(tmp_path):
     from hera_jax.features import FeatureSpec
 
     config = il_cli.ILConfig(out=tmp_path / "run", train=TrainConfig(max_epochs=4, patience=4))
-    summary = il_cli.main(config)
+    summary = il_cli.train_il(config)
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["agents_are_stand_ins"] is True and metrics["newly_embedded_states"] == 0

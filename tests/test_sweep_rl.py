@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,8 @@ import pandas as pd
 import pytest
 
 from hera_jax.errors import HeraError
+from hera_jax.features import FeatureSpec
+from hera_jax import sweep_app
 from hera_jax.sweep import SweepGrid
 from hera_jax.router.train import TrainConfig
 from tests.test_rl_loop import DIM, _config, _run, collect_keyroom_dataset
@@ -21,12 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sweep_cli():
-    spec = importlib.util.spec_from_file_location("sweep_cli", ROOT / "experiments" / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_cli"] = module  # dataclasses resolve annotations through it
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("sweep_cli", None)
+    return sweep_app
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +34,7 @@ def rl_run(tmp_path_factory):
 
 def _sweep_config(sweep_cli, dataset, run, out, **kw):
     return sweep_cli.SweepConfig(
-        dataset=dataset, features_dir=run / "features", encoder="toy-bag-of-words", embedding_dim=DIM,
+        dataset=dataset, features_dir=run / "features", features=FeatureSpec("toy-bag-of-words", DIM),
         unseen_tasks=(), rl_run=run, heldout_groups_percent=40, out=out,
         grid=SweepGrid(seeds=(0, 1), learning_rates=(3e-3,), hidden_sizes=((8,), (16,)),
                        label_sources=("il", "il+rl"), cost_weights=(0.0, 0.05)),
@@ -48,7 +43,7 @@ def _sweep_config(sweep_cli, dataset, run, out, **kw):
 
 def test_sweep_over_label_sources_and_cost_weights(sweep_cli, rl_run, tmp_path):
     dataset, run = rl_run
-    summary = sweep_cli.main(_sweep_config(sweep_cli, dataset, run, tmp_path / "sweep"))
+    summary = sweep_cli.sweep_experiment(_sweep_config(sweep_cli, dataset, run, tmp_path / "sweep"))
     frame = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert len(frame) == summary["num_configs"] == 2 * 3 * 2  # widths x (il, il+rl at 2 cost weights) x seeds
     assert frame["labels"].unique().tolist() == ["il", "il+rl c=0", "il+rl c=0.05"]
@@ -68,7 +63,7 @@ def test_il_rl_labels_need_an_rl_run(sweep_cli, rl_run, tmp_path):
     dataset, run = rl_run
     config = _sweep_config(sweep_cli, dataset, run, tmp_path / "a")
     with pytest.raises(HeraError, match="needs --rl-run"):
-        sweep_cli.main(type(config)(**{**config.__dict__, "rl_run": None}))
+        sweep_cli.sweep_experiment(type(config)(**{**config.__dict__, "rl_run": None}))
     with pytest.raises(HeraError, match="no config.json"):
-        sweep_cli.main(type(config)(**{**config.__dict__, "rl_run": tmp_path}))
+        sweep_cli.sweep_experiment(type(config)(**{**config.__dict__, "rl_run": tmp_path}))
     assert not (tmp_path / "a").exists()  # nothing written on bad input

@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import jax
 import jax.numpy as jnp
 import pandas as pd
 import pytest
 
-from hera_jax.dataset import SHIPPED_DATASETS
+from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS
+from hera_jax.evaluate import evaluate_app as evaluate_cli
+from hera_jax.rl import rl_app as rl_cli
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig
-from hera_jax.rl.config import ENV_DEFAULTS
 from hera_jax.router.checkpoint import load_router, save_router
 from hera_jax.router.model import RouterMLP
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
-from tests.conftest import ROOT
 
 pytest.importorskip("textworld_express")
 
 TWC = "textworld_express:twc"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"{name}_cli"] = module  # dataclasses resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_cli = _load("evaluate")
-rl_cli = _load("rl_iter")
 
 
 def _router(path, trained_on, hidden=(8,), seed=0):
@@ -57,7 +45,8 @@ def test_per_environment_defaults_leave_scienceworld_unchanged():
     twc = RLConfig(env=TWC)
     assert (twc.train_variations, twc.eval_variations) == (4, 6)
     assert RLConfig(env=TWC, eval_variations=1).eval_variations == 1  # an explicit value wins
-    assert set(ENV_DEFAULTS) == set(SHIPPED_DATASETS)
+    assert set(SHIPPED_DATASETS) == {"scienceworld", "textworld_express:twc", "textworld_express:cookingworld"}
+    assert {name for name, p in PROFILES.items() if p.dataset is None} == {"alfworld", "webshop", "appworld"}
     ev = evaluate_cli.EvalConfig()
     assert (ev.dev_per_task, ev.test_per_task, ev.unseen_per_task) == (1, 1, 2)
     assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 2
@@ -90,7 +79,7 @@ def test_rl_iter_runs_on_twc(tmp_path, monkeypatch):
         max_steps=6, il_train=TrainConfig(hidden_sizes=(16,), max_epochs=4, patience=4),
         train=PreferenceTrainConfig(epochs=3), out=out, progress=False,
     )
-    history = rl_cli.main(config)
+    history = rl_cli.train_rl(config)
     assert [m["iteration"] for m in history] == [0, 1]
     assert history[0]["baselines"]["cloud_only"]["success_rate"] == 1.0  # the gold-path stand-in solves twc-easy
     assert history[1]["rollouts"]["episodes"] == 2 and history[1]["groups"]["visits"] > 0
@@ -106,7 +95,7 @@ def test_rl_iter_refuses_a_dataset_of_another_environment(tmp_path):
     config = RLConfig(env="textworld_express:cookingworld", dataset=SHIPPED_DATASETS[TWC], out=tmp_path / "rl")
     with pytest.raises(HeraError, match=r"env.name is 'textworld_express:twc', not --env "
                                         r"'textworld_express:cookingworld'"):
-        rl_cli.main(config)
+        rl_cli.train_rl(config)
     assert not (tmp_path / "rl").exists()
     rl_cli.check_dataset_env("webshop", "webshop:http://host:3000", SHIPPED_DATASETS[TWC])  # base name matches
     with pytest.raises(HeraError):
@@ -123,7 +112,7 @@ def _eval_config(tmp_path, routers, **kwargs):
 
 def test_evaluate_runs_on_twc_with_a_router_trained_on_scienceworld(tmp_path, capsys):
     sw = _router(tmp_path / "sw", [_source("scienceworld", unseen_tasks=["melt"])])
-    summary = evaluate_cli.main(_eval_config(tmp_path, (f"sw={sw}",)))
+    summary = evaluate_cli.evaluate(_eval_config(tmp_path, (f"sw={sw}",)))
     out = tmp_path / "eval"
     config = json.loads((out / "config.json").read_text())
     # the ScienceWorld router's unseen tasks do not exist here: TWC's default unseen preset is used instead
@@ -146,7 +135,7 @@ def test_evaluate_runs_on_twc_with_a_router_trained_on_scienceworld(tmp_path, ca
 def test_evaluate_refuses_a_router_trained_on_another_state_format(tmp_path):
     other = _router(tmp_path / "k5", [_source("scienceworld", history_k=5)])
     with pytest.raises(HeraError, match=r"router k5 was trained on .* settings.history_k=5, but .* history_k=3"):
-        evaluate_cli.main(_eval_config(tmp_path, (f"k5={other}",)))
+        evaluate_cli.evaluate(_eval_config(tmp_path, (f"k5={other}",)))
     assert not (tmp_path / "eval" / "rollouts.jsonl").exists()
 
 
@@ -154,7 +143,7 @@ def test_evaluate_refuses_a_dataset_of_another_environment(tmp_path):
     router = _router(tmp_path / "r", [_source(TWC)])
     config = _eval_config(tmp_path, (f"r={router}",), dataset=SHIPPED_DATASETS["scienceworld"])
     with pytest.raises(HeraError, match="env.name is 'scienceworld', not --env 'textworld_express:twc'"):
-        evaluate_cli.main(config)
+        evaluate_cli.evaluate(config)
 
 
 def test_router_training_is_read_from_meta_il_metrics_or_rl_config(tmp_path):

@@ -3,22 +3,21 @@ per dataset, mismatched datasets are refused with one clear line, the checkpoint
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
 
-from hera_jax.dataset import SHIPPED_DATASETS, load_il_table, load_union_table, resolve_datasets
+from hera_jax.dataset import load_il_table, load_union_table, resolve_datasets
+from hera_jax.envs.profiles import SHIPPED_DATASETS
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.features.cache import FeatureCacheError
 from hera_jax.rollout.records import DatasetError, append_episode, write_json_atomic
 from hera_jax.router.checkpoint import load_router
 from hera_jax.router.il import build_features
 from hera_jax.router.train import TrainConfig
-from tests.conftest import ROOT, make_steps
+from tests.conftest import make_steps
 
-sys.path.insert(0, str(ROOT / "experiments"))
-import il as il_cli  # noqa: E402
+from hera_jax.router import il_app as il_cli
 
 DIM = 6
 SPEC = FeatureSpec(encoder="toy", embedding_dim=DIM)
@@ -148,8 +147,8 @@ def test_il_cli_trains_on_the_union_and_names_every_dataset(two, tmp_path):
         featurize(table.state_key, table.state_text, table.step, SPEC, folder / "features",
                   encode=lambda texts: rng.normal(size=(len(texts), DIM)).astype(np.float32))
     out = tmp_path / "run"
-    summary = il_cli.main(il_cli.ILConfig(
-        dataset=a, extra_datasets=(str(b),), encoder="toy", embedding_dim=DIM, unseen_tasks=(),
+    summary = il_cli.train_il(il_cli.ILConfig(
+        dataset=a, extra_datasets=(str(b),), features=FeatureSpec("toy", DIM), unseen_tasks=(),
         train=TrainConfig(hidden_sizes=(8,), max_epochs=3, patience=3, batch_size=8), out=out,
     ))
     assert summary["datasets"] == [str(a), str(b)] and summary["envs"] == ["toy-a", "toy-b"]

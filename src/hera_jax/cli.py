@@ -15,8 +15,33 @@ from hera_jax.limits import validate
 ConfigT = TypeVar("ConfigT")
 
 
+# Flags that moved into the nested `agents` / `features` configs, old spelling -> new spelling.
+_AGENT_FLAGS = ("cloud", "device", "device-seed", "device-model", "device-gguf-file", "device-threads",
+                "max-new-tokens", "cloud-base-url", "cloud-model", "cloud-api-key-env", "cloud-max-calls",
+                "cloud-max-tokens", "cloud-timeout-s", "cloud-max-call-s", "cloud-max-reply-tokens", "cloud-price-in",
+                "cloud-price-out")
+_FEATURE_FLAGS = ("encoder", "embedding-dim", "scalar-features", "horizon", "text-design")
+RENAMED_FLAGS: dict[str, str] = {
+    **{f"--{flag}": f"--agents.{flag}" for flag in _AGENT_FLAGS},
+    **{f"--{flag}": f"--features.{flag}" for flag in _FEATURE_FLAGS},
+}
+
+
+def renamed_flag_problem(args: list[str]) -> str | None:
+    """One line naming the new spelling of the first flag in `args` that was renamed, or None."""
+    for arg in args:
+        flag = arg.partition("=")[0]
+        if flag in RENAMED_FLAGS:
+            return f"{flag} was renamed: use {RENAMED_FLAGS[flag]}"
+    return None
+
+
 def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], description: str | None = None,
             args: list[str] | None = None) -> None:
+    problem = renamed_flag_problem(sys.argv[1:] if args is None else args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         config = tyro.cli(config_type, description=description, args=args)
         validate(config)

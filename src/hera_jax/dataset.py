@@ -12,36 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
+from hera_jax.envs.profiles import SHIPPED_DATASETS, profile
 from hera_jax.labels import il_labels
 from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_manifest, read_steps
 
 SPLIT_NAMES = ("train", "dev", "test", "test_unseen")
 
-# Datasets shipped in data/, collected with stand-in agents (see each manifest.json).
-_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-SHIPPED_DATASETS: dict[str, Path] = {
-    "scienceworld": _DATA_DIR / "scienceworld_standin",
-    "textworld_express:twc": _DATA_DIR / "textworld_express_twc_standin",
-    "textworld_express:cookingworld": _DATA_DIR / "textworld_express_cookingworld_standin",
-}
-
-
 def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
     """`dataset` if given, else the shipped dataset of `env`."""
     if dataset is not None:
         return Path(dataset)
-    if env not in SHIPPED_DATASETS:
+    shipped = profile(env).dataset
+    if shipped is None:
         raise DatasetError(f"no shipped dataset for env {env!r}; pass --dataset (shipped: {sorted(SHIPPED_DATASETS)})")
-    return SHIPPED_DATASETS[env]
-
-
-# Task types held out from training by default, per environment (the unseen-task test split).
-DEFAULT_UNSEEN_TASKS: dict[str, tuple[str, ...]] = {
-    "scienceworld": ("melt", "chemistry-mix-paint-tertiary-color"),
-    # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
-    "textworld_express:twc": ("twc-doors",),
-    "textworld_express:cookingworld": ("cookingworld-doors",),
-}
+    return shipped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +78,7 @@ class StepTable:
         return out
 
 
-def manifest_agents_label(agents: dict) -> str:
+def manifest_agents_title(agents: dict) -> str:
     """One line for plots and tables from a manifest's `agents` (role -> description); stand-ins are named as such."""
     names = f"cloud={agents.get('cloud', {}).get('name')}, device={agents.get('device', {}).get('name')}"
     stand_ins = [role for role, a in agents.items() if a.get("kind") == "stand-in"]
@@ -114,7 +98,7 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
         )
     manifest = read_manifest(dataset_dir)
     if unseen_tasks is None:
-        unseen_tasks = DEFAULT_UNSEEN_TASKS.get(manifest.get("env", {}).get("name", ""), ())
+        unseen_tasks = profile(manifest.get("env", {}).get("name", "")).unseen_tasks
     rows, report = read_steps(dataset_dir / STEPS_FILE)
     if not rows:
         raise DatasetError(

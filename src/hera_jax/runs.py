@@ -18,6 +18,8 @@ import filelock
 from hera_jax.errors import HeraError
 
 LOCK_FILE = ".run.lock"
+# The repository's runs/ folder, where new run folders go by default.
+RUNS_ROOT = Path(__file__).resolve().parents[2] / "runs"
 
 
 class RunFolderError(HeraError, ValueError):
@@ -40,7 +42,8 @@ def config_json(config: Any) -> dict[str, Any]:
 
 def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = None) -> None:
     """Raise unless `run_dir` is new or was started with the same settings, apart from the fields its config class
-    declares in `MAY_CHANGE_ON_RESUME`. `stored`: the settings on disk when they are not `config.json` itself."""
+    declares in `MAY_CHANGE_ON_RESUME` (a nested config's fields as "agents.cloud_max_calls", or all of it as
+    "agents"). `stored`: the settings on disk when they are not `config.json` itself."""
     record, may_change = config_json(config), type(config).MAY_CHANGE_ON_RESUME
     if stored is None:
         path = Path(run_dir) / "config.json"
@@ -48,15 +51,35 @@ def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = Non
             return
         stored = json.loads(path.read_text(encoding="utf-8"))
     # a field added after the run started matches when it keeps its default (the run's behaviour is unchanged)
-    added_defaults = {k: json.loads(json.dumps(f.default, default=str)) for f in dataclasses.fields(config)
+    added_defaults = {k: json.loads(json.dumps(_plain(f.default), default=str)) for f in dataclasses.fields(config)
                       if (k := f.name) not in stored and f.default is not dataclasses.MISSING}
-    stored = {**added_defaults, **stored}
+    stored, record = _flat({**added_defaults, **stored}), _flat(record)
     keys = dict.fromkeys([*stored, *record])
     diffs = [f"{k}: run has {stored.get(k)!r}, now {record.get(k)!r}"
-             for k in keys if k not in may_change and stored.get(k) != record.get(k)]
+             for k in keys if not _may_change(k, may_change) and stored.get(k) != record.get(k)]
     if diffs:
         raise RunFolderError(f"{run_dir}: this run was started with other settings ({'; '.join(diffs)}); "
                              "resume it with the same flags or choose a new --out")
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted keys ("agents.cloud_max_calls")."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _may_change(key: str, may_change: tuple[str, ...]) -> bool:
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in may_change for n in range(1, len(parts) + 1))
 
 
 def require_empty(run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Agent registries: `--device perturbed|gguf|llm`, `--cloud oracle|openai`.
+"""Agent registries: `--agents.device perturbed|gguf|llm`, `--agents.cloud oracle|openai`.
 
 Stand-ins ("oracle", "perturbed") are for machines where no LLM runs and are labelled "stand-in" everywhere. LLM
 agents import their backend lazily, so the stand-ins work without llama-cpp-python, transformers or a server.

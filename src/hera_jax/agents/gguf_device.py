@@ -64,7 +64,7 @@ class GGUFDeviceAgent:
 
         path = Path(config.model_path) if config.model_path else default_gguf_path()
         if not path.is_file():
-            raise AgentUnavailableError(f"{path}: no such GGUF file; pass --device-model PATH.gguf")
+            raise AgentUnavailableError(f"{path}: no such GGUF file; pass --agents.device-model PATH.gguf")
         self.config = config
         self.prompt = prompt
         self.match_cutoff = match_cutoff

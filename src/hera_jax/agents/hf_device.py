@@ -35,7 +35,7 @@ def _load(config: HFConfig):
     except ImportError as e:
         raise AgentUnavailableError("transformers/torch missing: pip install 'hera_jax[llm]'") from e
     if not config.model:
-        raise AgentUnavailableError("--device llm needs --device-model: a local model directory or a cached model id")
+        raise AgentUnavailableError("--agents.device llm needs --agents.device-model: a local model directory or a cached model id")
     extra = {"gguf_file": config.gguf_file} if config.gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=True, **extra)

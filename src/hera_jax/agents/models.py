@@ -58,7 +58,7 @@ def export_gemma_hf(out_dir: str | Path) -> Path:
     """Write the shipped Gemma GGUF as a transformers model directory (dequantized to float32, ~1 GB), offline.
 
     transformers reads GGUF directly but slowly (minutes: the 262k-token tokenizer is converted); doing it once
-    gives a directory that `--device llm --device-model DIR` loads in seconds.
+    gives a directory that `--agents.device llm --agents.device-model DIR` loads in seconds.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

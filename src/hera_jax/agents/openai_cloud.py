@@ -98,10 +98,10 @@ def url_problem(url: str) -> str | None:
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
         return ("must not hold user:password@ credentials; put the key in the environment variable named by "
-                "--cloud-api-key-env (nothing was written)")
+                "--agents.cloud-api-key-env (nothing was written)")
     if parts.query or parts.fragment:
         return ("must not have a query string or fragment (keys never go in the URL; use the environment "
-                "variable named by --cloud-api-key-env; nothing was written)")
+                "variable named by --agents.cloud-api-key-env; nothing was written)")
     return secret_problem(url)
 
 
@@ -140,10 +140,10 @@ def config_problem(config: OpenAIConfig) -> str | None:
     """What is wrong with the endpoint flags (never echoing a value: it may be the key), or None."""
     env_problem = env_name_problem(config.api_key_env)
     if env_problem is not None:
-        return f"--cloud-api-key-env {env_problem}"
+        return f"--agents.cloud-api-key-env {env_problem}"
     key = os.environ.get(config.api_key_env, "")
-    for flag, value, problem in (("--cloud-base-url", config.base_url, url_problem(config.base_url)),
-                                 ("--cloud-model", config.model, secret_problem(config.model))):
+    for flag, value, problem in (("--agents.cloud-base-url", config.base_url, url_problem(config.base_url)),
+                                 ("--agents.cloud-model", config.model, secret_problem(config.model))):
         if problem is None and len(key) >= 8 and key in value:
             problem = "holds the API key; it goes only in the environment variable (nothing was written)"
         if problem is not None:
@@ -273,7 +273,7 @@ class OpenAIChatAgent:
                     raise CloudRequestError(
                         f"{c.base_url}: HTTP {status} redirect to {target.scheme or '?'}://{target.hostname or '?'}; "
                         "redirects are not followed, so the key never leaves the configured host: set "
-                        "--cloud-base-url to the final endpoint"
+                        "--agents.cloud-base-url to the final endpoint"
                     )
                 if status < 300:
                     response = self._decode(payload)
@@ -293,7 +293,7 @@ class OpenAIChatAgent:
                 self._sleep(delay)
         raise CloudRequestError(
             f"{c.base_url}: gave up after {attempts} attempts in {time.monotonic() - started:.0f}s "
-            f"(--cloud-timeout-s {c.timeout_s:g} per request, {c.max_call_s:g}s per call); last error {last_error}"
+            f"(--agents.cloud-timeout-s {c.timeout_s:g} per request, {c.max_call_s:g}s per call); last error {last_error}"
         )
 
     def _decode(self, payload: bytes) -> dict:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hera_jax.agents.base import Agent, AgentStep
 from hera_jax.envs.base import Env, Observation, StepResult
+from hera_jax.rollout.routing import PCloudFn
 from hera_jax.state import AgentState
-
-PCloudFn = Callable[[AgentState, str, int], float]
 
 
 class ProbedAgent:

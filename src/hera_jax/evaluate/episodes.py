@@ -33,12 +33,12 @@ class PriceTable:
                               "est_output_tokens": NON_NEGATIVE}
 
 
-def param_label(param: float | None) -> str:
+def param_tag(param: float | None) -> str:
     return "-" if param is None or (isinstance(param, float) and math.isnan(param)) else f"{param:g}"
 
 
 def episode_id(method: str, param: float | None, eval_split: str, task: str, variation: int) -> str:
-    return f"{_PREFIX}/{method}/{param_label(param)}/{eval_split}/{task}/{variation}"
+    return f"{_PREFIX}/{method}/{param_tag(param)}/{eval_split}/{task}/{variation}"
 
 
 def parse_episode_id(value: str) -> dict:

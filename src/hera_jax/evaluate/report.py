@@ -1,6 +1,6 @@
 """From per-episode metrics to what users read: every point, budget targeting, headline numbers, the plot, a table.
 
-Numerics go through `frontier` (pure array functions); this module only groups, labels, draws and formats.
+Numerics go through `frontier` (pure array functions); this module only groups, titles, draws and formats.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ SPLIT_TITLES = {
 def points_table(episodes: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, param, eval_split) with the metrics of `frontier.aggregate_points`."""
     keys = episodes[["method", "param", "eval_split"]].astype({"param": float}).fillna({"param": np.nan})
-    labels = keys["method"] + "\x1f" + keys["param"].map(repr) + "\x1f" + keys["eval_split"]
-    codes, uniques = pd.factorize(labels)
+    point_keys = keys["method"] + "\x1f" + keys["param"].map(repr) + "\x1f" + keys["eval_split"]
+    codes, uniques = pd.factorize(point_keys)
     metrics = aggregate_points(
         jnp.asarray(codes),
         episodes["success"].to_numpy(np.float32),
@@ -224,7 +224,7 @@ _STYLE = {  # method -> (colour, marker); routers not listed get colours from th
 _ROUTER_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#e377c2", "#bcbd22", "#7f7f7f")
 
 
-def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: float | None, labels: dict[str, str],
+def plot_frontiers(points: pd.DataFrame, path: Path, agents_title: str, budget: float | None, titles: dict[str, str],
                    picked: dict[str, float] | None = None, method_intervals: pd.DataFrame | None = None) -> Path:
     """PNG with success rate (top) and mean score (bottom) vs cloud-step ratio, one column per test split.
 
@@ -249,16 +249,16 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
                     continue
                 colour, marker = style[method]
                 single = len(mine) == 1
-                label = labels.get(method, method)
+                legend = titles.get(method, method)
                 if row == 0 and method_intervals is not None and len(method_intervals):
                     found = method_intervals[(method_intervals.method == method)
                                              & (method_intervals.eval_split == split)]
                     if len(found):
                         f = found.iloc[0]
-                        label += f" — AUC {_fmt(f.area)} [{_fmt(f.area_low)}, {_fmt(f.area_high)}]"
+                        legend += f" — AUC {_fmt(f.area)} [{_fmt(f.area_low)}, {_fmt(f.area_high)}]"
                 ax.plot(mine.cloud_step_ratio, mine[metric], marker=marker, color=colour,
                         linestyle="none" if single else "-", markersize=12 if single else 6,
-                        linewidth=2.2 if method in routers else 1.3, label=label, zorder=3)
+                        linewidth=2.2 if method in routers else 1.3, label=legend, zorder=3)
                 if row == 0 and "success_low" in mine:
                     ax.errorbar(mine.cloud_step_ratio, mine[metric],
                                 xerr=_bar(mine.cloud_step_ratio, mine.cloud_step_ratio_low, mine.cloud_step_ratio_high),
@@ -281,8 +281,8 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_label: str, budget: 
                 ax.set_title(f"{SPLIT_TITLES.get(split, split)}\n({n} episodes per point{bars})", fontsize=10)
                 if col == 0 or method_intervals is not None:
                     ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"Device/cloud routing frontiers — {agents_label}", fontsize=11,
-                 color="#b00000" if "STAND-IN" in agents_label else "black")
+    fig.suptitle(f"Device/cloud routing frontiers — {agents_title}", fontsize=11,
+                 color="#b00000" if "STAND-IN" in agents_title else "black")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -322,7 +322,7 @@ def _bracket(row, key: str, spec: str = "+.2f") -> str:
     return text
 
 
-def rich_headline(summary: pd.DataFrame, budget: float, title: str, labels: dict[str, str]):
+def rich_headline(summary: pd.DataFrame, budget: float, title: str, titles: dict[str, str]):
     """One row per (method, test split): the dev-picked point at the budget, and the area under the frontier, each
     with the half-width of its 95 % bootstrap interval where `headline` was given intervals."""
     from rich.table import Table
@@ -345,7 +345,7 @@ def rich_headline(summary: pd.DataFrame, budget: float, title: str, labels: dict
             if not r.get("budget_met_on_dev", True) and dev_ratio != "—":
                 dev_ratio += "!"
             table.add_row(
-                labels.get(r["method"], r["method"]), short, _fmt(r.get("budget_param"), "g"), dev_ratio,
+                titles.get(r["method"], r["method"]), short, _fmt(r.get("budget_param"), "g"), dev_ratio,
                 _pm(row, "cloud_step_ratio", ".2f"),
                 _pm(row, "success", ".2f"),
                 _pm(row, "success_retained", ".0f", 100.0, "%"),
@@ -359,7 +359,7 @@ def rich_headline(summary: pd.DataFrame, budget: float, title: str, labels: dict
     return table
 
 
-def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[str], labels: dict[str, str]):
+def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[str], titles: dict[str, str]):
     """Each method's frontier area as a share of each limit baseline's, with 95 % intervals (paired), or None when
     no limit baseline ran."""
     from rich.table import Table
@@ -372,11 +372,11 @@ def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[st
     table.add_column("method")
     table.add_column("split")
     for limit in columns:
-        table.add_column(f"of {labels.get(limit, limit)}", justify="right")
+        table.add_column(f"of {titles.get(limit, limit)}", justify="right")
     for _, r in summary[summary.method.isin(methods)].iterrows():
         for split, short in (("test", "seen tasks"), ("test_unseen", "unseen tasks")):
             if pd.isna(r.get(f"{split}/auc_success", np.nan)):
                 continue
-            table.add_row(labels.get(r["method"], r["method"]), short,
+            table.add_row(titles.get(r["method"], r["method"]), short,
                           *(_bracket(r, f"{split}/auc_share_of_{limit}", ".0%") for limit in columns))
     return table

@@ -106,7 +106,7 @@ def eval_setup(plan: EvalPlan, worker: EvalWorker | None = None, write_cache: bo
                        close=worker.flush if write_cache else None)
 
 
-def plan_episodes(
+def plan_eval_episodes(
     env: Env,
     seen_tasks: Sequence[str],
     unseen_tasks: Sequence[str],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from hera_jax.errors import HeraError
 from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, embed_with_caches
 from hera_jax.features.designs import EMBEDDING_SLOTS, TEXT_DESIGNS, TextDesign, combine, embedding_plan
 from hera_jax.features.encoder import DEFAULT_MODEL, EncoderUnavailableError, load_encoder
+from hera_jax.limits import COUNT, POSITIVE
 
 SCALAR_FEATURES = {
     # fraction of a typical episode already spent: devices get more brittle deeper into long tasks
@@ -25,8 +27,8 @@ SCALAR_FEATURES = {
 }
 
 
-class FeatureSpecError(HeraError, ValueError):
-    pass
+class FeatureSpecError(HeraError):
+    """Not a ValueError, so tyro passes it through and the CLI prints it as one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +36,19 @@ class FeatureSpec:
     """Everything that fixes the router's input; stored with checkpoints and checked when they are loaded."""
 
     encoder: str = DEFAULT_MODEL
+    """sentence-transformers model: the shipped all-MiniLM-L6-v2, a local folder, or a hub id already cached."""
     embedding_dim: int = 384
+    """Output size of the encoder (checked against the cache)."""
     scalar_features: tuple[str, ...] = ("step_frac",)
+    """Scalar features appended to the embedding."""
     horizon: float = 50.0
+    """Steps that count as a full episode for the step_frac feature."""
     text_design: TextDesign = "joint"
-    """How the state text becomes embeddings (features/designs.py): joint, obs_first or segments."""
+    """How the state text is embedded (features/designs.py): joint (one embedding of the whole text; the encoder's
+    256-token limit can cut the current observation), obs_first (current observation first, oldest history cut
+    first) or segments (task, current observation and history items embedded separately)."""
+
+    LIMITS: ClassVar[dict] = {"embedding_dim": COUNT, "horizon": POSITIVE}
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.horizon) or self.horizon <= 0:  # step_frac = step / horizon

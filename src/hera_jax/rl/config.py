@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from hera_jax.features import DEFAULT_MODEL
+from hera_jax.agents.config import AgentsConfig
+from hera_jax.envs.profiles import profile
+from hera_jax.features import FeatureSpec
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
@@ -16,7 +18,7 @@ from hera_jax.router.train import TrainConfig
 class RLConfig:
     """Hera stage 2, iterated: roll out the routed hybrid agent with exploration, group identical states, label
     each group by the routing choice with the higher return net of future cloud calls, fine-tune the router,
-    checkpoint, evaluate on held-out variations. Default agents are STAND-INS, not LLMs (see --cloud, --device)."""
+    checkpoint, evaluate on held-out variations. Default agents are STAND-INS, not LLMs (see --agents.cloud, --agents.device)."""
 
     iters: int = 5
     """RL iterations to reach; rerunning with a larger value (and the same --out) continues a finished run."""
@@ -24,7 +26,7 @@ class RLConfig:
     """Rollouts per training variation and iteration, each with its own exploration seed."""
     train_variations: int | None = None
     """Training variations per task (the first ones of the environment's train split). Default per --env
-    (ENV_DEFAULTS): ScienceWorld 2; TextWorldExpress more, as it has fewer seen tasks (twc 4, cookingworld 6), so
+    (hera_jax.envs.profiles): ScienceWorld 2; TextWorldExpress more, as it has fewer seen tasks (twc 4, cookingworld 6), so
     every environment rolls out about the same number of episodes per iteration."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
@@ -75,12 +77,8 @@ class RLConfig:
     """p(cloud) at or above which the router sends a step to the cloud."""
     env: str = "scienceworld"
     """Environment registry name; must be the environment the IL dataset was collected in."""
-    cloud: str = "oracle"
-    """Cloud agent: 'oracle' = STAND-IN following the gold path (not an LLM); 'openai' = an LLM endpoint."""
-    device: str = "perturbed"
-    """Device agent: 'perturbed' = STAND-IN, gold path with state-dependent mistakes (not an LLM); 'gguf'/'llm'."""
-    device_seed: int = 0
-    """Seed of the device agent (the stand-in's mistakes; an LLM's sampling)."""
+    agents: AgentsConfig = AgentsConfig()
+    """Cloud and device agents (default: STAND-INS, not LLMs), their endpoints, budgets and deadlines."""
     dataset: Path | None = None
     """IL dataset (experiments/collect.py); default: the shipped dataset of --env. Gives the IL start and the IL
     labels that are mixed into every fine-tune."""
@@ -90,10 +88,8 @@ class RLConfig:
     """Start from this IL router checkpoint folder (experiments/il.py's <run>/checkpoint); default: train it here."""
     unseen_tasks: tuple[str, ...] | None = None
     """Task types held out of IL training (default: per-environment choice, as in experiments/il.py)."""
-    encoder: str = DEFAULT_MODEL
-    """Encoder of an IL router trained here (a loaded checkpoint brings its own)."""
-    embedding_dim: int = 384
-    """Output size of --encoder."""
+    features: FeatureSpec = FeatureSpec()
+    """State features of an IL router trained here (a loaded checkpoint brings its own)."""
     il_train: TrainConfig = TrainConfig()
     """Settings of the IL router trained here when no --init-checkpoint is given."""
     train: PreferenceTrainConfig = PreferenceTrainConfig()
@@ -128,11 +124,12 @@ class RLConfig:
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress", "batch_size", "workers",
                                                        "ray_address", "env_call_timeout_s", "max_episode_retries",
-                                                       "fresh_env_per_episode")
+                                                       "fresh_env_per_episode",
+                                                       *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"iters": NON_NEGATIVE, "rollouts_per_task": COUNT, "train_variations": COUNT,
                               "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
                               "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
-                              "window": NON_NEGATIVE, "threshold": PROBABILITY, "embedding_dim": COUNT,
+                              "window": NON_NEGATIVE, "threshold": PROBABILITY,
                               "max_steps": COUNT, "return_tolerance": NON_NEGATIVE,
                               "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT,
                               "batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
@@ -140,17 +137,7 @@ class RLConfig:
 
     def __post_init__(self):
         # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.
-        defaults = ENV_DEFAULTS.get(self.env, ENV_DEFAULTS["scienceworld"])
-        for name, value in defaults.items():
+        sizes = profile(self.env).rl_sizes
+        for name in ("train_variations", "eval_variations"):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-
-
-# Per-environment defaults of the fields left None. ScienceWorld's default tasks are its 6 shortest seen tasks;
-# TextWorldExpress has 3 (twc) or 2 (cookingworld) seen presets, so more variations per task keep about 36
-# exploration rollouts and 18 held-out episodes per iteration everywhere.
-ENV_DEFAULTS: dict[str, dict[str, int]] = {
-    "scienceworld": {"train_variations": 2, "eval_variations": 3},
-    "textworld_express:twc": {"train_variations": 4, "eval_variations": 6},
-    "textworld_express:cookingworld": {"train_variations": 6, "eval_variations": 9},
-}
+                object.__setattr__(self, name, getattr(sizes, name))

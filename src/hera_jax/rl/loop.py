@@ -71,7 +71,7 @@ def finished_iterations(run_dir: Path) -> int:
     return last
 
 
-def agents_label(cloud: Agent, device: Agent) -> str:
+def agents_title(cloud: Agent, device: Agent) -> str:
     stand_ins = [a.name for a in (cloud, device) if a.is_stand_in]
     note = f" (STAND-INS, not LLMs: {', '.join(stand_ins)})" if stand_ins else ""
     return f"cloud={cloud.name}, device={device.name}{note}"
@@ -176,7 +176,7 @@ class RLRun:
     def meta(self) -> dict[str, Any]:
         return {
             "agents": {"cloud": self.cloud.describe(), "device": self.device.describe()},
-            "agents_label": agents_label(self.cloud, self.device),
+            "agents_label": agents_title(self.cloud, self.device),
             "agents_are_stand_ins": bool(self.cloud.is_stand_in or self.device.is_stand_in),
         }
 
@@ -215,7 +215,7 @@ def open_run(
     if config.init_checkpoint is not None:
         spec = load_router(config.init_checkpoint).feature_spec
     else:
-        spec = FeatureSpec(config.encoder, config.embedding_dim)
+        spec = config.features
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
     # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.
@@ -480,7 +480,7 @@ def load_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _report(run: RLRun) -> None:
-    run.console.print(iteration_table(load_history(run.run_dir), agents_label(run.cloud, run.device)))
+    run.console.print(iteration_table(load_history(run.run_dir), agents_title(run.cloud, run.device)))
 
 
 def iteration_table(history: Sequence[dict[str, Any]], agents: str):

@@ -16,7 +16,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState
 
 KNOB = "p(device error) threshold"
-LABEL = "bayes (STAND-IN limit: error model)"
+TITLE = "bayes (STAND-IN limit: error model)"
 
 
 def decide(p_error: np.ndarray, threshold: float) -> np.ndarray:

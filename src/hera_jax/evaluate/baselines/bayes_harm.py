@@ -31,7 +31,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState, normalize_action
 
 KNOB = "expected-harm threshold"
-LABEL = "bayes-harm (STAND-IN limit: error model)"
+TITLE = "bayes-harm (STAND-IN limit: error model)"
 
 # env -> verb of the device's mistake -> (failed, probes), from experiments/probe_irreversible.py (see above)
 UNRECOVERABLE_COUNTS: dict[str, dict[str, tuple[int, int]]] = {

@@ -12,7 +12,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "min logprob"
-LABEL = "device confidence"
+TITLE = "device confidence"
 
 
 def escalate(

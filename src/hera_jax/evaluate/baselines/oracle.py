@@ -14,7 +14,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import normalize_action
 
 KNOB = "-"
-LABEL = "oracle (upper bound)"
+TITLE = "oracle (upper bound)"
 
 
 def decide(device_actions: Sequence[str], cloud_actions: Sequence[str]) -> np.ndarray:

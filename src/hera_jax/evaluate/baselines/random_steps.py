@@ -8,7 +8,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.rollout.routing import seeded_uniform
 
 KNOB = "cloud probability"
-LABEL = "random steps"
+TITLE = "random steps"
 
 
 def decide(uniforms: np.ndarray, rate: float) -> np.ndarray:

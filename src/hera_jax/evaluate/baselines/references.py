@@ -5,7 +5,7 @@ from __future__ import annotations
 from hera_jax.rollout.episode import Chooser, always
 
 KNOB = "-"
-LABEL = "reference"
+TITLE = "reference"
 
 
 def chooser(param: float, ctx, method: str) -> Chooser:

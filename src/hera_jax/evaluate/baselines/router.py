@@ -8,7 +8,7 @@ from hera_jax.rollout.episode import Chooser
 from hera_jax.rollout.routing import routed
 
 KNOB = "threshold"
-LABEL = "router"
+TITLE = "router"
 
 
 def decide(p_cloud: np.ndarray, threshold: float) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "k (steps without reward)"
-LABEL = "SwiftSage heuristic"
+TITLE = "SwiftSage heuristic"
 
 # Observations environments return for an action they cannot parse or execute.
 INVALID_MARKERS = (

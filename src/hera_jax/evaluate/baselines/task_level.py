@@ -18,7 +18,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "share of episodes to cloud"
-LABEL = "task-level router"
+TITLE = "task-level router"
 
 
 def episode_targets(episode: np.ndarray, labels: np.ndarray, num_episodes: int) -> jax.Array:

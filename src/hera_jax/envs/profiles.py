@@ -1,0 +1,105 @@
+"""Everything the experiments know about one environment, in one place: its shipped dataset, which tasks are
+collected, held out and evaluated, the default evaluation and RL sizes, and its constructor options.
+
+Experiments read `profile(env)` instead of branching on the environment's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+_DATA_DIR = Path(__file__).resolve().parents[3] / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSizes:
+    """Default variations per task of an evaluation (experiments/evaluate.py)."""
+
+    dev_per_task: int = 1
+    test_per_task: int = 1
+    unseen_per_task: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSizes:
+    """Default variations per task of an RL iteration (experiments/rl_iter.py)."""
+
+    train_variations: int = 2
+    eval_variations: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvProfile:
+    name: str
+    """Registry name (hera_jax.envs.make_env)."""
+    dataset: Path | None = None
+    """The dataset shipped in data/ (collected with stand-in agents), or None."""
+    unseen_tasks: tuple[str, ...] = ()
+    """Task types held out of training by default (the unseen-task test split)."""
+    collect_tasks: tuple[str, ...] | None = None
+    """Tasks collected by default; None = every task of the environment."""
+    eval_tasks: tuple[str, ...] | None = None
+    """Seen tasks evaluated by default (those the dataset holds); None = every seen task of the dataset."""
+    eval_sizes: EvalSizes = EvalSizes()
+    rl_sizes: RLSizes = RLSizes()
+    option_defaults: tuple[tuple[str, Any], ...] = ()
+    """Constructor options of the environment and their defaults (e.g. ScienceWorld's simplification)."""
+
+    def env_options(self, manifest: dict | None = None, **given: Any) -> dict[str, Any]:
+        """The environment's constructor options: `given` (flags) where not None, else the dataset manifest's
+        `env` entry, else the default. Options this environment does not take are dropped."""
+        recorded = (manifest or {}).get("env", {})
+        return {key: given[key] if given.get(key) is not None else recorded.get(key, default)
+                for key, default in self.option_defaults}
+
+
+# ScienceWorld's 14 collected tasks; the last two are held out entirely from training (unseen-task test split).
+_SCIENCEWORLD_UNSEEN = ("melt", "chemistry-mix-paint-tertiary-color")
+_SCIENCEWORLD_SEEN = (
+    "boil", "change-the-state-of-matter-of", "chemistry-mix", "chemistry-mix-paint-secondary-color", "find-animal",
+    "find-plant", "freeze", "lifespan-longest-lived", "measure-melting-point-known-substance", "power-component",
+    "test-conductivity", "use-thermometer",
+)
+
+PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
+    EnvProfile(
+        "scienceworld",
+        dataset=_DATA_DIR / "scienceworld_standin",
+        unseen_tasks=_SCIENCEWORLD_UNSEEN,
+        collect_tasks=_SCIENCEWORLD_SEEN + _SCIENCEWORLD_UNSEEN,
+        # the shorter seen tasks, so the default evaluation fits in minutes on 2 CPU cores (boil, freeze and the
+        # melting-point tasks run 35-60 steps an episode); --tasks all evaluates all of the dataset's tasks
+        eval_tasks=("chemistry-mix", "chemistry-mix-paint-secondary-color", "find-animal", "find-plant",
+                    "lifespan-longest-lived", "power-component", "test-conductivity", "use-thermometer"),
+        # resets take seconds: 1 dev + 1 test variation of 8 seen tasks
+        eval_sizes=EvalSizes(dev_per_task=1, test_per_task=1, unseen_per_task=2),
+        # its 6 shortest seen tasks x 2 variations x 3 rollouts: about 36 exploration rollouts an iteration
+        rl_sizes=RLSizes(train_variations=2, eval_variations=3),
+        option_defaults=(("simplification", "easy"),),
+    ),
+    # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
+    # It has 2-3 seen presets and 1 unseen one, so more variations each (6 seen-task test episodes per evaluation
+    # point on twc, 4 on cookingworld, 3 unseen-task ones; RL keeps about 36 rollouts and 18 held-out episodes).
+    *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
+                 unseen_tasks=(f"{game}-doors",), eval_sizes=EvalSizes(2, 2, 3),
+                 rl_sizes=RLSizes(train_variations=train, eval_variations=held_out))
+      for game, train, held_out in (("twc", 4, 6), ("cookingworld", 6, 9))),
+    # The paper's other environments: adapters exist (hera_jax/envs), no dataset is shipped.
+    EnvProfile("alfworld"),
+    EnvProfile("webshop"),
+    EnvProfile("appworld"),
+)}
+
+# Environments with a dataset in data/.
+SHIPPED_DATASETS: dict[str, Path] = {name: p.dataset for name, p in PROFILES.items() if p.dataset is not None}
+
+
+def profile(env: str) -> EnvProfile:
+    """The profile of a registry name; a variant without its own profile (e.g. 'webshop:http://host:3000') gets its
+    base environment's, and an environment without one gets the generic defaults."""
+    if env in PROFILES:
+        return PROFILES[env]
+    base = env.partition(":")[0]
+    return PROFILES[base] if base in PROFILES else EnvProfile(env)

@@ -1,0 +1,477 @@
+"""Evaluate routers against baselines (experiments/evaluate.py is its command line): success vs cloud-step ratio
+frontiers on held-out variations and unseen task types of one environment, budget targeting, headline numbers, a
+plot, or the same recomputed offline from recorded rollouts.
+
+A router may be evaluated in an environment it was not trained on (cross-environment) when its features and state
+format match; the output names the data each router was trained on.
+
+The default agents are STAND-INS (cloud = gold-path oracle, device = perturbed gold path), not LLMs; every output
+says so. Run folder: frontier.png, points.csv/json (every point), episodes.csv, summary.json (headline numbers),
+rollouts.jsonl (every step, for --replay-from), config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from hera_jax.agents.config import AgentsConfig, agent_factories
+from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, load_il_table, manifest_agents_title,
+                              resolve_dataset)
+from hera_jax.envs.profiles import profile
+from hera_jax.errors import HeraError
+from hera_jax.evaluate.baselines import BASELINES, LIMITS, METHOD_MODULES, task_level
+from hera_jax.evaluate.episodes import PriceTable, episode_table
+from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
+                                     rich_headline, rich_limit_shares, with_intervals)
+from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
+from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
+from hera_jax.rollout.engine import states_embedded
+from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
+from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, new_run_dir
+
+ROLLOUTS_FILE = "rollouts.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Frontiers of step-level routers vs baselines (success vs cloud-step ratio) on held-out tasks."""
+
+    routers: tuple[str, ...] = ()
+    """Trained routers as NAME=CHECKPOINT_DIR[@STEP|@all], any number, e.g. il=runs/il/X/checkpoint
+    rl=runs/rl/Y/checkpoints@all (one curve per RL iteration: rl0, rl1, ...). Default: il=<newest runs/il/*>."""
+    dataset: Path | None = None
+    """IL dataset: its tasks are evaluated, the task-level baseline is trained on its train split, its features
+    cache is read. Default: the shipped dataset of --env."""
+    env: str = "scienceworld"
+    """Environment registry name."""
+    tasks: tuple[str, ...] | None = None
+    """Seen task types to evaluate, or 'all' for every seen task of the dataset (default: the environment profile's
+    evaluation tasks the dataset holds, e.g. 8 short ScienceWorld tasks; else all)."""
+    unseen_tasks: tuple[str, ...] | None = None
+    """Task types the routers never trained on (default: those of the first router's IL run, else the env default)."""
+    dev_per_task: int | None = None
+    """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
+    (hera_jax.envs.profiles): ScienceWorld 1; TextWorldExpress, whose seen tasks are few, 2."""
+    test_per_task: int | None = None
+    """Test-split variations per seen task (default per --env: ScienceWorld 1, TextWorldExpress 2)."""
+    unseen_per_task: int | None = None
+    """Test-split variations per unseen task (default per --env: ScienceWorld 2, TextWorldExpress 3)."""
+    thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """Router thresholds swept (p_cloud >= threshold -> cloud)."""
+    baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
+    """Baselines to run (registry: random, task_level, device_confidence, swiftsage, oracle, bayes, bayes_harm).
+    oracle, bayes and bayes_harm are STAND-IN-only limits: they read the stand-in device's dice (oracle) or its error
+    model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold)."""
+    random_rates: tuple[float, ...] = (0.3, 0.6)
+    """Cloud probabilities of the random step-routing baseline."""
+    task_level_shares: tuple[float, ...] = (0.3, 0.6)
+    """Shares of episodes the task-level router sends to the cloud."""
+    bayes_thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """STAND-IN limit `bayes`: cloud where the stand-in device's error probability is at least this."""
+    bayes_harm_thresholds: tuple[float, ...] = (0.1, 0.25, 0.5)
+    """STAND-IN limit `bayes_harm`: cloud where p(device error) x p(the error is unrecoverable) is at least this."""
+    swiftsage_k: tuple[int, ...] = (1, 3)
+    """SwiftSage heuristic: escalate after this many steps without reward (or an invalid action)."""
+    confidence_min_logprob: tuple[float, ...] = (-4.0, -2.0, -1.0, -0.5)
+    """Device-confidence baseline: escalate when the device's action log-probability is below this."""
+    confidence_max_entropy: float = math.inf
+    """Device-confidence baseline: also escalate when the mean next-token entropy is above this."""
+    cloud_budget: float = 0.3
+    """Target cloud-step ratio: each method's knob is picked on dev to stay within it, then reported on test."""
+    prices: PriceTable = PriceTable()
+    """Cloud price table for the cost estimate."""
+    agents: AgentsConfig = AgentsConfig()
+    """Cloud and device agents (default: STAND-INS, not LLMs; the device seed defaults to the dataset's, so the
+    stand-in device is the one the router learned), their endpoints, budgets and deadlines."""
+    max_steps: int | None = None
+    """Per-episode step limit (default: the dataset's, which the router's step feature was trained with)."""
+    features_cache: Path = RUNS_ROOT / "evaluate" / "features"
+    """The evaluation's own embedding cache (kept across runs so reruns embed nothing); datasets' caches are only read."""
+    seed: int = 0
+    """Seed of the random baseline's draws."""
+    replay_from: Path | None = None
+    """Recompute metrics, table and plot from this run folder's recorded rollouts; no agent or simulator runs.
+    --cloud-budget and --prices apply anew; outputs go to --out (default: that folder)."""
+    out: Path | None = None
+    """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
+    progress: bool = True
+    """Show progress bars."""
+    batch_size: int = 8
+    """Episodes each worker steps together in lockstep (one simulator each; one routing call per router and step)."""
+    workers: int = 1
+    """>1: run episodes on this many Ray workers (same records as in-process; each worker embeds its own new states
+    and writes none to --features-cache)."""
+    ray_address: str = ""
+    """Ray cluster address; empty starts a local Ray."""
+
+    # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "batch_size",
+                                                       "workers", "ray_address",
+                                                       *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
+    LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
+                              "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
+                              "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
+                              "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
+                              "max_steps": COUNT}
+
+    def __post_init__(self):
+        # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
+        sizes = profile(self.env).eval_sizes
+        for name in ("dev_per_task", "test_per_task", "unseen_per_task"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(sizes, name))
+
+
+def _method_title(method: str, training: dict[str, list[dict]] | None = None) -> str:
+    if method in BASELINES:
+        return BASELINES[method].TITLE
+    if method in ("device_only", "cloud_only"):
+        return method.replace("_", " ")
+    if training and method in training:
+        return f"router: {method} (trained on {_training_title(training[method])})"
+    return f"router: {method}"
+
+
+def _checkpoint_steps(path: Path) -> list[int]:
+    """Finished orbax steps in a checkpoint folder (orbax names each step's folder by its number)."""
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
+    """NAME=DIR (latest step), NAME=DIR@STEP, or NAME=DIR@all (one router per step, named NAME<step>: e.g. every RL
+    iteration of experiments/rl_iter.py's <run>/checkpoints)."""
+    if not config.routers:
+        runs = sorted(p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir())
+        if not runs:
+            raise HeraError("no trained router: run experiments/il.py first, or pass --routers il=PATH/checkpoint")
+        return {"il": (runs[-1], None)}
+    routers: dict[str, tuple[Path, int | None]] = {}
+    for item in config.routers:
+        name, sep, target = item.partition("=")
+        path, _, step = target.partition("@")
+        if not sep or not name or not path:
+            raise HeraError(f"--routers expects NAME=CHECKPOINT_DIR[@STEP|@all], got {item!r}")
+        if name in METHOD_MODULES or name in ("device_only", "cloud_only") or "/" in name:
+            raise HeraError(f"router name {name!r} clashes with a baseline name or contains '/'; pick another")
+        path = Path(path)
+        if not path.is_dir():
+            raise HeraError(f"router {name}: {path} is not a checkpoint folder")
+        if step == "all":
+            steps = _checkpoint_steps(path)
+            if not steps:
+                raise HeraError(f"router {name}: {path} holds no finished checkpoint steps")
+            routers.update({f"{name}{s}": (path, s) for s in steps})
+        elif step:
+            if not step.isdigit():
+                raise HeraError(f"router {name}: step must be a number or 'all', got {step!r}")
+            routers[name] = (path, int(step))
+        else:
+            routers[name] = (path, None)
+    return routers
+
+
+def _router_run_info(checkpoint: Path) -> dict:
+    metrics = checkpoint.parent / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.exists() else {}
+
+
+def _dataset_source(dataset: str | Path, unseen: list[str] | None = None) -> dict:
+    """A `StepTable.trained_on()`-style entry for a dataset folder, read from its manifest."""
+    try:
+        manifest = read_manifest(dataset)
+    except HeraError:
+        manifest = {}
+    settings = manifest.get("settings", {})
+    return {"dataset": str(dataset), "env": dataset_env(manifest), "unseen_tasks": unseen,
+            **{k: settings.get(k) for k in STATE_FORMAT_FIELDS}}
+
+
+def router_training(checkpoint: Path, meta: dict) -> list[dict]:
+    """What a router was trained on, one entry per dataset (folder, env, unseen tasks, state format), from its
+    checkpoint metadata (experiments/il.py writes `trained_on`), else its IL run's metrics.json, else the
+    config.json of the RL run it belongs to (<run>/checkpoints). Empty when none of these says."""
+    if meta.get("trained_on"):
+        return list(meta["trained_on"])
+    info = _router_run_info(checkpoint)
+    if info.get("trained_on"):
+        return list(info["trained_on"])
+    if info.get("dataset"):
+        return [_dataset_source(info["dataset"], info.get("unseen_tasks"))]
+    rl_config = checkpoint.parent / "config.json"
+    if rl_config.exists():
+        config = json.loads(rl_config.read_text())
+        env = config.get("env")
+        dataset = config.get("dataset") or (profile(env).dataset if env else None)
+        if dataset:
+            return [_dataset_source(dataset, config.get("unseen_tasks"))]
+    return []
+
+
+def _training_title(sources: list[dict]) -> str:
+    """Short names of the environments a router was trained on, e.g. 'scienceworld + twc'."""
+    if not sources:
+        return "unknown data"
+    names = [str(s.get("env") or Path(s["dataset"]).name) for s in sources]
+    return " + ".join(n.removeprefix("textworld_express:") for n in names)
+
+
+def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict, notes: list[str],
+                  timings: dict, console, training: dict[str, list[dict]] | None = None) -> dict:
+    """Everything derived from the recorded rollouts: episodes/points CSV+JSON, summary, plot, table."""
+    episodes = episode_table(rows, config.prices)
+    if episodes.empty:
+        raise HeraError(f"{out}: no complete evaluation episodes to report")
+    point_intervals, method_intervals = interval_tables(episodes, LIMITS, seed=config.seed)
+    points = with_intervals(points_table(episodes), point_intervals)
+    order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
+    methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
+    summary = headline(points, config.cloud_budget, [m for m in methods if m in set(points.method)], method_intervals)
+    agents_title = manifest_agents_title(agents)
+    titles = {m: _method_title(m, training) for m in methods}
+    episodes.to_csv(out / "episodes.csv", index=False)
+    points.assign(label=points.method.map(titles)).to_csv(out / "points.csv", index=False)
+    write_json_atomic(out / "points.json", json.loads(points.to_json(orient="records")))
+    picked = {r["method"]: r["budget_param"] for _, r in summary.iterrows()
+              if "budget_param" in r and not pd.isna(r["budget_param"])}
+    plot_path = plot_frontiers(points, out / "frontier.png", agents_title, config.cloud_budget, titles, picked,
+                               method_intervals)
+    result = {
+        "agents": agents,
+        "agents_label": agents_title,
+        "cloud_budget": config.cloud_budget,
+        "prices": dataclasses.asdict(config.prices),
+        "tokens_estimated": bool(episodes.tokens_estimated.any()),
+        "headline": json.loads(summary.to_json(orient="records")),
+        "intervals": {
+            "confidence": 0.95, "seed": config.seed,
+            "method": "scipy.stats.bootstrap (BCa; percentile where BCa is undefined), 9999 resamples of the "
+                      "(task, variation) episode units of each eval split, the same resample for every method "
+                      "(paired); *_ci keys in headline",
+            "frontier_areas": json.loads(method_intervals.to_json(orient="records")),
+        },
+        "router_training": training or {},
+        "notes": notes,
+        "timings_s": timings,
+        "plot": str(plot_path),
+    }
+    write_json_atomic(out / "summary.json", result)
+    console.print(rich_headline(summary, config.cloud_budget, f"Routing frontier — {agents_title}", titles))
+    shares = rich_limit_shares(summary, [m for m in methods if m not in BASELINES and m not in REFERENCES],
+                               list(LIMITS), titles)
+    if shares is not None:
+        console.print(shares)
+    for note in notes:
+        console.print(f"[yellow]note[/]: {note}")
+    if result["tokens_estimated"]:
+        console.print("[yellow]note[/]: cloud tokens and $ are ESTIMATED from prompt length (the cloud agent reports "
+                      "none); prices: " + config.prices.model)
+    console.print(f"plot: {plot_path}\npoints: {out / 'points.csv'}  summary: {out / 'summary.json'}")
+    return result
+
+
+def replay(config: EvalConfig, console) -> dict:
+    source = config.replay_from
+    if not (source / ROLLOUTS_FILE).exists():
+        raise HeraError(f"{source}: no {ROLLOUTS_FILE}; --replay-from needs a folder written by experiments/evaluate.py")
+    recorded = json.loads((source / "config.json").read_text()) if (source / "config.json").exists() else {}
+    rows, report = read_steps(source / ROLLOUTS_FILE)
+    for problem in report.problems:
+        console.print(f"[yellow]warning[/]: {problem}")
+    out = config.out or source
+    notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
+    with locked_run_dir(out, "evaluate.py run"):
+        if out != source:
+            write_json_atomic(out / "config.json", {**recorded, "replay": config_json(config)})
+        return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console,
+                             recorded.get("router_training"))
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Run (or resume, or with --replay-from recompute) an evaluation and write its run folder."""
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 150))  # the table is wide; keep it readable when piped
+    if config.replay_from is not None:
+        return replay(config, console)
+    started = time.perf_counter()
+    unknown = [b for b in config.baselines if b not in BASELINES]
+    if unknown:
+        raise HeraError(f"unknown baseline(s) {unknown}; available: {', '.join(BASELINES)}")
+    if not 0.0 <= config.cloud_budget <= 1.0:
+        raise HeraError(f"--cloud-budget must be in [0, 1], got {config.cloud_budget}")
+    dataset = resolve_dataset(config.dataset, config.env)
+    manifest = read_manifest(dataset)
+    settings = manifest.get("settings", {})
+    router_paths = _parse_routers(config)
+    eval_env = dataset_env(manifest) or config.env
+    if eval_env != config.env:
+        raise HeraError(f"{dataset}/manifest.json: env.name is {eval_env!r}, not --env {config.env!r}; pass the "
+                        "dataset of the environment being evaluated")
+    # --- which data each router was trained on; routers trained on other state formats are refused ------------
+    from hera_jax.router.checkpoint import latest_step, load_router
+
+    # the step each router loads, resolved once so the report and config.json say which checkpoint was used
+    router_paths = {name: (path, latest_step(path) if step is None else step)
+                    for name, (path, step) in router_paths.items()}
+    bundles = {name: load_router(path, step) for name, (path, step) in router_paths.items()}
+    for name, (path, step) in router_paths.items():
+        console.print(f"router {name}: checkpoint step {step} of {path}")
+    training = {name: router_training(path, bundles[name].meta) for name, (path, _) in router_paths.items()}
+    for name, sources in training.items():
+        for source in sources:
+            for field in STATE_FORMAT_FIELDS:
+                mine, theirs = settings.get(field), source.get(field)
+                if mine is not None and theirs is not None and mine != theirs:
+                    raise HeraError(
+                        f"router {name} was trained on {source['dataset']} with settings.{field}={theirs!r}, but "
+                        f"{dataset}/manifest.json has {field}={mine!r}: its states would be built differently than "
+                        "in training; evaluate it on data collected with the same setting"
+                    )
+    unseen = config.unseen_tasks
+    if unseen is None:
+        # the first router's unseen tasks in this environment, if it was trained here; else this env's default
+        first = next(iter(training.values()))
+        own = [s for s in first if s.get("env") == config.env and s.get("unseen_tasks") is not None]
+        unseen = tuple(own[0]["unseen_tasks"]) if own else profile(config.env).unseen_tasks
+    table = load_il_table(dataset, ())
+    table = hold_out_tasks(table, [t for t in unseen if t in set(table.task.tolist())])
+    dataset_seen = sorted(set(table.task.tolist()) - set(unseen))
+    if config.tasks == ("all",):
+        seen = tuple(dataset_seen)
+    elif config.tasks:
+        seen = config.tasks
+    else:
+        seen = tuple(t for t in profile(config.env).eval_tasks or () if t in dataset_seen) or tuple(dataset_seen)
+
+    out = config.out or new_run_dir(RUNS_ROOT, "evaluate")
+    with locked_run_dir(out, "evaluate.py run"):
+        if (out / "config.json").exists():
+            check_resume(out, config, stored=json.loads((out / "config.json").read_text()).get("config", {}))
+        return evaluate_into(config, out, console, started, dataset, settings, router_paths, bundles, training,
+                             unseen, table, seen)
+
+
+def evaluate_into(config: EvalConfig, out: Path, console, started: float, dataset, settings: dict,
+                  router_paths: dict, bundles: dict, training: dict, unseen, table, seen) -> dict:
+    """Run the evaluation episodes into `out` (locked; resumed per episode) and write the report."""
+
+    # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
+    from hera_jax.envs import make_env
+    from hera_jax.rollout.engine import EngineConfig
+    from hera_jax.rollout.episode import EpisodeSettings
+
+    read_dirs = [Path(dataset) / "features"] + [
+        Path(source["dataset"]) / "features" for sources in training.values() for source in sources
+    ]
+    device_seed = config.agents.seed(default=settings.get("device_seed", 0))
+    make_cloud, make_device = agent_factories(config.agents, share=config.workers, default_seed=device_seed)
+    env_options = profile(config.env).env_options(read_manifest(dataset))
+    max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
+    eval_plan = EvalPlan(
+        make_env=functools.partial(make_env, config.env, step_limit=max_steps + 10, **env_options),
+        make_cloud=make_cloud,
+        make_device=make_device,
+        settings=EpisodeSettings(history_k=settings.get("history_k", 3),
+                                 max_obs_chars=settings.get("max_obs_chars", 400), max_steps=max_steps),
+        routers=router_paths, features_cache=config.features_cache, read_dirs=tuple(dict.fromkeys(read_dirs)),
+        seed=config.seed, options={"max_entropy": config.confidence_max_entropy},
+    )
+    worker = eval_context(eval_plan)  # the in-process worker; its context also decides which baselines can run
+    ctx = worker.context
+    agents = {"cloud": ctx.cloud.describe(), "device": ctx.device.describe()}
+    env = make_env(config.env, step_limit=max_steps + 10, **env_options)  # plans the variations
+    notes = []
+    for name, sources in training.items():
+        if not sources:
+            notes.append(f"router {name}: its checkpoint does not say which data it was trained on")
+        elif config.env not in {s.get("env") for s in sources}:
+            notes.append(f"router {name} was trained on {_training_title(sources)} only, not on {config.env}: "
+                         "cross-environment, every task here is unseen to it")
+    try:
+        t0 = time.perf_counter()
+        if "task_level" in config.baselines:
+            ctx.task_router = _train_task_router(table, next(iter(worker.embedders.values())).embed)
+        task_router_s = time.perf_counter() - t0
+
+        knobs = {
+            "random": config.random_rates,
+            "task_level": config.task_level_shares,
+            "device_confidence": config.confidence_min_logprob,
+            "swiftsage": tuple(float(k) for k in config.swiftsage_k),
+            "oracle": (None,),
+            "bayes": config.bayes_thresholds,
+            "bayes_harm": config.bayes_harm_thresholds,
+        }
+        all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
+        points = [MethodPoint(m, None, "reference", test_splits) for m in ("device_only", "cloud_only")]
+        for name in ctx.routers:
+            points += [MethodPoint(name, t, "router", all_splits) for t in config.thresholds]
+        for name in config.baselines:
+            module = BASELINES[name]
+            reason = module.unavailable(ctx)
+            if reason is not None:
+                notes.append(f"{module.TITLE} baseline unavailable: {reason}")
+                continue
+            splits = test_splits if knobs[name] == (None,) else all_splits
+            points += [MethodPoint(name, p, name, splits) for p in knobs[name]]
+        eval_plan = dataclasses.replace(
+            eval_plan, points=tuple(points),
+            task_router=dataclasses.replace(ctx.task_router, embed=None) if ctx.task_router is not None else None)
+
+        per_split = {"dev": config.dev_per_task, "test": config.test_per_task, "test_unseen": config.unseen_per_task}
+        plan = plan_eval_episodes(env, seen, unseen, per_split)
+        write_json_atomic(out / "config.json", {
+            "config": config_json(config), "agents": agents,
+            "routers": {k: f"{p}@{step}" for k, (p, step) in router_paths.items()},
+            "router_training": training,
+            "dataset": str(dataset), "seen_tasks": list(seen), "unseen_tasks": list(unseen),
+            "device_seed": device_seed, "notes": notes,
+            "episodes": [dataclasses.asdict(e) for e in plan],
+        })
+        t0 = time.perf_counter()
+        engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address)
+        ran = run_online(env.name, plan, eval_plan, out / ROLLOUTS_FILE, engine, show_progress=config.progress,
+                         worker=worker)
+        counts = {"episodes_run": ran.episodes_run, "episodes_resumed": ran.episodes_resumed,
+                  "steps_run": ran.steps_run}
+        rollout_s = time.perf_counter() - t0
+    finally:
+        worker.flush()
+        env.close()
+    rows, report = read_steps(out / ROLLOUTS_FILE)
+    for problem in report.problems:
+        console.print(f"[yellow]warning[/]: {problem}")
+    timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
+               "states_embedded": states_embedded(ran.accounting), **counts}
+    console.print(
+        f"{counts['episodes_run']} episodes run ({counts['episodes_resumed']} already on disk), {counts['steps_run']} "
+        f"steps, {timings['states_embedded']} states newly embedded; rollouts {rollout_s:.0f}s, total "
+        f"{timings['total']:.0f}s"
+    )
+    return write_outputs(out, rows, config, agents, notes, timings, console, training)
+
+
+
+def _train_task_router(table, embed) -> task_level.TaskRouter:
+    """Fit the task-level baseline on the IL dataset's train episodes (first state -> share of needs-cloud steps)."""
+    train = table.mask("train")
+    episodes, index = np.unique(table.episode_id[train], return_inverse=True)
+    targets = np.asarray(task_level.episode_targets(index, table.label[train], len(episodes)))
+    first = np.flatnonzero(train & (table.step == 0))
+    order = np.searchsorted(episodes, table.episode_id[first])
+    texts = [None] * len(episodes)
+    for position, row in zip(order, first):
+        texts[position] = table.state_text[row]
+    if any(t is None for t in texts):
+        raise HeraError("some train episodes have no step 0; the dataset is incomplete")
+    return task_level.train(texts, targets, embed)
+

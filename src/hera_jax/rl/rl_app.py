@@ -1,0 +1,75 @@
+"""Stage 2 (cost-aware RL) as one run (experiments/rl_iter.py is its command line): start from the IL router, then
+per iteration roll out the routed hybrid agent with exploration, group identical states, label each group by the
+routing choice with the higher return net of future cloud calls, fine-tune, checkpoint and evaluate on held-out
+variations. Rerunning with the same --out (or --resume) continues after the last finished iteration.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+from hera_jax.agents.config import build_agents
+from hera_jax.dataset import resolve_dataset
+from hera_jax.envs import make_env
+from hera_jax.envs.profiles import profile
+from hera_jax.errors import HeraError
+from hera_jax.rl.config import RLConfig
+from hera_jax.rl.loop import open_run, run_rl
+from hera_jax.rollout.records import read_manifest
+from hera_jax.runs import RUNS_ROOT, locked_run_dir, new_run_dir
+
+RUNS = RUNS_ROOT / "rl"
+
+
+def resolve_run_dir(config: RLConfig) -> Path:
+    if config.out is not None:
+        return config.out
+    if config.resume:
+        runs = sorted(p for p in RUNS.glob("*") if (p / "config.json").exists()) if RUNS.exists() else []
+        if not runs:
+            raise HeraError(f"--resume: no run under {RUNS} to resume; start one without --resume")
+        return runs[-1]
+    return new_run_dir(RUNS_ROOT, "rl")
+
+
+def check_dataset_env(collected_in: str | None, env: str, dataset: Path) -> None:
+    """The IL dataset must come from the environment the RL rollouts run in (a manifest that names only the base
+    environment, e.g. 'webshop' for 'webshop:<url>', matches any of its variants)."""
+    if collected_in is None or collected_in == env or (":" not in collected_in and collected_in == env.partition(":")[0]):
+        return
+    raise HeraError(f"{dataset}/manifest.json: env.name is {collected_in!r}, not --env {env!r}; pass --dataset of "
+                    f"that environment, or --env {collected_in}")
+
+
+def train_rl(config: RLConfig) -> list[dict]:
+    """Run (or resume) the RL stage in its run folder; returns the per-iteration history."""
+    from rich.console import Console
+
+    console = Console() if Console().is_terminal else Console(width=160)
+    started = time.perf_counter()
+    dataset = resolve_dataset(config.dataset, config.env)
+    features_dir = config.features_dir or Path(dataset) / "features"
+    run_dir = resolve_run_dir(config)
+    manifest = read_manifest(dataset)
+    check_dataset_env(manifest.get("env", {}).get("name"), config.env, dataset)
+    env_options = profile(config.env).env_options(manifest)
+    with locked_run_dir(run_dir, "rl_iter.py run"):
+        cloud, device = build_agents(config.agents)
+        console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
+        make_simulator = functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options)
+        env = make_simulator()
+        try:
+            run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console,
+                           make_env=make_simulator)
+            console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
+                          f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out "
+                          "variations")
+            history = run_rl(run)
+        finally:
+            env.close()
+    console.print(f"wrote {run_dir}/iter_*/metrics.json, {run_dir}/summary.json and {run_dir}/checkpoints "
+                  f"({time.perf_counter() - started:.0f}s)")
+    return history
+

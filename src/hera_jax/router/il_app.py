@@ -1,0 +1,191 @@
+"""Stage 1 (imitation learning) as one run (experiments/il.py is its command line): train the router to predict
+"needs cloud" from state features.
+
+Loads a collected dataset (default: the shipped ScienceWorld one, collected with STAND-IN agents, see its
+manifest), embeds each distinct state once (cached), trains the jitted Flax router with early stopping on dev,
+prints dev / test / unseen-task metrics, and writes metrics.json and an orbax checkpoint into a new run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import jax
+import numpy as np
+
+from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
+from hera_jax.errors import HeraError
+from hera_jax.features import FeatureSpec
+from hera_jax.limits import PROBABILITY
+from hera_jax.rollout.records import write_json_atomic
+from hera_jax.router.checkpoint import save_router
+from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
+from hera_jax.router.sharding import data_mesh
+from hera_jax.router.train import TrainConfig
+from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
+
+
+@dataclasses.dataclass(frozen=True)
+class ILConfig:
+    """Train the IL router (Hera stage 1) on a collected dataset."""
+
+    env: str = "scienceworld"
+    """Environment whose shipped dataset is used when --dataset is not given."""
+    dataset: Path | None = None
+    """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
+    extra_datasets: tuple[str, ...] = ()
+    """More datasets to train the same router on, as folders or environment names of shipped datasets (e.g.
+    textworld_express:twc). Each keeps its own splits, IL labels, unseen tasks and features cache
+    (<dataset>/features); their state format (history_k, max_obs_chars) and agents must match."""
+    features_dir: Path | None = None
+    """Where the embedding cache lives (default: <dataset>/features; with --extra-datasets it applies to the first
+    dataset only). Only missing states are embedded."""
+    features: FeatureSpec = FeatureSpec()
+    """How states become the router's input: encoder, embedding size, scalar features, text design."""
+    unseen_tasks: tuple[str, ...] | None = None
+    """Task types kept out of training and evaluated as 'test_unseen' (default: chosen per environment of the
+    dataset's manifest; ScienceWorld: melt, chemistry-mix-paint-tertiary-color; with --extra-datasets: each
+    dataset's own default)."""
+    train: TrainConfig = TrainConfig()
+    """Router and optimiser settings."""
+    threshold: float = 0.5
+    """p(cloud) at or above which a state is routed to the cloud in the reported metrics."""
+    data_parallel: bool = True
+    """With several local devices (TPU cores, GPUs), split every minibatch over all of them (jax.sharding Mesh)."""
+    out: Path | None = None
+    """New run folder for metrics.json and the checkpoint (default: runs/il/<timestamp>). Must not exist yet."""
+
+    LIMITS: ClassVar[dict] = {"threshold": PROBABILITY}
+
+
+def plot_training_curve(result, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = int(result.epochs_run)
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(np.asarray(result.train_loss[:epochs]), label="train")
+    ax_loss.plot(np.asarray(result.dev_loss[:epochs]), label="dev")
+    ax_loss.set(xlabel="epoch", ylabel="weighted BCE", title="loss")
+    ax_loss.legend()
+    ax_auc.plot(np.asarray(result.dev_auroc[:epochs]), color="C1")
+    ax_auc.axvline(int(result.best_epoch), color="grey", ls="--", label=f"best epoch {int(result.best_epoch)}")
+    ax_auc.set(xlabel="epoch", ylabel="AUROC", title="dev AUROC")
+    ax_auc.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_il(config: ILConfig) -> dict:
+    """Train the IL router into a new run folder; returns the summary written to metrics.json."""
+    from rich.console import Console
+
+    console = Console() if Console().is_terminal else Console(width=120)
+    started = time.perf_counter()
+    dataset = resolve_dataset(config.dataset, config.env)
+    out = config.out or new_run_dir(RUNS_ROOT, "il")
+    with locked_run_dir(out, "il.py run"):
+        require_empty(out)
+        return train_into(config, Path(dataset), out, console, started)
+
+
+def train_into(config: ILConfig, dataset: Path, out: Path, console, started: float) -> dict:
+    """Train, evaluate and write the run folder `out` (locked and empty)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
+    table = load_union_table(datasets, config.unseen_tasks)
+    unseen = table.unseen_tasks
+    # before embedding anything: fail fast on one-class or empty splits
+    check_trainable(table, " + ".join(str(d) for d in datasets))
+    for problem in table.report.problems:  # escaped: a reported row value may look like rich markup
+        console.print(f"[yellow]warning[/]: {escape(problem)}")
+    spec = config.features
+    t0 = time.perf_counter()
+    features, num_new = build_features(table, spec, config.features_dir)
+    featurize_s = time.perf_counter() - t0
+    devices = jax.local_devices()
+    mesh = data_mesh(devices) if config.data_parallel and len(devices) > 1 else None
+    try:
+        params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
+                                                              config.threshold, mesh)
+    except HeraError:  # already says what to do (e.g. training diverged to NaN)
+        raise
+    except ValueError as e:  # e.g. a batch size that does not divide over the devices
+        raise HeraError(f"{e} (or pass --no-data-parallel)") from None
+    trained_on = table.trained_on()
+    by_dataset = (
+        {t["env"]: split_metrics(table, features, config.train, params, config.threshold, table.source_mask(i))
+         for i, t in enumerate(trained_on)}
+        if len(datasets) > 1 else {}
+    )
+
+    agents = table.manifest.get("agents", {})
+    stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
+    agent_label = ", ".join(f"{role}={a.get('name')}" for role, a in agents.items()) + (
+        " (STAND-INS, not LLMs)" if stand_in else ""
+    )
+    summary = {
+        "dataset": str(dataset),
+        "datasets": [str(d) for d in datasets],
+        "envs": [t["env"] for t in trained_on],
+        "trained_on": trained_on,
+        "agents": agents,
+        "agents_are_stand_ins": stand_in,
+        "num_steps": len(table),
+        "num_episodes": int(len(set(table.episode_id.tolist()))),
+        "num_distinct_states": len(set(table.state_key)),
+        "newly_embedded_states": num_new,
+        "devices": [str(d) for d in devices],
+        "data_parallel_devices": mesh.size if mesh is not None else 1,
+        "unseen_tasks": list(unseen),
+        "best_epoch": int(result.best_epoch),
+        "epochs_run": int(result.epochs_run),
+        "metrics": metrics,
+        "metrics_by_dataset": by_dataset,
+        "threshold": config.threshold,
+        "timings_s": {"featurize": featurize_s, "train_incl_compile": train_s},
+    }
+    meta = {
+        "il_summary": {k: summary[k] for k in ("dataset", "datasets", "agents", "agents_are_stand_ins", "metrics")},
+        "trained_on": trained_on,
+    }
+    save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
+    summary["timings_s"]["total"] = time.perf_counter() - started
+    write_json_atomic(out / "metrics.json", summary)
+    write_json_atomic(out / "config.json", config_json(config))
+    plot_training_curve(result, out / "training_curve.png", f"IL router — agents: {agent_label}")
+
+    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — agents: {agent_label}"
+    rich_table = Table(title=title)
+    columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC",
+               f"cloud-step ratio @{config.threshold:g}")
+    if by_dataset:
+        rich_table.add_column("dataset", no_wrap=True)
+    for col in columns:
+        rich_table.add_column(col, justify="right")
+    sections = [("all", metrics)] + list(by_dataset.items()) if by_dataset else [(None, metrics)]
+    for name, section in sections:
+        for split, m in section.items():
+            rich_table.add_row(
+                *((name,) if name else ()), split, str(m["states"]), f"{m['positive_rate']:.3f}",
+                f"{m['accuracy']:.3f}", f"{m['majority_accuracy']:.3f}", f"{m['auroc']:.3f}",
+                f"{m['cloud_step_ratio']:.3f}",
+            )
+    console.print(rich_table)
+    console.print(
+        f"{summary['num_episodes']} episodes, {len(table)} steps, {summary['num_distinct_states']} distinct states "
+        f"({num_new} newly embedded); best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
+        f"featurize {featurize_s:.1f}s, train {train_s:.1f}s (incl. compile), total {summary['timings_s']['total']:.1f}s"
+    )
+    console.print(f"wrote {out / 'metrics.json'}, {out / 'training_curve.png'} and {out / 'checkpoint'}")
+    return summary
+

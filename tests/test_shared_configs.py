@@ -1,0 +1,172 @@
+"""The shared nested configs (`--agents.*`, `--features.*`) and the environment profiles, as the commands use them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from hera_jax.agents import config as agents_config
+from hera_jax.agents.config import AgentsConfig
+from hera_jax.cli import RENAMED_FLAGS, run_cli
+from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS, profile
+from hera_jax.evaluate import evaluate_app
+from hera_jax.features import FeatureSpec
+from hera_jax.rl import rl_app
+from hera_jax.rl.config import RLConfig
+from hera_jax.rollout import collect_app
+from hera_jax.router import il_app
+from hera_jax.router.checkpoint import save_router
+from hera_jax.router.model import RouterMLP
+from hera_jax.router.train import TrainConfig
+from hera_jax import sweep_app
+from tests.conftest import ROOT
+
+URL = "http://10.9.8.7:4321/v1"
+LLM_FLAGS = ["--agents.cloud", "openai", "--agents.cloud-base-url", URL, "--agents.cloud-model", "qwen-max",
+             "--agents.cloud-timeout-s", "7", "--agents.cloud-max-call-s", "11", "--agents.cloud-max-calls", "5"]
+
+
+class _Built(Exception):
+    """Stops a command right after it built its agents."""
+
+    def __init__(self, agents):
+        super().__init__("agents built")
+        self.agents = agents
+
+
+def _stop_after_building(monkeypatch, module):
+    real = agents_config.build_agents
+
+    def build_then_stop(*args, **kwargs):
+        raise _Built(real(*args, **kwargs))
+
+    monkeypatch.setattr(module, "build_agents", build_then_stop)
+
+
+def _agents_built_by(main, config_type, args):
+    with pytest.raises(_Built) as built:
+        run_cli(main, config_type, args=args)
+    return built.value.agents
+
+
+def _check_cloud(cloud):
+    assert cloud.name == "openai:qwen-max"
+    c = cloud.config
+    assert (c.base_url, c.model, c.timeout_s, c.max_call_s, c.max_calls) == (URL, "qwen-max", 7.0, 11.0, 5)
+
+
+def test_cloud_base_url_reaches_the_client_when_collecting(monkeypatch, tmp_path):
+    pytest.importorskip("textworld_express")
+    _stop_after_building(monkeypatch, collect_app)
+    cloud, device = _agents_built_by(collect_app.collect_dataset, collect_app.CollectConfig, [
+        "--out", str(tmp_path / "ds"), "--env", "textworld_express:twc", "--agents.device-seed", "3", *LLM_FLAGS])
+    _check_cloud(cloud)
+    assert device.name.startswith("perturbed") and device.seed == 3
+
+
+def test_cloud_base_url_reaches_the_client_in_rl(monkeypatch, tmp_path):
+    _stop_after_building(monkeypatch, rl_app)
+    cloud, device = _agents_built_by(rl_app.train_rl, RLConfig, ["--out", str(tmp_path / "rl"), *LLM_FLAGS])
+    _check_cloud(cloud)
+    assert device.seed == 0
+
+
+def test_cloud_base_url_reaches_the_client_in_evaluation(monkeypatch, tmp_path):
+    real = agents_config.agent_factories
+
+    def build_then_stop(*args, **kwargs):  # evaluation hands the factories to its (Ray or in-process) workers
+        raise _Built(tuple(make() for make in real(*args, **kwargs)))
+
+    monkeypatch.setattr(evaluate_app, "agent_factories", build_then_stop)
+    spec = FeatureSpec()
+    params = RouterMLP((8,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
+    save_router(tmp_path / "router", 0, params, TrainConfig(hidden_sizes=(8,)), spec, {"trained_on": []})
+    cloud, device = _agents_built_by(evaluate_app.evaluate, evaluate_app.EvalConfig, [
+        "--routers", f"r={tmp_path / 'router'}", "--out", str(tmp_path / "eval"), "--features-cache",
+        str(tmp_path / "features"), "--no-progress", *LLM_FLAGS])
+    _check_cloud(cloud)
+    shipped = json.loads((SHIPPED_DATASETS["scienceworld"] / "manifest.json").read_text())
+    assert device.seed == shipped["settings"]["device_seed"]  # the dataset's device, unless a seed is given
+
+
+@pytest.mark.parametrize("main, config_type", [
+    (collect_app.collect_dataset, collect_app.CollectConfig), (rl_app.train_rl, RLConfig),
+    (evaluate_app.evaluate, evaluate_app.EvalConfig), (il_app.train_il, il_app.ILConfig),
+    (sweep_app.sweep_experiment, sweep_app.SweepConfig),
+])
+@pytest.mark.parametrize("old", ["--cloud", "--cloud-base-url", "--device-seed", "--encoder", "--horizon",
+                                 "--text-design"])
+def test_old_flag_spellings_name_the_new_one(main, config_type, old, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, config_type, args=[f"{old}=x"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {old} was renamed: use {RENAMED_FLAGS[old]}\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--agents.cloud-timeout-s", "0"], "error: --agents.cloud-timeout-s must be > 0, got 0.0"),
+    (["--agents.cloud-max-calls", "0"], "error: --agents.cloud-max-calls must be >= 1, got 0"),
+    (["--features.embedding-dim", "0"], "error: --features.embedding-dim must be >= 1, got 0"),
+])
+def test_nested_fields_keep_their_declared_ranges(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        run_cli(rl_app.train_rl, RLConfig, args=["--out", str(tmp_path / "rl"), *args])
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "rl").exists()
+
+
+def test_profiles_hold_the_defaults_the_experiments_had():
+    sw = profile("scienceworld")
+    assert len(sw.collect_tasks) == 14 and set(sw.unseen_tasks) <= set(sw.collect_tasks)
+    assert set(sw.eval_tasks) <= set(sw.collect_tasks) - set(sw.unseen_tasks)
+    assert collect_app.CollectConfig().tasks is None  # resolved from the profile when collecting
+    assert (RLConfig().train_variations, RLConfig().eval_variations) == (2, 3)
+    cooking = RLConfig(env="textworld_express:cookingworld")
+    assert (cooking.train_variations, cooking.eval_variations) == (6, 9)
+    twc = evaluate_app.EvalConfig(env="textworld_express:twc")
+    assert (twc.dev_per_task, twc.test_per_task, twc.unseen_per_task) == (2, 2, 3)
+    assert profile("webshop:http://host:3000") is PROFILES["webshop"] and PROFILES["webshop"].dataset is None
+    assert profile("unknown-env").rl_sizes == sw.rl_sizes  # generic defaults are ScienceWorld's sizes, as before
+
+
+def test_env_options_come_from_flags_then_the_manifest_then_the_default():
+    sw, twc = profile("scienceworld"), profile("textworld_express:twc")
+    assert sw.env_options() == {"simplification": "easy"}
+    assert sw.env_options({"env": {"name": "scienceworld", "simplification": "hard"}}) == {"simplification": "hard"}
+    assert sw.env_options({"env": {"simplification": "hard"}}, simplification="easy") == {"simplification": "easy"}
+    assert twc.env_options({"env": {"simplification": "easy"}}, simplification="easy") == {}  # not a TWX option
+
+
+def test_no_environment_name_branches_outside_the_adapters():
+    pattern = re.compile(r"""==\s*["'](scienceworld|textworld_express|alfworld|webshop|appworld)""")
+    files = [p for folder in ("src/hera_jax", "experiments") for p in (ROOT / folder).rglob("*.py")
+             if "envs" not in p.relative_to(ROOT).parts]
+    assert files
+    offenders = [str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_collect_manifest_settings_stay_flat():
+    """Datasets collected before the agent flags were nested must still resume: the manifest keeps them flat."""
+    settings = collect_app.manifest_settings(collect_app.CollectConfig(out=Path("x")))
+    assert "agents" not in settings and settings["cloud"] == "oracle" and settings["device_seed"] == 0
+    shipped = json.loads((SHIPPED_DATASETS["scienceworld"] / "manifest.json").read_text())["settings"]
+    assert set(shipped) <= set(settings)
+
+
+def test_resume_allows_new_agent_budgets_but_not_another_agent(tmp_path):
+    from hera_jax.runs import RunFolderError, check_resume, config_json
+
+    started = RLConfig(out=tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config_json(started)))
+    more_budget = AgentsConfig(cloud_max_calls=50, cloud_timeout_s=5.0)
+    check_resume(tmp_path, RLConfig(out=tmp_path, iters=9, agents=more_budget))  # run-only: allowed
+    with pytest.raises(RunFolderError, match=r"agents\.cloud: run has 'oracle', now 'openai'"):
+        check_resume(tmp_path, RLConfig(out=tmp_path, agents=AgentsConfig(cloud="openai")))
+    with pytest.raises(RunFolderError, match=r"features\.text_design"):
+        check_resume(tmp_path, RLConfig(out=tmp_path, features=FeatureSpec(text_design="segments")))
