@@ -40,10 +40,12 @@ class BenchRolloutConfig:
     ray_workers: int = 2
     """Ray workers for the last setting (at the largest batch size that fits the episodes per worker); 0 skips."""
     threshold: float = 0.5
+    text_design: str = "joint"
+    """Router input of the engine rows (FeatureSpec.text_design); the per-state path stays today's joint one."""
     out: Path = ROOT / "benchmarks" / "results" / "cpu" / "rollout.json"
 
 
-def train_router(env: str, folder: Path):
+def train_router(env: str, folder: Path, text_design: str = "joint"):
     """A small IL router on the shipped dataset's train split (its features from the shipped cache)."""
     from hera_jax.dataset import load_il_table
     from hera_jax.envs.profiles import profile
@@ -54,7 +56,7 @@ def train_router(env: str, folder: Path):
 
     dataset = Path(profile(env).dataset)
     table = load_il_table(dataset, profile(env).unseen_tasks)
-    spec = FeatureSpec()
+    spec = FeatureSpec(text_design=text_design)
     with tempfile.TemporaryDirectory() as copy:  # featurize may add to its cache: never to the shipped one
         import shutil
 
@@ -156,22 +158,27 @@ def main(cfg: BenchRolloutConfig) -> dict:
         tmp = Path(tmp)
         for env_name in cfg.envs:
             checkpoint = tmp / env_name.replace(":", "_") / "checkpoint"
-            router_metrics = train_router(env_name, checkpoint)
+            router_metrics = train_router(env_name, checkpoint, cfg.text_design)
+            reference_checkpoint = checkpoint
+            if cfg.text_design != "joint":  # today's path embeds whole state texts
+                reference_checkpoint = tmp / env_name.replace(":", "_") / "joint_checkpoint"
+                train_router(env_name, reference_checkpoint)
             specs = plan(env_name, cfg.tasks, cfg.episodes)
             t0 = time.perf_counter()
-            steps = per_state_reference(env_name, specs, checkpoint, cfg.threshold, cfg.max_steps)
+            steps = per_state_reference(env_name, specs, reference_checkpoint, cfg.threshold, cfg.max_steps)
             seconds = time.perf_counter() - t0
             base = {"env": env_name, "episodes": len(specs), "router_dev_auroc": router_metrics.get("dev", {})
                     .get("auroc")}
             results.append({**base, "setting": "per-state path (before)", "steps": steps, "seconds": seconds,
                             "steps_per_s": steps / seconds})
-            settings = [(f"engine B={b}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
+            design = "" if cfg.text_design == "joint" else f", {cfg.text_design} router input"
+            settings = [(f"engine B={b}{design}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
             # what the fresh simulator per episode costs (reuse makes records depend on the JVM's history)
-            settings.append((f"engine B={max(cfg.batch_sizes)}, simulators reused (not reproducible)",
+            settings.append((f"engine B={max(cfg.batch_sizes)}{design}, simulators reused (not reproducible)",
                              EngineConfig(batch_size=max(cfg.batch_sizes), fresh_env_per_episode=False)))
             if cfg.ray_workers > 1:
                 b = min(max(cfg.batch_sizes), -(-len(specs) // cfg.ray_workers))
-                settings.append((f"engine B={b}, {cfg.ray_workers} Ray workers",
+                settings.append((f"engine B={b}{design}, {cfg.ray_workers} Ray workers",
                                  EngineConfig(batch_size=b, workers=cfg.ray_workers)))
             for name, engine in settings:
                 run_dir = tmp / f"{env_name.replace(':', '_')}-{len(results)}"
