@@ -18,7 +18,7 @@ from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
 from hera_jax.rl.loop import RunFolderError, label_options, pooled_rows, preference_data
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
-from hera_jax.rollout.engine import Policy, WorkerSetup, single_env
+from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_env
 from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
@@ -106,7 +106,7 @@ def _config(out: Path, iters: int) -> RLConfig:
         iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=0.3, cost_weight=0.02,
         env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM), max_steps=12, out=out,
         il_train=TrainConfig(hidden_sizes=(16,), max_epochs=8, patience=8, batch_size=16),
-        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, batch_size=1,
+        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, engine=EngineConfig(batch_size=1),
     )
 
 

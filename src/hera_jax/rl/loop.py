@@ -114,7 +114,7 @@ def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyP
     router = None if router_step is None else (run.run_dir / CHECKPOINTS, router_step, run.spec)
     make_setup = functools.partial(worker_setup, run.make_env, run.cloud, run.device, run.settings, policies, router,
                                    run.features_dir, run.encode)
-    in_process = config.workers == 1
+    in_process = config.engine.workers == 1
     setup = make_setup(True) if in_process else None
     try:
         report = run_jobs(jobs, path, functools.partial(make_setup, False), run.engine, label, config.progress,
@@ -206,10 +206,7 @@ def open_run(
     episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", 3)),
                                        max_obs_chars=int(settings.get("max_obs_chars", 400)),
                                        max_steps=config.max_steps)
-    engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address,
-                          env_call_timeout_s=config.env_call_timeout_s,
-                          max_episode_retries=config.max_episode_retries,
-                          fresh_env_per_episode=config.fresh_env_per_episode)
+    engine = config.engine
     if make_env is None and (engine.batch_size > 1 or engine.workers > 1):
         raise HeraError("open_run: batch_size or workers > 1 need make_env (one simulator per slot)")
     if config.init_checkpoint is not None:
