@@ -178,7 +178,7 @@ def rl_records(out):
 @pytest.mark.slow
 def test_rl_with_lockstep_batches_and_ray_workers_matches_one_episode_at_a_time(il_dataset, tmp_path):
     def run(out, **engine):
-        config = dataclasses.replace(_config(out, 1), **engine)
+        config = dataclasses.replace(_config(out, 1), engine=EngineConfig(**engine))
         env = KeyRoomEnv()
         run_obj = open_run(config, out, env, GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5,
                                                                                   error_hard=0.8),

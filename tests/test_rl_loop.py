@@ -16,9 +16,11 @@ from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.envs.base import Observation, StepResult
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
-from hera_jax.rl.loop import RunFolderError, label_options, pooled_rows, preference_data
+from hera_jax.rl.loop import label_options, preference_data
+from hera_jax.rl.rollouts import pooled_rows
+from hera_jax.runs import RunFolderError
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
-from hera_jax.rollout.engine import Policy, WorkerSetup, single_env
+from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_env
 from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
@@ -106,7 +108,7 @@ def _config(out: Path, iters: int) -> RLConfig:
         iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=0.3, cost_weight=0.02,
         env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM), max_steps=12, out=out,
         il_train=TrainConfig(hidden_sizes=(16,), max_epochs=8, patience=8, batch_size=16),
-        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, batch_size=1,
+        train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, engine=EngineConfig(batch_size=1),
     )
 
 
@@ -224,7 +226,7 @@ def test_more_iterations_continue_a_finished_run(straight_run, il_dataset, tmp_p
 def test_default_tasks_are_the_shortest_seen_ones_in_dataset_order():
     from types import SimpleNamespace
 
-    from hera_jax.rl.loop import shortest_tasks
+    from hera_jax.rl.run import shortest_tasks
 
     # task "a": 2 episodes of 5 steps, "b": 1 episode of 2 steps, "c": 1 episode of 9 steps
     task = np.asarray(["a"] * 10 + ["b"] * 2 + ["c"] * 9)

@@ -17,7 +17,7 @@ from rich.console import Console
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import ConfigError, validate
 from hera_jax.rl.config import RLConfig
-from hera_jax.rl.loop import iteration_table
+from hera_jax.rl.report import iteration_table
 from hera_jax.router.checkpoint import CheckpointError, save_router
 from hera_jax.router.model import RouterMLP
 from hera_jax.router.train import TrainConfig

@@ -1,7 +1,8 @@
-"""The shared nested configs (`--agents.*`, `--features.*`) and the environment profiles, as the commands use them."""
+"""The shared nested configs (`--agents.*`, `--features.*`, `--engine.*`) and the environment profiles, as the commands use them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
+import tyro
 
 from hera_jax.agents import config as agents_config
 from hera_jax.agents.config import AgentsConfig
@@ -106,6 +108,33 @@ def test_old_flag_spellings_name_the_new_one(main, config_type, old, capsys):
         run_cli(main, config_type, args=[f"{old}=x"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: {old} was renamed: use {RENAMED_FLAGS[old]}\n"
+
+
+@pytest.mark.parametrize("main, config_type", [
+    (collect_app.collect_dataset, collect_app.CollectConfig), (rl_app.train_rl, RLConfig),
+    (evaluate_app.evaluate, evaluate_app.EvalConfig),
+])
+@pytest.mark.parametrize("old", ["--batch-size", "--workers", "--ray-address", "--fresh-env-per-episode"])
+def test_engine_flags_live_under_engine_in_every_rollout_command(main, config_type, old, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, config_type, args=[old, "2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {old} was renamed: use --engine.{old[2:]}\n"
+    parsed = tyro.cli(config_type, args=["--engine.batch-size", "3", "--engine.workers", "2"])
+    assert (parsed.engine.batch_size, parsed.engine.workers) == (3, 2)
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, config_type, args=["--engine.batch-size", "0"])
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: --engine.batch-size must be >= 1, got 0\n"
+
+
+def test_a_config_field_named_like_a_renamed_flag_is_that_field():
+    @dataclasses.dataclass(frozen=True)
+    class Bench:
+        batch_size: int = 1
+
+    seen = []
+    run_cli(seen.append, Bench, args=["--batch-size", "4"])
+    assert seen == [Bench(batch_size=4)]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -15,6 +16,7 @@ from hera_jax.rl import rl_app as rl_cli
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig
+from hera_jax.rollout.engine import EngineConfig
 from hera_jax.router.checkpoint import load_router, save_router
 from hera_jax.router.model import RouterMLP
 from hera_jax.rl.train import PreferenceTrainConfig
@@ -130,6 +132,26 @@ def test_evaluate_runs_on_twc_with_a_router_trained_on_scienceworld(tmp_path, ca
     assert f"router sw: checkpoint step 0 of {sw}" in printed.replace("\n", "")  # which checkpoint was picked
     assert config["routers"] == {"sw": f"{sw}@0"}
     assert {h["method"] for h in summary["headline"]} >= {"sw", "oracle"}
+
+
+def test_identical_evaluations_give_identical_records_and_points(tmp_path, monkeypatch):
+    """Issue 14 finding 4: the same command and seeds give the same rollouts and the same points.csv (with its
+    bootstrap intervals); each episode runs on a fresh simulator, so nothing depends on what ran before."""
+    import hera_jax.router.scorer
+
+    monkeypatch.setattr(hera_jax.router.scorer, "sentence_encode_fn", _hashed_encoder)
+    router = _router(tmp_path / "twc", [_source(TWC)])
+    outs = []
+    for run in ("a", "b"):
+        config = dataclasses.replace(_eval_config(tmp_path / run, (f"r={router}",)), baselines=("random",),
+                                     random_rates=(0.5,), thresholds=(0.3, 0.7),
+                                     engine=EngineConfig(batch_size=2 if run == "a" else 3))
+        evaluate_cli.evaluate(config)
+        outs.append(tmp_path / run / "eval")
+    a, b = outs
+    assert (a / "rollouts.jsonl").read_bytes() == (b / "rollouts.jsonl").read_bytes()
+    assert (a / "points.csv").read_bytes() == (b / "points.csv").read_bytes()
+    assert len(pd.read_csv(a / "episodes.csv")) > 0
 
 
 def test_evaluate_refuses_a_router_trained_on_another_state_format(tmp_path):

@@ -3,6 +3,7 @@ user errors (a bad flag, bad input) into one line on stderr and exit status 2.""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,30 +16,35 @@ from hera_jax.limits import validate
 ConfigT = TypeVar("ConfigT")
 
 
-# Flags that moved into the nested `agents` / `features` configs, old spelling -> new spelling.
+# Flags that moved into the nested `agents` / `features` / `engine` configs, old spelling -> new spelling.
 _AGENT_FLAGS = ("cloud", "device", "device-seed", "device-model", "device-gguf-file", "device-threads",
                 "max-new-tokens", "cloud-base-url", "cloud-model", "cloud-api-key-env", "cloud-max-calls",
                 "cloud-max-tokens", "cloud-timeout-s", "cloud-max-call-s", "cloud-max-reply-tokens", "cloud-price-in",
                 "cloud-price-out")
 _FEATURE_FLAGS = ("encoder", "embedding-dim", "scalar-features", "horizon", "text-design")
+_ENGINE_FLAGS = ("batch-size", "workers", "ray-address", "env-call-timeout-s", "max-episode-retries",
+                 "fresh-env-per-episode")
 RENAMED_FLAGS: dict[str, str] = {
     **{f"--{flag}": f"--agents.{flag}" for flag in _AGENT_FLAGS},
     **{f"--{flag}": f"--features.{flag}" for flag in _FEATURE_FLAGS},
+    **{f"--{flag}": f"--engine.{flag}" for flag in _ENGINE_FLAGS},
 }
 
 
-def renamed_flag_problem(args: list[str]) -> str | None:
-    """One line naming the new spelling of the first flag in `args` that was renamed, or None."""
+def renamed_flag_problem(args: list[str], config_type: type | None = None) -> str | None:
+    """One line naming the new spelling of the first flag in `args` that was renamed, or None. A flag that is a
+    top-level field of `config_type` (e.g. a benchmark's own --batch-size) is that field, not a renamed one."""
+    own = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config_type)} if config_type else set()
     for arg in args:
         flag = arg.partition("=")[0]
-        if flag in RENAMED_FLAGS:
+        if flag in RENAMED_FLAGS and flag not in own:
             return f"{flag} was renamed: use {RENAMED_FLAGS[flag]}"
     return None
 
 
 def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], description: str | None = None,
             args: list[str] | None = None) -> None:
-    problem = renamed_flag_problem(sys.argv[1:] if args is None else args)
+    problem = renamed_flag_problem(sys.argv[1:] if args is None else args, config_type)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)

@@ -29,7 +29,7 @@ from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
-from hera_jax.rl.loop import FEATURES, load_run_rollouts
+from hera_jax.rl.run import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data

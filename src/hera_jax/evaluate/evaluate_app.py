@@ -34,7 +34,7 @@ from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plo
                                      rich_headline, rich_limit_shares, with_intervals)
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
-from hera_jax.rollout.engine import states_embedded
+from hera_jax.rollout.engine import EngineConfig, states_embedded
 from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
 from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, new_run_dir
 
@@ -105,19 +105,14 @@ class EvalConfig:
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
     """Show progress bars."""
-    batch_size: int = 8
-    """Episodes each worker steps together in lockstep (one simulator each; one routing call per router and step)."""
-    workers: int = 1
-    """>1: run episodes on this many Ray workers (same records as in-process; each worker embeds its own new states
-    and writes none to --features-cache)."""
-    ray_address: str = ""
-    """Ray cluster address; empty starts a local Ray."""
+    engine: EngineConfig = EngineConfig(batch_size=8)
+    """How the episodes run (lockstep batch size, Ray workers, simulator watchdog); never changes the records. Ray
+    workers embed their own new states and write none to --features-cache."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "batch_size",
-                                                       "workers", "ray_address",
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
-    LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
+    LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
                               "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
                               "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
@@ -366,14 +361,13 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
 
     # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
     from hera_jax.envs import make_env
-    from hera_jax.rollout.engine import EngineConfig
     from hera_jax.rollout.episode import EpisodeSettings
 
     read_dirs = [Path(dataset) / "features"] + [
         Path(source["dataset"]) / "features" for sources in training.values() for source in sources
     ]
     device_seed = config.agents.seed(default=settings.get("device_seed", 0))
-    make_cloud, make_device = agent_factories(config.agents, share=config.workers, default_seed=device_seed)
+    make_cloud, make_device = agent_factories(config.agents, share=config.engine.workers, default_seed=device_seed)
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(
@@ -438,8 +432,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             "episodes": [dataclasses.asdict(e) for e in plan],
         })
         t0 = time.perf_counter()
-        engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address)
-        ran = run_online(env.name, plan, eval_plan, out / ROLLOUTS_FILE, engine, show_progress=config.progress,
+        ran = run_online(env.name, plan, eval_plan, out / ROLLOUTS_FILE, config.engine, show_progress=config.progress,
                          worker=worker)
         counts = {"episodes_run": ran.episodes_run, "episodes_resumed": ran.episodes_resumed,
                   "steps_run": ran.steps_run}

@@ -10,6 +10,7 @@ from hera_jax.agents.config import AgentsConfig
 from hera_jax.envs.profiles import profile
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
+from hera_jax.rollout.engine import EngineConfig
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
 
@@ -107,33 +108,18 @@ class RLConfig:
     """Without --out: resume the most recent run under runs/rl."""
     progress: bool = True
     """Show progress bars."""
-    batch_size: int = 8
-    """Episodes each worker steps together in lockstep (one simulator each; one routing call per lockstep)."""
-    workers: int = 1
-    """>1: run episodes on this many Ray workers (same records as in-process)."""
-    ray_address: str = ""
-    """Ray cluster address; empty starts a local Ray."""
-    env_call_timeout_s: float = 120.0
-    """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
-    max_episode_retries: int = 2
-    """Restarts of a crashed/hung simulator per episode before giving up."""
-    fresh_env_per_episode: bool | None = None
-    """A new simulator for every episode; None: only where reuse would change the records (ScienceWorld: its
-    episodes depend on the JVM's history; TextWorldExpress is reused)."""
+    engine: EngineConfig = EngineConfig(batch_size=8)
+    """How the rollouts run (lockstep batch size, Ray workers, simulator watchdog); never changes the records."""
 
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress", "batch_size", "workers",
-                                                       "ray_address", "env_call_timeout_s", "max_episode_retries",
-                                                       "fresh_env_per_episode",
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress", "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"iters": NON_NEGATIVE, "rollouts_per_task": COUNT, "train_variations": COUNT,
                               "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
                               "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
                               "window": NON_NEGATIVE, "threshold": PROBABILITY,
                               "max_steps": COUNT, "return_tolerance": NON_NEGATIVE,
-                              "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT,
-                              "batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
-                              "max_episode_retries": NON_NEGATIVE}
+                              "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT}
 
     def __post_init__(self):
         # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.

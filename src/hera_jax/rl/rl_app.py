@@ -16,7 +16,8 @@ from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
 from hera_jax.rl.config import RLConfig
-from hera_jax.rl.loop import open_run, run_rl
+from hera_jax.rl.loop import run_rl
+from hera_jax.rl.run import open_run
 from hera_jax.rollout.records import read_manifest
 from hera_jax.runs import RUNS_ROOT, locked_run_dir, new_run_dir
 

@@ -17,7 +17,7 @@ from typing import ClassVar
 from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
-from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
+from hera_jax.limits import COUNT, NON_NEGATIVE
 from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup
 from hera_jax.rollout.episode import EpisodeSettings, always
@@ -46,21 +46,11 @@ class CollectConfig:
     mode: str = "replay"
     """Who acts: 'replay' = cloud acts and the device is replayed on every state (IL data); 'cloud' or 'device'
     = that agent alone."""
-    workers: int = 1
-    """>1: run episodes in parallel on Ray workers (each with its own simulators and agents; budgets are split)."""
-    batch_size: int = 1
-    """Episodes each worker steps together in lockstep, one simulator each."""
-    ray_address: str = ""
-    """Ray cluster address; empty starts a local Ray."""
+    engine: EngineConfig = EngineConfig()
+    """How the episodes run (lockstep batch size, Ray workers with split cloud budgets, simulator watchdog); never
+    changes the records."""
     max_seconds: float = 0.0
     """Per-episode wall-clock limit in seconds (0: none)."""
-    env_call_timeout_s: float = 120.0
-    """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
-    max_episode_retries: int = 2
-    """Restarts of a crashed/hung simulator per episode before giving up."""
-    fresh_env_per_episode: bool | None = None
-    """A new simulator for every episode; None: only where reuse would change the records (ScienceWorld: its
-    episodes depend on the JVM's history; TextWorldExpress is reused)."""
     history_k: int = 3
     """Number of past (action, observation) pairs in the router's state text."""
     max_obs_chars: int = 400
@@ -74,8 +64,7 @@ class CollectConfig:
 
     LIMITS: ClassVar[dict] = {
         "train_per_task": NON_NEGATIVE, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
-        "workers": COUNT, "max_seconds": NON_NEGATIVE,
-        "env_call_timeout_s": POSITIVE, "max_episode_retries": NON_NEGATIVE, "history_k": NON_NEGATIVE,
+        "max_seconds": NON_NEGATIVE, "history_k": NON_NEGATIVE,
         "max_obs_chars": COUNT, "max_steps": COUNT,
     }
 
@@ -115,13 +104,9 @@ def collect_into(config: CollectConfig) -> None:
             "created": now_iso(),
             "command": "python experiments/collect.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         }
-        engine = EngineConfig(batch_size=config.batch_size, workers=config.workers, ray_address=config.ray_address,
-                              env_call_timeout_s=config.env_call_timeout_s,
-                              max_episode_retries=config.max_episode_retries,
-                              fresh_env_per_episode=config.fresh_env_per_episode)
-        make_setup = functools.partial(worker_setup, config, max(config.workers, 1))
-        summary = collect(specs, make_setup, config.out, manifest, engine, show_progress=config.progress,
-                          setup=setup if config.workers == 1 else None)
+        make_setup = functools.partial(worker_setup, config, config.engine.workers)
+        summary = collect(specs, make_setup, config.out, manifest, config.engine, show_progress=config.progress,
+                          setup=setup if config.engine.workers == 1 else None)
     finally:
         env.close()
     print(
@@ -140,8 +125,7 @@ MODES = {  # --mode -> (episode-id tag, manifest description)
     "device": ("device-only", "device acts alone"),
 }
 # Flags that change how a run goes, not what it records: never part of the dataset's identity.
-RUN_ONLY = ("workers", "batch_size", "ray_address", "env_call_timeout_s", "max_episode_retries", "fresh_env_per_episode",
-            *AgentsConfig.RUN_ONLY)
+RUN_ONLY = ("engine", *AgentsConfig.RUN_ONLY)
 AGENT_KNOB_DEFAULTS = {"device_model": "", "device_gguf_file": "", "device_threads": 2, "max_new_tokens": 20,
                        "cloud_base_url": "http://127.0.0.1:8000/v1", "cloud_model": "default", "mode": "replay",
                        "cloud_max_reply_tokens": 48,

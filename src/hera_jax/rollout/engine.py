@@ -33,13 +33,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from hera_jax.agents.base import Agent, AgentStep, act_batch
 from hera_jax.envs.base import Env, Observation, StepResult
 from hera_jax.errors import HeraError
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, validate
 from hera_jax.rollout.episode import Choice, Chooser, EpisodeProgress, EpisodeSettings, EpisodeSpec
 from hera_jax.rollout.records import StepRecord, append_episode, completed_episode_ids
 
@@ -86,6 +87,9 @@ class WorkerSetup:
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
+    """How episodes run: lockstep batches, Ray workers, the simulator watchdog (`--engine.*` in collect.py,
+    rl_iter.py and evaluate.py). None of it changes the records."""
+
     batch_size: int = 1
     """Episodes each worker steps together (one simulator each; one routing call per lockstep)."""
     workers: int = 1
@@ -98,12 +102,11 @@ class EngineConfig:
     """Restarts of a crashed/hung simulator per episode before giving up."""
     fresh_env_per_episode: bool | None = None
     """A new simulator for every episode; None: only for simulators whose episodes depend on what they ran before
-    (an env without `reuse_safe = True`, e.g. ScienceWorld: see envs/scienceworld.py)."""
+    (an env without `reuse_safe = True`: ScienceWorld and TextWorldExpress, see this module's docstring). False
+    forces reuse, which makes records depend on the JVM's history."""
 
-    def __post_init__(self):
-        if self.batch_size < 1 or self.workers < 1 or self.max_episode_retries < 0 or self.env_call_timeout_s <= 0:
-            raise HeraError(f"engine settings out of range: {self} (batch_size, workers >= 1; retries >= 0; "
-                            "timeout > 0)")
+    LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
+                              "max_episode_retries": NON_NEGATIVE}
 
 
 def kill_env(env: Env) -> None:
@@ -412,6 +415,7 @@ def run_jobs(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    validate(config, "--engine.")  # the CLIs check it at parse time; library callers are checked here
     ids = [job.spec.episode_id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{label}: episode ids are not unique")

@@ -1,0 +1,133 @@
+"""Stage 2's episodes through the rollout engine: exploration rollouts, held-out evaluation, baselines."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hera_jax.agents.base import Agent
+from hera_jax.envs.base import Env
+from hera_jax.features import FeatureSpec
+from hera_jax.rl.exploration import exploration_rate
+from hera_jax.rl.run import CHECKPOINTS, RLRun, iter_dir
+from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, states_embedded
+from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
+from hera_jax.rollout.records import read_steps
+from hera_jax.rollout.routing import routed
+from hera_jax.router.checkpoint import load_router
+from hera_jax.router.scorer import RouterScorer, StateEmbedder
+
+
+def exploration_seed(seed: int, iteration: int, rollout: int) -> int:
+    return seed * 1_000_003 + iteration * 1_009 + rollout
+
+
+# A policy as plain data, so Ray workers can rebuild it: ("always", actor) or ("routed", threshold, epsilon, seed).
+PolicyPlan = tuple
+
+
+def worker_setup(make_env: Callable[[], Env], cloud: Agent, device: Agent, settings: EpisodeSettings,
+                 policies: Mapping[str, PolicyPlan], router: tuple[Path, int, FeatureSpec] | None,
+                 features_dir: Path, encode: Callable | None, write_cache: bool) -> WorkerSetup:
+    """A worker of the RL loop: its simulators, the agents, and the policies, routed ones sharing one scorer of the
+    checkpoint `router` = (folder, step, spec). Ray workers only read the run's features cache (`write_cache`)."""
+    scorer = None
+    if router is not None:
+        folder, step, spec = router
+        embedder = StateEmbedder(spec, features_dir, encode=encode)
+        scorer = RouterScorer(load_router(folder, step=step, expected_spec=spec), embedder)
+    built = {}
+    for name, plan in policies.items():
+        if plan[0] == "always":
+            built[name] = Policy(always(plan[1]))
+        else:
+            _, threshold, epsilon, seed = plan
+            built[name] = Policy(routed(scorer, threshold, epsilon=epsilon, seed=seed), scorer)
+    return WorkerSetup(make_env, cloud, device, built, settings,
+                       close=scorer.embedder.flush if scorer is not None and write_cache else None)
+
+
+def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyPlan], router_step: int | None,
+                 path: Path, label: str) -> tuple[list[dict[str, Any]], int]:
+    """Run the jobs not yet complete in `path` with the engine; return all their rows (in job order) and the number
+    of states newly embedded."""
+    config = run.config
+    router = None if router_step is None else (run.run_dir / CHECKPOINTS, router_step, run.spec)
+    make_setup = functools.partial(worker_setup, run.make_env, run.cloud, run.device, run.settings, policies, router,
+                                   run.features_dir, run.encode)
+    in_process = config.engine.workers == 1
+    setup = make_setup(True) if in_process else None
+    try:
+        report = run_jobs(jobs, path, functools.partial(make_setup, False), run.engine, label, config.progress,
+                          setup=setup)
+    finally:
+        if setup is not None and setup.close is not None:
+            setup.close()
+    order = {job.spec.episode_id: i for i, job in enumerate(jobs)}
+    rows, _ = read_steps(path) if path.exists() else ([], None)
+    rows = sorted((r for r in rows if r["episode_id"] in order), key=lambda r: (order[r["episode_id"]], r["step"]))
+    return rows, states_embedded(report.accounting)
+
+
+def episode_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Success rate over episodes and cloud-step ratio over steps (the two numbers the RL stage trades off)."""
+    if not rows:
+        return {"episodes": 0, "steps": 0, "success_rate": float("nan"), "cloud_step_ratio": float("nan"),
+                "steps_per_episode": float("nan"), "cloud_calls_per_episode": float("nan")}
+    episodes = {r["episode_id"]: bool(r["success"]) for r in rows}
+    cloud_steps = sum(r["actor"] == "cloud" for r in rows)
+    return {
+        "episodes": len(episodes),
+        "steps": len(rows),
+        "success_rate": sum(episodes.values()) / len(episodes),
+        "cloud_step_ratio": cloud_steps / len(rows),
+        "steps_per_episode": len(rows) / len(episodes),
+        "cloud_calls_per_episode": cloud_steps / len(episodes),
+    }
+
+
+def evaluate(run: RLRun, iteration: int) -> dict[str, float]:
+    """Greedy router (no exploration) of checkpoint `iteration` on the held-out variations (the engine's workers
+    load the checkpoint themselves)."""
+    jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), "greedy")
+            for t, v in run.eval_pairs]
+    rows, _ = run_episodes(run, jobs, {"greedy": ("routed", run.config.threshold, 0.0, 0)}, iteration,
+                           iter_dir(run.run_dir, iteration) / "eval.jsonl", f"eval iter {iteration}")
+    return episode_summary(rows)
+
+
+def baselines(run: RLRun) -> dict[str, dict[str, float]]:
+    out = {}
+    for actor in ("cloud", "device"):
+        jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/{actor}-only/{t}/{v}"), actor)
+                for t, v in run.eval_pairs]
+        rows, _ = run_episodes(run, jobs, {actor: ("always", actor)}, None,
+                               iter_dir(run.run_dir, 0) / f"{actor}_only.jsonl", f"{actor}-only baseline")
+        out[f"{actor}_only"] = episode_summary(rows)
+    return out
+
+
+def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
+    """Exploration rollouts of one iteration with the router of checkpoint `iteration - 1`; returns its rows and
+    the number of states newly embedded."""
+    config = run.config
+    # the constant schedule keeps the exact Python float (exploration_rate computes in float32)
+    epsilon = config.exploration if config.exploration_schedule == "constant" else float(exploration_rate(
+        iteration, config.exploration, config.exploration_final, config.exploration_schedule,
+        config.exploration_decay_iters))
+    policies = {f"r{k}": ("routed", config.threshold, epsilon, exploration_seed(config.seed, iteration, k))
+                for k in range(config.rollouts_per_task)}
+    jobs = [Job(EpisodeSpec(run.env.name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
+            for t, v in run.train_pairs for k in range(config.rollouts_per_task)]
+    return run_episodes(run, jobs, policies, iteration - 1, iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
+                        f"rollouts iter {iteration}")
+
+
+def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
+    first = 1 if run.config.window <= 0 else max(1, iteration - run.config.window + 1)
+    rows: list[dict[str, Any]] = []
+    for j in range(first, iteration + 1):
+        rows.extend(read_steps(iter_dir(run.run_dir, j) / "rollouts.jsonl")[0])
+    return rows

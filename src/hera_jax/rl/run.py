@@ -1,0 +1,187 @@
+"""An RL run folder and what a run works with (stage 2's file edge).
+
+Run folder layout (everything a resumed run needs is on disk; a finished iteration is never redone):
+
+    config.json                 the settings; a resumed run must match them (except the fields it declares)
+    features/                   copy of the dataset's embedding cache, plus the states first seen in rollouts
+    checkpoints/<i>/            orbax router after iteration i (0 = the IL start)
+    iter_000/metrics.json       held-out evaluation of the IL router (+ cloud-only / device-only baselines)
+    iter_<i>/rollouts.jsonl     exploration rollouts of iteration i (append-only, resumable per episode)
+    iter_<i>/eval.jsonl         greedy held-out evaluation episodes of the router after iteration i
+    iter_<i>/metrics.json       written last: marks iteration i finished
+    summary.json                all finished iterations' metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hera_jax.agents.base import Agent
+from hera_jax.dataset import StepTable, load_il_table
+from hera_jax.envs.base import Env
+from hera_jax.errors import HeraError
+from hera_jax.features import FeatureSpec, featurize
+from hera_jax.features.cache import cache_path, round_like_cache
+from hera_jax.rl.config import RLConfig
+from hera_jax.rollout.engine import EngineConfig, single_env
+from hera_jax.rollout.episode import EpisodeSettings
+from hera_jax.rollout.records import read_steps, write_json_atomic
+from hera_jax.router.checkpoint import RouterBundle, load_router
+from hera_jax.router.il import check_finite_features
+from hera_jax.router.scorer import RouterScorer, StateEmbedder
+from hera_jax.runs import RunFolderError, check_resume, config_json
+
+
+CHECKPOINTS = "checkpoints"
+
+
+FEATURES = "features"
+
+
+def iter_dir(run_dir: Path, iteration: int) -> Path:
+    return run_dir / f"iter_{iteration:03d}"
+
+
+def finished_iterations(run_dir: Path) -> int:
+    """Number of consecutive finished iterations after the start (-1: not even the IL start is finished)."""
+    last = -1
+    while (iter_dir(run_dir, last + 1) / "metrics.json").exists():
+        last += 1
+    return last
+
+
+def agents_title(cloud: Agent, device: Agent) -> str:
+    stand_ins = [a.name for a in (cloud, device) if a.is_stand_in]
+    note = f" (STAND-INS, not LLMs: {', '.join(stand_ins)})" if stand_ins else ""
+    return f"cloud={cloud.name}, device={device.name}{note}"
+
+
+@dataclasses.dataclass
+class RLRun:
+    """Everything one RL run works with; built once by `open_run`, used by every iteration."""
+
+    config: RLConfig
+    run_dir: Path
+    env: Env
+    cloud: Agent
+    device: Agent
+    table: StepTable
+    il_features: np.ndarray  # features of every IL table row (rounded like the cache)
+    spec: FeatureSpec
+    settings: EpisodeSettings
+    tasks: list[str]
+    train_pairs: list[tuple[str, int]]
+    eval_pairs: list[tuple[str, int]]
+    encode: Callable | None
+    console: Any
+    make_env: Callable[[], Env]  # one simulator per engine slot (Ray workers call it too: keep it picklable)
+    engine: EngineConfig
+
+    @property
+    def features_dir(self) -> Path:
+        return self.run_dir / FEATURES
+
+    def policy(self, bundle: RouterBundle) -> RouterScorer:
+        return RouterScorer(bundle, StateEmbedder(self.spec, self.features_dir, encode=self.encode))
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "agents": {"cloud": self.cloud.describe(), "device": self.device.describe()},
+            "agents_label": agents_title(self.cloud, self.device),
+            "agents_are_stand_ins": bool(self.cloud.is_stand_in or self.device.is_stand_in),
+        }
+
+
+def open_run(
+    config: RLConfig,
+    run_dir: Path,
+    env: Env,
+    cloud: Agent,
+    device: Agent,
+    dataset: Path,
+    features_dir: Path,
+    encode: Callable | None = None,
+    console: Any = None,
+    make_env: Callable[[], Env] | None = None,
+) -> RLRun:
+    """Check/write the run folder, load the IL dataset and its features, plan training and held-out variations.
+
+    `env` plans the variations; episodes run on simulators from `make_env` (default: `env` itself, which then
+    serves one engine slot in-process and cannot be rebuilt after a crash)."""
+    from rich.console import Console
+
+    console = console or Console()
+    check_resume(run_dir, config)
+    table = load_il_table(dataset, config.unseen_tasks)
+    settings = table.manifest.get("settings", {})
+    episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", 3)),
+                                       max_obs_chars=int(settings.get("max_obs_chars", 400)),
+                                       max_steps=config.max_steps)
+    engine = config.engine
+    if make_env is None and (engine.batch_size > 1 or engine.workers > 1):
+        raise HeraError("open_run: batch_size or workers > 1 need make_env (one simulator per slot)")
+    if config.init_checkpoint is not None:
+        spec = load_router(config.init_checkpoint).feature_spec
+    else:
+        spec = config.features
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
+    # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.
+    source, target = (cache_path(d, spec.encoder, spec.text_design) for d in (features_dir, run_dir / FEATURES))
+    if source.exists() and not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    features, num_new = featurize(table.state_key, table.state_text, table.step, spec, run_dir / FEATURES,
+                                  encode=encode)
+    check_finite_features(features, table.state_key, spec, run_dir / FEATURES)
+    if num_new:
+        console.print(f"embedded {num_new} IL states missing from {source}")
+    unseen = set(getattr(table, "unseen_tasks", ()) or ())
+    seen_tasks = list(dict.fromkeys(t for t, s in zip(table.task.tolist(), table.split.tolist())
+                                    if s != "test_unseen" and t not in unseen))
+    tasks = list(config.tasks) or shortest_tasks(table, seen_tasks, config.num_tasks)
+    train_pairs = [(t, v) for t in tasks for v in env.variations(t, "train")[: config.train_variations]]
+    eval_pairs = [(t, v) for t in tasks for v in env.variations(t, "test")[: config.eval_variations]]
+    if not train_pairs or not eval_pairs:
+        raise HeraError(f"no training or held-out variations for tasks {tasks}; check --tasks and the variation counts")
+    return RLRun(config, run_dir, env, cloud, device, table, round_like_cache(features), spec, episode_settings,
+                 tasks, train_pairs, eval_pairs, encode, console, make_env or single_env(env), engine)
+
+
+def shortest_tasks(table: StepTable, tasks: Sequence[str], count: int) -> list[str]:
+    """The `count` tasks whose IL episodes are shortest on average (all when count <= 0), in dataset order."""
+    if count <= 0 or count >= len(tasks):
+        return list(tasks)
+    steps_per_episode = {t: np.sum(table.task == t) / max(len(set(table.episode_id[table.task == t].tolist())), 1)
+                         for t in tasks}
+    chosen = set(sorted(tasks, key=lambda t: (steps_per_episode[t], t))[:count])
+    return [t for t in tasks if t in chosen]
+
+
+def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(settings, exploration rollout rows of every finished iteration) of an RL run folder, for offline reuse
+    (experiments/sweep.py's IL+RL label axis). Raises RunFolderError when the folder holds no finished iteration."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.exists():
+        raise RunFolderError(f"{run_dir}: no config.json; not a run folder of experiments/rl_iter.py")
+    settings = json.loads(config_file.read_text(encoding="utf-8"))
+    last = finished_iterations(run_dir)
+    if last < 1:
+        raise RunFolderError(f"{run_dir}: no finished RL iteration (iter_001/metrics.json); run rl_iter.py first")
+    rows: list[dict[str, Any]] = []
+    for i in range(1, last + 1):
+        rows.extend(read_steps(iter_dir(run_dir, i) / "rollouts.jsonl")[0])
+    return settings, rows
+
+
+def load_history(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads((iter_dir(run_dir, i) / "metrics.json").read_text(encoding="utf-8"))
+            for i in range(finished_iterations(run_dir) + 1)]
