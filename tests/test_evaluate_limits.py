@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hera_jax.agents.stand_ins import GoldPathOracle, PerturbedGoldDevice
-from hera_jax.evaluate.baselines import BASELINES, LIMITS, bayes, bayes_harm, oracle
+from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, bayes, bayes_harm, oracle
 from hera_jax.evaluate.context import EvalContext, ProbedAgent
 from hera_jax.state import AgentState
 
@@ -29,7 +29,7 @@ class NamedEnv:
 
 
 def test_limits_are_registered_and_labelled_stand_in():
-    for name in LIMITS:
+    for name in LIMIT_BASELINES:
         assert name in BASELINES
     for module in (bayes, bayes_harm):
         assert "STAND-IN" in module.TITLE and callable(module.chooser) and module.KNOB

@@ -28,7 +28,7 @@ from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, 
                               resolve_dataset)
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
-from hera_jax.evaluate.baselines import BASELINES, LIMITS, METHOD_MODULES, task_level
+from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                      rich_headline, rich_limit_shares, with_intervals)
@@ -225,7 +225,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     episodes = episode_table(rows, config.prices)
     if episodes.empty:
         raise HeraError(f"{out}: no complete evaluation episodes to report")
-    point_intervals, method_intervals = interval_tables(episodes, LIMITS, seed=config.seed)
+    point_intervals, method_intervals = interval_tables(episodes, LIMIT_BASELINES, seed=config.seed)
     points = with_intervals(points_table(episodes), point_intervals)
     order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
@@ -261,7 +261,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     write_json_atomic(out / "summary.json", result)
     console.print(rich_headline(summary, config.cloud_budget, f"Routing frontier — {agents_title}", titles))
     shares = rich_limit_shares(summary, [m for m in methods if m not in BASELINES and m not in REFERENCES],
-                               list(LIMITS), titles)
+                               list(LIMIT_BASELINES), titles)
     if shares is not None:
         console.print(shares)
     for note in notes:

@@ -32,7 +32,7 @@ BASELINES: dict[str, ModuleType] = {
 }
 # STAND-IN-only upper references: they read the stand-in device's error model (bayes, bayes_harm) or its dice
 # (oracle); learned routers' frontier areas are also reported as shares of theirs
-LIMITS: tuple[str, ...] = ("bayes", "bayes_harm", "oracle")
+LIMIT_BASELINES: tuple[str, ...] = ("bayes", "bayes_harm", "oracle")
 METHOD_MODULES: dict[str, ModuleType] = {**BASELINES, "router": router, "reference": references}
 
-__all__ = ["BASELINES", "LIMITS", "METHOD_MODULES"]
+__all__ = ["BASELINES", "LIMIT_BASELINES", "METHOD_MODULES"]
