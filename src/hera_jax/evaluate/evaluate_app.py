@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 from hera_jax.agents.config import AgentsConfig, agent_factories
 from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, load_il_table, manifest_agents_title,
@@ -280,7 +281,7 @@ def replay(config: EvalConfig, console) -> dict:
     recorded = json.loads((source / "config.json").read_text()) if (source / "config.json").exists() else {}
     rows, report = read_steps(source / ROLLOUTS_FILE)
     for problem in report.problems:
-        console.print(f"[yellow]warning[/]: {problem}")
+        console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     out = config.out or source
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
     with locked_run_dir(out, "evaluate.py run"):
@@ -442,7 +443,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         env.close()
     rows, report = read_steps(out / ROLLOUTS_FILE)
     for problem in report.problems:
-        console.print(f"[yellow]warning[/]: {problem}")
+        console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
                "states_embedded": states_embedded(ran.accounting), **counts}
     console.print(
