@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from hera_jax.envs.base import EnvUnavailableError, Observation, StepResult, UnknownTaskError
+from hera_jax.envs.jvm import constant_identity_hashes
 
 _SPLIT_GETTERS = {"train": "get_variations_train", "dev": "get_variations_dev", "test": "get_variations_test"}
 # Bumped whenever `canonical_observation` changes, so datasets collected with another format are not mixed.
@@ -32,10 +33,12 @@ def canonical_observation(text: str) -> str:
 
 class ScienceWorld:
     name = "scienceworld"
+    reuse_safe = True  # a reused JVM gives the same records as a fresh one (envs/jvm.py)
     observation_format = OBSERVATION_FORMAT
 
     def __init__(self, simplification: str = "easy", step_limit: int = 100, jar_path: str = ""):
         try:
+            import scienceworld.scienceworld as package
             from scienceworld import ScienceWorldEnv
         except ImportError as e:  # pragma: no cover - exercised only without the extra installed
             raise EnvUnavailableError(
@@ -43,6 +46,7 @@ class ScienceWorld:
             ) from e
         self.version = metadata.version("scienceworld")
         self.simplification = simplification
+        constant_identity_hashes(package)  # makes the JVM reusable between episodes (envs/jvm.py)
         self._env = ScienceWorldEnv(jar_path, envStepLimit=step_limit)
         self._task_names = list(self._env.get_task_names())
         self._loaded: tuple[str, int] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from hera_jax.envs.base import EnvUnavailableError, Observation, StepResult, UnknownTaskError
+from hera_jax.envs.jvm import constant_identity_hashes
 
 INSTALL_HINT = "pip install textworld-express (needs Java on PATH)"
 FOLDS = ("train", "dev", "test")
@@ -60,6 +61,8 @@ def drop_move_reversals(gold_path: tuple[str, ...]) -> tuple[str, ...]:
 class TextWorldExpress:
     """One TextWorldExpress game (its JVM is started once and reused across episodes)."""
 
+    reuse_safe = True  # a reused JVM gives the same records as a fresh one (envs/jvm.py)
+
     def __init__(self, game: str = "twc", step_limit: int = 100):
         if game not in TASK_PRESETS:
             raise UnknownTaskError(
@@ -67,6 +70,7 @@ class TextWorldExpress:
                 + ", ".join(f"textworld_express:{g}" for g in TASK_PRESETS)
             )
         try:
+            import textworld_express.textworld_express as package
             from textworld_express import TextWorldExpressEnv
         except ImportError as e:
             raise EnvUnavailableError(f"TextWorldExpress is not installed: {INSTALL_HINT}") from e
@@ -74,6 +78,7 @@ class TextWorldExpress:
         self.name = f"textworld_express:{game}"
         self.version = metadata.version("textworld-express")
         self.presets = dict(TASK_PRESETS[game])
+        constant_identity_hashes(package)  # makes the JVM reusable between episodes (envs/jvm.py)
         self._env = TextWorldExpressEnv(envStepLimit=step_limit)
         self._loaded_task: str | None = None
         self._folds: dict[str, list[int]] = {}

@@ -95,6 +95,9 @@ class EvalConfig:
     stand-in device is the one the router learned), their endpoints, budgets and deadlines."""
     max_steps: int | None = None
     """Per-episode step limit (default: the dataset's, which the router's step feature was trained with)."""
+    max_steps_gold_factor: float = 2.0
+    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off).
+    Lost episodes otherwise run on to --max-steps and hold most cloud calls and run time (README, diagnosis)."""
     features_cache: Path = RUNS_ROOT / "evaluate" / "features"
     """The evaluation's own embedding cache (kept across runs so reruns embed nothing); datasets' caches are only read."""
     seed: int = 0
@@ -117,7 +120,7 @@ class EvalConfig:
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
                               "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
                               "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
-                              "max_steps": COUNT}
+                              "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE}
 
     def __post_init__(self):
         # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
@@ -376,7 +379,8 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         make_cloud=make_cloud,
         make_device=make_device,
         settings=EpisodeSettings(history_k=settings.get("history_k", 3),
-                                 max_obs_chars=settings.get("max_obs_chars", 400), max_steps=max_steps),
+                                 max_obs_chars=settings.get("max_obs_chars", 400), max_steps=max_steps,
+                                 max_steps_gold_factor=config.max_steps_gold_factor),
         routers=router_paths, features_cache=config.features_cache, read_dirs=tuple(dict.fromkeys(read_dirs)),
         seed=config.seed, options={"max_entropy": config.confidence_max_entropy},
     )

@@ -97,6 +97,9 @@ class RLConfig:
     """Fine-tune settings of each RL iteration."""
     max_steps: int = 60
     """Per-episode step limit."""
+    max_steps_gold_factor: float = 2.0
+    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off):
+    steps after an unrecoverable mistake teach nothing and cost run time."""
     baselines: bool = True
     """Also evaluate cloud-only and device-only on the held-out variations once (iteration 0)."""
     seed: int = 0
@@ -118,7 +121,7 @@ class RLConfig:
                               "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
                               "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
                               "window": NON_NEGATIVE, "threshold": PROBABILITY,
-                              "max_steps": COUNT, "return_tolerance": NON_NEGATIVE,
+                              "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE, "return_tolerance": NON_NEGATIVE,
                               "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT}
 
     def __post_init__(self):

@@ -123,7 +123,8 @@ def open_run(
     settings = table.manifest.get("settings", {})
     episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", 3)),
                                        max_obs_chars=int(settings.get("max_obs_chars", 400)),
-                                       max_steps=config.max_steps)
+                                       max_steps=config.max_steps,
+                                       max_steps_gold_factor=config.max_steps_gold_factor)
     engine = config.engine
     if make_env is None and (engine.batch_size > 1 or engine.workers > 1):
         raise HeraError("open_run: batch_size or workers > 1 need make_env (one simulator per slot)")

@@ -11,13 +11,11 @@ jitted forward), then each episode's chooser decides (a router's chooser finds i
 answer a whole lockstep's states through `act_batch`, and each simulator takes its step.
 
 Workers run in-process, or as Ray actors (`workers > 1`), each built by the same picklable `make_setup`, so both
-give the same records. A simulator is reused between episodes only where the env declares `reuse_safe = True`
-(or `fresh_env_per_episode=False` forces reuse). Neither ScienceWorld nor TextWorldExpress is reuse-safe: their
-JVMs carry state across `load`/`reset` that no reset clears (ScienceWorld reseeds its RNG with the variation on
-reset, but the iteration order of its object sets follows JVM identity hashes, i.e. everything the JVM did before,
-even loading another task). It changes far more than the listing order that `canonical_observation` sorts: the gold
-path's choices (which plant, which cup), the random draws (a thermometer's reading), TWC's gold and valid actions a
-few steps in. So a fresh simulator runs exactly `reset` + steps for each episode; the next one starts in the background.
+give the same records. A simulator is reused between episodes where the env declares `reuse_safe = True` (its
+episodes do not depend on what it ran before): ScienceWorld and TextWorldExpress do, since their JVMs start with
+constant identity hashes (`envs/jvm.py`; with default hashes their object-set order, and with it gold paths and
+random draws, followed the JVM's history). Other envs get a fresh simulator per episode, started in the
+background; `fresh_env_per_episode` forces either.
 
 Simulator failures: every environment call runs under a watchdog (`env_call_timeout_s`); a crash (e.g. the
 ScienceWorld JVM died) or a hang kills that simulator, builds a fresh one and reruns that episode from the start, at
@@ -101,9 +99,8 @@ class EngineConfig:
     max_episode_retries: int = 2
     """Restarts of a crashed/hung simulator per episode before giving up."""
     fresh_env_per_episode: bool | None = None
-    """A new simulator for every episode; None: only for simulators whose episodes depend on what they ran before
-    (an env without `reuse_safe = True`: ScienceWorld and TextWorldExpress, see this module's docstring). False
-    forces reuse, which makes records depend on the JVM's history."""
+    """A new simulator for every episode; None: only for envs that do not declare `reuse_safe = True` (see this
+    module's docstring). True costs a simulator start per episode (ScienceWorld 1-3 s); False forces reuse."""
 
     LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
                               "max_episode_retries": NON_NEGATIVE}

@@ -8,6 +8,7 @@ device agent is also asked at every step without acting (IL data: the device rep
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -50,7 +51,17 @@ class EpisodeSettings:
     history_k: int = 3
     max_obs_chars: int = 400
     max_steps: int = 50
+    # > 0: an episode also ends after ceil(factor x its gold path's length) steps, where the env gives a gold path.
+    # A lost episode otherwise runs on to max_steps, and those steps decide the cloud-step ratio and the run time.
+    max_steps_gold_factor: float = 0.0
     max_seconds: float | None = None  # wall-clock limit; the episode ends (unsuccessful) after the step running then
+
+
+def episode_step_limit(settings: EpisodeSettings, gold_path: tuple[str, ...] | None) -> int:
+    """`max_steps`, or ceil(`max_steps_gold_factor` x the gold path's length) when that is set and smaller."""
+    if settings.max_steps_gold_factor > 0 and gold_path:
+        return min(settings.max_steps, math.ceil(settings.max_steps_gold_factor * len(gold_path)))
+    return settings.max_steps
 
 
 class EpisodeProgress:
@@ -65,7 +76,8 @@ class EpisodeProgress:
         self.pending: list[dict] = []
         self.cloud_calls = 0
         self.success = False
-        self.finished = settings.max_steps <= 0
+        self.max_steps = episode_step_limit(settings, first.gold_path)
+        self.finished = self.max_steps <= 0
         self.started = time.monotonic()
 
     def state(self) -> tuple[AgentState, str]:
@@ -106,7 +118,7 @@ class EpisodeProgress:
         limit_s = self.settings.max_seconds
         if result.done:
             self.success = result.success
-        self.finished = (result.done or len(self.pending) >= self.settings.max_steps
+        self.finished = (result.done or len(self.pending) >= self.max_steps
                          or (limit_s is not None and time.monotonic() - self.started > limit_s))
 
     def records(self) -> list[StepRecord]:
