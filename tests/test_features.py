@@ -19,7 +19,8 @@ class CountingEncoder:
 
 
 def test_each_distinct_state_is_embedded_once_and_cache_is_reused(tmp_path):
-    spec = FeatureSpec(encoder="toy", embedding_dim=8, scalar_features=("step_frac",), horizon=10)
+    spec = FeatureSpec(encoder="toy", embedding_dim=8, scalar_features=("step_frac",), horizon=10,
+                       text_design="joint")
     keys, texts, steps = ["k1", "k2", "k1", "k3"], ["a", "b", "a", "c"], np.array([0, 5, 0, 20])
     enc = CountingEncoder()
     features, num_new = featurize(keys, texts, steps, spec, tmp_path, encode=enc)
@@ -38,7 +39,7 @@ def test_each_distinct_state_is_embedded_once_and_cache_is_reused(tmp_path):
 
 
 def test_cache_from_another_encoder_or_dimension_is_refused(tmp_path):
-    spec = FeatureSpec(encoder="toy", embedding_dim=8)
+    spec = FeatureSpec(encoder="toy", embedding_dim=8, text_design="joint")
     featurize(["k"], ["a"], np.array([0]), spec, tmp_path, encode=CountingEncoder())
     path = cache_path(tmp_path, "toy")
     with pytest.raises(FeatureCacheError, match="built with encoder 'toy', not 'other'"):
@@ -48,7 +49,7 @@ def test_cache_from_another_encoder_or_dimension_is_refused(tmp_path):
 
 
 def test_encoder_output_dimension_must_match_spec(tmp_path):
-    spec = FeatureSpec(encoder="toy", embedding_dim=16)
+    spec = FeatureSpec(encoder="toy", embedding_dim=16, text_design="joint")
     with pytest.raises(FeatureCacheError):
         featurize(["k"], ["a"], np.array([0]), spec, tmp_path, encode=CountingEncoder(dim=8))
 

@@ -52,7 +52,7 @@ def test_every_shipped_state_text_round_trips():
 def test_joint_design_is_todays_features(tmp_path):
     # joint: one rounded embedding of the whole state text + scalars, under the existing cache file name
     texts = [state_text(_state((("open door", "The door is open."),))), state_text(_state(()))]
-    spec = FeatureSpec(encoder="toy", embedding_dim=8, horizon=10)
+    spec = FeatureSpec(encoder="toy", embedding_dim=8, horizon=10, text_design="joint")
     encode = CountingEncoder()
     features, num_new = featurize([state_key(t) for t in texts], texts, np.array([0, 5]), spec, tmp_path, encode)
     expected = np.asarray(CountingEncoder()(texts), np.float16).astype(np.float32)

@@ -198,4 +198,4 @@ def test_resume_allows_new_agent_budgets_but_not_another_agent(tmp_path):
     with pytest.raises(RunFolderError, match=r"agents\.cloud: run has 'oracle', now 'openai'"):
         check_resume(tmp_path, RLConfig(out=tmp_path, agents=AgentsConfig(cloud="openai")))
     with pytest.raises(RunFolderError, match=r"features\.text_design"):
-        check_resume(tmp_path, RLConfig(out=tmp_path, features=FeatureSpec(text_design="segments")))
+        check_resume(tmp_path, RLConfig(out=tmp_path, features=FeatureSpec(text_design="joint")))
