@@ -261,3 +261,31 @@ def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_datas
     np.testing.assert_array_equal(np.asarray(sweep_rows.y), np.asarray(loop_rows.data.target).astype(np.int32))
     np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(loop_rows.data.weight), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(float(np.sum(loop_rows.data.weight[:loop_rows.num_visits])), 1.0, rtol=1e-5)
+
+
+def test_a_kill_while_copying_the_features_cache_leaves_no_cut_off_copy(straight_run, il_dataset, tmp_path,
+                                                                        monkeypatch):
+    """open_run copies the dataset's embedding cache into the run folder: a kill mid-copy must not leave a cut-off
+    file that the rerun takes for the copy (it could not read it; only deleting it by hand let the run go on)."""
+    import shutil
+
+    source = straight_run[0] / "features"  # a cache holding every IL state
+    out = tmp_path / "run"
+
+    def open_it():
+        return open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
+                        PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset, source,
+                        encode=bag_of_words)
+
+    def killed_mid_copy(src, dst, **_):
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[: len(data) // 2])
+        raise Killed
+
+    monkeypatch.setattr(shutil, "copyfile", killed_mid_copy)
+    with pytest.raises(Killed):
+        open_it()
+    monkeypatch.undo()
+    open_it()  # the rerun
+    name = "embeddings_toy-bag-of-words.npz"
+    assert (out / "features" / name).read_bytes() == (source / name).read_bytes()

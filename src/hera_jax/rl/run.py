@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,7 +139,10 @@ def open_run(
     source, target = (cache_path(d, spec.encoder, spec.text_design) for d in (features_dir, run_dir / FEATURES))
     if source.exists() and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        # through a temp file: a kill mid-copy must not leave a cut-off cache that a rerun takes for the copy
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
     features, num_new = featurize(table.state_key, table.state_text, table.step, spec, run_dir / FEATURES,
                                   encode=encode)
     check_finite_features(features, table.state_key, spec, run_dir / FEATURES)
