@@ -160,6 +160,30 @@ def test_evaluation_killed_and_resumed_writes_the_same_file(router_checkpoint, t
     assert {r["route_reason"] for r in read_steps(straight)[0]} >= {"router", "random", "swiftsage", "oracle"}
 
 
+class ReusableKeyRoomEnv(KeyRoomEnv):
+    reuse_safe = True  # its episodes do not depend on what it ran before
+
+
+def test_evaluation_reuses_only_simulators_that_declare_it_safe(router_checkpoint, tmp_path):
+    """Evaluation wraps each simulator (SignalEnv); the wrapper must pass `reuse_safe` on, or every episode pays a
+    simulator start (a JVM for ScienceWorld / TextWorldExpress)."""
+    made = []
+
+    def make(cls):
+        made.append(cls)
+        return cls()
+
+    files = {}
+    for cls in (KeyRoomEnv, ReusableKeyRoomEnv):
+        files[cls] = tmp_path / f"{cls.__name__}.jsonl"
+        run_online("keyroom", EVAL_EPISODES, eval_plan(functools.partial(make, cls), router_checkpoint,
+                                                       tmp_path / f"cache-{cls.__name__}"),
+                   files[cls], EngineConfig(batch_size=3), show_progress=False)
+    jobs = len(eval_jobs("keyroom", EVAL_EPISODES, EVAL_POINTS))
+    assert made.count(KeyRoomEnv) >= jobs and made.count(ReusableKeyRoomEnv) <= 4  # 3 slots (+ a context probe)
+    assert files[KeyRoomEnv].read_bytes() == files[ReusableKeyRoomEnv].read_bytes()
+
+
 @pytest.mark.slow
 def test_evaluation_on_ray_workers_writes_the_same_file(router_checkpoint, tmp_path):
     local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"

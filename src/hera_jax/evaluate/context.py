@@ -51,6 +51,7 @@ class SignalEnv:
         self.env = env
         self.name = env.name
         self.version = getattr(env, "version", "")
+        self.reuse_safe = getattr(env, "reuse_safe", False)  # the engine reuses the simulator only where it may
         self.rewards: list[float] = []
         self.env_steps = 0
 
