@@ -33,7 +33,7 @@ from tests.test_rl_loop import DIM, KeyRoomEnv, bag_of_words
 from hera_jax.router import il_app as il_cli
 
 ENCODER = "toy-bag-of-words"
-SPEC = FeatureSpec(encoder=ENCODER, embedding_dim=DIM)
+SPEC = FeatureSpec(encoder=ENCODER, embedding_dim=DIM, text_design="joint")  # the cache these tests damage
 SMALL_TRAIN = TrainConfig(hidden_sizes=(16,), max_epochs=4, patience=4, batch_size=16)
 SETTINGS = EpisodeSettings(replay="device", history_k=2, max_obs_chars=200, max_steps=12)
 MANIFEST = {"env": {"name": "keyroom"}, "agents": {}, "settings": {"history_k": 2, "max_obs_chars": 200}}
@@ -165,7 +165,8 @@ def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_d
         f.write(b'{"episode_id": "x", "state_text": "caf\xe9"}\n')  # latin-1, not UTF-8
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "il.py"), "--dataset", str(dataset), "--out", str(tmp_path / "run"),
-         "--features.encoder", ENCODER, "--features.embedding-dim", str(DIM), "--train.hidden-sizes", "16", "--train.max-epochs", "3",
+         "--features.encoder", ENCODER, "--features.embedding-dim", str(DIM), "--features.text-design", "joint",
+         "--train.hidden-sizes", "16", "--train.max-epochs", "3",
          "--train.batch-size", "16"],
         capture_output=True, text=True, timeout=300,
     )

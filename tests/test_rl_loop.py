@@ -106,7 +106,7 @@ def collect_keyroom_dataset(folder: Path) -> Path:
 def _config(out: Path, iters: int) -> RLConfig:
     return RLConfig(
         iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=0.3, cost_weight=0.02,
-        env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM), max_steps=12, out=out,
+        env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM, text_design="joint"), max_steps=12, out=out,
         il_train=TrainConfig(hidden_sizes=(16,), max_epochs=8, patience=8, batch_size=16),
         train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, engine=EngineConfig(batch_size=1),
     )

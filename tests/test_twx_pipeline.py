@@ -80,6 +80,7 @@ def test_rl_iter_runs_on_twc(tmp_path, monkeypatch):
         env=TWC, iters=1, tasks=("twc-easy",), train_variations=1, rollouts_per_task=2, eval_variations=1,
         max_steps=6, il_train=TrainConfig(hidden_sizes=(16,), max_epochs=4, patience=4),
         train=PreferenceTrainConfig(epochs=3), out=out, progress=False,
+        features=FeatureSpec(text_design="joint"),  # whole-state embeddings: rollout states are new to the cache
     )
     history = rl_cli.train_rl(config)
     assert [m["iteration"] for m in history] == [0, 1]
@@ -89,7 +90,7 @@ def test_rl_iter_runs_on_twc(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (out / "iter_001" / "rollouts.jsonl").read_text().splitlines()]
     assert {r["env"] for r in rows} == {TWC} and {r["task"] for r in rows} == {"twc-easy"}
     assert json.loads((out / "config.json").read_text())["eval_variations"] == 1
-    assert load_router(out / "checkpoints", step=1).feature_spec == FeatureSpec()
+    assert load_router(out / "checkpoints", step=1).feature_spec == FeatureSpec(text_design="joint")
     assert history[1]["rollouts"]["newly_embedded_states"] > 0  # states met in rollouts went through the encoder
 
 
