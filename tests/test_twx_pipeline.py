@@ -51,7 +51,7 @@ def test_per_environment_defaults_leave_scienceworld_unchanged():
     assert {name for name, p in PROFILES.items() if p.dataset is None} == {"alfworld", "webshop", "appworld"}
     ev = evaluate_cli.EvalConfig()
     assert (ev.dev_per_task, ev.test_per_task, ev.unseen_per_task) == (1, 1, 2)
-    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 2
+    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 67
 
 
 def _hashed_encoder(model, show_progress=False, **_):
