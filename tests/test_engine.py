@@ -1,8 +1,8 @@
 """The rollout engine on a tiny deterministic environment, and the one router scorer: lockstep batches make one
 routing call per router and lockstep and give the same records as one episode at a time; fresh and cached embeddings
 score identically; evaluation and RL resume after a kill into the same file as an uninterrupted run; Ray workers
-write the same records (RL). ScienceWorld: a fresh simulator per episode makes records independent of job order,
-and a reused JVM gives the same records as fresh ones (envs/jvm.py)."""
+write the same records (RL). ScienceWorld: records do not depend on job order or batch size, and a reused JVM gives
+the same records as fresh ones (envs/jvm.py)."""
 
 from __future__ import annotations
 

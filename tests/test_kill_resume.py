@@ -1,7 +1,7 @@
 """`kill -9` during experiments/rl_iter.py and experiments/evaluate.py, then the same command again (issue 11): the
 rerun completes, keeps what was on disk byte for byte (append-only), redoes the partial episode, duplicates
 nothing, and ends with the records and results of an uninterrupted run with the same flags (records are
-reproducible: a fresh simulator per episode, seeded agents). experiments/collect.py's counterpart is
+reproducible: simulators whose episodes do not depend on what they ran before, seeded agents). experiments/collect.py's counterpart is
 tests/test_rollout_resume.py.
 
 The runs are tiny TextWorldExpress (twc) runs with the stand-in agents; `--engine.batch-size 1` makes episodes

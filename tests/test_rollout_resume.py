@@ -1,6 +1,6 @@
 """`kill -9` during experiments/collect.py, then the same command again: finished episodes are kept, the partial
 one is redone, nothing is duplicated, and the result equals an uninterrupted collection (records are reproducible
-because every episode gets a fresh simulator)."""
+because an episode's records do not depend on what its simulator ran before)."""
 
 from __future__ import annotations
 
