@@ -34,7 +34,7 @@ def rl_run(tmp_path_factory):
 
 def _sweep_config(sweep_cli, dataset, run, out, **kw):
     return sweep_cli.SweepConfig(
-        dataset=dataset, features_dir=run / "features", features=FeatureSpec("toy-bag-of-words", DIM),
+        dataset=dataset, features_dir=run / "features", features=FeatureSpec("toy-bag-of-words", DIM, text_design="joint"),
         unseen_tasks=(), rl_run=run, heldout_groups_percent=40, out=out,
         grid=SweepGrid(seeds=(0, 1), learning_rates=(3e-3,), hidden_sizes=((8,), (16,)),
                        label_sources=("il", "il+rl"), cost_weights=(0.0, 0.05)),
