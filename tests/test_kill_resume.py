@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from hera_jax.rollout.records import read_steps
+from tests.test_rollout_resume import add_what_a_kill_mid_write_leaves, episodes, finish
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +45,6 @@ def start(script: str, args: list[str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def finish(proc: subprocess.Popen) -> str:
-    output, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, output
-    return output
-
-
 def kill_9_once_on_disk(proc: subprocess.Popen, path: Path) -> None:
     """SIGKILL the command once `path` exists (a file: once it holds a whole line, i.e. an episode's first step)."""
     deadline = time.monotonic() + 300
@@ -59,24 +54,6 @@ def kill_9_once_on_disk(proc: subprocess.Popen, path: Path) -> None:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the process and its simulators, like a crash
     proc.communicate()
-
-
-def episodes(path: Path) -> dict[str, list[dict]]:
-    rows, _ = read_steps(path)
-    by_id: dict[str, list[dict]] = {}
-    for row in rows:
-        by_id.setdefault(row["episode_id"], []).append(row)
-    return by_id
-
-
-def add_what_a_kill_mid_write_leaves(path: Path, reference: dict[str, list[dict]]) -> str:
-    """Append the first lines of a pending episode and a cut-off line; returns that episode's id."""
-    kept = episodes(path)
-    pending = next(e for e, rows in reference.items() if e not in kept and len(rows) >= 3)
-    lines = [json.dumps(r) + "\n" for r in reference[pending]]
-    with open(path, "a") as f:
-        f.write(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
-    return pending
 
 
 def where(problem: str) -> str:

@@ -43,6 +43,16 @@ def episodes(path: Path) -> dict[str, list[dict]]:
     return by_id
 
 
+def add_what_a_kill_mid_write_leaves(path: Path, reference: dict[str, list[dict]]) -> str:
+    """Append the first lines of a pending episode and a cut-off line; returns that episode's id."""
+    kept = episodes(path)
+    pending = next(e for e, rows in reference.items() if e not in kept and len(rows) >= 3)
+    lines = [json.dumps(r) + "\n" for r in reference[pending]]
+    with open(path, "a") as f:
+        f.write(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    return pending
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
@@ -62,12 +72,8 @@ def test_kill_9_then_rerun_keeps_finished_redoes_partial_and_duplicates_nothing(
     kept = episodes(steps)
     assert 1 <= len(kept) < NUM_EPISODES
 
-    # What a kill in the middle of a write leaves: the first lines of a further episode and a cut-off line.
     reference_episodes = episodes(reference)
-    pending = next(e for e in reference_episodes if e not in kept and len(reference_episodes[e]) >= 3)
-    lines = [json.dumps(r) + "\n" for r in reference_episodes[pending]]
-    with open(steps, "a") as f:
-        f.write(lines[0] + lines[1] + lines[2][: len(lines[2]) // 2])
+    pending = add_what_a_kill_mid_write_leaves(steps, reference_episodes)
     before_rerun = steps.read_bytes()
     _, report = read_steps(steps)
     assert any("truncated last line" in p for p in report.problems)
