@@ -28,3 +28,81 @@ def test_same_variation_gives_the_same_state_keys_after_reloading():
         assert keys[0] == keys[1] == keys[2]
     finally:
         env.close()
+
+
+def _walk(reset, step, gold, mistakes_at, pick):
+    """Gold actions, except a valid non-gold action at the steps in `mistakes_at`; stops when the episode ends."""
+    first = reset()
+    trace = [(first[0], first[1])]
+    valid = first[1]
+    for k, action in enumerate(gold):
+        if k in mistakes_at:
+            action = pick(valid, action)
+        out = step(action)
+        trace.append(out)
+        valid = out[1]
+        if out[-1]:  # done
+            break
+    return trace
+
+
+def test_fast_step_matches_the_scienceworld_api_and_fetches_valid_actions_only_when_read():
+    """The adapter's own step (no free actions, valid actions on demand) against `ScienceWorldEnv.step`: the same
+    observations, valid actions, rewards, scores and ends, on won, lost-by-wrong-focus and wandering episodes."""
+    import pytest
+    from hera_jax.envs.base import StaleActionsError
+
+    env = ScienceWorld()
+    api = env._env
+    try:
+        def fast_reset(task, variation):
+            def reset():
+                first = env.reset(task, variation)
+                return first.observation, tuple(first.valid_actions)
+            return reset
+
+        def fast_step(action):
+            r = env.step(action)
+            return r.observation, tuple(r.valid_actions), r.reward, r.score, r.success, r.done
+
+        def api_reset(task, variation):
+            def reset():
+                env._loaded = None
+                env._load(task, variation)
+                observation, info = api.reset()
+                return canonical_observation(observation), tuple(sorted(info["valid"]))
+            return reset
+
+        def api_step(action):
+            observation, reward, done, info = api.step(action)
+            score = float(info["score"])
+            return (canonical_observation(observation), tuple(sorted(info["valid"])), float(reward), score,
+                    bool(done and score >= 100), bool(done))
+
+        def pick(valid, gold):  # a deterministic wrong action of the gold action's verb (e.g. focus on the wrong thing)
+            verb = gold.split()[0]
+            same = [a for a in valid if a.startswith(verb) and a != gold]
+            return same[len(same) // 2] if same else valid[0]
+
+        ends = set()
+        for task, variation, mistakes_at in (("find-living-thing", 1, ()), ("find-living-thing", 1, "focus"),
+                                             ("boil", 1, (2, 5)), ("chemistry-mix", 1, (1, 3))):
+            gold = env.reset(task, variation).gold_path
+            if mistakes_at == "focus":  # focusing on the wrong object fails the task at once (score -100)
+                mistakes_at = (next(k for k, a in enumerate(gold) if a.startswith("focus on")),)
+            fast = _walk(fast_reset(task, variation), fast_step, gold, mistakes_at, pick)
+            slow = _walk(api_reset(task, variation), api_step, gold, mistakes_at, pick)
+            assert fast == slow, (task, mistakes_at)
+            ends.add((fast[-1][-2], fast[-1][-1], fast[-1][3]))  # (success, done, score)
+        assert (True, True, 100.0) in ends and any(score < 0 for _, _, score in ends)  # a won and a failed episode
+
+        first = env.reset("boil", 1)
+        result = env.step(first.gold_path[0])
+        assert not result.valid_actions.fetched  # nothing asked for them: no Java listing
+        assert "look around" in result.valid_actions and result.valid_actions.fetched
+        later = env.step(first.gold_path[1])
+        with pytest.raises(StaleActionsError):
+            list(first.valid_actions)  # the simulator has moved on: answering would describe another state
+        assert len(later.valid_actions) > 0
+    finally:
+        env.close()

@@ -168,7 +168,32 @@ class HangOnce(CrashOnce):
         return self.env.step(action)
 
 
-@pytest.mark.parametrize("wrapper", [CrashOnce, HangOnce])
+class CrashOnValidActions(CrashOnce):
+    """Kills the real JVM the first time an agent reads a state's valid actions (ScienceWorld fetches them on
+    demand, outside `step`), once."""
+
+    crashed = False
+
+    def _arm(self, result):
+        fetch = result.valid_actions._fetch
+
+        def kill_then_fetch():
+            if not CrashOnValidActions.crashed:
+                CrashOnValidActions.crashed = True
+                os.kill(self.env._env._gateway.java_process.pid, signal.SIGKILL)
+            return fetch()
+
+        result.valid_actions._fetch = kill_then_fetch
+        return result
+
+    def reset(self, task, variation):
+        return self._arm(self.env.reset(task, variation))
+
+    def step(self, action):
+        return self._arm(self.env.step(action))
+
+
+@pytest.mark.parametrize("wrapper", [CrashOnce, HangOnce, CrashOnValidActions])
 def test_a_crashed_or_hung_simulator_is_restarted_and_the_episode_redone(wrapper, in_process_records):
     spec = SPECS[0]
     # 30 s: a reset on the loaded 2-core CPU can take more than 5 s
@@ -181,6 +206,7 @@ def test_a_crashed_or_hung_simulator_is_restarted_and_the_episode_redone(wrapper
         if HangOnce.hung_thread is not None:
             HangOnce.hung_thread.join(10)
     assert worker.restarts == 1
+    assert wrapper is not CrashOnValidActions or CrashOnValidActions.crashed  # the device did read them
     assert comparable(records) == comparable(in_process_records[spec.episode_id])
 
 

@@ -34,7 +34,9 @@ class AgentState:
 
     task_description: str
     observation: str
-    valid_actions: tuple[str, ...]
+    # A tuple, or `envs.base.LazyActions` (listed on first read). Left out of == and hash: they follow from the
+    # simulator's state, and comparing them would make ScienceWorld list them at every step.
+    valid_actions: Sequence[str] = dataclasses.field(compare=False)
     history: tuple[tuple[str, str], ...] = ()  # (action, observation that followed), oldest first
     step: int = 0
     gold_path: tuple[str, ...] | None = None

@@ -9,14 +9,71 @@ from __future__ import annotations
 from hera_jax.errors import HeraError
 
 import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
+
+
+class StaleActionsError(RuntimeError):
+    """Valid actions were asked for a state the simulator has already left."""
+
+
+class LazyActions(Sequence[str]):
+    """A state's valid actions, fetched from the simulator (and sorted) on first use.
+
+    ScienceWorld spends 30-100 ms of Java time per step listing them, while the stand-in agents read them only to make
+    a mistake, and the router never does. `is_current()` says whether the simulator is still at the state; reading
+    them after it has moved on raises `StaleActionsError` instead of answering for another state. `guard` lets the
+    rollout engine run the fetch under its simulator watchdog.
+    """
+
+    def __init__(self, fetch: Callable[[], Sequence[str]], is_current: Callable[[], bool]):
+        self._fetch = fetch
+        self._is_current = is_current
+        self._actions: tuple[str, ...] | None = None
+
+    def guard(self, run: Callable[[Callable[[], Sequence[str]]], Sequence[str]]) -> None:
+        fetch = self._fetch
+        self._fetch = lambda: run(fetch)
+
+    @property
+    def fetched(self) -> bool:
+        return self._actions is not None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._actions is None:
+            if not self._is_current():
+                raise StaleActionsError("valid actions were asked for a state the simulator has already left")
+            self._actions = tuple(sorted(self._fetch()))
+        return self._actions
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __contains__(self, action: object) -> bool:
+        return action in self._get()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (LazyActions, tuple, list)):
+            return self._get() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyActions({self._get()!r})" if self.fetched else "LazyActions(<not fetched>)"
 
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
     observation: str
     task_description: str
-    valid_actions: tuple[str, ...]
+    valid_actions: Sequence[str]  # a tuple, or `LazyActions`
     gold_path: tuple[str, ...] | None = None  # privileged: for oracle stand-ins only
 
 
@@ -27,7 +84,7 @@ class StepResult:
     score: float
     done: bool
     success: bool
-    valid_actions: tuple[str, ...]
+    valid_actions: Sequence[str]  # a tuple, or `LazyActions`
 
 
 @dataclasses.dataclass(frozen=True)

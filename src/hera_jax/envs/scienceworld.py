@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from hera_jax.envs.base import EnvUnavailableError, Observation, StepResult, UnknownTaskError
+from hera_jax.envs.base import EnvUnavailableError, LazyActions, Observation, StepResult, UnknownTaskError
 from hera_jax.envs.jvm import constant_identity_hashes
 
 _SPLIT_GETTERS = {"train": "get_variations_train", "dev": "get_variations_dev", "test": "get_variations_test"}
@@ -49,8 +49,11 @@ class ScienceWorld:
         constant_identity_hashes(package)  # makes the JVM reusable between episodes (envs/jvm.py)
         self._env = ScienceWorldEnv(jar_path, envStepLimit=step_limit)
         self._task_names = list(self._env.get_task_names())
+        self._step_limit = step_limit
         self._loaded: tuple[str, int] | None = None
-        self._last_score = 0.0
+        self._variations: dict[str, dict[str, list[int]]] = {}
+        self._last_score = 0
+        self._moves = 0  # calls to the simulator's step since the JVM started: which state valid actions belong to
 
     def task_names(self) -> list[str]:
         return list(self._task_names)
@@ -70,32 +73,50 @@ class ScienceWorld:
     def variations(self, task: str, split: str) -> list[int]:
         if split not in _SPLIT_GETTERS:
             raise ValueError(f"split must be one of {sorted(_SPLIT_GETTERS)}, got {split!r}")
-        self._load(task, 0)
-        return list(getattr(self._env, _SPLIT_GETTERS[split])())
+        if task not in self._variations:  # one load per task (0.1-1 s) for all three splits
+            self._load(task, 0)
+            self._variations[task] = {name: list(getattr(self._env, getter)())
+                                      for name, getter in _SPLIT_GETTERS.items()}
+        return list(self._variations[task][split])
 
     def reset(self, task: str, variation: int) -> Observation:
         self._load(task, variation)
-        observation, info = self._env.reset()
-        self._last_score = 0.0
+        self._env.server.reset()
+        self._last_score = 0
+        result = self._advance("look around")  # what `ScienceWorldEnv.reset` returns
         return Observation(
-            observation=canonical_observation(observation),
+            observation=result.observation,
             task_description=self._env.get_task_description(),
-            valid_actions=tuple(sorted(info["valid"])),
+            valid_actions=result.valid_actions,
             gold_path=tuple(self._env.get_gold_action_sequence()),
         )
 
     def step(self, action: str) -> StepResult:
-        observation, reward, done, info = self._env.step(action)
-        score = float(info["score"])
+        return self._advance(action)
+
+    def _advance(self, action: str) -> StepResult:
+        """`ScienceWorldEnv.step` without what it computes for its info dict that we never read: the free look,
+        inventory and task actions, and above all the valid actions (30-100 ms of Java per step), which are fetched
+        only when an agent reads them (`LazyActions`). Same observations, scores and ends (tested against it)."""
+        server = self._env.server
+        observation = server.step(action)
+        self._moves += 1
+        score = int(round(100 * server.getScore()))
+        done = bool(server.getCompleted()) or server.getNumMoves() > self._step_limit or score < 0
+        reward, self._last_score = score - self._last_score, score
         # ScienceWorld reports -100 when a task is failed (e.g. focusing on the wrong object) and 100 when done.
-        success = bool(done and score >= 100)
+        moves = self._moves
+
+        def valid_actions() -> list[str]:
+            return list(server.getValidActionObjectCombinations())
+
         return StepResult(
             observation=canonical_observation(observation),
             reward=float(reward),
-            score=score,
-            done=bool(done),
-            success=success,
-            valid_actions=tuple(sorted(info["valid"])),
+            score=float(score),
+            done=done,
+            success=bool(done and score >= 100),
+            valid_actions=LazyActions(valid_actions, lambda: self._moves == moves),
         )
 
     def close(self) -> None:

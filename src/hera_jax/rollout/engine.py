@@ -26,17 +26,18 @@ retried.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from hera_jax.agents.base import Agent, AgentStep, act_batch
-from hera_jax.envs.base import Env, Observation, StepResult
+from hera_jax.envs.base import Env, LazyActions, Observation, StepResult
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, validate
 from hera_jax.rollout.episode import Choice, Chooser, EpisodeProgress, EpisodeSettings, EpisodeSpec
@@ -152,10 +153,24 @@ class GuardedEnv:
         return box["value"]
 
     def reset(self, task: str, variation: int) -> Observation:
-        return self._call(self.env.reset, task, variation)
+        return self._guard_actions(self._call(self.env.reset, task, variation))
 
     def step(self, action: str) -> StepResult:
-        return self._call(self.env.step, action)
+        return self._guard_actions(self._call(self.env.step, action))
+
+    def _guard_actions(self, result: Any) -> Any:
+        """Valid actions fetched on demand (`LazyActions`) are fetched under this watchdog too; a crash or hang
+        there raises `SimulatorCrash` with `.guard` naming this env, so the engine knows whose episode to redo."""
+        if isinstance(result.valid_actions, LazyActions):
+            result.valid_actions.guard(self._fetch_actions)
+        return result
+
+    def _fetch_actions(self, fetch: Callable[[], Sequence[str]]) -> Sequence[str]:
+        try:
+            return self._call(fetch)
+        except SimulatorCrash as e:
+            e.guard = self
+            raise
 
 
 @dataclasses.dataclass
@@ -177,11 +192,20 @@ class LockstepWorker:
         # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
+        # The B simulators of a lockstep step at the same time, and a slot whose episode ended resets (a ScienceWorld
+        # reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in parallel with this
+        # thread. Each slot's calls stay in order, so the records do not change.
+        self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step")
+        self._start_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-reset")
         self.restarts = 0
 
     def _env(self, slot: int) -> GuardedEnv:
         if self._envs[slot] is None:
-            env = self._spares.popleft().result() if self._spares else self.setup.make_env()
+            try:  # slots start in parallel threads: take a spare atomically
+                spare = self._spares.popleft()
+            except IndexError:
+                spare = None
+            env = spare.result() if spare is not None else self.setup.make_env()
             self._envs[slot] = GuardedEnv(env, self.config.env_call_timeout_s)
         return self._envs[slot]
 
@@ -221,11 +245,18 @@ class LockstepWorker:
         # start the simulators of the first lockstep two at a time instead of one after another
         wanted = min(self.config.batch_size, len(queue)) - sum(e is not None for e in self._envs) - len(self._spares)
         self._spares.extend(self._starter.submit(self.setup.make_env) for _ in range(max(wanted, 0)))
-        while queue or active:
+        starting: dict[int, Future] = {}  # slot -> its next episode's reset, running while the others step
+        while queue or active or starting:
             for slot in range(self.config.batch_size):
-                if slot not in active and queue:
+                if slot not in active and slot not in starting and queue:
                     index, job = queue.popleft()
-                    active[slot] = self._start(slot, index, job, [])
+                    starting[slot] = self._start_pool.submit(self._start, slot, index, job, [])
+            if not active:  # nothing to step: wait for a reset
+                wait(list(starting.values()), return_when=FIRST_COMPLETED)
+            for slot, future in list(starting.items()):
+                if future.done():
+                    del starting[slot]
+                    active[slot] = future.result()
             for slot, running in list(active.items()):
                 if running.episode.finished:  # e.g. max_steps 0
                     del active[slot]
@@ -250,20 +281,40 @@ class LockstepWorker:
                 setup.focus(self._envs[slot].env)
             state, text = states[slot]
             choices[slot] = setup.policies[active[slot].job.policy].choose(state, text, active[slot].episode.cloud_calls)
-        asked = self._ask(states, choices)
-        for slot in slots:
+        try:
+            asked = self._ask(states, choices)
+        except SimulatorCrash as e:  # a simulator failed while an agent read its valid actions
+            slot = next(s for s in slots if self._envs[s] is getattr(e, "guard", None))
             running = active[slot]
-            choice = choices[slot]
-            try:
-                result = self._envs[slot].step(asked[slot][choice.actor].action)
-            except SimulatorCrash as e:  # rebuild the simulator and redo this episode from its start
-                self._crashed(slot, running.job, running.errors, e)
+            self._crashed(slot, running.job, running.errors, e)
+            active[slot] = self._start(slot, running.index, running.job, running.errors)
+            return  # `run` calls again: every episode asks again (stand-ins answer the same; an LLM is asked twice)
+        steps = self._in_parallel([functools.partial(self._envs[slot].step, asked[slot][choices[slot].actor].action)
+                                   for slot in slots], keep_errors=SimulatorCrash)
+        for slot, result in zip(slots, steps):
+            running = active[slot]
+            if isinstance(result, SimulatorCrash):  # rebuild the simulator and redo this episode from its start
+                self._crashed(slot, running.job, running.errors, result)
                 active[slot] = self._start(slot, running.index, running.job, running.errors)
                 continue
-            running.episode.record(states[slot][1], choice, asked[slot], result)
+            running.episode.record(states[slot][1], choices[slot], asked[slot], result)
             if running.episode.finished:
                 del active[slot]
                 yield running.index, running.episode.records()
+
+    def _in_parallel(self, calls: list[Callable[[], Any]], keep_errors: type | tuple = ()) -> list[Any]:
+        """Each call's result, in order; calls run on the slot threads when there are several. An error of a
+        `keep_errors` type is returned in its place; any other is raised (after every call has ended)."""
+        if len(calls) <= 1:
+            futures_or_values = [_outcome(call) for call in calls]
+        else:
+            futures_or_values = [f.result() for f in [self._slot_pool.submit(_outcome, call) for call in calls]]
+        out = []
+        for value, error in futures_or_values:
+            if error is not None and not isinstance(error, keep_errors):
+                raise error
+            out.append(error if error is not None else value)
+        return out
 
     def _ask(self, states: dict[int, tuple], choices: dict[int, Choice]) -> dict[int, dict[str, AgentStep]]:
         """Each chosen actor's answer (cloud first: a spent cloud budget turns routed steps into device steps),
@@ -314,8 +365,17 @@ class LockstepWorker:
     def close(self) -> None:
         self.release_envs()
         self._starter.shutdown(wait=True)
+        self._slot_pool.shutdown(wait=True)
+        self._start_pool.shutdown(wait=True)
         if self.setup.close is not None:
             self.setup.close()
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    try:
+        return call(), None
+    except BaseException as e:  # noqa: BLE001 - handed back to the engine's thread
+        return None, e
 
 
 def _answers(agent: Agent, states: list) -> list[AgentStep | Exception]:
@@ -454,6 +514,8 @@ def run_jobs(
             else:
                 worker.release_envs()
                 worker._starter.shutdown(wait=True)
+                worker._slot_pool.shutdown(wait=True)
+                worker._start_pool.shutdown(wait=True)
     return EngineReport(len(todo), len(jobs) - len(todo), steps, accounting)
 
 
