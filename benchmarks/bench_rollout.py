@@ -106,8 +106,8 @@ def bench_setup(env_name: str, checkpoint: Path, cache_dir: Path, threshold: flo
 
 
 def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float, max_steps: int) -> int:
-    """Before the engine: one simulator reused for every episode; each routed step embeds its state alone (cached by
-    key) and runs one router forward. Returns the number of routed steps."""
+    """Before the engine: one simulator reused for every episode, its valid actions listed at every step; each routed
+    step embeds its state alone (cached by key) and runs one router forward. Returns the number of routed steps."""
     from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
     from hera_jax.envs import make_env
     from hera_jax.features import scalar_features, sentence_encode_fn
@@ -125,7 +125,9 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
     try:
         for spec in specs:
             first = env.reset(spec.task, spec.variation)
-            observation, valid, history = first.observation, first.valid_actions, []
+            # tuple(): the adapters listed the valid actions at every step before 2026-11-26 (ScienceWorld's now
+            # lists them only when an agent reads them; `envs.base.LazyActions`)
+            observation, valid, history = first.observation, tuple(first.valid_actions), []
             for step in range(max_steps):
                 state = AgentState(first.task_description, observation, valid, tuple(history), step, first.gold_path,
                                    spec.env, spec.task, spec.variation)
@@ -139,7 +141,7 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
                 result = env.step(action)
                 steps += 1
                 history.append((action, result.observation))
-                observation, valid = result.observation, result.valid_actions
+                observation, valid = result.observation, tuple(result.valid_actions)
                 if result.done:
                     break
     finally:

@@ -30,7 +30,7 @@ import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -251,8 +251,8 @@ class LockstepWorker:
                 if slot not in active and slot not in starting and queue:
                     index, job = queue.popleft()
                     starting[slot] = self._start_pool.submit(self._start, slot, index, job, [])
-            if not active:  # nothing to step: wait for a reset
-                wait(list(starting.values()), return_when=FIRST_COMPLETED)
+            if len(starting) > len(active):  # e.g. the first lockstep: wait, so that the slots step together
+                wait(list(starting.values()))
             for slot, future in list(starting.items()):
                 if future.done():
                     del starting[slot]
