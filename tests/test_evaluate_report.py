@@ -166,3 +166,18 @@ def test_interval_tables_pair_methods_and_feed_headline():
     low, high = summary.loc["il", "test/auc_success_ci"]
     assert low <= summary.loc["il", "test/auc_success"] <= high
     assert summary.loc["il", "test/success_ci"] == [1.0, 1.0]  # threshold 0.3 succeeded on both test episodes
+
+
+def test_interval_tables_pair_areas_against_a_named_reference():
+    """`reference=` pairs every area against another method than random step routing (e.g. an RL run's IL start):
+    the reference's own difference is exactly 0, and the others' estimates are area differences."""
+    from hera_jax.evaluate.report import interval_tables
+
+    episodes = episode_table(rows_of(constructed_rollouts()), PriceTable())
+    _, by_il = interval_tables(episodes, n_resamples=500, reference="il")
+    test = by_il[by_il.eval_split == "test"].set_index("method")
+    assert "area_minus_random" not in by_il and "area_minus_il" in by_il
+    assert test.loc["il", ["area_minus_il", "area_minus_il_low", "area_minus_il_high"]].tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(test.loc["cloud_only", "area_minus_il"],
+                               test.loc["cloud_only", "area"] - test.loc["il", "area"], atol=1e-12)
+    assert test.loc["cloud_only", "area_minus_il"] != 0.0

@@ -46,13 +46,14 @@ def points_table(episodes: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: int = 0,
-                    n_resamples: int = 9999) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    n_resamples: int = 9999, reference: str = "random") -> tuple[pd.DataFrame, pd.DataFrame]:
     """95 % bootstrap intervals (`stats.bootstrap_intervals`), resampling the (task, variation) units of each eval
     split, the same resample for every point of the split (paired across methods).
 
     Returns (per point: method, param, eval_split, success / cloud_step_ratio / success_retained with _low/_high;
-    per method on the test splits: area, area_minus_random, share_of_<limit> for each limit present, with
-    _low/_high). Areas are under the success vs cloud-step ratio frontier, device-only and cloud-only as anchors.
+    per method on the test splits: area, area_minus_<reference> (random step routing unless another method is
+    named, e.g. an RL run's IL start), share_of_<limit> for each limit present, with _low/_high). Areas are under
+    the success vs cloud-step ratio frontier, device-only and cloud-only as anchors.
     """
     point_rows, method_rows = [], []
     for split, mine in episodes.groupby("eval_split", sort=True):
@@ -81,7 +82,7 @@ def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: 
 
         present_limits = [m for m in limits if m in methods]
         layout = SplitLayout(method_points, device_only=point_of("device_only"), cloud_only=point_of("cloud_only"),
-                             random=methods.index("random") if "random" in methods else -1,
+                             random=methods.index(reference) if reference in methods else -1,
                              limits=tuple(methods.index(m) for m in present_limits))
         shapes = {k: v.shape[1:] for k, v in split_metrics(np.ones((1, num_units)), table, layout).items()}
 
@@ -107,9 +108,9 @@ def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: 
             continue  # dev has no anchors: its areas would not be comparable
         for m, method in enumerate(methods):
             row = {"method": method, "eval_split": split}
-            for key in ("area", "area_minus_random"):
+            for key, name in (("area", "area"), ("area_minus_random", f"area_minus_{reference}")):
                 estimate, low, high = (a[m] for a in ends[key])
-                row.update({key: estimate, f"{key}_low": low, f"{key}_high": high})
+                row.update({name: estimate, f"{name}_low": low, f"{name}_high": high})
             for li, limit in enumerate(present_limits):
                 estimate, low, high = (a[m, li] for a in ends["area_share"])
                 row.update({f"share_of_{limit}": estimate, f"share_of_{limit}_low": low,
