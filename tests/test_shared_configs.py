@@ -15,7 +15,7 @@ import tyro
 from hera_jax.agents import config as agents_config
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.cli import RENAMED_FLAGS, run_cli
-from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS, profile
+from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS, EvalSizes, RLSizes, profile
 from hera_jax.evaluate import evaluate_app
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import rl_app
@@ -154,7 +154,9 @@ def test_profiles_hold_the_defaults_the_experiments_had():
     assert len(sw.collect_tasks) == 14 and set(sw.unseen_tasks) <= set(sw.collect_tasks)
     assert set(sw.eval_tasks) <= set(sw.collect_tasks) - set(sw.unseen_tasks)
     assert collect_app.CollectConfig().tasks is None  # resolved from the profile when collecting
-    assert (RLConfig().train_variations, RLConfig().eval_variations) == (2, 3)
+    assert (RLConfig().train_variations, RLConfig().eval_variations) == (10, 8)
+    default = evaluate_app.EvalConfig()
+    assert (default.dev_per_task, default.test_per_task, default.unseen_per_task) == (2, 20, 5)
     cooking = RLConfig(env="textworld_express:cookingworld")
     assert (cooking.train_variations, cooking.eval_variations) == (6, 9)
     twc = evaluate_app.EvalConfig(env="textworld_express:twc")
@@ -162,7 +164,8 @@ def test_profiles_hold_the_defaults_the_experiments_had():
     cw = evaluate_app.EvalConfig(env="textworld_express:cookingworld")
     assert (cw.dev_per_task, cw.test_per_task, cw.unseen_per_task) == (2, 2, 3)
     assert profile("webshop:http://host:3000") is PROFILES["webshop"] and PROFILES["webshop"].dataset is None
-    assert profile("unknown-env").rl_sizes == sw.rl_sizes  # generic defaults are ScienceWorld's sizes, as before
+    # an env without a profile (e.g. ALFWorld with LLM agents, where an episode costs dollars) gets small sizes
+    assert profile("unknown-env").rl_sizes == RLSizes(2, 3) and profile("unknown-env").eval_sizes == EvalSizes(1, 1, 2)
 
 
 def test_env_options_come_from_flags_then_the_manifest_then_the_default():

@@ -8,7 +8,9 @@ duplicates and its file equals an uninterrupted run's.
 Lockstep batching: a worker steps `batch_size` episodes together, each on its own simulator. Per lockstep, every
 router policy scores all of its episodes' new states in one call (one encoder batch for the states not cached, one
 jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud memoised), the agents
-answer a whole lockstep's states through `act_batch`, and each simulator takes its step.
+answer a whole lockstep's states through `act_batch`, and the simulators take their steps at the same time (one
+thread each; their JVMs work in parallel). A slot whose episode ended resets for its next job while the other slots
+go on stepping. None of this changes the records: each simulator's calls stay in order.
 
 Workers run in-process, or as Ray actors (`workers > 1`), each built by the same picklable `make_setup`, so both
 give the same records. A simulator is reused between episodes where the env declares `reuse_safe = True` (its
