@@ -181,3 +181,27 @@ def test_interval_tables_pair_areas_against_a_named_reference():
     np.testing.assert_allclose(test.loc["cloud_only", "area_minus_il"],
                                test.loc["cloud_only", "area"] - test.loc["il", "area"], atol=1e-12)
     assert test.loc["cloud_only", "area_minus_il"] != 0.0
+
+
+def test_the_default_router_is_the_latest_il_run_of_the_evaluated_env(tmp_path, monkeypatch):
+    """Not the last name: a TWC run named `twc_seg` sorts after timestamped ScienceWorld runs, and was picked for a
+    ScienceWorld evaluation."""
+    import os
+
+    from hera_jax.evaluate import evaluate_app as evaluate_cli
+    from hera_jax.errors import HeraError
+
+    monkeypatch.setattr(evaluate_cli, "RUNS_ROOT", tmp_path)
+    for mtime, (name, env) in enumerate((("20261126-000000", "scienceworld"), ("twc_seg", "textworld_express:twc"),
+                                         ("20261126-010000", "scienceworld"), ("zz_no_config", None))):
+        checkpoint = tmp_path / "il" / name / "checkpoint"
+        checkpoint.mkdir(parents=True)
+        if env is not None:
+            (checkpoint.parent / "config.json").write_text(json.dumps({"env": env}))
+        os.utime(checkpoint, (1e9 + mtime, 1e9 + mtime))
+    pick = evaluate_cli._parse_routers
+    assert pick(evaluate_cli.EvalConfig()) == {"il": (tmp_path / "il" / "20261126-010000" / "checkpoint", None)}
+    twc = evaluate_cli.EvalConfig(env="textworld_express:twc")
+    assert pick(twc) == {"il": (tmp_path / "il" / "twc_seg" / "checkpoint", None)}
+    with pytest.raises(HeraError, match="no router trained on textworld_express:cookingworld.*--env"):
+        pick(evaluate_cli.EvalConfig(env="textworld_express:cookingworld"))

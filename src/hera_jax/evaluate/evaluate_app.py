@@ -48,7 +48,8 @@ class EvalConfig:
 
     routers: tuple[str, ...] = ()
     """Trained routers as NAME=CHECKPOINT_DIR[@STEP|@all], any number, e.g. il=runs/il/X/checkpoint
-    rl=runs/rl/Y/checkpoints@all (one curve per RL iteration: rl0, rl1, ...). Default: il=<newest runs/il/*>."""
+    rl=runs/rl/Y/checkpoints@all (one curve per RL iteration: rl0, rl1, ...). Default: il=<the most recent
+    runs/il/* trained on --env>."""
     dataset: Path | None = None
     """IL dataset: its tasks are evaluated, the task-level baseline is trained on its train split, its features
     cache is read. Default: the shipped dataset of --env."""
@@ -149,10 +150,13 @@ def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
     """NAME=DIR (latest step), NAME=DIR@STEP, or NAME=DIR@all (one router per step, named NAME<step>: e.g. every RL
     iteration of experiments/rl_iter.py's <run>/checkpoints)."""
     if not config.routers:
-        runs = sorted(p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir())
+        runs = [p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir() and _trained_on(p) == config.env]
         if not runs:
-            raise HeraError("no trained router: run experiments/il.py first, or pass --routers il=PATH/checkpoint")
-        return {"il": (runs[-1], None)}
+            raise HeraError(f"no router trained on {config.env} in {RUNS_ROOT / 'il'}: run experiments/il.py"
+                            f"{'' if config.env == 'scienceworld' else ' --env ' + config.env} first, or pass "
+                            "--routers il=PATH/checkpoint")
+        # the most recently trained (not the last name: runs named with --out sort anywhere)
+        return {"il": (max(runs, key=lambda p: (p.stat().st_mtime, str(p))), None)}
     routers: dict[str, tuple[Path, int | None]] = {}
     for item in config.routers:
         name, sep, target = item.partition("=")
@@ -176,6 +180,14 @@ def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
         else:
             routers[name] = (path, None)
     return routers
+
+
+def _trained_on(checkpoint: Path) -> str | None:
+    """The --env of the il.py run that wrote `checkpoint` (its config.json), None when unknown."""
+    try:
+        return json.loads((checkpoint.parent / "config.json").read_text()).get("env")
+    except (OSError, ValueError):
+        return None
 
 
 def _router_run_info(checkpoint: Path) -> dict:
