@@ -110,9 +110,10 @@ class EvalConfig:
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
     """Show progress bars."""
-    engine: EngineConfig = EngineConfig(batch_size=8)
+    engine: EngineConfig = EngineConfig(batch_size=2)
     """How the episodes run (lockstep batch size, Ray workers, simulator watchdog); never changes the records. Ray
-    workers embed their own new states and write none to --features-cache."""
+    workers embed their own new states and write none to --features-cache. B=2 by default: on 2 CPU cores every
+    extra ScienceWorld JVM warms up its own JIT (48 episodes: B=1 26 s, B=2 29 s, B=8 48 s; benchmarks/RESULTS.md)."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "engine",
