@@ -62,11 +62,12 @@ class EvalConfig:
     """Task types the routers never trained on (default: those of the first router's IL run, else the env default)."""
     dev_per_task: int | None = None
     """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
-    (hera_jax.envs.profiles): ScienceWorld 1; TextWorldExpress, whose seen tasks are few, 2."""
+    (hera_jax.envs.profiles): ScienceWorld 2, TWC 5, CookingWorld 2."""
     test_per_task: int | None = None
-    """Test-split variations per seen task (default per --env: ScienceWorld 1, TextWorldExpress 2)."""
+    """Test-split variations per seen task (default per --env: ScienceWorld 20, i.e. 122 episodes per point since
+    some tasks have fewer; TWC 67; CookingWorld 2)."""
     unseen_per_task: int | None = None
-    """Test-split variations per unseen task (default per --env: ScienceWorld 2, TextWorldExpress 3)."""
+    """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
     baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
