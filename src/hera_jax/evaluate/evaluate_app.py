@@ -154,9 +154,8 @@ def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
     if not config.routers:
         runs = [p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir() and _trained_on(p) == config.env]
         if not runs:
-            raise HeraError(f"no router trained on {config.env} in {RUNS_ROOT / 'il'}: run experiments/il.py"
-                            f"{'' if config.env == 'scienceworld' else ' --env ' + config.env} first, or pass "
-                            "--routers il=PATH/checkpoint")
+            raise HeraError(f"no router trained on {config.env} in {RUNS_ROOT / 'il'}: run experiments/il.py "
+                            f"--env {config.env} first, or pass --routers il=PATH/checkpoint")
         # the most recently trained (not the last name: runs named with --out sort anywhere)
         return {"il": (max(runs, key=lambda p: (p.stat().st_mtime, str(p))), None)}
     routers: dict[str, tuple[Path, int | None]] = {}
