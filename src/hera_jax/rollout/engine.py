@@ -286,7 +286,9 @@ class LockstepWorker:
         try:
             asked = self._ask(states, choices)
         except SimulatorCrash as e:  # a simulator failed while an agent read its valid actions
-            slot = next(s for s in slots if self._envs[s] is getattr(e, "guard", None))
+            slot = next((s for s in slots if self._envs[s] is getattr(e, "guard", None)), None)
+            if slot is None:
+                raise
             running = active[slot]
             self._crashed(slot, running.job, running.errors, e)
             active[slot] = self._start(slot, running.index, running.job, running.errors)
@@ -308,11 +310,11 @@ class LockstepWorker:
         """Each call's result, in order; calls run on the slot threads when there are several. An error of a
         `keep_errors` type is returned in its place; any other is raised (after every call has ended)."""
         if len(calls) <= 1:
-            futures_or_values = [_outcome(call) for call in calls]
+            outcomes = [_outcome(call) for call in calls]
         else:
-            futures_or_values = [f.result() for f in [self._slot_pool.submit(_outcome, call) for call in calls]]
+            outcomes = [f.result() for f in [self._slot_pool.submit(_outcome, call) for call in calls]]
         out = []
-        for value, error in futures_or_values:
+        for value, error in outcomes:
             if error is not None and not isinstance(error, keep_errors):
                 raise error
             out.append(error if error is not None else value)
