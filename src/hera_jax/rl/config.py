@@ -28,10 +28,11 @@ class RLConfig:
     train_variations: int | None = None
     """Training variations per task (the first ones of the environment's train split). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 10 (180 rollouts an iteration; --iters 5 in ~23 min on 2 CPU cores),
-    twc 4, cookingworld 6; 2 for an environment without a profile."""
+    twc 20 (180 rollouts an iteration; --iters 5 in ~4 min), cookingworld 6; 2 for an environment without a
+    profile."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
-    Default per --env: ScienceWorld 8 (45 held-out episodes: one task has 5), twc 6, cookingworld 9 (18 each)."""
+    Default per --env: ScienceWorld 8 (45 held-out episodes: one task has 5), twc 12 (36), cookingworld 9 (18)."""
     tasks: tuple[str, ...] = ()
     """Tasks to roll out and evaluate; empty = the --num-tasks seen tasks of the IL dataset with the shortest
     episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""
