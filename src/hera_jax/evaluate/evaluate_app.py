@@ -152,7 +152,7 @@ def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
     """NAME=DIR (latest step), NAME=DIR@STEP, or NAME=DIR@all (one router per step, named NAME<step>: e.g. every RL
     iteration of experiments/rl_iter.py's <run>/checkpoints)."""
     if not config.routers:
-        runs = [p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir() and _trained_on(p) == config.env]
+        runs = [p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir() and _trained_on(p, config.env)]
         if not runs:
             raise HeraError(f"no router trained on {config.env} in {RUNS_ROOT / 'il'}: run experiments/il.py "
                             f"--env {config.env} first, or pass --routers il=PATH/checkpoint")
@@ -183,12 +183,12 @@ def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
     return routers
 
 
-def _trained_on(checkpoint: Path) -> str | None:
-    """The --env of the il.py run that wrote `checkpoint` (its config.json), None when unknown."""
+def _trained_on(checkpoint: Path, env: str) -> bool:
+    """Whether `router_training` says the router saw `env`; an unreadable run folder is no candidate."""
     try:
-        return json.loads((checkpoint.parent / "config.json").read_text()).get("env")
+        return any(source.get("env") == env for source in router_training(checkpoint, {}))
     except (OSError, ValueError):
-        return None
+        return False
 
 
 def _router_run_info(checkpoint: Path) -> dict:

@@ -366,11 +366,14 @@ class LockstepWorker:
             if spare.exception() is None:
                 _quietly(spare.result().close)
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Close the simulators and stop this worker's threads; the setup (agents, caches) stays the caller's."""
         self.release_envs()
-        self._starter.shutdown(wait=True)
-        self._slot_pool.shutdown(wait=True)
-        self._start_pool.shutdown(wait=True)
+        for pool in (self._starter, self._slot_pool, self._start_pool):
+            pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        self.release()
         if self.setup.close is not None:
             self.setup.close()
 
@@ -516,10 +519,7 @@ def run_jobs(
             if setup is None:
                 worker.close()
             else:
-                worker.release_envs()
-                worker._starter.shutdown(wait=True)
-                worker._slot_pool.shutdown(wait=True)
-                worker._start_pool.shutdown(wait=True)
+                worker.release()
     return EngineReport(len(todo), len(jobs) - len(todo), steps, accounting)
 
 
