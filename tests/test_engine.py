@@ -286,3 +286,19 @@ def test_episodes_end_after_the_gold_factor_times_the_gold_length(tmp_path, fact
     steps = {who: [r for r in rows if r["episode_id"] == f"5/{who}"] for who in ("device", "cloud")}
     assert len(steps["device"]) == device_steps and not steps["device"][-1]["success"]
     assert len(steps["cloud"]) == 5 and steps["cloud"][-1]["success"]
+
+
+def test_a_slot_runs_whole_variations_then_helps_the_slot_with_the_most_left():
+    """Jobs of one variation (one per method) stay on one simulator, which then makes that variation's gold path
+    once; at the end a free slot takes from the largest remaining group, so no slot idles while jobs are left."""
+    from hera_jax.rollout.engine import _VariationQueue
+
+    jobs = [(i, Job(EpisodeSpec("env", task, variation, "test", f"{task}/{variation}/{method}"), "p"))
+            for i, (task, variation, method) in enumerate(
+                (t, v, m) for t, v in (("a", 1), ("a", 2), ("b", 1)) for m in range(3))]
+    queue = _VariationQueue(jobs)
+    taken = [queue.next_for(slot)[0] for slot in (0, 1, 0, 1, 0, 0)]
+    assert taken == [0, 3, 1, 4, 2, 6]  # slot 0: (a, 1) whole, then the untaken (b, 1); slot 1 keeps (a, 2)
+    assert len(queue) == 3
+    assert [queue.next_for(1)[0], queue.next_for(1)[0], queue.next_for(1)[0]] == [5, 7, 8]  # then helps with (b, 1)
+    assert len(queue) == 0 and not queue

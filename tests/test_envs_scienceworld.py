@@ -18,7 +18,6 @@ def test_same_variation_gives_the_same_state_keys_after_reloading():
     try:
         keys = []
         for _ in range(3):
-            env._loaded = None  # force a fresh load: the simulator reshuffles object order on every load
             first = env.reset("boil", 1)
             result = env.step(first.gold_path[0])
             state = AgentState(first.task_description, result.observation, result.valid_actions,
@@ -67,8 +66,7 @@ def test_fast_step_matches_the_scienceworld_api_and_fetches_valid_actions_only_w
 
         def api_reset(task, variation):
             def reset():
-                env._loaded = None
-                env._load(task, variation)
+                api.load(task, variation, "easy", generateGoldPath=True)
                 observation, info = api.reset()
                 return canonical_observation(observation), tuple(sorted(info["valid"]))
             return reset
@@ -106,3 +104,42 @@ def test_fast_step_matches_the_scienceworld_api_and_fetches_valid_actions_only_w
         assert len(later.valid_actions) > 0
     finally:
         env.close()
+
+
+def test_episodes_and_gold_paths_do_not_depend_on_what_the_simulator_ran_before():
+    """ScienceWorld keeps an object-id counter and its gold-path finder's cache of routes across loads. With them
+    left over, chemistry-mix-paint-secondary-color 29's gold path went through the bedroom on a JVM that had run
+    variation 28, and through the living room on a fresh JVM. `reset` makes each gold path once; episodes with
+    mistakes drawn from the valid actions must give the same trace, gold path included, on fresh simulators and on
+    one that ran other episodes (and the same variation) before."""
+    def walk(env, task, variation, mistakes_at):
+        first = env.reset(task, variation)
+        trace = [(first.observation, tuple(first.valid_actions), first.gold_path)]
+        for k, action in enumerate(first.gold_path):
+            if k in mistakes_at:
+                verb = action.split()[0]
+                same = [a for a in trace[-1][1] if a.startswith(verb) and a != action]
+                action = same[len(same) // 3] if same else trace[-1][1][0]
+            r = env.step(action)
+            trace.append((r.observation, tuple(r.valid_actions), r.score, r.done))
+            if r.done:
+                break
+        return trace
+
+    episodes = (("chemistry-mix-paint-secondary-color", 29, (3, 6)), ("test-conductivity", 677, (2, 4)),
+                ("boil", 21, (1,)))
+    expected = {}
+    for task, variation, mistakes_at in episodes:
+        fresh = ScienceWorld()
+        try:
+            expected[task] = walk(fresh, task, variation, mistakes_at)
+        finally:
+            fresh.close()
+    used = ScienceWorld()
+    try:
+        walk(used, "chemistry-mix-paint-secondary-color", 28, ())
+        for task, variation, mistakes_at in episodes + episodes[::-1]:  # each twice, after other episodes
+            assert walk(used, task, variation, mistakes_at) == expected[task], task
+            walk(used, "find-animal", 225, (1,))
+    finally:
+        used.close()

@@ -50,8 +50,9 @@ class ScienceWorld:
         self._env = ScienceWorldEnv(jar_path, envStepLimit=step_limit)
         self._task_names = list(self._env.get_task_names())
         self._step_limit = step_limit
-        self._loaded: tuple[str, int] | None = None
         self._variations: dict[str, dict[str, list[int]]] = {}
+        # (task, variation) -> gold path; a repeated episode of a variation then loads it without the gold path
+        self._gold_paths: dict[tuple[str, int], tuple[str, ...]] = {}
         self._last_score = 0
         self._moves = 0  # calls to the simulator's step since the JVM started: which state valid actions belong to
 
@@ -64,31 +65,43 @@ class ScienceWorld:
                 f"unknown ScienceWorld task {task!r}; known tasks: {', '.join(self._task_names)}"
             )
 
-    def _load(self, task: str, variation: int) -> None:
+    def _load(self, task: str, variation: int, gold_path: bool = False) -> None:
+        """Load a task from a clean slate: ScienceWorld keeps two things across loads in its JVM, an object-id
+        counter that only its `reset` zeroes, and the gold-path finder's cache of routes between rooms, filled by
+        whatever variation needed a route first. With either left over, a variation's gold path (which doors, which
+        room to search) and object ids followed what the JVM ran before (seen on chemistry-mix-paint, melt, boil and
+        test-conductivity variations): both are cleared before every load."""
         self._check_task(task)
-        if self._loaded != (task, variation):
-            self._env.load(task, variation, self.simplification, generateGoldPath=True)
-            self._loaded = (task, variation)
+        jvm = self._env._gateway.jvm
+        jvm.util.UniqueIdentifier.reset()
+        jvm.scienceworld.goldagent.PathFinder.precomputedExhaustivePaths().clear()
+        self._env.server.load(task, variation, self.simplification, gold_path)
 
     def variations(self, task: str, split: str) -> list[int]:
         if split not in _SPLIT_GETTERS:
             raise ValueError(f"split must be one of {sorted(_SPLIT_GETTERS)}, got {split!r}")
-        if task not in self._variations:  # one load per task (0.1-1 s) for all three splits
+        if task not in self._variations:  # one load per task for all three splits
             self._load(task, 0)
             self._variations[task] = {name: list(getattr(self._env, getter)())
                                       for name, getter in _SPLIT_GETTERS.items()}
         return list(self._variations[task][split])
 
     def reset(self, task: str, variation: int) -> Observation:
+        """A variation's gold path is made once (a load with the gold path: 0.1-0.6 s of Java) and kept; every
+        episode starts from a load without it (0.03-0.05 s). `ScienceWorldEnv.reset` would make the gold path again
+        each time. Each episode, and each gold path, is the same whatever ran before on this JVM (tested)."""
+        key = (task, variation)
+        if key not in self._gold_paths:
+            self._load(task, variation, gold_path=True)
+            self._gold_paths[key] = tuple(self._env.server.getGoldActionSequence())
         self._load(task, variation)
-        self._env.server.reset()
         self._last_score = 0
         result = self._advance("look around")  # what `ScienceWorldEnv.reset` returns
         return Observation(
             observation=result.observation,
             task_description=self._env.get_task_description(),
             valid_actions=result.valid_actions,
-            gold_path=tuple(self._env.get_gold_action_sequence()),
+            gold_path=self._gold_paths[key],
         )
 
     def step(self, action: str) -> StepResult:

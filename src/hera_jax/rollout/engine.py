@@ -242,7 +242,7 @@ class LockstepWorker:
 
     def run(self, jobs: Sequence[tuple[int, Job]]) -> Iterator[tuple[int, list[StepRecord]]]:
         """Yields (job index, records) as episodes finish."""
-        queue = deque(jobs)
+        queue = _VariationQueue(jobs)
         active: dict[int, _Running] = {}
         # start the simulators of the first lockstep two at a time instead of one after another
         wanted = min(self.config.batch_size, len(queue)) - sum(e is not None for e in self._envs) - len(self._spares)
@@ -251,7 +251,7 @@ class LockstepWorker:
         while queue or active or starting:
             for slot in range(self.config.batch_size):
                 if slot not in active and slot not in starting and queue:
-                    index, job = queue.popleft()
+                    index, job = queue.next_for(slot)
                     starting[slot] = self._start_pool.submit(self._start, slot, index, job, [])
             if len(starting) > len(active):  # e.g. the first lockstep: wait, so that the slots step together
                 wait(list(starting.values()))
@@ -376,6 +376,30 @@ class LockstepWorker:
         self.release()
         if self.setup.close is not None:
             self.setup.close()
+
+
+class _VariationQueue:
+    """Jobs grouped by episode (task, variation), in order; a slot takes its jobs from one group until the group is
+    done, then the next untaken group, then helps the slot with the most left. The jobs of one variation (one per
+    evaluated method, or the rollouts of an RL task) then mostly run on one simulator, which makes that variation's
+    gold path once (a ScienceWorld gold path costs 0.1-0.6 s of Java). Records do not depend on the order."""
+
+    def __init__(self, jobs: Sequence[tuple[int, Job]]):
+        groups: dict[tuple, deque] = {}
+        for index, job in jobs:
+            groups.setdefault((job.spec.env, job.spec.task, job.spec.variation), deque()).append((index, job))
+        self._untaken = deque(groups.values())
+        self._taken: dict[int, deque] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self._untaken)) + sum(map(len, self._taken.values()))
+
+    def next_for(self, slot: int) -> tuple[int, Job]:
+        group = self._taken.get(slot)
+        if not group:
+            group = self._untaken.popleft() if self._untaken else max(self._taken.values(), key=len)
+            self._taken[slot] = group
+        return group.popleft()
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
