@@ -302,3 +302,34 @@ def test_a_slot_runs_whole_variations_then_helps_the_slot_with_the_most_left():
     assert len(queue) == 3
     assert [queue.next_for(1)[0], queue.next_for(1)[0], queue.next_for(1)[0]] == [5, 7, 8]  # then helps with (b, 1)
     assert len(queue) == 0 and not queue
+
+
+def test_a_stateless_device_acts_on_the_slot_threads_with_the_same_records(tmp_path):
+    """An agent whose `act` depends on the state alone (`stateless`, the stand-ins) is asked on the slot threads, so
+    its reads of the valid actions run in parallel across a lockstep; the records equal one-at-a-time ones. An agent
+    that does not declare it is asked on the engine's thread."""
+    import threading
+
+    class RecordingDevice(PerturbedGoldDevice):
+        def act(self, state):
+            threads.add((self.stateless, threading.current_thread().name.split("_")[0]))
+            return super().act(state)
+
+    class StatefulDevice(RecordingDevice):
+        stateless = False
+
+    def run(device, batch_size):
+        setup = WorkerSetup(make_env=KeyRoomEnv, cloud=GoldPathOracle(), device=device,
+                            policies={"device": Policy(always("device"))}, settings=EpisodeSettings(max_steps=12))
+        jobs = [Job(EpisodeSpec("keyroom", "t1", v, "test", f"{v}"), "device") for v in range(6)]
+        path = tmp_path / f"{type(device).__name__}-{batch_size}.jsonl"
+        run_jobs(jobs, path, lambda: setup, EngineConfig(batch_size=batch_size), show_progress=False, setup=setup)
+        return sorted((r["episode_id"], r["step"], r["action"]) for r in read_steps(path)[0])
+
+    threads: set = set()
+    one_at_a_time = run(RecordingDevice(seed=3, error_easy=0.5), 1)
+    assert run(RecordingDevice(seed=3, error_easy=0.5), 3) == one_at_a_time
+    assert (True, "simulator-step") in threads
+    threads.clear()
+    assert run(StatefulDevice(seed=3, error_easy=0.5), 3) == one_at_a_time
+    assert threads == {(False, "MainThread")}

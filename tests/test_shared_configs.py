@@ -154,9 +154,9 @@ def test_profiles_hold_the_defaults_the_experiments_had():
     assert len(sw.collect_tasks) == 14 and set(sw.unseen_tasks) <= set(sw.collect_tasks)
     assert set(sw.eval_tasks) <= set(sw.collect_tasks) - set(sw.unseen_tasks)
     assert collect_app.CollectConfig().tasks is None  # resolved from the profile when collecting
-    assert (RLConfig().train_variations, RLConfig().eval_variations) == (10, 8)
+    assert (RLConfig().train_variations, RLConfig().eval_variations) == (50, 20)
     default = evaluate_app.EvalConfig()
-    assert (default.dev_per_task, default.test_per_task, default.unseen_per_task) == (2, 20, 5)
+    assert (default.dev_per_task, default.test_per_task, default.unseen_per_task) == (2, 100, 5)
     cooking = RLConfig(env="textworld_express:cookingworld")
     assert (cooking.train_variations, cooking.eval_variations) == (6, 9)
     twc = evaluate_app.EvalConfig(env="textworld_express:twc")

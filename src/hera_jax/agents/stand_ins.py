@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import ClassVar
 
 from hera_jax.agents.base import AgentStep
 from hera_jax.state import AgentState, normalize_action
@@ -82,6 +83,7 @@ class PerturbedGoldDevice:
     error_per_step: float = 0.01  # long-horizon brittleness: errors get likelier deeper into an episode
     name: str = "perturbed-gold-device"
     is_stand_in: bool = True
+    stateless: ClassVar[bool] = True  # `act` depends on the state alone: the engine may call it from several threads
 
     def error_probability(self, gold_action: str, step: int) -> float:
         base = {"easy": self.error_easy, "medium": self.error_medium, "hard": self.error_hard}

@@ -50,6 +50,7 @@ class ScienceWorld:
         self._env = ScienceWorldEnv(jar_path, envStepLimit=step_limit)
         self._task_names = list(self._env.get_task_names())
         self._step_limit = step_limit
+        self._join = self._env._gateway.jvm.java.lang.String.join
         self._variations: dict[str, dict[str, list[int]]] = {}
         # (task, variation) -> gold path; a repeated episode of a variation then loads it without the gold path
         self._gold_paths: dict[tuple[str, int], tuple[str, ...]] = {}
@@ -121,7 +122,9 @@ class ScienceWorld:
         moves = self._moves
 
         def valid_actions() -> list[str]:
-            return list(server.getValidActionObjectCombinations())
+            # joined in Java: one round trip instead of one per action (ScienceWorld lists 100-1,500)
+            listed = self._join("\n", server.getValidActionObjectCombinations())
+            return listed.split("\n") if listed else []
 
         return StepResult(
             observation=canonical_observation(observation),

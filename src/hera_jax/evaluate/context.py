@@ -7,6 +7,7 @@ rewards so far, a trained router's p_cloud) is reached through one `EvalContext`
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -30,15 +31,21 @@ class ProbedAgent:
         self.agent = agent
         self.name = agent.name
         self.is_stand_in = agent.is_stand_in
+        self.stateless = getattr(agent, "stateless", False)  # then the engine may ask from several threads
         self.remember = remember
         self._answers: OrderedDict[AgentState, AgentStep] = OrderedDict()
+        self._lock = threading.Lock()
 
     def act(self, state: AgentState) -> AgentStep:
-        if state not in self._answers:
-            self._answers[state] = self.agent.act(state)
-            if len(self._answers) > self.remember:
-                self._answers.popitem(last=False)
-        return self._answers[state]
+        with self._lock:
+            answer = self._answers.get(state)
+        if answer is None:
+            answer = self.agent.act(state)
+            with self._lock:
+                self._answers[state] = answer
+                if len(self._answers) > self.remember:
+                    self._answers.popitem(last=False)
+        return answer
 
     def describe(self) -> dict:
         return self.agent.describe()

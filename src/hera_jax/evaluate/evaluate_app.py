@@ -64,14 +64,17 @@ class EvalConfig:
     """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 2, TWC 5, CookingWorld 2."""
     test_per_task: int | None = None
-    """Test-split variations per seen task (default per --env: ScienceWorld 20, i.e. 122 episodes per point since
-    some tasks have fewer; TWC 67; CookingWorld 2)."""
+    """Test-split variations per seen task (default per --env: ScienceWorld 100, i.e. 404 episodes per point since
+    most tasks have fewer; TWC 67; CookingWorld 2)."""
     unseen_per_task: int | None = None
     """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
-    baselines: tuple[str, ...] = ("random", "task_level", "device_confidence", "swiftsage", "oracle")
+    baselines: tuple[str, ...] = ("random", "device_confidence")
     """Baselines to run (registry: random, task_level, device_confidence, swiftsage, oracle, bayes, bayes_harm).
+    The default keeps a stand-in evaluation to 7 points (device_confidence needs an LLM device), so that on
+    ScienceWorld it measures each with a 95 % CI half-width of about 0.05 in 15 minutes on 2 CPU cores; add
+    task_level and swiftsage (2 points each) for the paper's other baselines, and oracle for the upper bound.
     oracle, bayes and bayes_harm are STAND-IN-only limits: they read the stand-in device's dice (oracle) or its error
     model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold)."""
     random_rates: tuple[float, ...] = (0.3, 0.6)

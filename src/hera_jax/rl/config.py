@@ -112,7 +112,7 @@ class RLConfig:
     """Without --out: resume the most recent run under runs/rl."""
     progress: bool = True
     """Show progress bars."""
-    engine: EngineConfig = EngineConfig(batch_size=8)
+    engine: EngineConfig = EngineConfig(batch_size=2)
     """How the rollouts run (lockstep batch size, Ray workers, simulator watchdog); never changes the records."""
 
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).

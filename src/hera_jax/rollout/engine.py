@@ -336,7 +336,7 @@ class LockstepWorker:
             else:
                 asked[slot]["cloud"] = answer
         device_slots = [s for s in states if choices[s].actor == "device"]
-        for slot, answer in zip(device_slots, act_batch(agents["device"], [states[s][0] for s in device_slots])):
+        for slot, answer in zip(device_slots, self._act(agents["device"], [states[s][0] for s in device_slots])):
             asked[slot]["device"] = answer
         replay = self.setup.settings.replay
         if replay in agents:
@@ -347,6 +347,14 @@ class LockstepWorker:
                 elif replay != "cloud":
                     raise answer
         return asked
+
+    def _act(self, agent: Agent, states: list) -> list[AgentStep]:
+        """`act_batch`; an agent whose `act` is a function of the state alone (`stateless`, e.g. the stand-ins)
+        acts on the slot threads instead, so that its reads of the valid actions (a ScienceWorld listing is
+        30-100 ms of Java) run in parallel across the lockstep's simulators."""
+        if getattr(agent, "stateless", False) and len(states) > 1:
+            return self._in_parallel([functools.partial(agent.act, state) for state in states])
+        return act_batch(agent, states)
 
     def accounting(self) -> dict[str, Any]:
         embedders = {id(p.scorer.embedder): p.scorer.embedder for p in self.setup.policies.values()
