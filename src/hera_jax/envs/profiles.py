@@ -77,9 +77,9 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
         # 95 % CI half-width <= 0.05 on success) and 5 of each unseen task: 11.5 minutes on 2 CPU cores with the
         # default 7 points (README, Evaluation)
         eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=5),
-        # its 6 shortest seen tasks x up to 50 variations x 3 rollouts (780 exploration rollouts an iteration: one
-        # task has 10) and 20 held-out variations each (105: one task has 5): --iters 5 in about 30 minutes on 2 CPU
-        # cores (README, RL)
+        # its 6 shortest seen tasks x up to 50 variations x 3 rollouts (684 exploration rollouts an iteration: two
+        # tasks have 18 and 10) and up to 20 held-out variations each (94): --iters 5 in 20.5 minutes on 2 CPU cores
+        # (README, RL)
         rl_sizes=RLSizes(train_variations=50, eval_variations=20),
         option_defaults=(("simplification", "easy"),),
     ),

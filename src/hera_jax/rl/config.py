@@ -27,12 +27,13 @@ class RLConfig:
     """Rollouts per training variation and iteration, each with its own exploration seed."""
     train_variations: int | None = None
     """Training variations per task (the first ones of the environment's train split). Default per --env
-    (hera_jax.envs.profiles): ScienceWorld 10 (180 rollouts an iteration; --iters 5 in ~23 min on 2 CPU cores),
-    twc 20 (180 rollouts an iteration; --iters 5 in ~4 min), cookingworld 6; 2 for an environment without a
-    profile."""
+    (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer; --iters 5 in
+    ~21 min on 2 CPU cores), twc 20 (180 rollouts an iteration; --iters 5 in ~4 min), cookingworld 6; 2 for an
+    environment without a profile."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
-    Default per --env: ScienceWorld 8 (45 held-out episodes: one task has 5), twc 12 (36), cookingworld 9 (18)."""
+    Default per --env: ScienceWorld 20 (94 held-out episodes: two tasks have 9 and 5), twc 12 (36), cookingworld 9
+    (18)."""
     tasks: tuple[str, ...] = ()
     """Tasks to roll out and evaluate; empty = the --num-tasks seen tasks of the IL dataset with the shortest
     episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""

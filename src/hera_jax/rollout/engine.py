@@ -10,7 +10,9 @@ router policy scores all of its episodes' new states in one call (one encoder ba
 jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud memoised), the agents
 answer a whole lockstep's states through `act_batch`, and the simulators take their steps at the same time (one
 thread each; their JVMs work in parallel). A slot whose episode ended resets for its next job while the other slots
-go on stepping. None of this changes the records: each simulator's calls stay in order.
+go on stepping, and takes its jobs variation by variation (all methods' or rollouts' episodes of one variation in a
+row, so a simulator that makes gold paths makes each once). None of this changes the records: each simulator's
+calls stay in order, and an episode does not depend on what its simulator ran before.
 
 Workers run in-process, or as Ray actors (`workers > 1`), each built by the same picklable `make_setup`, so both
 give the same records. A simulator is reused between episodes where the env declares `reuse_safe = True` (its
@@ -398,15 +400,17 @@ class _VariationQueue:
             groups.setdefault((job.spec.env, job.spec.task, job.spec.variation), deque()).append((index, job))
         self._untaken = deque(groups.values())
         self._taken: dict[int, deque] = {}
+        self._left = len(jobs)
 
     def __len__(self) -> int:
-        return sum(map(len, self._untaken)) + sum(map(len, self._taken.values()))
+        return self._left
 
     def next_for(self, slot: int) -> tuple[int, Job]:
         group = self._taken.get(slot)
         if not group:
             group = self._untaken.popleft() if self._untaken else max(self._taken.values(), key=len)
             self._taken[slot] = group
+        self._left -= 1
         return group.popleft()
 
 
