@@ -160,7 +160,7 @@ def test_profiles_hold_the_defaults_the_experiments_had():
     cooking = RLConfig(env="textworld_express:cookingworld")
     assert (cooking.train_variations, cooking.eval_variations) == (6, 9)
     twc = evaluate_app.EvalConfig(env="textworld_express:twc")
-    assert (twc.dev_per_task, twc.test_per_task, twc.unseen_per_task) == (5, 67, 30)
+    assert (twc.dev_per_task, twc.test_per_task, twc.unseen_per_task) == (5, 134, 30)
     cw = evaluate_app.EvalConfig(env="textworld_express:cookingworld")
     assert (cw.dev_per_task, cw.test_per_task, cw.unseen_per_task) == (2, 2, 3)
     assert profile("webshop:http://host:3000") is PROFILES["webshop"] and PROFILES["webshop"].dataset is None

@@ -51,7 +51,7 @@ def test_per_environment_defaults():
     assert {name for name, p in PROFILES.items() if p.dataset is None} == {"alfworld", "webshop", "appworld"}
     ev = evaluate_cli.EvalConfig()
     assert (ev.dev_per_task, ev.test_per_task, ev.unseen_per_task) == (2, 100, 5)
-    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 67
+    assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 134
 
 
 def _hashed_encoder(model, show_progress=False, **_):

@@ -65,7 +65,7 @@ class EvalConfig:
     (hera_jax.envs.profiles): ScienceWorld 2, TWC 5, CookingWorld 2."""
     test_per_task: int | None = None
     """Test-split variations per seen task (default per --env: ScienceWorld 100, i.e. 404 episodes per point since
-    most tasks have fewer; TWC 67; CookingWorld 2)."""
+    most tasks have fewer; TWC 134, i.e. 402; CookingWorld 2)."""
     unseen_per_task: int | None = None
     """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
