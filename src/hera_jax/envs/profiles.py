@@ -86,10 +86,9 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
     # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
     # It has 2-3 seen presets and 1 unseen one, so more variations each. TWC's episodes are cheap with reused
     # simulators: 402 seen-task test episodes per point (3 presets x 134, for a 95 % CI half-width <= 0.05 on
-    # success) and 30 unseen ones (README, Evaluation). CookingWorld
-    # keeps 4 seen-task test episodes per point and 3 unseen (not measured at scale). TWC's RL rolls out 20
-    # training variations x 3 presets x 3 rollouts (180 an iteration) and holds out 12 per preset (36); CookingWorld
-    # keeps about 36 rollouts and 18 held-out episodes.
+    # success) and 30 unseen ones (README, Evaluation). CookingWorld keeps 4 seen-task test episodes per point and 3
+    # unseen (not measured at scale). TWC's RL rolls out 20 training variations x 3 presets x 3 rollouts (180 an
+    # iteration) and holds out 12 per preset (36); CookingWorld keeps about 36 rollouts and 18 held-out episodes.
     *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
                  unseen_tasks=(f"{game}-doors",), eval_sizes=eval_sizes,
                  rl_sizes=RLSizes(train_variations=train, eval_variations=held_out))

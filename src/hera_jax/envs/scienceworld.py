@@ -50,7 +50,11 @@ class ScienceWorld:
         self._env = ScienceWorldEnv(jar_path, envStepLimit=step_limit)
         self._task_names = list(self._env.get_task_names())
         self._step_limit = step_limit
-        self._join = self._env._gateway.jvm.java.lang.String.join
+        # the Java classes a load and a listing call, looked up once (each py4j lookup is a round trip)
+        jvm = self._env._gateway.jvm
+        self._join = jvm.java.lang.String.join
+        self._object_ids = jvm.util.UniqueIdentifier
+        self._gold_routes = jvm.scienceworld.goldagent.PathFinder
         self._variations: dict[str, dict[str, list[int]]] = {}
         # (task, variation) -> gold path; a repeated episode of a variation then loads it without the gold path
         self._gold_paths: dict[tuple[str, int], tuple[str, ...]] = {}
@@ -73,9 +77,8 @@ class ScienceWorld:
         room to search) and object ids followed what the JVM ran before (seen on chemistry-mix-paint, melt, boil and
         test-conductivity variations): both are cleared before every load."""
         self._check_task(task)
-        jvm = self._env._gateway.jvm
-        jvm.util.UniqueIdentifier.reset()
-        jvm.scienceworld.goldagent.PathFinder.precomputedExhaustivePaths().clear()
+        self._object_ids.reset()
+        self._gold_routes.precomputedExhaustivePaths().clear()
         self._env.server.load(task, variation, self.simplification, gold_path)
 
     def variations(self, task: str, split: str) -> list[int]:
