@@ -125,6 +125,31 @@ def test_replay_recomputes_outputs_without_agents(tmp_path):
     assert "±" in proc.stdout  # CI half-widths printed
 
 
+def test_compare_to_saves_and_prints_paired_area_differences_against_a_named_method(tmp_path):
+    run = tmp_path / "run"
+    append_episode(run / "rollouts.jsonl", constructed_rollouts())
+    write_json_atomic(run / "config.json", {"agents": STAND_INS, "notes": []})
+
+    def replay(*extra):
+        return subprocess.run([sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--replay-from", str(run),
+                               "--out", str(tmp_path / "out"), *extra], capture_output=True, text=True, timeout=300)
+
+    proc = replay("--compare-to", "cloud_only")
+    assert proc.returncode == 0, proc.stderr
+    assert "minus cloud_only" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {(r["method"], r["eval_split"]): r for r in summary["intervals"]["area_minus_cloud_only"]}
+    areas = {(r["method"], r["eval_split"]): r["area"] for r in summary["intervals"]["frontier_areas"]}
+    for split in ("test", "test_unseen"):
+        il, cloud = rows[("il", split)], areas[("cloud_only", split)]
+        np.testing.assert_allclose(il["area_minus_cloud_only"], areas[("il", split)] - cloud, atol=1e-12)
+        assert il["area_minus_cloud_only_low"] <= il["area_minus_cloud_only"] <= il["area_minus_cloud_only_high"]
+        assert rows[("cloud_only", split)]["area_minus_cloud_only"] == 0.0
+    assert il["area_minus_cloud_only"] > 0  # the router's points lie above the device-cloud line
+    bad = replay("--compare-to", "rl")
+    assert bad.returncode == 2 and "--compare-to 'rl'" in bad.stderr and "il" in bad.stderr
+
+
 def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--replay-from", str(tmp_path)],

@@ -32,6 +32,7 @@ from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
+                                      rich_paired_areas,
                                      rich_headline, rich_limit_shares, with_intervals)
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
@@ -91,6 +92,10 @@ class EvalConfig:
     """Device-confidence baseline: escalate when the device's action log-probability is below this."""
     confidence_max_entropy: float = math.inf
     """Device-confidence baseline: also escalate when the mean next-token entropy is above this."""
+    compare_to: str | None = None
+    """Also report every method's frontier area minus this method's (e.g. `il`, an RL run's IL start), paired (the
+    same resamples), printed and saved in summary.json (`intervals.area_minus_<name>`). Random step routing is
+    always the first reference."""
     cloud_budget: float = 0.3
     """Target cloud-step ratio: each method's knob is picked on dev to stay within it, then reported on test."""
     prices: PriceTable = PriceTable()
@@ -120,7 +125,8 @@ class EvalConfig:
     extra ScienceWorld JVM warms up its own JIT (48 episodes: B=1 26 s, B=2 29 s, B=8 48 s; benchmarks/RESULTS.md)."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "prices", "engine",
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "compare_to", "prices",
+                                                       "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
@@ -246,6 +252,12 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     if episodes.empty:
         raise HeraError(f"{out}: no complete evaluation episodes to report")
     point_intervals, method_intervals = interval_tables(episodes, LIMIT_BASELINES, seed=config.seed)
+    compared = None
+    if config.compare_to is not None:
+        if config.compare_to not in set(episodes.method):
+            raise HeraError(f"--compare-to {config.compare_to!r}: no such method in {out}; it has "
+                            f"{', '.join(sorted(set(episodes.method)))}")
+        compared = interval_tables(episodes, seed=config.seed, reference=config.compare_to)[1]
     points = with_intervals(points_table(episodes), point_intervals)
     order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
@@ -272,6 +284,8 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
                       "(task, variation) episode units of each eval split, the same resample for every method "
                       "(paired); *_ci keys in headline",
             "frontier_areas": json.loads(method_intervals.to_json(orient="records")),
+            **({f"area_minus_{config.compare_to}": json.loads(compared.to_json(orient="records"))}
+               if compared is not None else {}),
         },
         "router_training": training or {},
         "notes": notes,
@@ -284,6 +298,8 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
                                list(LIMIT_BASELINES), titles)
     if shares is not None:
         console.print(shares)
+    if compared is not None:
+        console.print(rich_paired_areas(compared, config.compare_to, titles))
     for note in notes:
         console.print(f"[yellow]note[/]: {note}")
     if result["tokens_estimated"]:

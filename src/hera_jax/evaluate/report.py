@@ -381,3 +381,21 @@ def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[st
             table.add_row(titles.get(r["method"], r["method"]), short,
                           *(_bracket(r, f"{split}/auc_share_of_{limit}", ".0%") for limit in columns))
     return table
+
+
+def rich_paired_areas(method_intervals: pd.DataFrame, reference: str, titles: dict[str, str]):
+    """Each method's frontier area minus `reference`'s on the test splits, paired (`interval_tables(...,
+    reference=reference)`), with 95 % intervals: a method beats the reference where the interval lies above 0."""
+    from rich.table import Table
+
+    key = f"area_minus_{reference}"
+    table = Table(title=f"Frontier area minus {titles.get(reference, reference)}'s (paired) [{CONFIDENCE:.0%} CI]")
+    for column in ("method", "split", "area", f"minus {reference}"):
+        table.add_column(column, justify="left" if column in ("method", "split") else "right")
+    for _, r in method_intervals.iterrows():
+        if r["method"] in (reference, *REFERENCES):
+            continue
+        short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
+        table.add_row(titles.get(r["method"], r["method"]), short, f"{r['area']:.3f}",
+                      f"{r[key]:+.3f} [{r[key + '_low']:+.3f}, {r[key + '_high']:+.3f}]")
+    return table
