@@ -24,7 +24,7 @@ from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_en
 from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
-from hera_jax.rl.visits import grouped_visits, groups_of_keys
+from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.router.train import TrainConfig
 from hera_jax.sweep import RLRows, label_targets
 
@@ -261,6 +261,50 @@ def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_datas
     np.testing.assert_array_equal(np.asarray(sweep_rows.y), np.asarray(loop_rows.data.target).astype(np.int32))
     np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(loop_rows.data.weight), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(float(np.sum(loop_rows.data.weight[:loop_rows.num_visits])), 1.0, rtol=1e-5)
+
+
+def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_full_weights(straight_run,
+                                                                                            il_dataset):
+    """--early-stopping-groups-percent: the fine-tune trains on the rows the sweep trains on with the same groups held
+    out (their IL rows too), and the held-out loss weighs exactly the held-out visits, as the full loss does."""
+    out, _ = straight_run
+    config = dataclasses.replace(_config(out, 2), early_stopping_groups_percent=40)
+    run = open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
+                   PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset,
+                   il_dataset / "features", encode=bag_of_words)
+    run = dataclasses.replace(run, config=config)
+    rows = pooled_rows(run, 2)
+    bundle = load_router(out / "checkpoints", step=1)
+    stopped = preference_data(run, bundle, rows)
+    full = preference_data(dataclasses.replace(run, config=_config(out, 2)), bundle, rows)
+
+    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    heldout = heldout_groups(grouped.keys, 40)
+    il_mask = run.table.mask("train")
+    il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
+    rl = RLRows(jnp.asarray(grouped.group), jnp.asarray(grouped.visits.chose_cloud), jnp.asarray(grouped.returns),
+                jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
+                jnp.asarray(heldout))
+    sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
+                               jnp.bool_(True), label_options(config), config.il_weight)
+    np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(stopped.data.weight), rtol=1e-6, atol=1e-9)
+    n_v = stopped.num_visits
+    in_heldout = heldout[np.asarray(grouped.group)]
+    scored = np.asarray(stopped.data.heldout_weight)
+    assert 0 < stopped.stats["heldout_groups_valid"] < stopped.stats["groups_valid"]
+    assert (scored[n_v:] == 0).all() and (scored[:n_v][~in_heldout] == 0).all() and scored.sum() > 0
+    np.testing.assert_allclose(scored[:n_v][in_heldout], np.asarray(full.data.weight)[:n_v][in_heldout], rtol=1e-6)
+    assert (np.asarray(stopped.data.weight)[:n_v][in_heldout] == 0).all()  # never trained on
+    assert full.data.heldout_weight is None
+
+
+def test_an_rl_run_with_early_stopping_reports_the_kept_epoch(il_dataset, tmp_path):
+    config = dataclasses.replace(_config(tmp_path / "stopped", 1), early_stopping_groups_percent=40)
+    history, _ = _run(config, il_dataset)
+    train = history[1]["train"]
+    assert -1 <= train["kept_epoch"] < config.train.epochs
+    assert train["heldout_loss_min"] <= min(train["heldout_loss_first_epoch"], train["heldout_loss_last_epoch"])
+    assert history[1]["groups"]["heldout_groups_valid"] >= 0
 
 
 def test_a_kill_while_copying_the_features_cache_leaves_no_cut_off_copy(straight_run, il_dataset, tmp_path,

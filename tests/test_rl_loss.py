@@ -111,3 +111,61 @@ def test_fine_tune_lowers_the_loss_and_moves_towards_group_labels():
     assert losses[-1] < 0.5 * losses[0]
     p = jax.nn.sigmoid(RouterMLP(hidden).apply({"params": result.params}, data.x))
     assert float(jnp.mean((p >= 0.5) == (data.target > 0))) > 0.9
+
+
+def _noisy_labels(n_train=64, n_heldout=256, d=32, seed=5):
+    """Labels that are coin flips at each state (like the device's dice): a wide network can memorise the training
+    draws, which only raises the loss on held-out states."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_train + n_heldout, d)).astype(np.float32)
+    target = (rng.random(n_train + n_heldout) < 0.5).astype(np.float32)
+    is_heldout = np.arange(n_train + n_heldout) >= n_train
+    weight = np.where(is_heldout, 0.0, 1.0 / n_train).astype(np.float32)
+    heldout_weight = np.where(is_heldout, 1.0 / n_heldout, 0.0).astype(np.float32)
+    return x, target, weight, heldout_weight
+
+
+def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss():
+    x, target, weight, heldout_weight = _noisy_labels()
+    hidden = (256,)
+    params = RouterMLP(hidden).init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
+    config = PreferenceTrainConfig(learning_rate=3e-3, epochs=60, batch_size=32, weight_decay=0.0)
+    train = jax.jit(make_preference_train(config, hidden, len(x)))
+    data = PreferenceData(jnp.asarray(x), jnp.asarray(target), jnp.asarray(weight), jnp.asarray(heldout_weight))
+    result = train(jax.random.key(1), params, data)
+    heldout = np.asarray(result.heldout_loss)
+    best = int(result.best_epoch)
+    chex.assert_shape(heldout, (60,))
+    assert np.asarray(result.epoch_loss)[-1] < 0.5 * np.asarray(result.epoch_loss)[0]  # the draws were learnt
+    assert heldout[-1] > heldout.min() + 0.05  # ... and that hurt the held-out states
+    assert best < 59
+    kept_loss = float(jnp.sum(heldout_weight * optax_bce(RouterMLP(hidden).apply({"params": result.params}, x), target)))
+    start_loss = float(jnp.sum(heldout_weight * optax_bce(RouterMLP(hidden).apply({"params": params}, x), target)))
+    np.testing.assert_allclose(kept_loss, min(heldout.min(), start_loss), rtol=1e-5)
+    if best >= 0:
+        np.testing.assert_allclose(kept_loss, heldout[best], rtol=1e-5)
+    else:
+        chex.assert_trees_all_equal(result.params, params)
+
+    # the same rows without held-out weights: every epoch trains the same way and the last one is kept
+    plain = train(jax.random.key(1), params, data._replace(heldout_weight=None))
+    np.testing.assert_allclose(np.asarray(plain.epoch_loss), np.asarray(result.epoch_loss), rtol=1e-6)
+    assert int(plain.best_epoch) == 59 and not np.asarray(plain.heldout_loss).any()
+
+
+def test_early_stopping_keeps_the_start_when_no_epoch_beats_it():
+    x, target, weight, heldout_weight = _noisy_labels()
+    target = np.where(heldout_weight > 0, 1.0 - (x[:, 0] > 0), (x[:, 0] > 0)).astype(np.float32)  # opposite rules
+    hidden = (16,)
+    params = RouterMLP(hidden).init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
+    config = PreferenceTrainConfig(learning_rate=3e-3, epochs=10, batch_size=32)
+    data = PreferenceData(jnp.asarray(x), jnp.asarray(target), jnp.asarray(weight), jnp.asarray(heldout_weight))
+    result = jax.jit(make_preference_train(config, hidden, len(x)))(jax.random.key(1), params, data)
+    assert int(result.best_epoch) == -1
+    chex.assert_trees_all_equal(result.params, params)
+
+
+def optax_bce(logits, target):
+    import optax
+
+    return optax.sigmoid_binary_cross_entropy(jnp.ravel(logits), jnp.asarray(target))

@@ -30,7 +30,7 @@ from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
 from hera_jax.rl.run import FEATURES, load_run_rollouts
-from hera_jax.rl.visits import grouped_visits, groups_of_keys
+from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
@@ -76,13 +76,6 @@ class SweepConfig:
                               "il_weight": NON_NEGATIVE, "score_cost_weight": NON_NEGATIVE}
 
 
-def heldout_groups(keys: list[str], percent: int) -> np.ndarray:
-    """bool[G]: a fixed share of state groups, chosen by the state key (a hex digest), so reruns hold out the same."""
-    if not 0 < percent < 100:
-        raise HeraError(f"--heldout-groups-percent must be between 1 and 99, got {percent}")
-    return np.asarray([int(k[:12], 16) % 100 < percent for k in keys], bool)
-
-
 def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: FeatureSpec, percent: int):
     """(TrainData with the RL visits before the IL training rows, RLRows, settings of the RL run, stats)."""
     settings, rows = load_run_rollouts(run_dir)
@@ -96,6 +89,8 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
     x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
     train = table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(table.state_key, train) if m], keys)
+    if not 0 < percent < 100:
+        raise HeraError(f"--heldout-groups-percent must be between 1 and 99, got {percent}")
     heldout = heldout_groups(keys, percent)
     il = il_train_data(table, features)
     data = il._replace(  # rows [RL visits; IL states], the order of rl/loss.py's preference_rows

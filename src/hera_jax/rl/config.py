@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.envs.profiles import profile
 from hera_jax.features import FeatureSpec
-from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Range
 from hera_jax.rollout.engine import EngineConfig
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
@@ -56,6 +56,11 @@ class RLConfig:
     the RL groups' loss (keeps the router from forgetting what RL says nothing about; 0 = RL labels only)."""
     il_pos_weight: float | None = None
     """Weight of "needs cloud" IL rows in the IL part; None = #negatives / #positives, the IL stage's balance."""
+    early_stopping_groups_percent: int = 0
+    """Share (%) of the state groups held out of each fine-tune (chosen by state key, the same in every iteration);
+    the fine-tune keeps the epoch with the lowest margin-weighted loss on them (or the start, if none is lower).
+    0 = off: --train.epochs on every group. A group's label is one draw of the device's dice at that state, so a
+    warm-started network otherwise learns the draws of the states it trained on."""
     window: int = 0
     """Iterations whose rollouts are pooled into the groups (0 = all so far; 1 = only the current one)."""
     # --- stage-2 design choices (issue 12): label rule, group weighting, exploration schedule ---------------------
@@ -123,6 +128,7 @@ class RLConfig:
                               "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
                               "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
                               "window": NON_NEGATIVE, "threshold": PROBABILITY,
+                              "early_stopping_groups_percent": Range(0, 99),
                               "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE, "return_tolerance": NON_NEGATIVE,
                               "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT}
 

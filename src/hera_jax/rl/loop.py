@@ -21,7 +21,7 @@ from hera_jax.rl.report import print_report
 from hera_jax.rl.rollouts import baselines, episode_summary, evaluate, pooled_rows, rollouts
 from hera_jax.rl.run import CHECKPOINTS, RLRun, finished_iterations, iter_dir, load_history
 from hera_jax.rl.train import PreferenceData, make_preference_train
-from hera_jax.rl.visits import grouped_visits, groups_of_keys
+from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.rollout.records import write_json_atomic
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
 from hera_jax.router.train import predict_p_cloud
@@ -80,12 +80,22 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     x_visits = policy.features(visits.state_text, visits.step)  # rounded like the cache
     il_mask = run.table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(run.table.state_key, il_mask) if m], grouped.keys)
-    batch: PreferenceBatch = jax.jit(preference_rows, static_argnames="num_groups")(
-        Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
-               jnp.asarray(grouped.future_calls)),
-        jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), label_options(config),
-        num_groups=len(grouped.keys), il_weight=config.il_weight, il_pos_weight=config.il_pos_weight,
-    )
+    num_groups = len(grouped.keys)
+    build = jax.jit(preference_rows, static_argnames="num_groups")
+    arrays = (Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
+                     jnp.asarray(grouped.future_calls)),
+              jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), label_options(config))
+    weights = {"num_groups": num_groups, "il_weight": config.il_weight, "il_pos_weight": config.il_pos_weight}
+    batch: PreferenceBatch = build(*arrays, **weights)
+    heldout_weight, train_batch = None, batch
+    if config.early_stopping_groups_percent > 0:
+        # held-out groups leave training (their IL rows too, so IL labels do not leak them) and score each epoch
+        heldout = heldout_groups(grouped.keys, config.early_stopping_groups_percent)
+        il_in_heldout = (il_group >= 0) & heldout[np.clip(il_group, 0, max(num_groups - 1, 0))]
+        train_batch = build(*arrays, **weights, il_known=jnp.asarray(~il_in_heldout),
+                            excluded_groups=jnp.asarray(heldout))
+        heldout_weight = batch.weight * jnp.concatenate([jnp.asarray(heldout)[grouped.group],
+                                                         jnp.zeros(len(il_group), bool)])
     n_v, n_il = len(visits), len(il_group)
     x = np.concatenate([x_visits, run.il_features[il_mask]]).astype(np.float32)
     prefer_cloud, valid = np.asarray(batch.preferences.prefer_cloud), np.asarray(batch.preferences.valid)
@@ -101,7 +111,10 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
         "il_rows_mixed": il_mixed,
         "il_rows_covered_by_groups": n_il - il_mixed,
     }
-    return PreferenceSet(PreferenceData(jnp.asarray(x), batch.target, batch.weight), stats, n_v)
+    if heldout_weight is not None:
+        stats["heldout_groups_valid"] = int((valid & heldout).sum())
+    return PreferenceSet(PreferenceData(jnp.asarray(x), train_batch.target, train_batch.weight, heldout_weight),
+                         stats, n_v)
 
 
 class FineTuned(NamedTuple):
@@ -123,7 +136,11 @@ def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_
     stats = {
         "loss_first_epoch": float(result.epoch_loss[0]),
         "loss_last_epoch": float(result.epoch_loss[-1]),
-        "margin_weighted_label_agreement": float(agree) if float(jnp.sum(rl_w)) > 0 else float("nan"),
+        # early stopping: which epoch was kept (-1: none beat the start) and the held-out loss along the way
+        **({"kept_epoch": int(result.best_epoch), "heldout_loss_first_epoch": float(result.heldout_loss[0]),
+            "heldout_loss_min": float(np.min(np.asarray(result.heldout_loss))),
+            "heldout_loss_last_epoch": float(result.heldout_loss[-1])}
+           if data.heldout_weight is not None else {}),
     }
     return FineTuned(result.params, stats)
 

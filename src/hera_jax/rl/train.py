@@ -1,8 +1,10 @@
 """Fine-tuning the router on grouped preferences as one pure, jit-compiled function.
 
 `make_preference_train(config, num_rows)` returns `train(rng, params, data) -> PreferenceTrainResult`. Unlike the IL
-trainer it starts from given parameters (the previous iteration's router) and runs a fixed number of epochs: the
-preference loss has no held-out labels to stop on, and a short warm-started fine-tune keeps iterations cheap.
+trainer it starts from given parameters (the previous iteration's router) and runs a fixed number of epochs. Rows
+with a held-out weight (a share of the state groups, kept out of training by the caller) make it keep the epoch
+with the lowest held-out loss instead of the last: a group's label is one draw of the device's dice at that state,
+and a warm-started network learns the draws of the training states.
 Epochs and minibatches are `lax.scan`s; every epoch visits each row once, so the minibatch losses
 (N / batch * weighted BCE of the batch) average to the full loss of rl/loss.py.
 """
@@ -42,11 +44,14 @@ class PreferenceData(NamedTuple):
     x: jax.Array  # float[N, D] row features
     target: jax.Array  # float[N] label the row is pulled towards
     weight: jax.Array  # float[N] row weight; sum(weight * BCE) is the loss
+    heldout_weight: jax.Array | None = None  # float[N] weight in the held-out loss; None or all 0: keep the last epoch
 
 
 class PreferenceTrainResult(NamedTuple):
-    params: dict
-    epoch_loss: jax.Array  # float[epochs] full loss after each epoch
+    params: dict  # of the epoch with the lowest held-out loss (the last one without held-out rows)
+    epoch_loss: jax.Array  # float[epochs] full training loss after each epoch
+    heldout_loss: jax.Array  # float[epochs] held-out loss after each epoch (0 without held-out rows)
+    best_epoch: jax.Array  # int: index of the epoch whose parameters are returned; -1 = the given ones
 
 
 def make_preference_train(config: PreferenceTrainConfig, hidden_sizes: tuple[int, ...], num_rows: int):
@@ -73,14 +78,27 @@ def make_preference_train(config: PreferenceTrainConfig, hidden_sizes: tuple[int
             updates, opt_state = optimizer.update(grads, opt_state, p)
             return (optax.apply_updates(p, updates), opt_state), None
 
-        def epoch(state, epoch_rng):
-            order = jax.random.permutation(epoch_rng, padded).reshape(steps_per_epoch, batch_size)
-            (p, opt_state), _ = jax.lax.scan(sgd_step, state, order)
-            return (p, opt_state), loss_fn(p, data.x, data.target, data.weight)
+        heldout_weight = jnp.zeros_like(data.weight) if data.heldout_weight is None else data.heldout_weight
+        stop_early = jnp.sum(heldout_weight) > 0
 
-        (params, _), losses = jax.lax.scan(
-            epoch, (params, optimizer.init(params)), jax.random.split(rng, config.epochs)
+        def epoch(state, inputs):
+            p, opt_state, best = state
+            epoch_rng, index = inputs
+            (p, opt_state), _ = jax.lax.scan(sgd_step, (p, opt_state),
+                                             jax.random.permutation(epoch_rng, padded).reshape(steps_per_epoch,
+                                                                                               batch_size))
+            heldout = loss_fn(p, data.x, data.target, heldout_weight)
+            better = jnp.where(stop_early, heldout < best[1], True)  # ties keep the earlier epoch
+            best = jax.tree.map(lambda new, old: jnp.where(better, new, old), (p, heldout, index), best)
+            return (p, opt_state, best), (loss_fn(p, data.x, data.target, data.weight), heldout)
+
+        # the starting parameters compete too (best_epoch -1): a fine-tune that only fits the draws changes nothing
+        start_loss = jnp.where(stop_early, loss_fn(params, data.x, data.target, heldout_weight), jnp.inf)
+        best = (params, start_loss.astype(jnp.float32), jnp.asarray(-1, jnp.int32))
+        (_, _, (best_params, _, best_epoch)), (losses, heldout_losses) = jax.lax.scan(
+            epoch, (params, optimizer.init(params), best),
+            (jax.random.split(rng, config.epochs), jnp.arange(config.epochs, dtype=jnp.int32)),
         )
-        return PreferenceTrainResult(params, losses)
+        return PreferenceTrainResult(best_params, losses, heldout_losses, best_epoch)
 
     return train

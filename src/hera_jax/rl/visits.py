@@ -141,6 +141,14 @@ def group_ids(keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     return inverse.astype(np.int32), unique.tolist()
 
 
+def heldout_groups(keys: Sequence[str], percent: int) -> np.ndarray:
+    """bool[G]: a fixed share (`percent` %) of state groups, chosen by the state key (a hex digest), so reruns and
+    later iterations hold out the same states."""
+    if not 0 < percent < 100:
+        raise ValueError(f"held-out groups percent must be between 1 and 99, got {percent}")
+    return np.asarray([int(k[:12], 16) % 100 < percent for k in keys], bool)
+
+
 def groups_of_keys(keys: Sequence[str], group_keys: Sequence[str]) -> np.ndarray:
     """int32 group of each key among `group_keys` (e.g. IL training states among the visited groups); -1 = none."""
     group_of_key = {k: i for i, k in enumerate(group_keys)}
