@@ -1,5 +1,7 @@
 """The stage-2 design choices of RLConfig: label rule, group weighting, exploration schedule (issue 12 item 3)."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -168,3 +170,32 @@ def test_sweep_grid_spans_label_rules_and_weightings():
     np.testing.assert_array_equal(np.asarray(options.group_weighting), [0, 0, 1, 0, 1])
     np.testing.assert_allclose(np.asarray(options.return_tolerance), [0.05] * 5)
     assert LABEL_RULES.index("lexicographic") == 1
+
+
+def _fit_coin_flips(epochs: int) -> tuple[float, float]:
+    """Fine-tune a fresh router on labels that are coin flips of the row (like a group's one draw of the device's
+    dice): (spread of p(cloud), share of rows it reproduces)."""
+    from hera_jax.rl.train import PreferenceData, PreferenceTrainConfig, make_preference_train
+    from hera_jax.router.model import RouterMLP
+
+    rng = np.random.default_rng(0)
+    n, dim, hidden = 1024, 384, (256, 128)  # the IL router's shape on MiniLM features
+    x = jnp.asarray(rng.normal(size=(n, dim)).astype(np.float32))
+    target = jnp.asarray(rng.integers(0, 2, n).astype(np.float32))
+    model = RouterMLP(hidden)
+    params = model.init(jax.random.key(0), x[:1])["params"]
+    config = dataclasses.replace(PreferenceTrainConfig(), epochs=epochs)  # the default learning rate and batch
+    result = jax.jit(make_preference_train(config, hidden, n))(jax.random.key(1), params,
+                                                               PreferenceData(x, target, jnp.ones(n) / n))
+    p = jax.nn.sigmoid(model.apply({"params": result.params}, x)).ravel()
+    return float(p.std()), float(jnp.mean((p > 0.5) == (target > 0.5)))
+
+
+def test_short_fine_tunes_do_not_memorise_one_draw_per_state():
+    """Why `--train.epochs 5` beat 40 on TWC (README, RL): a group's label is one draw of the device's dice, and 40
+    epochs fit the draws of the training states. On coin-flip labels 5 epochs keep p(cloud) near the base rate, while
+    40 reproduce every flip."""
+    spread, fitted = _fit_coin_flips(5)
+    assert spread < 0.15 and fitted < 0.85
+    spread_long, fitted_long = _fit_coin_flips(40)
+    assert spread_long > 0.3 and fitted_long > 0.95

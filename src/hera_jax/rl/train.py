@@ -32,7 +32,9 @@ class PreferenceTrainConfig:
     batch_size: int = 256
     """Rows per minibatch (capped at the number of rows)."""
     epochs: int = 40
-    """Epochs per RL iteration."""
+    """Epochs per RL iteration (each warm-starts from the last). A group's label is one draw of the device's dice,
+    and long fine-tunes fit the draws: on TWC 5 epochs beat IL by +0.038 [+0.027, +0.051] in frontier area and 40
+    by +0.010 [-0.007, +0.027] (README, RL); 40 stays the default until 5 is measured on ScienceWorld."""
     seed: int = 0
     """PRNG seed of the minibatch order."""
 
