@@ -45,7 +45,7 @@ def _source(env, **settings):
 def test_per_environment_defaults():
     assert (RLConfig().train_variations, RLConfig().eval_variations) == (50, 20)
     twc = RLConfig(env=TWC)
-    assert (twc.train_variations, twc.eval_variations) == (20, 12)
+    assert (twc.train_variations, twc.eval_variations) == (140, 12)
     assert RLConfig(env=TWC, eval_variations=1).eval_variations == 1  # an explicit value wins
     assert set(SHIPPED_DATASETS) == {"scienceworld", "textworld_express:twc", "textworld_express:cookingworld"}
     assert {name for name, p in PROFILES.items() if p.dataset is None} == {"alfworld", "webshop", "appworld"}
