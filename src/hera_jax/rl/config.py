@@ -29,8 +29,7 @@ class RLConfig:
     """Training variations per task (the first ones of the environment's train split). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer; --iters 5 in
     ~21 min on 2 CPU cores), twc 140 (1,260 rollouts an iteration; --iters 5 in ~18 min at
-    --engine.batch-size 8), cookingworld 6; 2 for an
-    environment without a profile."""
+    --engine.batch-size 8), cookingworld 6; 2 for an environment without a profile."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
     Default per --env: ScienceWorld 20 (94 held-out episodes: two tasks have 9 and 5), twc 12 (36), cookingworld 9
