@@ -176,15 +176,13 @@ def _fit_coin_flips(config) -> tuple[float, float]:
     """Fine-tune a fresh router on labels that are coin flips of the row (like a group's one draw of the device's
     dice): (spread of p(cloud), share of rows it reproduces)."""
     from hera_jax.rl.train import PreferenceData, make_preference_train
-    from hera_jax.router.model import RouterMLP
-    from hera_jax.router.train import TrainConfig, predict_p_cloud
+    from hera_jax.router.train import TrainConfig, init_router_params, predict_p_cloud
 
     rng = np.random.default_rng(0)
     n, dim, hidden = 1024, 384, (256, 128)  # the IL router's shape on MiniLM features
     x = jnp.asarray(rng.normal(size=(n, dim)).astype(np.float32))
     target = jnp.asarray(rng.integers(0, 2, n).astype(np.float32))
-    model = RouterMLP(hidden)
-    params = model.init(jax.random.key(0), x[:1])["params"]
+    params = init_router_params(hidden, jax.random.key(0), x[:1])
     result = jax.jit(make_preference_train(config, hidden, n))(jax.random.key(1), params,
                                                                PreferenceData(x, target, jnp.ones(n) / n))
     p = predict_p_cloud(TrainConfig(hidden_sizes=hidden), result.params, x).ravel()

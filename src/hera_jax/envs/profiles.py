@@ -88,9 +88,8 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
     # simulators: 402 seen-task test episodes per point (3 presets x 134, for a 95 % CI half-width <= 0.05 on
     # success) and 30 unseen ones (README, Evaluation). CookingWorld keeps 4 seen-task test episodes per point and 3
     # unseen (not measured at scale). TWC's RL rolls out 140 training variations x 3 presets x 3 rollouts (1,260
-    # an iteration: --iters 5 in ~18 min at --engine.batch-size 8 on a shared 2-core CPU, within the ~30 min budget;
-    # with 5-epoch fine-tunes +0.012 area over 20 variations, README RL) and holds out 12 per preset (36); CookingWorld keeps about 36 rollouts and 18
-    # held-out episodes.
+    # an iteration; README RL: ~18 min for --iters 5, +0.012 area over 20 variations) and holds out 12 per preset
+    # (36); CookingWorld keeps about 36 rollouts and 18 held-out episodes.
     *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
                  unseen_tasks=(f"{game}-doors",), eval_sizes=eval_sizes,
                  rl_sizes=RLSizes(train_variations=train, eval_variations=held_out))
