@@ -1,6 +1,6 @@
 """Spread of a router's p(cloud) over the states of one step kind, on the gold path of held-out episodes.
 
-    python experiments/results/rl-2026-11-26/p_cloud_by_step.py runs/evaluate/<run> il@0.3 rl@0.3
+    python experiments/results/rl-2026-12-03/p_cloud_by_step.py runs/evaluate/<run> il@0.3 rl@0.3
 
 For each named point (method@threshold) of an evaluation folder: the states its episodes visited while still on
 the cloud-only episode's path (the gold path for the gold-path stand-in cloud), grouped by task and the verb of the
@@ -13,6 +13,8 @@ import json
 import sys
 
 import numpy as np
+
+from hera_jax.evaluate.diagnosis import gold_walk
 
 run, points = sys.argv[1], sys.argv[2:]
 episodes = collections.defaultdict(list)
@@ -32,11 +34,11 @@ for point in points:
         if not eid.startswith(f"eval/{method}/{threshold}/"):
             continue
         rows = sorted(rows, key=lambda r: r["step"])
-        path = gold[rows[0]["task"], rows[0]["variation"]]
-        for r in rows:
-            if r["step"] >= len(path) or (r["step"] > 0 and rows[r["step"] - 1]["action"] != path[r["step"] - 1]):
+        due, _, detours_before = gold_walk(gold[rows[0]["task"], rows[0]["variation"]], [r["action"] for r in rows])
+        for r, action, detours in zip(rows, due, detours_before):
+            if action is None or detours > 0:
                 break  # left the path: later states have no gold action to name their kind
-            by_kind[r["task"], path[r["step"]].split()[0]].append(r["p_cloud"])
+            by_kind[r["task"], action.split()[0]].append(r["p_cloud"])
     print(f"{point}: p(cloud) on the gold path of its test episodes")
     print(f"  {'task':28s} {'verb':8s} {'states':>6s} {'median':>7s} {'q10':>6s} {'q90':>6s} {'<0.02':>6s}")
     for (task, verb), p in sorted(by_kind.items()):
