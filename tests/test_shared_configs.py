@@ -21,6 +21,7 @@ from hera_jax.features import FeatureSpec
 from hera_jax.rl import rl_app
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout import collect_app
+from hera_jax.rollout.engine import EngineConfig
 from hera_jax.router import il_app
 from hera_jax.router.checkpoint import save_router
 from hera_jax.router.model import RouterMLP
@@ -166,6 +167,24 @@ def test_profiles_hold_the_defaults_the_experiments_had():
     assert profile("webshop:http://host:3000") is PROFILES["webshop"] and PROFILES["webshop"].dataset is None
     # an env without a profile (e.g. ALFWorld with LLM agents, where an episode costs dollars) gets small sizes
     assert profile("unknown-env").rl_sizes == RLSizes(2, 3) and profile("unknown-env").eval_sizes == EvalSizes(1, 1, 2)
+
+
+@pytest.mark.parametrize("config_type", [RLConfig, evaluate_app.EvalConfig])
+def test_engine_batch_size_defaults_per_env_and_a_flag_wins(config_type):
+    # ScienceWorld JVMs slow each other down on 2 cores; TextWorldExpress simulators are light (benchmarks/RESULTS.md)
+    assert config_type().engine.batch_size == 2
+    assert config_type(env="textworld_express:twc").engine.batch_size == 8
+    assert config_type(env="unknown-env").engine.batch_size == 2
+    parsed = tyro.cli(config_type, args=["--env", "textworld_express:twc", "--engine.batch-size", "3"])
+    assert parsed.engine.batch_size == 3
+    # the resolved number is what config.json records (and what a resumed run is compared with)
+    assert tyro.cli(config_type, args=["--env", "textworld_express:twc"]).engine.batch_size == 8
+
+
+def test_engine_batch_size_is_filled_in_only_where_left_to_the_default():
+    assert collect_app.CollectConfig().engine.batch_size is None
+    assert EngineConfig().with_default_batch(4).batch_size == 4
+    assert EngineConfig(batch_size=3).with_default_batch(4).batch_size == 3
 
 
 def test_env_options_come_from_flags_then_the_manifest_then_the_default():

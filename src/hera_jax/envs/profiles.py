@@ -44,6 +44,9 @@ class EnvProfile:
     """Seen tasks evaluated by default (those the dataset holds); None = every seen task of the dataset."""
     eval_sizes: EvalSizes = EvalSizes()
     rl_sizes: RLSizes = RLSizes()
+    engine_batch_size: int = 2
+    """Default `--engine.batch-size` of rl_iter.py and evaluate.py (episodes stepped together, one simulator each;
+    never changes the records)."""
     option_defaults: tuple[tuple[str, Any], ...] = ()
     """Constructor options of the environment and their defaults (e.g. ScienceWorld's simplification)."""
 
@@ -81,6 +84,9 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
         # tasks have 18 and 10) and up to 20 held-out variations each (94): --iters 5 in 20.5 minutes on 2 CPU cores
         # (README, RL)
         rl_sizes=RLSizes(train_variations=50, eval_variations=20),
+        # B=2: on 2 CPU cores every extra ScienceWorld JVM warms up its own JIT (48 episodes: B=1 26 s, B=2 29 s,
+        # B=8 48 s; benchmarks/RESULTS.md)
+        engine_batch_size=2,
         option_defaults=(("simplification", "easy"),),
     ),
     # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
@@ -89,10 +95,11 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
     # success) and 30 unseen ones (README, Evaluation). CookingWorld keeps 4 seen-task test episodes per point and 3
     # unseen (not measured at scale). TWC's RL rolls out 140 training variations x 3 presets x 3 rollouts (1,260
     # an iteration; README RL: ~18 min for --iters 5, +0.012 area over 20 variations) and holds out 12 per preset
-    # (36); CookingWorld keeps about 36 rollouts and 18 held-out episodes.
+    # (36); CookingWorld keeps about 36 rollouts and 18 held-out episodes. Its simulators are light, so 8 episodes
+    # step together (TWC: B=8 1.7x the steps/s of B=1, benchmarks/RESULTS.md; the RL timing above is at B=8).
     *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
                  unseen_tasks=(f"{game}-doors",), eval_sizes=eval_sizes,
-                 rl_sizes=RLSizes(train_variations=train, eval_variations=held_out))
+                 rl_sizes=RLSizes(train_variations=train, eval_variations=held_out), engine_batch_size=8)
       for game, eval_sizes, train, held_out in (("twc", EvalSizes(5, 134, 30), 140, 12),
                                                  ("cookingworld", EvalSizes(2, 2, 3), 6, 9))),
     # The paper's other environments: adapters exist (hera_jax/envs), no dataset is shipped.

@@ -119,10 +119,10 @@ class EvalConfig:
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
     """Show progress bars."""
-    engine: EngineConfig = EngineConfig(batch_size=2)
+    engine: EngineConfig = EngineConfig()
     """How the episodes run (lockstep batch size, Ray workers, simulator watchdog); never changes the records. Ray
-    workers embed their own new states and write none to --features-cache. B=2 by default: on 2 CPU cores every
-    extra ScienceWorld JVM warms up its own JIT (48 episodes: B=1 26 s, B=2 29 s, B=8 48 s; benchmarks/RESULTS.md)."""
+    workers embed their own new states and write none to --features-cache. The batch size defaults per --env
+    (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "compare_to", "prices",
@@ -136,10 +136,11 @@ class EvalConfig:
 
     def __post_init__(self):
         # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
-        sizes = profile(self.env).eval_sizes
+        env_profile = profile(self.env)
         for name in ("dev_per_task", "test_per_task", "unseen_per_task"):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(sizes, name))
+                object.__setattr__(self, name, getattr(env_profile.eval_sizes, name))
+        object.__setattr__(self, "engine", self.engine.with_default_batch(env_profile.engine_batch_size))
 
 
 def _method_title(method: str, training: dict[str, list[dict]] | None = None) -> str:

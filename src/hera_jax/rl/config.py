@@ -29,7 +29,7 @@ class RLConfig:
     """Training variations per task (the first ones of the environment's train split). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer; --iters 5 in
     ~21 min on 2 CPU cores), twc 140 (1,260 rollouts an iteration; --iters 5 in ~18 min at
-    --engine.batch-size 8), cookingworld 6; 2 for an environment without a profile."""
+    TWC's default lockstep batch of 8), cookingworld 6; 2 for an environment without a profile."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
     Default per --env: ScienceWorld 20 (94 held-out episodes: two tasks have 9 and 5), twc 12 (36), cookingworld 9
@@ -118,8 +118,9 @@ class RLConfig:
     """Without --out: resume the most recent run under runs/rl."""
     progress: bool = True
     """Show progress bars."""
-    engine: EngineConfig = EngineConfig(batch_size=2)
-    """How the rollouts run (lockstep batch size, Ray workers, simulator watchdog); never changes the records."""
+    engine: EngineConfig = EngineConfig()
+    """How the rollouts run (lockstep batch size, Ray workers, simulator watchdog); never changes the records. The
+    batch size defaults per --env (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress", "engine",
@@ -134,7 +135,8 @@ class RLConfig:
 
     def __post_init__(self):
         # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.
-        sizes = profile(self.env).rl_sizes
+        env_profile = profile(self.env)
         for name in ("train_variations", "eval_variations"):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(sizes, name))
+                object.__setattr__(self, name, getattr(env_profile.rl_sizes, name))
+        object.__setattr__(self, "engine", self.engine.with_default_batch(env_profile.engine_batch_size))

@@ -93,8 +93,10 @@ class EngineConfig:
     """How episodes run: lockstep batches, Ray workers, the simulator watchdog (`--engine.*` in collect.py,
     rl_iter.py and evaluate.py). None of it changes the records."""
 
-    batch_size: int = 1
-    """Episodes each worker steps together (one simulator each; one routing call per lockstep)."""
+    batch_size: int | None = None
+    """Episodes each worker steps together (one simulator each; one routing call per lockstep). None: the
+    environment's default in rl_iter.py and evaluate.py (hera_jax.envs.profiles: ScienceWorld 2, TextWorldExpress
+    8), else 1."""
     workers: int = 1
     """>1: Ray workers, each with its own simulators and agents (cloud budgets are then per worker)."""
     ray_address: str = ""
@@ -109,6 +111,10 @@ class EngineConfig:
 
     LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
                               "max_episode_retries": NON_NEGATIVE}
+
+    def with_default_batch(self, batch_size: int) -> EngineConfig:
+        """This config, with `batch_size` where it was left to the default (None)."""
+        return self if self.batch_size is not None else dataclasses.replace(self, batch_size=batch_size)
 
 
 def kill_env(env: Env) -> None:
@@ -189,6 +195,7 @@ class LockstepWorker:
     """Owns `batch_size` simulator slots and one pair of agents; runs jobs B at a time in lockstep."""
 
     def __init__(self, setup: WorkerSetup, config: EngineConfig):
+        config = config.with_default_batch(1)
         self.setup = setup
         self.config = config
         self._envs: list[GuardedEnv | None] = [None] * config.batch_size
@@ -516,6 +523,7 @@ def run_jobs(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     validate(config, "--engine.")  # the CLIs check it at parse time; library callers are checked here
+    config = config.with_default_batch(1)
     ids = [job.spec.episode_id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{label}: episode ids are not unique")
