@@ -191,6 +191,33 @@ def test_interval_tables_pair_methods_and_feed_headline():
     low, high = summary.loc["il", "test/auc_success_ci"]
     assert low <= summary.loc["il", "test/auc_success"] <= high
     assert summary.loc["il", "test/success_ci"] == [1.0, 1.0]  # threshold 0.3 succeeded on both test episodes
+    # the frontier at the budget: within its interval, and as a share of cloud-only success
+    low, high = summary.loc["il", "test/frontier_success_at_budget_ci"]
+    assert low <= summary.loc["il", "test/frontier_success_at_budget"] <= high
+
+
+def test_interval_tables_give_each_frontier_at_the_cloud_budget():
+    from hera_jax.evaluate.frontier import frontier_value
+    from hera_jax.evaluate.report import interval_tables
+
+    episodes = episode_table(rows_of(constructed_rollouts()), PriceTable())
+    points = points_table(episodes)
+    for budget in (0.2, 0.6):
+        _, method_ci = interval_tables(episodes, n_resamples=200, budget=budget)
+        test = method_ci[method_ci.eval_split == "test"].set_index("method")
+        mine = points[(points.eval_split == "test")]
+        il, anchors = mine[mine.method == "il"], mine.set_index("method")
+        expected = frontier_value(np.r_[il.cloud_step_ratio, 0.0, 1.0],
+                                  np.r_[il.success_rate, anchors.loc["device_only", "success_rate"],
+                                        anchors.loc["cloud_only", "success_rate"]], budget)
+        np.testing.assert_allclose(test.loc["il", "success_at_budget"], expected, atol=1e-6)
+        np.testing.assert_allclose(test.loc["il", "retained_at_budget"],
+                                   expected / anchors.loc["cloud_only", "success_rate"], atol=1e-6)
+        assert (test.success_at_budget_low <= test.success_at_budget + 1e-12).all()
+        assert (test.success_at_budget <= test.success_at_budget_high + 1e-12).all()
+        np.testing.assert_allclose(test.loc["cloud_only", "success_at_budget"],
+                                   (1 - budget) * anchors.loc["device_only", "success_rate"]
+                                   + budget * anchors.loc["cloud_only", "success_rate"], atol=1e-6)
 
 
 def test_interval_tables_pair_areas_against_a_named_reference():

@@ -1,7 +1,7 @@
 import numpy as np
 import scipy.stats
 
-from hera_jax.evaluate.frontier import aggregate_points, frontier_area, frontier_auc
+from hera_jax.evaluate.frontier import aggregate_points, frontier_area, frontier_auc, frontier_value
 from hera_jax.evaluate.stats import SplitLayout, UnitTable, bootstrap_intervals, resample_counts, split_metrics
 
 
@@ -32,6 +32,31 @@ def test_frontier_area_batched_matches_frontier_auc_per_row():
     batched = frontier_area(x, y)
     np.testing.assert_allclose(batched, [frontier_auc(x[i], y[i]) for i in range(50)])
     assert np.isnan(frontier_area(np.full((2, 3), np.nan), np.ones((2, 3)))).all()
+
+
+def test_frontier_value_is_the_hull_mix_at_the_budget():
+    # device-only (0, 0.1), a point below the chord of its neighbours (0.3, 0.2), two routers, cloud-only (1, 1)
+    x = np.array([0.0, 0.3, 0.4, 0.5, 1.0])
+    y = np.array([0.1, 0.2, 0.7, 0.8, 1.0])
+    # between (0.4, 0.7) and (0.5, 0.8): a mix spending 0.463 on average
+    np.testing.assert_allclose(frontier_value(x, y, 0.463), 0.7 + 0.1 * 0.63)
+    # the point at 0.3 lies under the mix of (0, 0.1) and (0.4, 0.7), so it changes nothing
+    np.testing.assert_allclose(frontier_value(x, y, 0.3), 0.1 + 0.6 * 0.75)
+    np.testing.assert_allclose([frontier_value(x, y, b) for b in (0.0, 0.4, 1.0)], [0.1, 0.7, 1.0])
+    # without cloud-only the curve is flat beyond its highest point
+    np.testing.assert_allclose(frontier_value(x[:4], y[:4], 0.9), 0.8)
+    assert np.isnan(frontier_value(np.full(3, np.nan), np.ones(3), 0.5))
+
+
+def test_frontier_value_integrates_to_frontier_area_and_never_falls():
+    rng = np.random.default_rng(2)
+    x, y = rng.random((20, 6)), rng.random((20, 6))
+    x[:, 0], x[:, 1] = 0.0, 1.0  # anchored, like split_metrics' device-only and cloud-only
+    budgets = np.linspace(0.0, 1.0, 2001)
+    values = np.stack([frontier_value(x, y, b) for b in budgets], -1)  # [20, B]
+    assert (np.diff(values, axis=-1) >= -1e-12).all()
+    np.testing.assert_allclose(np.sum(np.diff(budgets) * (values[:, 1:] + values[:, :-1]) / 2, axis=-1), frontier_area(x, y), atol=1e-6)
+    np.testing.assert_allclose(frontier_value(x, y, 0.37), [frontier_value(x[i], y[i], 0.37) for i in range(20)])
 
 
 def test_split_metrics_match_direct_computation_on_a_resampled_episode_list():

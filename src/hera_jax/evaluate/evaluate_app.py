@@ -32,8 +32,8 @@ from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, METHOD_MODULES, task_level
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
-                                      rich_paired_areas,
-                                     rich_headline, rich_limit_shares, with_intervals)
+                                      rich_budget_frontier, rich_headline, rich_limit_shares, rich_paired_areas,
+                                      with_intervals)
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
@@ -97,7 +97,9 @@ class EvalConfig:
     same resamples), printed and saved in summary.json (`intervals.area_minus_<name>`). Random step routing is
     always the first reference."""
     cloud_budget: float = 0.3
-    """Target cloud-step ratio: each method's knob is picked on dev to stay within it, then reported on test."""
+    """Target cloud-step ratio: each method's knob is picked on dev to stay within it, then reported on test; and
+    each method's frontier success at this ratio (a mix of its knob values) with a 95 % CI, in summary.json
+    (`intervals.frontier_areas`: success_at_budget, retained_at_budget = share of cloud-only success)."""
     prices: PriceTable = PriceTable()
     """Cloud price table for the cost estimate."""
     agents: AgentsConfig = AgentsConfig()
@@ -252,13 +254,15 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     episodes = episode_table(rows, config.prices)
     if episodes.empty:
         raise HeraError(f"{out}: no complete evaluation episodes to report")
-    point_intervals, method_intervals = interval_tables(episodes, LIMIT_BASELINES, seed=config.seed)
+    point_intervals, method_intervals = interval_tables(episodes, LIMIT_BASELINES, seed=config.seed,
+                                                        budget=config.cloud_budget)
     compared = None
     if config.compare_to is not None:
         if config.compare_to not in set(episodes.method):
             raise HeraError(f"--compare-to {config.compare_to!r}: no such method in {out}; it has "
                             f"{', '.join(sorted(set(episodes.method)))}")
-        compared = interval_tables(episodes, seed=config.seed, reference=config.compare_to)[1]
+        compared = interval_tables(episodes, seed=config.seed, reference=config.compare_to,
+                                   budget=config.cloud_budget)[1]
     points = with_intervals(points_table(episodes), point_intervals)
     order = [m for m in dict.fromkeys(points.method) if m not in ("device_only", "cloud_only")]
     methods = ["device_only", "cloud_only"] + sorted(order, key=lambda m: (m in BASELINES, m))
@@ -299,6 +303,8 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
                                list(LIMIT_BASELINES), titles)
     if shares is not None:
         console.print(shares)
+    if len(method_intervals):
+        console.print(rich_budget_frontier(method_intervals, config.cloud_budget, titles))
     if compared is not None:
         console.print(rich_paired_areas(compared, config.compare_to, titles))
     for note in notes:

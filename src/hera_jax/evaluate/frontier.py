@@ -46,15 +46,9 @@ def aggregate_points(
     }
 
 
-def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """float[...]: area under the frontier of the K points on the last axis, over cloud-step ratio [0, 1].
-
-    Batched over leading axes (bootstrap replicates, methods). Non-finite points are ignored; NaN where none is
-    left. The frontier is what mixing the points' policies episode by episode reaches, spending at most a given
-    ratio: the upper concave hull of the points, held flat beyond its highest point and left of its cheapest one.
-    So a point below a mix of two others changes nothing, and evaluating more knob values never lowers the area
-    (joining the Pareto points in order did: a mediocre extra point pulled the curve down).
-    """
+def _frontier_curve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frontier of the K points on the last axis as a piecewise-linear curve over [0, 1]: knots (fx, fh) of
+    K + 2 sorted cloud-step ratios and values (see `frontier_area`), and whether any point was valid."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     valid = np.isfinite(x) & np.isfinite(y)
     x = np.where(valid, np.clip(x, 0.0, 1.0), 2.0)  # invalid points: beyond the axis, never usable
@@ -74,13 +68,39 @@ def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     order = np.argsort(x, axis=-1)  # invalid points (x = 2) last
     fx, fh = np.take_along_axis(x, order, -1), np.take_along_axis(hull, order, -1)
     fh = np.maximum.accumulate(fh, axis=-1)  # spending less is allowed: the curve never falls
-    any_valid = valid.any(-1)
-    fh = np.where(np.isfinite(fh), fh, 0.0)  # keeps the sums finite where nothing is valid (NaN below)
+    fh = np.where(np.isfinite(fh), fh, 0.0)  # keeps the sums finite where nothing is valid (NaN in callers)
     fx = np.minimum(fx, 1.0)  # invalid points sit at x = 1 with the last value: zero width
     fx = np.concatenate([np.zeros_like(fx[..., :1]), fx, np.ones_like(fx[..., :1])], -1)
     fh = np.concatenate([fh[..., :1], fh, fh[..., -1:]], -1)
+    return fx, fh, valid.any(-1)
+
+
+def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """float[...]: area under the frontier of the K points on the last axis, over cloud-step ratio [0, 1].
+
+    Batched over leading axes (bootstrap replicates, methods). Non-finite points are ignored; NaN where none is
+    left. The frontier is what mixing the points' policies episode by episode reaches, spending at most a given
+    ratio: the upper concave hull of the points, held flat beyond its highest point and left of its cheapest one.
+    So a point below a mix of two others changes nothing, and evaluating more knob values never lowers the area
+    (joining the Pareto points in order did: a mediocre extra point pulled the curve down).
+    """
+    fx, fh, any_valid = _frontier_curve(x, y)
     area = np.sum(np.diff(fx, axis=-1) * (fh[..., 1:] + fh[..., :-1]) / 2, axis=-1)
     return np.where(any_valid, area, np.nan)
+
+
+def frontier_value(x: np.ndarray, y: np.ndarray, budget: float) -> np.ndarray:
+    """float[...]: the frontier's value at cloud-step ratio `budget` (the curve of `frontier_area`, batched the
+    same way): the best success a mix of the points' policies reaches spending at most `budget`. NaN where no
+    point is valid."""
+    fx, fh, any_valid = _frontier_curve(x, y)
+    # the knot segment [fx[j-1], fx[j]] holding the budget (knots are sorted; the first is 0, the last 1)
+    j = np.clip(np.sum(fx <= budget, axis=-1, keepdims=True), 1, fx.shape[-1] - 1)
+    x0, x1 = np.take_along_axis(fx, j - 1, -1)[..., 0], np.take_along_axis(fx, j, -1)[..., 0]
+    y0, y1 = np.take_along_axis(fh, j - 1, -1)[..., 0], np.take_along_axis(fh, j, -1)[..., 0]
+    width = x1 - x0
+    value = np.where(width > 0, y0 + (y1 - y0) * (budget - x0) / np.where(width > 0, width, 1.0), y1)
+    return np.where(any_valid, value, np.nan)
 
 
 def frontier_auc(x: np.ndarray, y: np.ndarray, anchors: tuple[tuple[float, float], ...] = ()) -> float:

@@ -46,14 +46,17 @@ def points_table(episodes: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: int = 0,
-                    n_resamples: int = 9999, reference: str = "random") -> tuple[pd.DataFrame, pd.DataFrame]:
+                    n_resamples: int = 9999, reference: str = "random",
+                    budget: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """95 % bootstrap intervals (`stats.bootstrap_intervals`), resampling the (task, variation) units of each eval
     split, the same resample for every point of the split (paired across methods).
 
     Returns (per point: method, param, eval_split, success / cloud_step_ratio / success_retained with _low/_high;
     per method on the test splits: area, area_minus_<reference> (random step routing unless another method is
-    named, e.g. an RL run's IL start), share_of_<limit> for each limit present, with _low/_high). Areas are under
-    the success vs cloud-step ratio frontier, device-only and cloud-only as anchors.
+    named, e.g. an RL run's IL start), share_of_<limit> for each limit present, success_at_budget and
+    retained_at_budget (the frontier's success at cloud-step ratio `budget`, and its share of cloud-only success),
+    with _low/_high). Areas are under the success vs cloud-step ratio frontier, device-only and cloud-only as
+    anchors.
     """
     point_rows, method_rows = [], []
     for split, mine in episodes.groupby("eval_split", sort=True):
@@ -83,7 +86,7 @@ def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: 
         present_limits = [m for m in limits if m in methods]
         layout = SplitLayout(method_points, device_only=point_of("device_only"), cloud_only=point_of("cloud_only"),
                              random=methods.index(reference) if reference in methods else -1,
-                             limits=tuple(methods.index(m) for m in present_limits))
+                             limits=tuple(methods.index(m) for m in present_limits), budget=budget)
         shapes = {k: v.shape[1:] for k, v in split_metrics(np.ones((1, num_units)), table, layout).items()}
 
         def statistic(weights):
@@ -108,7 +111,8 @@ def interval_tables(episodes: pd.DataFrame, limits: tuple[str, ...] = (), seed: 
             continue  # dev has no anchors: its areas would not be comparable
         for m, method in enumerate(methods):
             row = {"method": method, "eval_split": split}
-            for key, name in (("area", "area"), ("area_minus_random", f"area_minus_{reference}")):
+            for key, name in (("area", "area"), ("area_minus_random", f"area_minus_{reference}"),
+                              ("success_at_budget", "success_at_budget"), ("retained_at_budget", "retained_at_budget")):
                 estimate, low, high = (a[m] for a in ends[key])
                 row.update({name: estimate, f"{name}_low": low, f"{name}_high": high})
             for li, limit in enumerate(present_limits):
@@ -184,6 +188,10 @@ def headline(points: pd.DataFrame, budget: float, methods: list[str],
                     row[f"{split}/auc_success_ci"] = _interval(found, "area")
                     row[f"{split}/auc_minus_random"] = float(found["area_minus_random"])
                     row[f"{split}/auc_minus_random_ci"] = _interval(found, "area_minus_random")
+                    for key in ("success_at_budget", "retained_at_budget"):
+                        if key in found.index:
+                            row[f"{split}/frontier_{key}"] = float(found[key])
+                            row[f"{split}/frontier_{key}_ci"] = _interval(found, key)
                     for key in found.index:
                         if key.startswith("share_of_") and not key.endswith(("_low", "_high")):
                             row[f"{split}/auc_{key}"] = float(found[key])
@@ -398,4 +406,25 @@ def rich_paired_areas(method_intervals: pd.DataFrame, reference: str, titles: di
         short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
         table.add_row(titles.get(r["method"], r["method"]), short, f"{r['area']:.3f}",
                       f"{r[key]:+.3f} [{r[key + '_low']:+.3f}, {r[key + '_high']:+.3f}]")
+    return table
+
+
+def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: dict[str, str]):
+    """Each method's frontier success at cloud-step ratio `budget` (a mix of its knob values, episode by episode)
+    on the test splits, and that as a share of cloud-only success, with 95 % intervals."""
+    from rich.table import Table
+
+    table = Table(title=f"Success on the frontier at {budget:.3g} cloud steps (a mix of each method's knob values) "
+                        f"[{CONFIDENCE:.0%} CI]")
+    for column in ("method", "split", "success", "of cloud-only's"):
+        table.add_column(column, justify="left" if column in ("method", "split") else "right")
+    for _, r in method_intervals.iterrows():
+        if r["method"] in REFERENCES or "success_at_budget" not in r:
+            continue
+        short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
+        table.add_row(titles.get(r["method"], r["method"]), short,
+                      f"{r['success_at_budget']:.3f} [{r['success_at_budget_low']:.3f}, "
+                      f"{r['success_at_budget_high']:.3f}]",
+                      f"{r['retained_at_budget']:.1%} [{r['retained_at_budget_low']:.1%}, "
+                      f"{r['retained_at_budget_high']:.1%}]")
     return table

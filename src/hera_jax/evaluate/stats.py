@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.stats
 
-from hera_jax.evaluate.frontier import frontier_area
+from hera_jax.evaluate.frontier import frontier_area, frontier_value
 
 CONFIDENCE = 0.95
 
@@ -43,6 +43,7 @@ class SplitLayout:
     cloud_only: int = -1  # point index, -1 if absent (right anchor; "% of cloud-only success" divides by it)
     random: int = -1  # method index of random step routing, -1 if absent
     limits: tuple[int, ...] = ()  # method indices of the limit baselines (areas are also given as shares of these)
+    budget: float = 0.3  # cloud-step ratio at which each method's frontier value is reported
 
 
 def resample_counts(indices: np.ndarray, num_units: int) -> np.ndarray:
@@ -63,7 +64,9 @@ def split_metrics(weights: np.ndarray, table: UnitTable, layout: SplitLayout) ->
 
     success / cloud_step_ratio / success_retained: [N, P] per point (the ratio pooled over steps, like
     `frontier.aggregate_points`); area: [N, M] under each method's success frontier, anchored at device-only and
-    cloud-only; area_minus_random: [N, M]; area_share: [N, M, L] = area / area of limit l.
+    cloud-only; area_minus_random: [N, M]; area_share: [N, M, L] = area / area of limit l; success_at_budget /
+    retained_at_budget: [N, M] the frontier's success at cloud-step ratio `layout.budget` (a mix of the method's
+    knob values), and that as a share of cloud-only success.
     """
     weights = np.asarray(weights, np.float64)
     success = _ratio(weights @ table.success, weights @ table.present)
@@ -81,10 +84,10 @@ def split_metrics(weights: np.ndarray, table: UnitTable, layout: SplitLayout) ->
     anchors_y = np.concatenate([
         success[:, [layout.device_only]] if layout.device_only >= 0 else nan_column, cloud_success], axis=1)
     num_methods = layout.method_points.shape[0]
-    area = frontier_area(
-        np.concatenate([method_x, np.broadcast_to(anchors_x[:, None], (len(weights), num_methods, 2))], -1),
-        np.concatenate([method_y, np.broadcast_to(anchors_y[:, None], (len(weights), num_methods, 2))], -1),
-    )
+    frontier_x = np.concatenate([method_x, np.broadcast_to(anchors_x[:, None], (len(weights), num_methods, 2))], -1)
+    frontier_y = np.concatenate([method_y, np.broadcast_to(anchors_y[:, None], (len(weights), num_methods, 2))], -1)
+    area = frontier_area(frontier_x, frontier_y)
+    success_at_budget = frontier_value(frontier_x, frontier_y, layout.budget)
     random_area = area[:, [layout.random]] if layout.random >= 0 else nan_column
     limits = list(layout.limits)
     return {
@@ -94,6 +97,8 @@ def split_metrics(weights: np.ndarray, table: UnitTable, layout: SplitLayout) ->
         "area": area,
         "area_minus_random": area - random_area,
         "area_share": _ratio(area[:, :, None], np.broadcast_to(area[:, None, limits], area.shape + (len(limits),))),
+        "success_at_budget": success_at_budget,
+        "retained_at_budget": _ratio(success_at_budget, np.broadcast_to(cloud_success, success_at_budget.shape)),
     }
 
 
