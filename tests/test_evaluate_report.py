@@ -94,6 +94,14 @@ def test_budget_targeting_picks_on_dev_and_reports_test():
     assert not strict.loc["il", "budget_met_on_dev"] and strict.loc["il", "budget_param"] == 0.7
 
 
+def test_routers_in_one_plot_never_share_colour_and_marker():
+    from hera_jax.evaluate.report import _STYLE, router_styles
+
+    styles = router_styles([f"rl{i}" for i in range(24)])
+    assert len(set(styles.values())) == 24
+    assert not set(styles.values()) & set(_STYLE.values())  # nor look like a baseline
+
+
 def test_plot_is_written_and_non_empty(tmp_path):
     points = points_table(episode_table(rows_of(constructed_rollouts()), PriceTable()))
     path = plot_frontiers(points, tmp_path / "frontier.png", "agents: STAND-INS (x), not LLMs", 0.3,

@@ -2,7 +2,8 @@
 
     python experiments/results/rl-2026-12-03/tables.py runs/evaluate/<run> [--reference il0]
 
-Reads `summary.json` (areas, `area_minus_<reference>` from `evaluate.py --compare-to`) and `points.csv`.
+Reads `summary.json` (areas, `area_minus_<reference>` from `evaluate.py --compare-to`, the frontier at
+`--cloud-budget`) and `points.csv`.
 """
 
 import json
@@ -24,6 +25,8 @@ def ci(row, key):
 for split in ("test", "test_unseen"):
     print(f"\n{split}: frontier area [95 % CI], paired differences")
     head = "| method | area | minus random |" + (f" minus {reference} |" if reference else "") + " share of bayes | share of bayes_harm |"
+    if any("retained_at_budget" in r for r in intervals["frontier_areas"]):
+        head += f" % of cloud-only success at {summary['cloud_budget']:g} cloud steps (frontier) |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     for r in sorted((r for r in intervals["frontier_areas"] if r["eval_split"] == split), key=lambda r: -r["area"]):
@@ -33,6 +36,9 @@ for split in ("test", "test_unseen"):
             cells.append(ci(m, f"area_minus_{reference}") if m else "")
         cells += [f"{r[k]:.0%} [{r[k + '_low']:.0%}, {r[k + '_high']:.0%}]" if k in r else ""
                   for k in ("share_of_bayes", "share_of_bayes_harm")]
+        if "retained_at_budget" in r:  # evaluate.py since 2026-12-03 (third session)
+            cells.append(f"{r['retained_at_budget']:.1%} [{r['retained_at_budget_low']:.1%}, "
+                         f"{r['retained_at_budget_high']:.1%}]")
         print("| " + " | ".join(cells) + " |")
 
 points = pd.read_csv(f"{run}/points.csv")

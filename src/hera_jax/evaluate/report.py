@@ -231,6 +231,14 @@ _STYLE = {  # method -> (colour, marker); routers not listed get colours from th
     "cloud_only": ("#000000", "D"),
 }
 _ROUTER_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#e377c2", "#bcbd22", "#7f7f7f")
+_ROUTER_MARKERS = ("o", "s", "^", "d")
+
+
+def router_styles(routers: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) of each router in a plot; past 6 routers the colours repeat with another marker, so no two
+    of up to 24 routers look alike."""
+    return {m: (_ROUTER_COLOURS[i % len(_ROUTER_COLOURS)],
+                _ROUTER_MARKERS[i // len(_ROUTER_COLOURS) % len(_ROUTER_MARKERS)]) for i, m in enumerate(routers)}
 
 
 def plot_frontiers(points: pd.DataFrame, path: Path, agents_title: str, budget: float | None, titles: dict[str, str],
@@ -248,7 +256,7 @@ def plot_frontiers(points: pd.DataFrame, path: Path, agents_title: str, budget: 
     splits = [s for s in TEST_SPLITS if (points.eval_split == s).any()] or sorted(points.eval_split.unique())
     fig, axes = plt.subplots(2, len(splits), figsize=(6.2 * len(splits), 9), squeeze=False)
     routers = [m for m in dict.fromkeys(points.method) if m not in _STYLE]
-    style = {**_STYLE, **{m: (_ROUTER_COLOURS[i % len(_ROUTER_COLOURS)], "o") for i, m in enumerate(routers)}}
+    style = {**_STYLE, **router_styles(routers)}
     for col, split in enumerate(splits):
         for row, (metric, ylabel) in enumerate((("success_rate", "success rate"), ("mean_score", "mean score"))):
             ax = axes[row][col]
