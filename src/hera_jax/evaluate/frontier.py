@@ -46,9 +46,11 @@ def aggregate_points(
     }
 
 
-def _frontier_curve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def frontier_curve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frontier of the K points on the last axis as a piecewise-linear curve over [0, 1]: knots (fx, fh) of
-    K + 2 sorted cloud-step ratios and values (see `frontier_area`), and whether any point was valid."""
+    K + 2 sorted cloud-step ratios and values (see `frontier_area`), and whether any point was valid. The hull is
+    the costly part (O(K^2) per row): callers wanting both the area and a value compute it once and pass it to
+    `curve_area` and `curve_value`."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     valid = np.isfinite(x) & np.isfinite(y)
     x = np.where(valid, np.clip(x, 0.0, 1.0), 2.0)  # invalid points: beyond the axis, never usable
@@ -75,6 +77,25 @@ def _frontier_curve(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return fx, fh, valid.any(-1)
 
 
+def curve_area(curve: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """float[...]: area under a `frontier_curve`; NaN where no point was valid."""
+    fx, fh, any_valid = curve
+    area = np.sum(np.diff(fx, axis=-1) * (fh[..., 1:] + fh[..., :-1]) / 2, axis=-1)
+    return np.where(any_valid, area, np.nan)
+
+
+def curve_value(curve: tuple[np.ndarray, np.ndarray, np.ndarray], budget: float) -> np.ndarray:
+    """float[...]: a `frontier_curve`'s value at cloud-step ratio `budget`; NaN where no point was valid."""
+    fx, fh, any_valid = curve
+    # the knot segment [fx[j-1], fx[j]] holding the budget (knots are sorted; the first is 0, the last 1)
+    j = np.clip(np.sum(fx <= budget, axis=-1, keepdims=True), 1, fx.shape[-1] - 1)
+    x0, x1 = np.take_along_axis(fx, j - 1, -1)[..., 0], np.take_along_axis(fx, j, -1)[..., 0]
+    y0, y1 = np.take_along_axis(fh, j - 1, -1)[..., 0], np.take_along_axis(fh, j, -1)[..., 0]
+    width = x1 - x0
+    value = np.where(width > 0, y0 + (y1 - y0) * (budget - x0) / np.where(width > 0, width, 1.0), y1)
+    return np.where(any_valid, value, np.nan)
+
+
 def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """float[...]: area under the frontier of the K points on the last axis, over cloud-step ratio [0, 1].
 
@@ -84,23 +105,14 @@ def frontier_area(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     So a point below a mix of two others changes nothing, and evaluating more knob values never lowers the area
     (joining the Pareto points in order did: a mediocre extra point pulled the curve down).
     """
-    fx, fh, any_valid = _frontier_curve(x, y)
-    area = np.sum(np.diff(fx, axis=-1) * (fh[..., 1:] + fh[..., :-1]) / 2, axis=-1)
-    return np.where(any_valid, area, np.nan)
+    return curve_area(frontier_curve(x, y))
 
 
 def frontier_value(x: np.ndarray, y: np.ndarray, budget: float) -> np.ndarray:
     """float[...]: the frontier's value at cloud-step ratio `budget` (the curve of `frontier_area`, batched the
     same way): the best success a mix of the points' policies reaches spending at most `budget`. NaN where no
     point is valid."""
-    fx, fh, any_valid = _frontier_curve(x, y)
-    # the knot segment [fx[j-1], fx[j]] holding the budget (knots are sorted; the first is 0, the last 1)
-    j = np.clip(np.sum(fx <= budget, axis=-1, keepdims=True), 1, fx.shape[-1] - 1)
-    x0, x1 = np.take_along_axis(fx, j - 1, -1)[..., 0], np.take_along_axis(fx, j, -1)[..., 0]
-    y0, y1 = np.take_along_axis(fh, j - 1, -1)[..., 0], np.take_along_axis(fh, j, -1)[..., 0]
-    width = x1 - x0
-    value = np.where(width > 0, y0 + (y1 - y0) * (budget - x0) / np.where(width > 0, width, 1.0), y1)
-    return np.where(any_valid, value, np.nan)
+    return curve_value(frontier_curve(x, y), budget)
 
 
 def frontier_auc(x: np.ndarray, y: np.ndarray, anchors: tuple[tuple[float, float], ...] = ()) -> float:

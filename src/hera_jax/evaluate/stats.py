@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.stats
 
-from hera_jax.evaluate.frontier import frontier_area, frontier_value
+from hera_jax.evaluate.frontier import curve_area, curve_value, frontier_curve
 
 CONFIDENCE = 0.95
 
@@ -74,7 +74,7 @@ def split_metrics(weights: np.ndarray, table: UnitTable, layout: SplitLayout) ->
     nan_column = np.full((len(weights), 1), np.nan)
     cloud_success = success[:, [layout.cloud_only]] if layout.cloud_only >= 0 else nan_column
     retained = _ratio(success, np.broadcast_to(cloud_success, success.shape))
-    # [N, M, K] points of each method plus the two anchors (NaN where padded or absent, which frontier_area skips)
+    # [N, M, K] points of each method plus the two anchors (NaN where padded or absent, which frontier_curve skips)
     padded = layout.method_points >= 0
     take = np.where(padded, layout.method_points, 0)
     method_x = np.where(padded, ratio[:, take], np.nan)
@@ -86,8 +86,9 @@ def split_metrics(weights: np.ndarray, table: UnitTable, layout: SplitLayout) ->
     num_methods = layout.method_points.shape[0]
     frontier_x = np.concatenate([method_x, np.broadcast_to(anchors_x[:, None], (len(weights), num_methods, 2))], -1)
     frontier_y = np.concatenate([method_y, np.broadcast_to(anchors_y[:, None], (len(weights), num_methods, 2))], -1)
-    area = frontier_area(frontier_x, frontier_y)
-    success_at_budget = frontier_value(frontier_x, frontier_y, layout.budget)
+    curve = frontier_curve(frontier_x, frontier_y)  # the hull once, for the area and the value at the budget
+    area = curve_area(curve)
+    success_at_budget = curve_value(curve, layout.budget)
     random_area = area[:, [layout.random]] if layout.random >= 0 else nan_column
     limits = list(layout.limits)
     return {
