@@ -189,9 +189,8 @@ def headline(points: pd.DataFrame, budget: float, methods: list[str],
                     row[f"{split}/auc_minus_random"] = float(found["area_minus_random"])
                     row[f"{split}/auc_minus_random_ci"] = _interval(found, "area_minus_random")
                     for key in ("success_at_budget", "retained_at_budget"):
-                        if key in found.index:
-                            row[f"{split}/frontier_{key}"] = float(found[key])
-                            row[f"{split}/frontier_{key}_ci"] = _interval(found, key)
+                        row[f"{split}/frontier_{key}"] = float(found[key])
+                        row[f"{split}/frontier_{key}_ci"] = _interval(found, key)
                     for key in found.index:
                         if key.startswith("share_of_") and not key.endswith(("_low", "_high")):
                             row[f"{split}/auc_{key}"] = float(found[key])
@@ -427,7 +426,7 @@ def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: 
     for column in ("method", "split", "success", "of cloud-only's"):
         table.add_column(column, justify="left" if column in ("method", "split") else "right")
     for _, r in method_intervals.iterrows():
-        if r["method"] in REFERENCES or "success_at_budget" not in r:
+        if r["method"] in REFERENCES:
             continue
         short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
         table.add_row(titles.get(r["method"], r["method"]), short,
