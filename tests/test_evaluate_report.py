@@ -226,6 +226,15 @@ def test_interval_tables_give_each_frontier_at_the_cloud_budget():
         np.testing.assert_allclose(test.loc["cloud_only", "success_at_budget"],
                                    (1 - budget) * anchors.loc["device_only", "success_rate"]
                                    + budget * anchors.loc["cloud_only", "success_rate"], atol=1e-6)
+    # the printed table names the agents (stand-ins say so) and the budget
+    from rich.console import Console
+
+    from hera_jax.evaluate.report import rich_budget_frontier
+
+    console = Console(width=200, record=True)
+    console.print(rich_budget_frontier(method_ci, 0.6, {}, "agents: STAND-INS (x), not LLMs"))
+    text = console.export_text()
+    assert "STAND-INS" in text and "at 0.6 cloud steps" in text and "il" in text
 
 
 def test_interval_tables_pair_areas_against_a_named_reference():

@@ -304,7 +304,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
     if shares is not None:
         console.print(shares)
     if len(method_intervals):
-        console.print(rich_budget_frontier(method_intervals, config.cloud_budget, titles))
+        console.print(rich_budget_frontier(method_intervals, config.cloud_budget, titles, agents_title))
     if compared is not None:
         console.print(rich_paired_areas(compared, config.compare_to, titles))
     for note in notes:

@@ -416,13 +416,14 @@ def rich_paired_areas(method_intervals: pd.DataFrame, reference: str, titles: di
     return table
 
 
-def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: dict[str, str]):
+def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: dict[str, str], agents_title: str):
     """Each method's frontier success at cloud-step ratio `budget` (a mix of its knob values, episode by episode)
-    on the test splits, and that as a share of cloud-only success, with 95 % intervals."""
+    on the test splits, and that as a share of cloud-only success, with 95 % intervals; `agents_title` says which
+    agents acted (stand-ins say so)."""
     from rich.table import Table
 
     table = Table(title=f"Success on the frontier at {budget:.3g} cloud steps (a mix of each method's knob values) "
-                        f"[{CONFIDENCE:.0%} CI]")
+                        f"[{CONFIDENCE:.0%} CI] — {agents_title}")
     for column in ("method", "split", "success", "of cloud-only's"):
         table.add_column(column, justify="left" if column in ("method", "split") else "right")
     for _, r in method_intervals.iterrows():
