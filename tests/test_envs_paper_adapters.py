@@ -50,10 +50,11 @@ def test_alfworld_intro_and_feedback_parsing():
         alf.split_intro("You are in the middle of a room.")
 
 
-def _write_game(root: Path, split_dir: str, folder: str, solvable: bool = True) -> Path:
+def _write_game(root: Path, split_dir: str, folder: str, solvable: bool = True, walkthrough=()) -> Path:
     game = root / "json_2.1.1" / split_dir / folder / "trial_T1" / "game.tw-pddl"
     game.parent.mkdir(parents=True)
-    game.write_text(json.dumps({"pddl_domain": "...", "grammar": "...", "pddl_problem": "...", "solvable": solvable}))
+    game.write_text(json.dumps({"pddl_domain": "...", "grammar": "...", "pddl_problem": "...", "solvable": solvable,
+                                "walkthrough": list(walkthrough)}))
     return game
 
 
@@ -114,17 +115,20 @@ class FakeAlfredGame:
         self.closed = True
 
 
-def test_alfworld_episode_mapping_with_expert_gold_path(tmp_path):
-    _write_game(tmp_path, "valid_unseen", "pick_clean_then_place_in_recep-Lettuce-None-DiningTable-17")
+def test_alfworld_episode_mapping_with_walkthrough_and_expert(tmp_path):
+    _write_game(tmp_path, "valid_unseen", "pick_clean_then_place_in_recep-Lettuce-None-DiningTable-17",
+                walkthrough=FakeAlfredGame.PLAN)
     env = alf.ALFWorld(data_dir=tmp_path, start_game=FakeAlfredGame)
     assert env.variations("pick_clean_then_place_in_recep", "test") == [200_000]
     first = env.reset("pick_clean_then_place_in_recep", 200_000)
     assert first.task_description == "put a clean lettuce in diningtable."
-    assert first.gold_path == ("look", *FakeAlfredGame.PLAN)  # the handcoded expert's first move is "look"
+    assert first.gold_path == tuple(FakeAlfredGame.PLAN)  # the game file's walkthrough
+    assert first.expert_action == "look"  # the handcoded expert's first move
     assert "go to countertop 1" in first.valid_actions
     assert env.step("open fridge 1").observation == "Nothing happens."
     results = [env.step(a) for a in first.gold_path]
-    assert results[1].observation == "On the countertop 1, you see a lettuce 1."
+    assert results[0].observation == "On the countertop 1, you see a lettuce 1."
+    assert [r.expert_action for r in results[:-1]] == FakeAlfredGame.PLAN[1:]  # the expert's plan at each state
     assert results[-1].done and results[-1].success and results[-1].score == 1.0
     assert not any(r.success for r in results[:-1])
     with pytest.raises(UnknownTaskError):

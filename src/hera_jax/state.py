@@ -29,7 +29,7 @@ def normalize_action(action: str) -> str:
 class AgentState:
     """Everything an agent may look at before acting.
 
-    `gold_path` is privileged information that only oracle stand-ins read; LLM agents must ignore it.
+    `gold_path` and `expert_action` are privileged information that only stand-ins read; LLM agents must ignore them.
     """
 
     task_description: str
@@ -40,6 +40,7 @@ class AgentState:
     history: tuple[tuple[str, str], ...] = ()  # (action, observation that followed), oldest first
     step: int = 0
     gold_path: tuple[str, ...] | None = None
+    expert_action: str | None = None  # the environment's re-planning expert's next action (envs.base.Observation)
     env: str = ""
     task: str = ""
     variation: int = -1

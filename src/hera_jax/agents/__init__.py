@@ -1,4 +1,4 @@
-"""Agent registries: `--agents.device perturbed|gguf|llm`, `--agents.cloud oracle|openai`.
+"""Agent registries: `--agents.device perturbed|perturbed-expert|gguf|llm`, `--agents.cloud oracle|expert|openai`.
 
 Stand-ins ("oracle", "perturbed") are for machines where no LLM runs and are labelled "stand-in" everywhere. LLM
 agents import their backend lazily, so the stand-ins work without llama-cpp-python, transformers or a server.
@@ -15,7 +15,7 @@ from hera_jax.agents.base import Agent, AgentStep
 from hera_jax.agents.llm import AgentUnavailableError
 from hera_jax.agents.openai_cloud import OpenAIConfig
 from hera_jax.agents.prompting import PromptConfig
-from hera_jax.agents.stand_ins import GoldPathOracle, PerturbedGoldDevice
+from hera_jax.agents.stand_ins import ExpertOracle, GoldPathOracle, PerturbedExpertDevice, PerturbedGoldDevice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +34,16 @@ def _perturbed(o: AgentOptions) -> Agent:
     return PerturbedGoldDevice(seed=o.seed)
 
 
+def _perturbed_expert(o: AgentOptions) -> Agent:
+    return PerturbedExpertDevice(seed=o.seed)
+
+
 def _oracle(o: AgentOptions) -> Agent:
     return GoldPathOracle()
+
+
+def _expert(o: AgentOptions) -> Agent:
+    return ExpertOracle()
 
 
 def _gguf(o: AgentOptions) -> Agent:
@@ -58,9 +66,10 @@ def _openai(o: AgentOptions) -> Agent:
     return OpenAIChatAgent(o.openai, o.prompt, o.match_cutoff)
 
 
-CLOUD_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {"oracle": _oracle, "openai": _openai}
-DEVICE_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {"perturbed": _perturbed, "gguf": _gguf, "llm": _hf}
-STAND_INS = frozenset({"oracle", "perturbed"})
+CLOUD_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {"oracle": _oracle, "expert": _expert, "openai": _openai}
+DEVICE_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {
+    "perturbed": _perturbed, "perturbed-expert": _perturbed_expert, "gguf": _gguf, "llm": _hf}
+STAND_INS = frozenset({"oracle", "expert", "perturbed", "perturbed-expert"})
 
 
 def make_agent(role: str, name: str, options: AgentOptions | None = None, **fields: Any) -> Agent:
@@ -78,7 +87,9 @@ __all__ = [
     "AgentUnavailableError",
     "CLOUD_AGENTS",
     "DEVICE_AGENTS",
+    "ExpertOracle",
     "GoldPathOracle",
+    "PerturbedExpertDevice",
     "PerturbedGoldDevice",
     "STAND_INS",
     "make_agent",

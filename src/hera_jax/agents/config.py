@@ -11,6 +11,7 @@ from typing import ClassVar
 from hera_jax.agents import AgentOptions, make_agent
 from hera_jax.agents.base import Agent
 from hera_jax.agents.openai_cloud import OpenAIConfig, env_name_problem, secret_problem, url_problem
+from hera_jax.envs.profiles import profile
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Check
 
 
@@ -19,10 +20,12 @@ class AgentsConfig:
     """Which cloud and device agents act, and the LLM endpoints, budgets, prices and deadlines they use."""
 
     cloud: str = "oracle"
-    """Cloud agent: 'oracle' = STAND-IN that follows the gold action path (not an LLM); 'openai' = an
+    """Cloud agent: 'oracle' = STAND-IN (not an LLM) that follows the environment's reference policy: the gold
+    action path, or where the environment has a re-planning expert (ALFWorld) that expert ('expert'); 'openai' = an
     OpenAI-compatible LLM endpoint."""
     device: str = "perturbed"
-    """Device agent: 'perturbed' = STAND-IN, gold path with state-dependent mistakes (not an LLM); 'gguf'/'llm'."""
+    """Device agent: 'perturbed' = STAND-IN (not an LLM), the oracle's reference policy with state-dependent
+    mistakes ('perturbed-expert' on ALFWorld); 'gguf'/'llm' = a local LLM."""
     device_seed: int | None = None
     """Seed of the device agent (the stand-in's mistakes; an LLM's sampling). Default: 0 when collecting and in RL;
     the dataset's in evaluation (so the stand-in device is the one the router learned)."""
@@ -83,16 +86,18 @@ class AgentsConfig:
                             n_threads=self.device_threads, max_new_tokens=self.max_new_tokens, openai=openai)
 
 
-def agent_factories(config: AgentsConfig, share: int = 1,
+def agent_factories(config: AgentsConfig, env: str, share: int = 1,
                     default_seed: int = 0) -> tuple[Callable[[], Agent], Callable[[], Agent]]:
     """Picklable (make_cloud, make_device) from the flags, for workers that build their own agents; with `share`
-    parallel workers each gets 1/share of the cloud budget."""
+    parallel workers each gets 1/share of the cloud budget. The stand-in names resolve through the environment's
+    profile (`oracle` is ALFWorld's re-planning expert)."""
     options = config.options(share, default_seed)
-    return (functools.partial(make_agent, "cloud", config.cloud, options),
-            functools.partial(make_agent, "device", config.device, options))
+    stand_ins = dict(profile(env).stand_ins)
+    return (functools.partial(make_agent, "cloud", stand_ins.get(config.cloud, config.cloud), options),
+            functools.partial(make_agent, "device", stand_ins.get(config.device, config.device), options))
 
 
-def build_agents(config: AgentsConfig, share: int = 1, default_seed: int = 0) -> tuple[Agent, Agent]:
-    """(cloud, device) built from the flags; every command that runs agents builds them here."""
-    make_cloud, make_device = agent_factories(config, share, default_seed)
+def build_agents(config: AgentsConfig, env: str, share: int = 1, default_seed: int = 0) -> tuple[Agent, Agent]:
+    """(cloud, device) built from the flags for `env`; every command that runs agents builds them here."""
+    make_cloud, make_device = agent_factories(config, env, share, default_seed)
     return make_cloud(), make_device()

@@ -4,15 +4,27 @@ Task names are ALFWorld's six task types; splits map to its folders: train -> js
 test -> valid_unseen (the 134 unseen evaluation games once the unsupported movable/sliced ones are dropped, as
 AlfredTWEnv does). A variation is `SPLIT_OFFSET[split] + index` into that split's sorted games of the task type, so
 a variation alone says which game (and split) it is. Valid actions are the admissible commands; success = `won`.
-The gold path comes from ALFWorld's handcoded expert, replayed once at reset.
+
+Two privileged signals for the stand-in agents: the gold path is the game file's `walkthrough` (free: no replay at
+reset), and every observation carries `expert_action`, the next action of ALFWorld's hand-coded (DAgger) expert,
+which watches every action taken and so re-plans after anyone's mistake.
+
+Reproducibility: the expert breaks ties with the global `random` module; each game gets its own generator, seeded
+from the game's path, swapped in under a lock for each call into the game, so records do not depend on what else
+the process (or another simulator slot) does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
+import random
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,8 +84,10 @@ def is_supported_game(game_file: Path) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
 def list_games(data_dir: Path, split: str) -> dict[str, list[Path]]:
-    """Supported games of one split, grouped by task type, in a stable (sorted) order."""
+    """Supported games of one split, grouped by task type, in a stable (sorted) order. Listed once per process:
+    the filter reads every game file, and the engine may build a simulator per episode."""
     root = data_dir / "json_2.1.1" / SPLIT_DIRS[split]
     games: dict[str, list[Path]] = {t: [] for t in TASK_TYPES}
     for game_file in sorted(root.glob("*/*/game.tw-pddl")):
@@ -93,6 +107,47 @@ def admissible_actions(state: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(state.get("admissible_commands") or ()))
 
 
+def expert_action(state: dict[str, Any]) -> str | None:
+    """The hand-coded expert's next action in a game state (its wrapper answers "look" when it has none)."""
+    plan = state.get("extra.expert_plan")
+    return plan[0] if plan else None
+
+
+def walkthrough(game_file: Path) -> tuple[str, ...]:
+    """The gold action path stored in the game file."""
+    try:
+        return tuple(json.loads(game_file.read_text()).get("walkthrough") or ())
+    except (OSError, json.JSONDecodeError) as e:
+        raise EnvUnavailableError(f"{game_file}: unreadable ALFWorld game file ({e})") from e
+
+
+def game_seed(game_file: Path) -> int:
+    """Seed of a game's expert tie-breaks: its path below the split folder, so it is the same on every machine."""
+    relative = "/".join(Path(game_file).parts[-4:])
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "little")
+
+
+_EXPERT_RANDOM = threading.Lock()
+
+
+@contextlib.contextmanager
+def expert_random(rng: random.Random) -> Iterator[None]:
+    """Run a call into a game with `rng` as the hand-coded expert's `random` module (one game at a time)."""
+    try:
+        from alfworld.agents.expert import handcoded_expert
+    except ImportError:  # a test's stand-in game, without the alfworld package
+        with _EXPERT_RANDOM:
+            yield
+        return
+    with _EXPERT_RANDOM:
+        saved = handcoded_expert.random
+        handcoded_expert.random = rng
+        try:
+            yield
+        finally:
+            handcoded_expert.random = saved
+
+
 # ---- the environment ----------------------------------------------------------------------------------------------
 
 
@@ -107,9 +162,10 @@ def check_available(data_dir: Path) -> None:
         import alfworld  # noqa: F401
         import textworld  # noqa: F401
     except ImportError:
-        missing.append("the alfworld package")
+        missing.append("the alfworld package (pip install -e '.[alfworld]')")
     if not (data_dir / "json_2.1.1" / SPLIT_DIRS["test"]).is_dir():
-        missing.append(f"its game data ({data_dir}/json_2.1.1 not found; set $ALFWORLD_DATA)")
+        where = "$ALFWORLD_DATA" if "ALFWORLD_DATA" in os.environ else "$ALFWORLD_DATA (unset; default ~/.cache/alfworld)"
+        missing.append(f"its game data: {data_dir}/json_2.1.1 not found; run alfworld-download and set {where}")
     if missing:
         raise EnvUnavailableError(f"ALFWorld needs {' and '.join(missing)}. Install with: {INSTALL_COMMAND}")
 
@@ -125,6 +181,7 @@ def start_textworld_game(game_file: Path):
     )
 
     infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "expert_plan"])
+    # AlfredDemangler(shuffle=False) names objects in sorted-id order: deterministic
     wrappers = [AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(AlfredExpertType.HANDCODED)]
     return textworld.start(str(game_file), request_infos=infos, wrappers=wrappers)
 
@@ -149,6 +206,7 @@ class ALFWorld:
         self.with_gold_path = gold_path
         self._games: dict[str, dict[str, list[Path]]] = {}
         self._game = None
+        self._rng = random.Random(0)
         self._steps = 0
 
     def task_names(self) -> list[str]:
@@ -179,37 +237,27 @@ class ALFWorld:
             )
         return games[index]
 
-    def _expert_path(self) -> tuple[str, ...]:
-        """Play the handcoded expert to the end once, then the caller resets; returns its actions."""
-        state, actions = self._game.reset(), []
-        for _ in range(self.step_limit):
-            plan = state.get("extra.expert_plan") or []
-            if state.get("won") or not plan:
-                break
-            actions.append(plan[0])
-            state, _, done = self._game.step(plan[0])
-            if done:
-                break
-        return tuple(actions)
-
     def reset(self, task: str, variation: int) -> Observation:
         game_file = self.game_file(task, variation)
         if self._game is not None:
             self._game.close()
-        self._game = self._start_game(game_file)
-        gold = self._expert_path() if self.with_gold_path else None
-        state = self._game.reset()
+        self._rng = random.Random(game_seed(game_file))
+        with expert_random(self._rng):
+            self._game = self._start_game(game_file)
+            state = self._game.reset()
         self._steps = 0
         room, task_description = split_intro(state["feedback"])
         return Observation(
             observation=room,
             task_description=task_description,
             valid_actions=admissible_actions(state),
-            gold_path=gold,
+            gold_path=walkthrough(game_file) if self.with_gold_path else None,
+            expert_action=expert_action(state),
         )
 
     def step(self, action: str) -> StepResult:
-        state, reward, done = self._game.step(action)
+        with expert_random(self._rng):
+            state, reward, done = self._game.step(action)
         self._steps += 1
         won = bool(state.get("won"))
         return StepResult(
@@ -219,6 +267,7 @@ class ALFWorld:
             done=bool(done) or won or self._steps >= self.step_limit,
             success=won,
             valid_actions=admissible_actions(state),
+            expert_action=expert_action(state),
         )
 
     def close(self) -> None:

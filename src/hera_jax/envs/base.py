@@ -75,6 +75,9 @@ class Observation:
     task_description: str
     valid_actions: Sequence[str]  # a tuple, or `LazyActions`
     gold_path: tuple[str, ...] | None = None  # privileged: for oracle stand-ins only
+    # privileged, for stand-ins only: the next action of the environment's own expert from this state, where it has
+    # one that re-plans (ALFWorld's hand-coded expert); None = the stand-ins walk `gold_path` instead
+    expert_action: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +88,7 @@ class StepResult:
     done: bool
     success: bool
     valid_actions: Sequence[str]  # a tuple, or `LazyActions`
+    expert_action: str | None = None  # as in `Observation`
 
 
 @dataclasses.dataclass(frozen=True)

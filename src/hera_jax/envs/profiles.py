@@ -47,6 +47,8 @@ class EnvProfile:
     engine_batch_size: int = 2
     """Default `--engine.batch-size` of rl_iter.py and evaluate.py (episodes stepped together, one simulator each;
     never changes the records)."""
+    stand_ins: tuple[tuple[str, str], ...] = ()
+    """Stand-in agent names this environment builds instead (`--agents.cloud oracle` -> 'expert' on ALFWorld)."""
     option_defaults: tuple[tuple[str, Any], ...] = ()
     """Constructor options of the environment and their defaults (e.g. ScienceWorld's simplification)."""
 
@@ -102,8 +104,17 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
                  rl_sizes=RLSizes(train_variations=train, eval_variations=held_out), engine_batch_size=8)
       for game, eval_sizes, train, held_out in (("twc", EvalSizes(5, 134, 30), 140, 12),
                                                  ("cookingworld", EvalSizes(2, 2, 3), 6, 9))),
+    # ALFWorld: the six task types are all seen (its generalisation test is unseen rooms: valid_unseen = "test").
+    # The stand-ins follow its hand-coded expert, which re-plans from the current state.
+    EnvProfile(
+        "alfworld",
+        dataset=_DATA_DIR / "alfworld_standin",
+        eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=0),
+        rl_sizes=RLSizes(train_variations=12, eval_variations=4),
+        engine_batch_size=2,
+        stand_ins=(("oracle", "expert"), ("perturbed", "perturbed-expert")),
+    ),
     # The paper's other environments: adapters exist (hera_jax/envs), no dataset is shipped.
-    EnvProfile("alfworld"),
     EnvProfile("webshop"),
     EnvProfile("appworld"),
 )}

@@ -72,6 +72,7 @@ class EpisodeProgress:
         self.settings = settings
         self.first = first
         self.observation, self.valid_actions = first.observation, first.valid_actions
+        self.expert_action = first.expert_action
         self.history: list[tuple[str, str]] = []
         self.pending: list[dict] = []
         self.cloud_calls = 0
@@ -88,6 +89,7 @@ class EpisodeProgress:
             history=tuple(self.history),
             step=len(self.pending),
             gold_path=self.first.gold_path,
+            expert_action=self.expert_action,
             env=self.spec.env,
             task=self.spec.task,
             variation=self.spec.variation,
@@ -115,6 +117,7 @@ class EpisodeProgress:
         self.cloud_calls += choice.actor == "cloud"
         self.history.append((action, result.observation))
         self.observation, self.valid_actions = result.observation, result.valid_actions
+        self.expert_action = result.expert_action
         limit_s = self.settings.max_seconds
         if result.done:
             self.success = result.success

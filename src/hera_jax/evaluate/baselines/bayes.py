@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hera_jax.agents.stand_ins import PerturbedGoldDevice, gold_next_action
+from hera_jax.agents.stand_ins import PerturbedGoldDevice, reference_action
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState
 
@@ -31,11 +31,9 @@ def error_model(ctx) -> PerturbedGoldDevice | None:
 
 
 def device_error_probability(state: AgentState, device: PerturbedGoldDevice) -> float:
-    """p(the stand-in device's action differs from the gold action) at this state; 0 past the gold path's end,
-    where cloud and device both say the same fallback action."""
-    if state.gold_path is None:
-        raise ValueError("the bayes limit baselines need an environment that provides a gold path")
-    gold = gold_next_action(state.gold_path, state.past_actions)
+    """p(the stand-in device's action differs from the reference action: the gold path's or the environment's
+    expert's) at this state; 0 past the gold path's end, where cloud and device both say the same fallback action."""
+    gold = reference_action(state)
     return 0.0 if gold is None else device.error_probability(gold, state.step)
 
 

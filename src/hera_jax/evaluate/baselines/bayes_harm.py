@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hera_jax.agents.stand_ins import gold_next_action
+from hera_jax.agents.stand_ins import reference_action
 from hera_jax.evaluate.baselines.bayes import device_error_probability, error_model
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState, normalize_action
@@ -80,7 +80,7 @@ def decide(p_error: np.ndarray, p_unrecoverable: np.ndarray, threshold: float) -
 
 def expected_harm_inputs(state: AgentState, device) -> tuple[float, float]:
     """(p(device error), p(unrecoverable | error)) at this state."""
-    gold = gold_next_action(state.gold_path, state.past_actions) if state.gold_path is not None else None
+    gold = reference_action(state)
     if gold is None:
         return device_error_probability(state, device), 0.0
     return device_error_probability(state, device), unrecoverable_probability(
