@@ -22,7 +22,8 @@ from common import ROOT, environment, print_table, write_json
 
 from hera_jax.cli import run_cli
 
-STAND_INS = "stand-in agents (STAND-INS, not LLMs: gold-path oracle cloud, perturbed-gold device)"
+STAND_INS = ("stand-in agents (STAND-INS, not LLMs: gold-path oracle cloud and perturbed-gold device; on ALFWorld its "
+             "re-planning expert and the perturbed expert)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ def plan(env_name: str, tasks: tuple[str, ...], episodes: int):
 
 def bench_setup(env_name: str, checkpoint: Path, cache_dir: Path, threshold: float, max_steps: int):
     """One engine worker: its simulators, the stand-ins, and the router policy over an empty cache."""
-    from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+    from hera_jax.agents.config import AgentsConfig, build_agents
     from hera_jax.envs import make_env
     from hera_jax.rollout.engine import Policy, WorkerSetup
     from hera_jax.rollout.episode import EpisodeSettings
@@ -99,8 +100,9 @@ def bench_setup(env_name: str, checkpoint: Path, cache_dir: Path, threshold: flo
 
     bundle = load_router(checkpoint, 0)
     scorer = RouterScorer(bundle, StateEmbedder(bundle.feature_spec, cache_dir))
+    cloud, device = build_agents(AgentsConfig(), env_name)
     return WorkerSetup(make_env=functools.partial(make_env, env_name, step_limit=max_steps + 10),
-                       cloud=GoldPathOracle(), device=PerturbedGoldDevice(seed=0),
+                       cloud=cloud, device=device,
                        policies={"router": Policy(routed(scorer, threshold), scorer)},
                        settings=EpisodeSettings(max_steps=max_steps))
 
@@ -108,7 +110,7 @@ def bench_setup(env_name: str, checkpoint: Path, cache_dir: Path, threshold: flo
 def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float, max_steps: int) -> int:
     """Before the engine: one simulator reused for every episode, its valid actions listed at every step; each routed
     step embeds its state alone (cached by key) and runs one router forward. Returns the number of routed steps."""
-    from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+    from hera_jax.agents.config import AgentsConfig, build_agents
     from hera_jax.envs import make_env
     from hera_jax.features import scalar_features, sentence_encode_fn
     from hera_jax.router.checkpoint import load_router
@@ -118,7 +120,7 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
     bundle = load_router(checkpoint, 0)
     forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
     encode = sentence_encode_fn(bundle.feature_spec.encoder, show_progress=False)
-    cloud, device = GoldPathOracle(), PerturbedGoldDevice(seed=0)
+    cloud, device = build_agents(AgentsConfig(), env_name)
     embedded: dict[str, np.ndarray] = {}
     env = make_env(env_name, step_limit=max_steps + 10)
     steps = 0
@@ -128,9 +130,10 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
             # tuple(): the adapters listed the valid actions at every step before 2026-11-26 (ScienceWorld's now
             # lists them only when an agent reads them; `envs.base.LazyActions`)
             observation, valid, history = first.observation, tuple(first.valid_actions), []
+            expert = first.expert_action
             for step in range(max_steps):
                 state = AgentState(first.task_description, observation, valid, tuple(history), step, first.gold_path,
-                                   spec.env, spec.task, spec.variation)
+                                   spec.env, spec.task, spec.variation, expert)
                 text = state_text(state)
                 key = state_key(text)
                 if key not in embedded:
@@ -141,7 +144,7 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
                 result = env.step(action)
                 steps += 1
                 history.append((action, result.observation))
-                observation, valid = result.observation, tuple(result.valid_actions)
+                observation, valid, expert = result.observation, tuple(result.valid_actions), result.expert_action
                 if result.done:
                     break
     finally:

@@ -47,8 +47,13 @@ def test_per_environment_defaults():
     twc = RLConfig(env=TWC)
     assert (twc.train_variations, twc.eval_variations) == (140, 12)
     assert RLConfig(env=TWC, eval_variations=1).eval_variations == 1  # an explicit value wins
-    assert set(SHIPPED_DATASETS) == {"scienceworld", "textworld_express:twc", "textworld_express:cookingworld"}
-    assert {name for name, p in PROFILES.items() if p.dataset is None} == {"alfworld", "webshop", "appworld"}
+    assert set(SHIPPED_DATASETS) == {"scienceworld", "textworld_express:twc", "textworld_express:cookingworld",
+                                     "alfworld"}
+    assert all(path.is_dir() for path in SHIPPED_DATASETS.values())
+    assert {name for name, p in PROFILES.items() if p.dataset is None} == {"webshop", "appworld"}
+    # ALFWorld's cloud stand-in re-plans, so its episodes are not cut at a multiple of the walkthrough's length
+    assert (RLConfig().max_steps_gold_factor, RLConfig(env="alfworld").max_steps_gold_factor) == (2.0, 0.0)
+    assert evaluate_cli.EvalConfig(env="alfworld").max_steps_gold_factor == 0.0
     ev = evaluate_cli.EvalConfig()
     assert (ev.dev_per_task, ev.test_per_task, ev.unseen_per_task) == (2, 100, 5)
     assert evaluate_cli.EvalConfig(env=TWC).test_per_task == 134

@@ -40,10 +40,10 @@ class AgentState:
     history: tuple[tuple[str, str], ...] = ()  # (action, observation that followed), oldest first
     step: int = 0
     gold_path: tuple[str, ...] | None = None
-    expert_action: str | None = None  # the environment's re-planning expert's next action (envs.base.Observation)
     env: str = ""
     task: str = ""
     variation: int = -1
+    expert_action: str | None = None  # the environment's re-planning expert's next action (envs.base.Observation)
 
     @property
     def past_actions(self) -> tuple[str, ...]:

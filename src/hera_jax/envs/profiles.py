@@ -47,6 +47,9 @@ class EnvProfile:
     engine_batch_size: int = 2
     """Default `--engine.batch-size` of rl_iter.py and evaluate.py (episodes stepped together, one simulator each;
     never changes the records)."""
+    max_steps_gold_factor: float = 2.0
+    """Default `--max-steps-gold-factor` of rl_iter.py and evaluate.py: an episode also ends after this many times
+    its gold path's length. 0 (off) where the cloud stand-in re-plans and its path may be longer (ALFWorld)."""
     stand_ins: tuple[tuple[str, str], ...] = ()
     """Stand-in agent names this environment builds instead (`--agents.cloud oracle` -> 'expert' on ALFWorld)."""
     option_defaults: tuple[tuple[str, Any], ...] = ()
@@ -112,6 +115,7 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
         eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=0),
         rl_sizes=RLSizes(train_variations=12, eval_variations=4),
         engine_batch_size=2,
+        max_steps_gold_factor=0.0,
         stand_ins=(("oracle", "expert"), ("perturbed", "perturbed-expert")),
     ),
     # The paper's other environments: adapters exist (hera_jax/envs), no dataset is shipped.

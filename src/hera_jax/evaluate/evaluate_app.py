@@ -107,8 +107,9 @@ class EvalConfig:
     stand-in device is the one the router learned), their endpoints, budgets and deadlines."""
     max_steps: int | None = None
     """Per-episode step limit (default: the dataset's, which the router's step feature was trained with)."""
-    max_steps_gold_factor: float = 2.0
-    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off).
+    max_steps_gold_factor: float | None = None
+    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off;
+    default per --env: 2, ALFWorld 0 since its cloud stand-in re-plans).
     Lost episodes otherwise run on to --max-steps and hold most cloud calls and run time (README, diagnosis)."""
     features_cache: Path = RUNS_ROOT / "evaluate" / "features"
     """The evaluation's own embedding cache (kept across runs so reruns embed nothing); datasets' caches are only read."""
@@ -142,6 +143,8 @@ class EvalConfig:
         for name in ("dev_per_task", "test_per_task", "unseen_per_task"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(env_profile.eval_sizes, name))
+        if self.max_steps_gold_factor is None:
+            object.__setattr__(self, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
         object.__setattr__(self, "engine", self.engine.with_default_batch(env_profile.engine_batch_size))
 
 

@@ -2,7 +2,7 @@
 
 For each gold step k of a few (task, variation)s: replay the gold path to k, take one of the stand-in device's
 possible mistakes there (same verb, wrong object: `PerturbedGoldDevice._mistake`), then let the cloud stand-in
-(gold-path oracle) finish. Per verb of the mistake: how often the mistake ended the episode at once as a failure,
+finish (the gold-path oracle; where the environment has a re-planning expert, that expert, as its `oracle` does). Per verb of the mistake: how often the mistake ended the episode at once as a failure,
 and how often the episode failed in the end. Simulators only, no router; tiny by design.
 experiments/probe_irreversible.py is its command line.
 """
@@ -39,7 +39,7 @@ class ProbeConfig:
 
 
 def probe_one(env, task: str, variation: int, k: int, draw: int, extra_steps: int) -> dict | None:
-    """Gold path to step k, one device mistake (the device's own pick for key `draw`), then the gold-path stand-in."""
+    """Gold path to step k, one device mistake (the device's own pick for key `draw`), then the cloud stand-in."""
     first = env.reset(task, variation)
     gold, valid = first.gold_path, first.valid_actions
     if k >= len(gold):  # the simulator drew a shorter gold path on this reset
@@ -56,7 +56,7 @@ def probe_one(env, task: str, variation: int, k: int, draw: int, extra_steps: in
     for _ in range(len(gold) + extra_steps):
         if result.done:
             break
-        action = gold_next_action(gold, tuple(past)) or "look around"
+        action = result.expert_action or gold_next_action(gold, tuple(past)) or "look around"
         result = env.step(action)
         past.append(action)
         success = result.success
@@ -88,7 +88,7 @@ def probe_mistakes(config: ProbeConfig) -> dict:
         counts["probes"] += 1
         counts["ended_failed"] += p["ended_failed"]
         counts["failed"] += not p["success"]
-    print(f"{config.env}: {len(probes)} probes (one device mistake each, then the gold-path stand-in)")
+    print(f"{config.env}: {len(probes)} probes (one device mistake each, then the cloud stand-in)")
     print(f"{'mistake verb':<14}{'probes':>8}{'ended at once':>15}{'failed':>8}")
     for verb, c in sorted(by_verb.items(), key=lambda kv: -kv[1]["failed"] / kv[1]["probes"]):
         print(f"{verb:<14}{c['probes']:>8}{c['ended_failed']:>15}{c['failed']:>8}")

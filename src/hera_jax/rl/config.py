@@ -104,8 +104,9 @@ class RLConfig:
     """Fine-tune settings of each RL iteration."""
     max_steps: int = 60
     """Per-episode step limit."""
-    max_steps_gold_factor: float = 2.0
-    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off):
+    max_steps_gold_factor: float | None = None
+    """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off;
+    default per --env: 2, ALFWorld 0 since its cloud stand-in re-plans):
     steps after an unrecoverable mistake teach nothing and cost run time."""
     baselines: bool = True
     """Also evaluate cloud-only and device-only on the held-out variations once (iteration 0)."""
@@ -139,4 +140,6 @@ class RLConfig:
         for name in ("train_variations", "eval_variations"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(env_profile.rl_sizes, name))
+        if self.max_steps_gold_factor is None:
+            object.__setattr__(self, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
         object.__setattr__(self, "engine", self.engine.with_default_batch(env_profile.engine_batch_size))

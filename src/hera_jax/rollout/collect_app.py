@@ -17,6 +17,7 @@ from typing import ClassVar
 from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
+from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE
 from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup
@@ -29,8 +30,9 @@ from hera_jax.runs import config_json, locked_run_dir
 class CollectConfig:
     """Collect cloud trajectories with the device replayed on every state (paper stage 1 data)."""
 
-    out: Path = profile("scienceworld").dataset
-    """Dataset folder; steps.jsonl is appended to and manifest.json records how it was made."""
+    out: Path | None = None
+    """Dataset folder; steps.jsonl is appended to and manifest.json records how it was made (default: the shipped
+    dataset folder of --env, which this regenerates or extends)."""
     env: str = "scienceworld"
     """Environment registry name."""
     tasks: tuple[str, ...] | None = None
@@ -71,6 +73,10 @@ class CollectConfig:
 
 def collect_dataset(config: CollectConfig) -> None:
     """Collect into (or resume) the dataset folder `config.out`, locked against a second collection."""
+    if config.out is None:
+        if profile(config.env).dataset is None:
+            raise HeraError(f"no shipped dataset folder for --env {config.env}; pass --out FOLDER")
+        config = dataclasses.replace(config, out=profile(config.env).dataset)
     with locked_run_dir(config.out, "collect.py run into this dataset"):
         collect_into(config)
 
