@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import tyro
 
+from hera_jax.compile_cache import enable as enable_compile_cache
 from hera_jax.errors import HeraError
 from hera_jax.limits import validate
 
@@ -51,6 +52,8 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
     try:
         config = tyro.cli(config_type, description=description, args=args)
         validate(config)
+        if hasattr(config, "compile_cache"):
+            enable_compile_cache(config.compile_cache)
         main(config)
     except HeraError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_title, resolve_dataset
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
@@ -69,6 +70,8 @@ class SweepConfig:
     """Cost weight of the held-out scoring labels (default: the RL run's --cost-weight)."""
     spread_configs: bool = True
     """With several local devices, spread the configurations over them (one config mesh; see router/sharding.py)."""
+    compile_cache: Path | None = DEFAULT_COMPILE_CACHE
+    """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
     out: Path | None = None
     """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
 

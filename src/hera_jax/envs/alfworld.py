@@ -164,7 +164,7 @@ def check_available(data_dir: Path) -> None:
     except ImportError:
         missing.append("the alfworld package (pip install -e '.[alfworld]')")
     if not (data_dir / "json_2.1.1" / SPLIT_DIRS["test"]).is_dir():
-        where = "$ALFWORLD_DATA" if "ALFWORLD_DATA" in os.environ else "$ALFWORLD_DATA (unset; default ~/.cache/alfworld)"
+        where = "$ALFWORLD_DATA" + ("" if "ALFWORLD_DATA" in os.environ else " (unset; default ~/.cache/alfworld)")
         missing.append(f"its game data: {data_dir}/json_2.1.1 not found; run alfworld-download and set {where}")
     if missing:
         raise EnvUnavailableError(f"ALFWorld needs {' and '.join(missing)}. Install with: {INSTALL_COMMAND}")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from rich.markup import escape
 
+from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig, agent_factories
 from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, load_il_table, manifest_agents_title,
                               resolve_dataset)
@@ -118,6 +119,8 @@ class EvalConfig:
     replay_from: Path | None = None
     """Recompute metrics, table and plot from this run folder's recorded rollouts; no agent or simulator runs.
     --cloud-budget and --prices apply anew; outputs go to --out (default: that folder)."""
+    compile_cache: Path | None = DEFAULT_COMPILE_CACHE
+    """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
     out: Path | None = None
     """Run folder (default: runs/evaluate/<timestamp>). An existing folder with the same settings is resumed."""
     progress: bool = True
@@ -128,8 +131,8 @@ class EvalConfig:
     (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("out", "progress", "cloud_budget", "compare_to", "prices",
-                                                       "engine",
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("compile_cache", "out", "progress", "cloud_budget",
+                                                       "compare_to", "prices", "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,

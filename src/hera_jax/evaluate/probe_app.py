@@ -2,7 +2,8 @@
 
 For each gold step k of a few (task, variation)s: replay the gold path to k, take one of the stand-in device's
 possible mistakes there (same verb, wrong object: `PerturbedGoldDevice._mistake`), then let the cloud stand-in
-finish (the gold-path oracle; where the environment has a re-planning expert, that expert, as its `oracle` does). Per verb of the mistake: how often the mistake ended the episode at once as a failure,
+finish (the gold-path oracle; where the environment has a re-planning expert, that expert, as its `oracle` does).
+Per verb of the mistake: how often the mistake ended the episode at once as a failure,
 and how often the episode failed in the end. Simulators only, no router; tiny by design.
 experiments/probe_irreversible.py is its command line.
 """

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.envs.profiles import profile
 from hera_jax.features import FeatureSpec
@@ -112,6 +113,8 @@ class RLConfig:
     """Also evaluate cloud-only and device-only on the held-out variations once (iteration 0)."""
     seed: int = 0
     """Seed of the exploration (with the iteration and rollout index) and of the fine-tunes."""
+    compile_cache: Path | None = DEFAULT_COMPILE_CACHE
+    """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
     out: Path | None = None
     """Run folder (default runs/rl/<timestamp>). An existing one with the same settings is resumed after its last
     finished iteration."""
@@ -124,7 +127,8 @@ class RLConfig:
     batch size defaults per --env (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
-    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("iters", "out", "resume", "progress", "engine",
+    MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("compile_cache", "iters", "out", "resume", "progress",
+                                                       "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"iters": NON_NEGATIVE, "rollouts_per_task": COUNT, "train_variations": COUNT,
                               "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,

@@ -16,6 +16,7 @@ from typing import ClassVar
 import jax
 import numpy as np
 
+from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
@@ -55,6 +56,8 @@ class ILConfig:
     """p(cloud) at or above which a state is routed to the cloud in the reported metrics."""
     data_parallel: bool = True
     """With several local devices (TPU cores, GPUs), split every minibatch over all of them (jax.sharding Mesh)."""
+    compile_cache: Path | None = DEFAULT_COMPILE_CACHE
+    """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
     out: Path | None = None
     """New run folder for metrics.json and the checkpoint (default: runs/il/<timestamp>). Must not exist yet."""
 
