@@ -181,10 +181,15 @@ def test_engine_batch_size_defaults_per_env_and_a_flag_wins(config_type):
     assert tyro.cli(config_type, args=["--env", "textworld_express:twc"]).engine.batch_size == 8
 
 
-def test_engine_batch_size_is_filled_in_only_where_left_to_the_default():
-    assert collect_app.CollectConfig().engine.batch_size is None
-    assert EngineConfig().with_default_batch(4).batch_size == 4
-    assert EngineConfig(batch_size=3).with_default_batch(4).batch_size == 3
+def test_engine_batch_size_and_workers_are_filled_in_only_where_left_to_the_default():
+    assert (collect_app.CollectConfig().engine.batch_size, collect_app.CollectConfig().engine.workers) == (1, 1)
+    assert EngineConfig().with_defaults(4, 2) == EngineConfig(batch_size=4, workers=2)
+    assert EngineConfig(batch_size=3, workers=1).with_defaults(4, 2) == EngineConfig(batch_size=3, workers=1)
+    # ALFWorld's simulator is Python: its default is two Ray workers, in every command that runs episodes
+    for config in (collect_app.CollectConfig(env="alfworld"), RLConfig(env="alfworld"),
+                   evaluate_app.EvalConfig(env="alfworld")):
+        assert (config.engine.batch_size, config.engine.workers) == (1, 2)
+    assert RLConfig().engine.workers == 1
 
 
 def test_env_options_come_from_flags_then_the_manifest_then_the_default():

@@ -52,6 +52,9 @@ class EnvProfile:
     its gold path's length. 0 (off) where the cloud stand-in re-plans and its path may be longer (ALFWorld)."""
     stand_ins: tuple[tuple[str, str], ...] = ()
     """Stand-in agent names this environment builds instead (`--agents.cloud oracle` -> 'expert' on ALFWorld)."""
+    engine_workers: int = 1
+    """Default `--engine.workers` of collect.py, rl_iter.py and evaluate.py (Ray workers; never changes the
+    records)."""
     option_defaults: tuple[tuple[str, Any], ...] = ()
     """Constructor options of the environment and their defaults (e.g. ScienceWorld's simplification)."""
 
@@ -114,7 +117,9 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
         dataset=_DATA_DIR / "alfworld_standin",
         eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=0),
         rl_sizes=RLSizes(train_variations=12, eval_variations=4),
-        engine_batch_size=2,
+        # its simulator is Python: lockstep threads share one core, Ray workers use both
+        engine_batch_size=1,
+        engine_workers=2,
         max_steps_gold_factor=0.0,
         stand_ins=(("oracle", "expert"), ("perturbed", "perturbed-expert")),
     ),

@@ -146,4 +146,5 @@ class RLConfig:
                 object.__setattr__(self, name, getattr(env_profile.rl_sizes, name))
         if self.max_steps_gold_factor is None:
             object.__setattr__(self, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
-        object.__setattr__(self, "engine", self.engine.with_default_batch(env_profile.engine_batch_size))
+        object.__setattr__(self, "engine", self.engine.with_defaults(env_profile.engine_batch_size,
+                                                                         env_profile.engine_workers))

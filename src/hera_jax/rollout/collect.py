@@ -93,8 +93,10 @@ def collect(
                       show_progress, setup=setup)
     rows, problems = read_steps(steps_path)
     summary = {**summarize(rows), **llm_summary(rows)}
+    # the command of the run that last added episodes: datasets grow by a rerun with larger counts
     final = {**read_manifest(out), "summary": summary, "updated": now_iso(), "load_problems": problems.problems,
-             "last_run_accounting": report.accounting}
+             "last_run_accounting": report.accounting,
+             **({"command": manifest["command"]} if report.episodes_run and "command" in manifest else {})}
     write_json_atomic(out / MANIFEST_FILE, final)
     return {**summary, "new_episodes": report.episodes_run, "skipped_existing": report.episodes_resumed}
 

@@ -97,8 +97,10 @@ class EngineConfig:
     """Episodes each worker steps together (one simulator each; one routing call per lockstep). None: the
     environment's default in rl_iter.py and evaluate.py (hera_jax.envs.profiles: ScienceWorld 2, TextWorldExpress
     8), else 1."""
-    workers: int = 1
-    """>1: Ray workers, each with its own simulators and agents (cloud budgets are then per worker)."""
+    workers: int | None = None
+    """>1: Ray workers, each with its own simulators and agents (cloud budgets are then per worker). None: the
+    environment's default (hera_jax.envs.profiles: ALFWorld 2, since its simulator is Python and lockstep threads
+    share one core; else 1)."""
     ray_address: str = ""
     """Ray cluster address ("auto", "ray://host:10001"); empty starts a local Ray."""
     env_call_timeout_s: float = 120.0
@@ -112,9 +114,10 @@ class EngineConfig:
     LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
                               "max_episode_retries": NON_NEGATIVE}
 
-    def with_default_batch(self, batch_size: int) -> EngineConfig:
-        """This config, with `batch_size` where it was left to the default (None)."""
-        return self if self.batch_size is not None else dataclasses.replace(self, batch_size=batch_size)
+    def with_defaults(self, batch_size: int = 1, workers: int = 1) -> EngineConfig:
+        """This config, with `batch_size` and `workers` where they were left to the default (None)."""
+        return dataclasses.replace(self, batch_size=self.batch_size if self.batch_size is not None else batch_size,
+                                   workers=self.workers if self.workers is not None else workers)
 
 
 def kill_env(env: Env) -> None:
@@ -195,7 +198,7 @@ class LockstepWorker:
     """Owns `batch_size` simulator slots and one pair of agents; runs jobs B at a time in lockstep."""
 
     def __init__(self, setup: WorkerSetup, config: EngineConfig):
-        config = config.with_default_batch(1)
+        config = config.with_defaults()
         self.setup = setup
         self.config = config
         self._envs: list[GuardedEnv | None] = [None] * config.batch_size
@@ -523,7 +526,7 @@ def run_jobs(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     validate(config, "--engine.")  # the CLIs check it at parse time; library callers are checked here
-    config = config.with_default_batch(1)
+    config = config.with_defaults()
     ids = [job.spec.episode_id for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{label}: episode ids are not unique")
