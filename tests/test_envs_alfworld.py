@@ -1,13 +1,15 @@
 """ALFWorld for real: a handful of games unpacked from ALFWorld's game data into a temporary $ALFWORLD_DATA.
 
-The games come from `$ALFWORLD_DATA` when it holds them, else from the team's copy of ALFWorld's data
-(`../shared/alfworld/json_2.1.1.tar.gz`, or `$ALFWORLD_TARBALL`). No game file is ever part of the project.
+The games are copied from `$ALFWORLD_DATA` (alfworld-download's folder) when it holds them, else unpacked from the
+team's copy of ALFWorld's data (`../shared/alfworld/json_2.1.1.tar.gz`, or `$ALFWORLD_TARBALL`). No game file is
+ever part of the project.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,20 +50,27 @@ def _first_games(names: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def alfworld_data(tmp_path_factory) -> Path:
+    """A temporary $ALFWORLD_DATA with the 8 games of GAMES, from $ALFWORLD_DATA's games or the tarball."""
     try:
         import alfworld  # noqa: F401
     except ImportError:
         pytest.fail("the alfworld package is missing: pip install -e '.[all]' (or '.[alfworld]')")
-    if not TARBALL.is_file():
-        pytest.fail(f"ALFWorld's game data is missing: {TARBALL} not found (set $ALFWORLD_TARBALL to "
-                    "json_2.1.1.tar.gz, which alfworld-download fetches)")
     root = tmp_path_factory.mktemp("alfworld_data")
-    with tarfile.open(TARBALL) as tar:
-        members = tar.getmembers()
-        wanted = _first_games([m.name for m in members])
-        tar.extractall(root, members=[m for m in members if "/".join(m.name.split("/")[:4]) in wanted],
-                       filter="data")
-    assert len(list(root.glob("json_2.1.1/*/*/*/game.tw-pddl"))) == len(wanted) == 8
+    installed = Path(os.environ.get("ALFWORLD_DATA", "~/.cache/alfworld")).expanduser()
+    if (installed / "json_2.1.1" / "valid_unseen").is_dir():  # alfworld-download's copy
+        names = [str(p.relative_to(installed)) for p in installed.glob("json_2.1.1/*/*/*/game.tw-pddl")]
+        for trial in _first_games(names):
+            shutil.copytree(installed / trial, root / trial)
+    elif TARBALL.is_file():
+        with tarfile.open(TARBALL) as tar:
+            members = tar.getmembers()
+            wanted = _first_games([m.name for m in members])
+            tar.extractall(root, members=[m for m in members if "/".join(m.name.split("/")[:4]) in wanted],
+                           filter="data")
+    else:
+        pytest.fail(f"ALFWorld's game data is missing: neither $ALFWORLD_DATA ({installed}) nor {TARBALL} holds it "
+                    "(run alfworld-download, or set $ALFWORLD_TARBALL to json_2.1.1.tar.gz)")
+    assert len(list(root.glob("json_2.1.1/*/*/*/game.tw-pddl"))) == 8
     return root
 
 
