@@ -3,6 +3,8 @@ with a one-line report naming the file and line/field (or the step/epoch), and n
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import subprocess
@@ -182,9 +184,9 @@ def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_d
 # ---- non-finite values ------------------------------------------------------------------------------------------
 
 
-def _poison_cache(dataset: Path) -> str:
-    """Set one embedding of the dataset's cache to NaN; returns its state_key."""
-    path = cache_path(dataset / "features", ENCODER)
+def _poison_cache(dataset: Path, text_design: str = "joint") -> str:
+    """Set one embedding of the dataset's cache of `text_design` to NaN; returns its key."""
+    path = cache_path(dataset / "features", ENCODER, text_design)
     cache = FeatureCache(path, ENCODER, DIM)
     key = cache.keys[3]
     embeddings = cache.embeddings.copy()
@@ -205,6 +207,20 @@ def test_nan_in_features_cache_stops_il_naming_cache_and_state_key_and_writes_no
     assert str(cache_path(dataset / "features", ENCODER)) in message and repr(key) in message
     assert "\n" not in message
     assert not out.exists()
+
+
+def test_nan_in_a_segments_cache_names_that_file_not_the_joint_one(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    segments = dataclasses.replace(SPEC, text_design="segments")
+    build_features(load_il_table(dataset, ()), segments, encode=bag_of_words)
+    _poison_cache(dataset, "segments")
+    config = il_cli.ILConfig(dataset=dataset, out=tmp_path / "run", features=segments, train=SMALL_TRAIN)
+    with pytest.raises(FeatureCacheError) as info:
+        il_cli.train_il(config)
+    message = str(info.value)
+    assert message.startswith(f"{cache_path(dataset / 'features', ENCODER, 'segments')}: segment embeddings")
+    assert str(cache_path(dataset / "features", ENCODER)) + ":" not in message and "\n" not in message
+    assert cache_path(dataset / "features", ENCODER).exists()  # the good joint cache is left alone
 
 
 @pytest.mark.parametrize("horizon", [0.0, -5.0, float("nan"), float("inf")])

@@ -56,10 +56,11 @@ def check_finite_features(features: np.ndarray, state_keys: list[str], spec: Fea
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
+        what = "features" if spec.text_design == "joint" else f"segment embeddings ({spec.text_design} design)"
         raise FeatureCacheError(
-            f"{cache_path(cache_dir, spec.encoder)}: features of state_key {state_keys[first]!r} hold NaN/inf "
-            f"({len({state_keys[i] for i in np.flatnonzero(bad)})} state(s) affected); delete the cache file to "
-            "re-embed them"
+            f"{cache_path(cache_dir, spec.encoder, spec.text_design)}: {what} of state_key {state_keys[first]!r} "
+            f"hold NaN/inf ({len({state_keys[i] for i in np.flatnonzero(bad)})} state(s) affected); delete that "
+            "cache file to re-embed them"
         )
 
 
