@@ -70,12 +70,37 @@ def test_key_echoed_by_the_server_is_redacted_from_errors_and_replies(key, fake)
     assert key not in json.dumps(step.__dict__, default=str) and "[redacted]" in step.raw_text
 
 
+def test_a_key_straddling_the_error_cut_is_redacted_whole():
+    """Error bodies are redacted before they are cut: a key across the cut leaves no part of itself behind."""
+    from hera_jax.agents.openai_cloud import redact
+
+    unknown_provider_key = "zq" + "7Hk2LmP9xR4tV8wB3nC6yF1dJ5sG0aQe"
+    body = "x" * 280 + unknown_provider_key + " rest of the body"
+    text = redact(f"HTTP 400: {body}", "")[:300]
+    assert not any(unknown_provider_key[i:i + 6] in text for i in range(len(unknown_provider_key) - 5))
+    assert redact("state_key 3f9a0c1d2b4e5f60 and a/path/file.json stay", "") == (
+        "state_key 3f9a0c1d2b4e5f60 and a/path/file.json stay")
+
+
+def test_an_unset_key_variable_is_warned_about_for_a_remote_endpoint(monkeypatch, capsys):
+    monkeypatch.delenv("HERA_UNSET_KEY", raising=False)
+    OpenAIChatAgent(OpenAIConfig(base_url="https://api.example.com/v1", api_key_env="HERA_UNSET_KEY"))
+    assert capsys.readouterr().err == (
+        "warning: $HERA_UNSET_KEY is unset: requests to api.example.com go out without an API key\n")
+    OpenAIChatAgent(OpenAIConfig(base_url="http://127.0.0.1:8000/v1", api_key_env="HERA_UNSET_KEY"))
+    assert capsys.readouterr().err == ""  # a local server needs none
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("model", KEY, "--agents.cloud-model looks like an API key"),
     ("base_url", f"http://user:{KEY}@127.0.0.1:9/v1", "--agents.cloud-base-url"),
     ("base_url", "http://127.0.0.1:9/v1?api_key=abc", "--agents.cloud-base-url must not have a query string"),
     ("base_url", "http://me:secret@127.0.0.1:9/v1", "--agents.cloud-base-url must not hold user:password@"),
     ("api_key_env", "not a name", "--agents.cloud-api-key-env must be the NAME of an environment variable"),
+    # keys of other providers, which look like identifiers or path parts
+    ("api_key_env", "gsk_" + "9f3kQ2xLm8Vb1Rt7Yw4Zp6Nc", "--agents.cloud-api-key-env must be the NAME"),
+    ("base_url", "http://127.0.0.1:9/k/hf_" + "aBcD1234eFgH5678iJkL9012/v1", "--agents.cloud-base-url looks like"),
+    ("model", "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOp", "--agents.cloud-model looks like an API key"),
 ])
 def test_key_in_a_wrong_field_is_refused_without_echoing_it(key, field, value, message):
     with pytest.raises(AgentUnavailableError, match=message) as error:

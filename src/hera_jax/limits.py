@@ -17,7 +17,14 @@ from hera_jax.errors import HeraError
 
 
 # What API keys look like (OpenAI, DashScope/Qwen, Anthropic, ... start with sk-), and bearer tokens in text.
-KEY_PATTERN = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}|Bearer\s+\S+", re.IGNORECASE)
+# API keys by their providers' prefixes (OpenAI/Anthropic sk-, Groq gsk_, Hugging Face hf_, xAI, GitHub, Replicate,
+# Perplexity, Google AIza, AWS AKIA) and bearer tokens.
+KEY_PATTERN = re.compile(
+    r"(?<![A-Za-z0-9])(?:sk-|gsk_|hf_|xai-|ghp_|gho_|github_pat_|r8_|pplx-|AIza|AKIA)[A-Za-z0-9_\-]{16,}"
+    r"|Bearer\s+\S+")
+# What redaction also hides in text from outside (error bodies): any long run of key characters with a digit in it.
+# A key of an unknown provider looks like this; so may a request id, which costs nothing to hide.
+TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{28,}")
 
 
 class ConfigError(HeraError):

@@ -25,6 +25,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -35,7 +36,7 @@ from hera_jax.agents.base import AgentStep
 from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, timed_act
 from hera_jax.agents.prompting import PromptConfig
 from hera_jax.errors import HeraError
-from hera_jax.limits import KEY_PATTERN, secret_problem
+from hera_jax.limits import KEY_PATTERN, TOKEN_PATTERN, secret_problem
 from hera_jax.state import AgentState
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -106,17 +107,18 @@ def url_problem(url: str) -> str | None:
 
 
 def env_name_problem(name: str) -> str | None:
-    if ENV_NAME.fullmatch(name):
+    if ENV_NAME.fullmatch(name) and secret_problem(name) is None:
         return None
     return ("must be the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), not the key "
             "itself (nothing was written)")
 
 
 def redact(text: str, key: str) -> str:
-    """`text` with the key (and anything key-like) replaced, before it goes into an error or a record."""
+    """`text` with the key (and anything key-like) replaced, before it goes into an error or a record. Redact
+    whole texts, then cut them: a key cut in two no longer looks like one."""
     if key:
         text = text.replace(key, REDACTED)
-    return KEY_PATTERN.sub(REDACTED, text)
+    return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
 
 
 def _as_count(value: Any, default: int) -> int:
@@ -170,6 +172,10 @@ class OpenAIChatAgent:
         if problem is not None:
             raise AgentUnavailableError(problem)
         self.config = config
+        host = urllib.parse.urlsplit(config.base_url).hostname or ""
+        if not os.environ.get(config.api_key_env) and host not in ("localhost", "127.0.0.1", "::1"):
+            print(f"warning: ${config.api_key_env} is unset: requests to {host} go out without an API key",
+                  file=sys.stderr)
         self.prompt = prompt
         self.match_cutoff = match_cutoff
         self.usage = Usage()
@@ -279,7 +285,7 @@ class OpenAIChatAgent:
                     response = self._decode(payload)
                     self._account(response, messages, reply_cap)
                     return response
-                last_error = redact(f"HTTP {status}: {payload[:300].decode('utf-8', 'replace')}", key)
+                last_error = redact(f"HTTP {status}: {payload[:4096].decode('utf-8', 'replace')}", key)[:300]
                 if status not in RETRY_STATUS:
                     self._failed(messages, reply_cap)
                     raise CloudRequestError(f"{c.base_url}: {last_error}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from hera_jax.agents.config import AgentsConfig, build_agents
+from hera_jax.agents.openai_cloud import redact
 from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
@@ -112,7 +113,8 @@ def collect_into(config: CollectConfig) -> None:
             "settings": settings,
             "mode": MODES[config.mode][1],
             "created": now_iso(),
-            "command": "python experiments/collect.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "command": redact("python experiments/collect.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                              ""),
         }
         make_setup = functools.partial(worker_setup, config, config.engine.workers)
         summary = collect(specs, make_setup, config.out, manifest, config.engine, show_progress=config.progress,
