@@ -296,3 +296,47 @@ def test_collect_refuses_to_append_to_steps_whose_manifest_is_missing(clean_data
     with pytest.raises(DatasetError, match=r"steps.jsonl: has episodes but .*manifest.json is missing.*new --out"):
         _collect(dataset, seed=1, per_split={"train": 3})  # another device seed's episode ids
     assert (dataset / "steps.jsonl").read_bytes() == before and not (dataset / "manifest.json").exists()
+
+
+# ---- one line instead of a traceback, at the CLI ------------------------------------------------------------------
+
+
+def _cli(script: str, *args: str, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True,
+                          text=True, timeout=300, **popen)
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("collect.py", ["--env", "scienceworl"], "error: unknown environment 'scienceworl'; did you mean 'scienceworld'?"),
+    ("il.py", ["--env", "alfwrld"], "error: unknown environment 'alfwrld'; did you mean 'alfworld'?"),
+])
+def test_a_mistyped_env_is_named_as_a_likely_typo(tmp_path, script, args, expected):
+    proc = _cli(script, *args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_os_error_is_one_line_naming_the_path(tmp_path, clean_dataset):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    (dataset / "steps.jsonl").unlink()
+    (dataset / "steps.jsonl").mkdir()  # a folder where the records should be
+    proc = _cli("il.py", "--dataset", str(dataset), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(dataset / "steps.jsonl") in proc.stderr
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
+    """SIGINT while a command is running: no traceback, exit 130, and how to resume."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time\nfrom hera_jax.cli import run_cli\n"
+                             "from hera_jax.router.il_app import ILConfig\n"
+                             "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), ILConfig, args=[])"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert stderr.startswith("interrupted:") and "resume" in stderr and stderr.count("\n") == 1

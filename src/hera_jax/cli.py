@@ -56,5 +56,18 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
             enable_compile_cache(config.compile_cache)
         main(config)
     except HeraError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(f"error: {e}", 2)
+    except OSError as e:  # the file system or the network: a full disk, a path that is a folder, no permission
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"error: {where}{e.strerror or e}", 2)
+    except KeyboardInterrupt:
+        _fail("interrupted: finished episodes and iterations are kept; rerun the same command (with the run's "
+              "--out folder) to resume", 130)
+
+
+def _fail(line: str, status: int) -> None:
+    """One line on stderr, then exit; a simulator's or a pipe's complaint while the process winds down is not
+    printed over it (a ScienceWorld gateway's __del__ raising BrokenPipeError at exit)."""
+    print(line, file=sys.stderr)
+    sys.unraisablehook = lambda unraisable: None
+    raise SystemExit(status) from None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hera_jax.envs import check_env_name
 from hera_jax.envs.profiles import SHIPPED_DATASETS, profile
 from hera_jax.labels import il_labels
 from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_manifest, read_steps
@@ -22,6 +23,7 @@ def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
     """`dataset` if given, else the shipped dataset of `env`."""
     if dataset is not None:
         return Path(dataset)
+    check_env_name(env)
     shipped = profile(env).dataset
     if shipped is None:
         raise DatasetError(f"no shipped dataset for env {env!r}; pass --dataset (shipped: {sorted(SHIPPED_DATASETS)})")

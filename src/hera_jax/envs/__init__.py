@@ -6,6 +6,7 @@ lazily, so a missing package, data set or server surfaces as `EnvUnavailableErro
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -60,11 +61,23 @@ ENVS: dict[str, Callable[..., Env]] = {
 }
 
 
+class UnknownEnvError(UnknownTaskError):
+    """A registry name that no adapter has (most often a typo)."""
+
+
+def check_env_name(name: str) -> None:
+    """Refuse a name whose base is not in the registry, naming the likely intended one."""
+    base = name.partition(":")[0]
+    if base not in ENVS:
+        close = difflib.get_close_matches(base, list(ENVS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownEnvError(f"unknown environment {name!r}; {hint}available: {', '.join(sorted(ENVS))}")
+
+
 def make_env(name: str, **kwargs: Any) -> Env:
     """Build an environment by registry name, e.g. "scienceworld" or "textworld_express:cookingworld"."""
+    check_env_name(name)
     base, _, variant = name.partition(":")
-    if base not in ENVS:
-        raise ValueError(f"unknown environment {name!r}; available: {', '.join(sorted(ENVS))}")
     return ENVS[base](variant, **kwargs)
 
 
@@ -75,6 +88,8 @@ __all__ = [
     "Observation",
     "StepResult",
     "TaskVariation",
+    "UnknownEnvError",
     "UnknownTaskError",
+    "check_env_name",
     "make_env",
 ]
