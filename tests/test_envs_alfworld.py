@@ -119,6 +119,40 @@ def test_expert_replans_after_a_device_mistake(alfworld_data, monkeypatch):
         env.close()
 
 
+def _play(env, task: str, variation: int, device_every: int = 3) -> list[tuple]:
+    """Observations, valid actions and expert actions of an episode: the expert acts, but a wrong 'go to' replaces
+    every `device_every`-th action (so the expert's tie-breaks and re-plans are exercised)."""
+    first = env.reset(task, variation)
+    seen = [(first.observation, tuple(first.valid_actions), first.expert_action)]
+    expert, valid = first.expert_action, first.valid_actions
+    for step in range(30):
+        wrong = [a for a in sorted(valid) if a.startswith("go to") and a != expert]
+        result = env.step(wrong[step % len(wrong)] if step % device_every == 2 and wrong else expert)
+        seen.append((result.observation, tuple(result.valid_actions), result.expert_action))
+        if result.done:
+            break
+        expert, valid = result.expert_action, result.valid_actions
+    return seen
+
+
+def test_a_reused_simulator_gives_the_episodes_of_fresh_ones(alfworld_data, monkeypatch):
+    """The engine reuses an ALFWorld simulator (`reuse_safe`), keeping a loaded game for its next episode."""
+    monkeypatch.setenv("ALFWORLD_DATA", str(alfworld_data))
+    tasks = [("pick_heat_then_place_in_recep", "test"), ("look_at_obj_in_light", "train")]
+    fresh = {}
+    for task, split in tasks:
+        env = make_env("alfworld", step_limit=60)
+        fresh[task] = _play(env, task, env.variations(task, split)[0])
+        env.close()
+    reused = make_env("alfworld", step_limit=60)
+    try:
+        assert reused.reuse_safe
+        for task, split in [*tasks, *tasks[:1], *tasks[:1]]:  # another game between, then the same game twice
+            assert _play(reused, task, reused.variations(task, split)[0]) == fresh[task]
+    finally:
+        reused.close()
+
+
 def test_a_routed_episode_runs_through_the_engine_and_its_records_validate(alfworld_data, monkeypatch, tmp_path):
     monkeypatch.setenv("ALFWORLD_DATA", str(alfworld_data))
     cloud, device = make_agent("cloud", "expert"), make_agent("device", "perturbed-expert", seed=0)

@@ -188,6 +188,10 @@ def start_textworld_game(game_file: Path):
 
 class ALFWorld:
     name = "alfworld"
+    # Reused between episodes, it gives the same records: each reset re-seeds the expert's tie-breaks and restarts
+    # the game (and the expert) from its initial state. A loaded game is kept for the next episode of the same game
+    # (the engine runs a variation's episodes in a row), which saves its load.
+    reuse_safe = True
 
     def __init__(
         self,
@@ -206,6 +210,7 @@ class ALFWorld:
         self.with_gold_path = gold_path
         self._games: dict[str, dict[str, list[Path]]] = {}
         self._game = None
+        self._game_file: Path | None = None
         self._rng = random.Random(0)
         self._steps = 0
 
@@ -239,11 +244,12 @@ class ALFWorld:
 
     def reset(self, task: str, variation: int) -> Observation:
         game_file = self.game_file(task, variation)
-        if self._game is not None:
-            self._game.close()
+        if self._game is not None and self._game_file != game_file:
+            self.close()
         self._rng = random.Random(game_seed(game_file))
         with expert_random(self._rng):
-            self._game = self._start_game(game_file)
+            if self._game is None:
+                self._game, self._game_file = self._start_game(game_file), game_file
             state = self._game.reset()
         self._steps = 0
         room, task_description = split_intro(state["feedback"])
@@ -273,7 +279,7 @@ class ALFWorld:
     def close(self) -> None:
         if self._game is not None:
             self._game.close()
-            self._game = None
+            self._game, self._game_file = None, None
 
 
 def _package_version(name: str) -> str:
