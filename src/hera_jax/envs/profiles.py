@@ -115,8 +115,11 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
     EnvProfile(
         "alfworld",
         dataset=_DATA_DIR / "alfworld_standin",
-        eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=0),
-        rl_sizes=RLSizes(train_variations=12, eval_variations=4),
+        # the default evaluation: 2 valid_seen + 12 valid_unseen games per task type (sized to run in minutes on 2
+        # cores; --test-per-task 100 takes all 134 valid_unseen games: README, ALFWorld)
+        eval_sizes=EvalSizes(dev_per_task=2, test_per_task=12, unseen_per_task=0),
+        # 8 train games x 6 task types x 3 rollouts an iteration, 4 valid_unseen games each held out
+        rl_sizes=RLSizes(train_variations=8, eval_variations=4),
         # its simulator is Python: lockstep threads share one core, Ray workers use both
         engine_batch_size=1,
         engine_workers=2,
