@@ -170,6 +170,19 @@ def check_available(data_dir: Path) -> None:
         raise EnvUnavailableError(f"ALFWorld needs {' and '.join(missing)}. Install with: {INSTALL_COMMAND}")
 
 
+def memoize_pddl_translation() -> None:
+    """Keep fast-downward's PDDL -> SAS translation of the last few games: TextWorld redoes it at every reset of a
+    game (twice), which is most of a reset's time, and it depends only on the game's PDDL text. The translated task
+    is only read afterwards; a reused simulator's episodes equal fresh ones (tests/test_envs_alfworld.py)."""
+    import fast_downward
+
+    if getattr(fast_downward.pddl2sas, "hera_memoized", False):
+        return
+    translate = functools.lru_cache(maxsize=8)(fast_downward.pddl2sas)
+    translate.hera_memoized = True
+    fast_downward.pddl2sas = translate
+
+
 def start_textworld_game(game_file: Path):
     """Open one ALFWorld game with the wrappers AlfredTWEnv uses, plus the handcoded expert for gold paths."""
     import textworld
@@ -180,6 +193,7 @@ def start_textworld_game(game_file: Path):
         AlfredInfos,
     )
 
+    memoize_pddl_translation()
     infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "expert_plan"])
     # AlfredDemangler(shuffle=False) names objects in sorted-id order: deterministic
     wrappers = [AlfredDemangler(shuffle=False), AlfredInfos, AlfredExpert(AlfredExpertType.HANDCODED)]
