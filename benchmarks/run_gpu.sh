@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/RESULTS.md, as run on the device machine (no tyro there: carried as wheels in .whl).
-# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels}; results land in $OUT (default benchmarks/results/gpu).
+# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels|compile-cache}; results land in $OUT (default benchmarks/results/gpu).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
@@ -32,4 +32,18 @@ case "${1:-il}" in
     timeout 400 python3 benchmarks/bench_sweep.py --states 100k,1M --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3 \
       --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05 --out "$OUT/sweep_labels.json" 2>&1 \
       | tee "$OUT/sweep_labels.log" ;;
+  compile-cache)
+    # il.py and sweep.py on the shipped ScienceWorld data, twice each with one new compile cache: the first process
+    # compiles and fills it, the second reads it
+    cache=$(mktemp -d)
+    for cmd in il sweep; do
+      for run in first second; do
+        start=$(date +%s.%N)
+        timeout 240 python3 experiments/$cmd.py --compile-cache "$cache" --out "/tmp/cc_${cmd}_$run" \
+          > "$OUT/cc_${cmd}_$run.log" 2>&1
+        rc=$?
+        wall=$(python3 -c "import time; print(round(time.time() - $start, 1))")
+        echo "$cmd.py $run process: rc $rc wall $wall s" | tee -a "$OUT/compile_cache.log"
+      done
+    done ;;
 esac
