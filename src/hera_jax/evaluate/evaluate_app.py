@@ -210,6 +210,23 @@ def _trained_on(checkpoint: Path, env: str) -> bool:
         return False
 
 
+def rl_run_hint(env: str, il_checkpoint: Path) -> str | None:
+    """How to add the newest RL run of `env` (rl_iter.py) to the default evaluation, or None without one."""
+    runs = []
+    for config_file in (RUNS_ROOT / "rl").glob("*/config.json") if (RUNS_ROOT / "rl").is_dir() else ():
+        try:
+            if json.loads(config_file.read_text()).get("env") == env:
+                runs.append(config_file.parent / "checkpoints")
+        except (OSError, ValueError):
+            continue
+    runs = [r for r in runs if r.is_dir() and _checkpoint_steps(r)]
+    if not runs:
+        return None
+    newest = max(runs, key=lambda p: p.stat().st_mtime)
+    return (f"note: evaluating only the IL router {il_checkpoint}; to compare the RL run {newest.parent} too, pass "
+            f"--routers il={il_checkpoint} rl={newest}@all")
+
+
 def _router_run_info(checkpoint: Path) -> dict:
     metrics = checkpoint.parent / "metrics.json"
     return json.loads(metrics.read_text()) if metrics.exists() else {}
@@ -357,6 +374,10 @@ def evaluate(config: EvalConfig) -> dict:
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})
     router_paths = _parse_routers(config)
+    if not config.routers:
+        hint = rl_run_hint(config.env, router_paths["il"][0])
+        if hint:
+            console.print(hint)
     eval_env = dataset_env(manifest) or config.env
     if eval_env != config.env:
         raise HeraError(f"{dataset}/manifest.json: env.name is {eval_env!r}, not --env {config.env!r}; pass the "
