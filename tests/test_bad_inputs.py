@@ -271,6 +271,23 @@ def test_checkpoint_with_non_finite_params_is_never_saved_nor_loaded(tmp_path, m
     assert load_router(tmp_path / "ok").feature_spec == SPEC
 
 
+def test_an_empty_step_folder_does_not_hide_the_good_checkpoint(tmp_path):
+    save_router(tmp_path / "ckpt", 3, _params(), TrainConfig(hidden_sizes=(4,)), SPEC)
+    (tmp_path / "ckpt" / "99").mkdir()  # e.g. a copy that stopped half-way
+    assert latest_step(tmp_path / "ckpt") == 3
+    assert load_router(tmp_path / "ckpt").feature_spec == SPEC
+
+
+def test_checkpoint_meta_without_a_feature_spec_is_one_error_naming_it(tmp_path):
+    save_router(tmp_path / "ckpt", 0, _params(), TrainConfig(hidden_sizes=(4,)), SPEC)
+    meta_file = tmp_path / "ckpt" / "0" / "meta" / "metadata"  # orbax's JsonSave file
+    meta = json.loads(meta_file.read_text())
+    del meta["feature_spec"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"ckpt/0/meta: missing or malformed field \(KeyError: 'feature_spec'\)"):
+        load_router(tmp_path / "ckpt")
+
+
 # ---- manifests --------------------------------------------------------------------------------------------------
 
 

@@ -84,11 +84,18 @@ def _shapes(tree: Any) -> Any:
     return jax.tree.map(lambda leaf: tuple(leaf.shape), tree)
 
 
+def _complete(directory: Path, step: int) -> bool:
+    """Whether a step's folder holds both parts of a saved router (an empty or half-copied folder does not)."""
+    return all((directory / str(step) / part).is_dir() for part in ("meta", "params"))
+
+
 def latest_step(directory: str | Path) -> int | None:
+    """The newest complete step in a checkpoint folder (an empty `99/` next to a good step is passed over)."""
     if not Path(directory).exists():
         return None
     with _manager(directory) as manager:
-        return manager.latest_step()
+        steps = [s for s in manager.all_steps() if _complete(Path(directory), s)]
+    return max(steps, default=None)
 
 
 def load_router(
@@ -97,10 +104,10 @@ def load_router(
     directory = Path(directory)
     if not directory.exists():
         raise CheckpointError(f"{directory}: no checkpoint folder; train a router first (experiments/il.py)")
+    step = latest_step(directory) if step is None else step
+    if step is None:
+        raise CheckpointError(f"{directory}: holds no finished checkpoint")
     with _manager(directory) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{directory}: holds no finished checkpoint")
         try:
             meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:
@@ -109,11 +116,16 @@ def load_router(
             raise CheckpointError(
                 f"{directory}/{step}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}"
             )
-        train_config = TrainConfig(**{**meta["train_config"], "hidden_sizes": tuple(meta["train_config"]["hidden_sizes"])})
-        spec_fields = meta["feature_spec"]
-        # checkpoints from before text designs existed embedded the joint state text
-        feature_spec = FeatureSpec(**{"text_design": "joint", **spec_fields,
-                                      "scalar_features": tuple(spec_fields["scalar_features"])})
+        try:
+            train_config = TrainConfig(**{**meta["train_config"],
+                                          "hidden_sizes": tuple(meta["train_config"]["hidden_sizes"])})
+            spec_fields = meta["feature_spec"]
+            # checkpoints from before text designs existed embedded the joint state text
+            feature_spec = FeatureSpec(**{"text_design": "joint", **spec_fields,
+                                          "scalar_features": tuple(spec_fields["scalar_features"])})
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{directory}/{step}/meta: missing or malformed field ({e.__class__.__name__}: "
+                                  f"{e}); this is not a router saved by hera_jax, or it was damaged") from None
         if expected_spec is not None and feature_spec != expected_spec:
             diffs = [
                 f"{f.name}: checkpoint {getattr(feature_spec, f.name)!r}, now {getattr(expected_spec, f.name)!r}"
