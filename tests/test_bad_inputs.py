@@ -324,10 +324,11 @@ def _cli(script: str, *args: str, **popen) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("script, args, expected", [
+    ("il.py", ["--features.scalar-features", "bogus"], "error: unknown scalar feature(s) ['bogus']; available:"),
     ("collect.py", ["--env", "scienceworl"], "error: unknown environment 'scienceworl'; did you mean 'scienceworld'?"),
     ("il.py", ["--env", "alfwrld"], "error: unknown environment 'alfwrld'; did you mean 'alfworld'?"),
 ])
-def test_a_mistyped_env_is_named_as_a_likely_typo(tmp_path, script, args, expected):
+def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script, args, expected):
     proc = _cli(script, *args, "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "out").exists()

@@ -56,6 +56,9 @@ class FeatureSpec:
             raise FeatureSpecError(f"horizon must be a positive number of steps, got {self.horizon}")
         if self.text_design not in TEXT_DESIGNS:
             raise FeatureSpecError(f"unknown text design {self.text_design!r}; choose one of {TEXT_DESIGNS}")
+        unknown = [n for n in self.scalar_features if n not in SCALAR_FEATURES]
+        if unknown:  # checked when the flags are parsed, not after the encoder has run
+            raise FeatureSpecError(f"unknown scalar feature(s) {unknown}; available: {sorted(SCALAR_FEATURES)}")
 
     @property
     def input_dim(self) -> int:
@@ -68,9 +71,6 @@ def open_cache(cache_dir: str | Path, spec: FeatureSpec) -> FeatureCache:
 
 
 def scalar_features(steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    unknown = [n for n in spec.scalar_features if n not in SCALAR_FEATURES]
-    if unknown:
-        raise ValueError(f"unknown scalar feature(s) {unknown}; available: {sorted(SCALAR_FEATURES)}")
     steps = np.asarray(steps, np.float32)
     cols = [SCALAR_FEATURES[n](steps, spec.horizon) for n in spec.scalar_features]
     return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(steps), 0), np.float32)
