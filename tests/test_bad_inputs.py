@@ -348,13 +348,19 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", "import time\nfrom hera_jax.cli import run_cli\n"
+    # SIGINT as a terminal's Ctrl-C raises it (a runner started in the background may have it ignored)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                             "from hera_jax.cli import run_cli\n"
                              "from hera_jax.router.il_app import ILConfig\n"
                              "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), ILConfig, args=[])"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert stderr.startswith("interrupted:") and "resume" in stderr and stderr.count("\n") == 1

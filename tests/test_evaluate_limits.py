@@ -70,7 +70,7 @@ def test_limits_are_unavailable_without_the_stand_in_device():
     assert "stand-in device" in bayes.unavailable(ctx) and "stand-in device" in bayes_harm.unavailable(ctx)
     assert bayes.unavailable(stand_in_ctx()) is None and bayes_harm.unavailable(stand_in_ctx()) is None
     unknown_env = stand_in_ctx()
-    unknown_env.signals = NamedEnv("alfworld")
+    unknown_env.signals = NamedEnv("webshop")
     assert "no unrecoverability rule" in bayes_harm.unavailable(unknown_env)
 
 
