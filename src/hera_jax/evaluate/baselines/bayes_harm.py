@@ -17,9 +17,9 @@ gold-path stand-in cloud finishes; failed / probes per verb of the mistake, trai
 - CookingWorld (3 tasks x 1 variation, 116 probes): a wrong `cook`, `dice` or `eat` ends the episode as a failure at
   once (7/8, 5/5, 3/3); `put` 14/24 (an ingredient left behind), `move` 1/3; examine, open, take, read, chop, look,
   inventory: 0/73.
-- ALFWorld (6 task types x 2 train games, 68 probes; the cloud stand-in is its hand-coded expert, which re-plans):
-  nothing ends an episode at once; 11 probes failed, 10 of them in `pick_two_obj_and_place` games, which the
-  expert often loses on its own (experiments/results/alfworld-2026-12-04/probe_irreversible.json).
+- ALFWorld (the cloud stand-in is its hand-coded expert, which re-plans): nothing ends an episode at once, and
+  nearly every failed probe is a `pick_two_obj_and_place` game, which the expert often loses on its own
+  (experiments/results/alfworld-2026-12-04/).
 Verbs never probed count as recoverable (0). "Unrecoverable" is relative to the gold-path stand-in cloud, which
 cannot re-plan: an LLM cloud could walk back a wrong room; it cannot undo a wrong focus, cook or dice.
 """
