@@ -122,7 +122,7 @@ def walkthrough(game_file: Path) -> tuple[str, ...]:
 
 
 def game_seed(game_file: Path) -> int:
-    """Seed of a game's expert tie-breaks: its path below the split folder, so it is the same on every machine."""
+    """Seed of a game's expert tie-breaks, from its split, game and trial folders: the same on every machine."""
     relative = "/".join(Path(game_file).parts[-4:])
     return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "little")
 
