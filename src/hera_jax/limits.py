@@ -16,9 +16,8 @@ from typing import Any
 from hera_jax.errors import HeraError
 
 
-# What API keys look like (OpenAI, DashScope/Qwen, Anthropic, ... start with sk-), and bearer tokens in text.
-# API keys by their providers' prefixes (OpenAI/Anthropic sk-, Groq gsk_, Hugging Face hf_, xAI, GitHub, Replicate,
-# Perplexity, Google AIza, AWS AKIA) and bearer tokens.
+# What API keys look like, by their providers' prefixes (OpenAI, DashScope/Qwen, Anthropic sk-; Groq gsk_; Hugging
+# Face hf_; xAI; GitHub; Replicate; Perplexity; Google AIza; AWS AKIA), and bearer tokens in text.
 KEY_PATTERN = re.compile(
     r"(?<![A-Za-z0-9])(?:sk-|gsk_|hf_|xai-|ghp_|gho_|github_pat_|r8_|pplx-|AIza|AKIA)[A-Za-z0-9_\-]{16,}"
     r"|Bearer\s+\S+")

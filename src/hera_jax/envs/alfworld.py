@@ -113,8 +113,9 @@ def expert_action(state: dict[str, Any]) -> str | None:
     return plan[0] if plan else None
 
 
+@functools.lru_cache(maxsize=None)
 def walkthrough(game_file: Path) -> tuple[str, ...]:
-    """The gold action path stored in the game file."""
+    """The gold action path stored in the game file (read once per game: a reset need not parse the file again)."""
     try:
         return tuple(json.loads(game_file.read_text()).get("walkthrough") or ())
     except (OSError, json.JSONDecodeError) as e:

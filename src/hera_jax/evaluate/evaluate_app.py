@@ -438,7 +438,8 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         Path(source["dataset"]) / "features" for sources in training.values() for source in sources
     ]
     device_seed = config.agents.seed(default=settings.get("device_seed", 0))
-    make_cloud, make_device = agent_factories(config.agents, config.env, share=config.engine.workers, default_seed=device_seed)
+    make_cloud, make_device = agent_factories(config.agents, config.env, share=config.engine.workers,
+                                              default_seed=device_seed)
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(
