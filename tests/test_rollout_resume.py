@@ -91,3 +91,46 @@ def test_kill_9_then_rerun_keeps_finished_redoes_partial_and_duplicates_nothing(
         assert resumed[episode_id] == rows  # finished episodes were kept, not redone
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["num_episodes"] == NUM_EPISODES
+
+
+# --- the same with the real scoring device (Gemma-3-270M through llama.cpp) ---------------------------------------
+
+SCORE_ARGS = ["--env", "textworld_express:twc", "--tasks", "twc-easy", "--train-per-task", "3", "--dev-per-task",
+              "0", "--test-per-task", "1", "--max-steps", "5", "--no-progress", "--engine.batch-size", "1",
+              "--engine.workers", "1", "--agents.device", "gguf-score"]
+
+
+def collect_scored(out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "collect.py"), "--out", str(out),
+                             *SCORE_ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def without_latency(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "device_latency_s"} for r in rows]
+
+
+def test_scoring_device_collection_killed_and_rerun_equals_a_straight_one(tmp_path):
+    straight = tmp_path / "straight"
+    finish(collect_scored(straight))
+    reference = episodes(straight / "steps.jsonl")
+    assert len(reference) == 4 and all(r["device_p_top"] is not None for rows in reference.values() for r in rows)
+    memo = straight / "features" / "device_decisions_gemma-3-270m-q4_k_m.jsonl"
+    assert memo.read_text().count("\n") >= len({r["state_key"] for rows in reference.values() for r in rows})
+
+    out = tmp_path / "killed"
+    steps = out / "steps.jsonl"
+    proc = collect_scored(out)
+    deadline = time.monotonic() + 300
+    while not (steps.exists() and steps.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # decisions of the episode in flight may already be in the memo
+    proc.wait()
+    kept = episodes(steps)
+    assert 1 <= len(kept) < 4
+    finish(collect_scored(out))
+    resumed = episodes(steps)
+    assert set(resumed) == set(reference)
+    for episode_id, rows in resumed.items():  # the same actions and confidences; only fresh latencies differ
+        assert without_latency(rows) == without_latency(reference[episode_id]), episode_id
+    for episode_id, rows in kept.items():
+        assert resumed[episode_id] == rows

@@ -1,4 +1,4 @@
-"""Agent registries: `--agents.device perturbed|perturbed-expert|gguf|llm`, `--agents.cloud oracle|expert|openai`.
+"""Agent registries: `--agents.device perturbed|perturbed-expert|gguf|gguf-score|llm|llm-score`, `--agents.cloud oracle|expert|openai`.
 
 Stand-ins ("oracle", "perturbed") are for machines where no LLM runs and are labelled "stand-in" everywhere. LLM
 agents import their backend lazily, so the stand-ins work without llama-cpp-python, transformers or a server.
@@ -28,6 +28,7 @@ class AgentOptions:
     match_cutoff: float = 0.75  # closest-match similarity needed to map a reply onto a valid action
     prompt: PromptConfig = PromptConfig()
     openai: OpenAIConfig = OpenAIConfig()
+    memo_dir: str = ""  # gguf-score: folder of its decision memo (the dataset's features folder); "" = no memo
 
 
 def _perturbed(o: AgentOptions) -> Agent:
@@ -53,6 +54,18 @@ def _gguf(o: AgentOptions) -> Agent:
     return GGUFDeviceAgent(config, o.prompt, o.match_cutoff)
 
 
+def _gguf_score(o: AgentOptions) -> Agent:
+    from hera_jax.agents.scoring_device import gguf_scoring_device
+
+    return gguf_scoring_device(o.model, o.prompt, n_threads=o.n_threads, memo_dir=o.memo_dir or None)
+
+
+def _hf_score(o: AgentOptions) -> Agent:
+    from hera_jax.agents.scoring_device import hf_scoring_device
+
+    return hf_scoring_device(o.model, o.gguf_file, o.prompt, n_threads=o.n_threads, memo_dir=o.memo_dir or None)
+
+
 def _hf(o: AgentOptions) -> Agent:
     from hera_jax.agents.hf_device import HFConfig, HFDeviceAgent
 
@@ -68,7 +81,8 @@ def _openai(o: AgentOptions) -> Agent:
 
 CLOUD_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {"oracle": _oracle, "expert": _expert, "openai": _openai}
 DEVICE_AGENTS: dict[str, Callable[[AgentOptions], Agent]] = {
-    "perturbed": _perturbed, "perturbed-expert": _perturbed_expert, "gguf": _gguf, "llm": _hf}
+    "perturbed": _perturbed, "perturbed-expert": _perturbed_expert, "gguf": _gguf, "gguf-score": _gguf_score,
+    "llm": _hf, "llm-score": _hf_score}
 STAND_INS = frozenset({"oracle", "expert", "perturbed", "perturbed-expert"})
 
 

@@ -24,6 +24,11 @@ class AgentStep:
     entropy: float | None = None
     parse_ok: bool | None = None  # False when a reply could not be mapped onto a valid action
     raw_text: str | None = None
+    # scoring backends (which rank every valid action): the softmax probability of the chosen action over the
+    # candidates, its margin to the second, and the best few (action, score) pairs
+    p_top: float | None = None
+    margin: float | None = None
+    top_actions: tuple[tuple[str, float], ...] | None = None
 
 
 @runtime_checkable

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -25,7 +26,8 @@ class AgentsConfig:
     OpenAI-compatible LLM endpoint."""
     device: str = "perturbed"
     """Device agent: 'perturbed' = STAND-IN (not an LLM), the oracle's reference policy with state-dependent
-    mistakes ('perturbed-expert' on ALFWorld); 'gguf'/'llm' = a local LLM."""
+    mistakes ('perturbed-expert' on ALFWorld); 'gguf'/'llm' = a local LLM that writes its action; 'gguf-score' =
+    a local GGUF LLM (default: the shipped Gemma-3-270M) that ranks every valid action by its likelihood."""
     device_seed: int | None = None
     """Seed of the device agent (the stand-in's mistakes; an LLM's sampling). Default: 0 when collecting and in RL;
     the dataset's in evaluation (so the stand-in device is the one the router learned)."""
@@ -36,6 +38,8 @@ class AgentsConfig:
     """--agents.device llm only: a GGUF file inside --agents.device-model for transformers to load."""
     device_threads: int = 2
     """CPU threads of the device LLM."""
+    device_memo_dir: Path | None = None
+    """--agents.device gguf-score: folder of its decision memo (default: the dataset's features folder)."""
     max_new_tokens: int = 20
     """Reply-token cap of the device LLM."""
     cloud_base_url: str = "http://127.0.0.1:8000/v1"
@@ -67,14 +71,16 @@ class AgentsConfig:
         "cloud_price_out": NON_NEGATIVE,
     }
     # Fields that change how a run goes (budgets, deadlines, prices, where the key is), not what it records.
-    RUN_ONLY: ClassVar[tuple[str, ...]] = ("cloud_api_key_env", "cloud_max_calls", "cloud_max_tokens",
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("device_memo_dir", "cloud_api_key_env", "cloud_max_calls",
+                                           "cloud_max_tokens",
                                            "cloud_timeout_s", "cloud_max_call_s", "cloud_price_in", "cloud_price_out")
 
     def seed(self, default: int = 0) -> int:
         return default if self.device_seed is None else self.device_seed
 
-    def options(self, share: int = 1, default_seed: int = 0) -> AgentOptions:
-        """The flags as `AgentOptions`; with `share` parallel workers each gets 1/share of the cloud budget."""
+    def options(self, share: int = 1, default_seed: int = 0, memo_dir: Path | None = None) -> AgentOptions:
+        """The flags as `AgentOptions`; with `share` parallel workers each gets 1/share of the cloud budget;
+        `memo_dir` is where a memoizing device keeps its decisions unless --agents.device-memo-dir says."""
         openai = OpenAIConfig(
             base_url=self.cloud_base_url, model=self.cloud_model, api_key_env=self.cloud_api_key_env,
             timeout_s=self.cloud_timeout_s, max_call_s=self.cloud_max_call_s,
@@ -83,21 +89,24 @@ class AgentsConfig:
             price_out_per_mtok=self.cloud_price_out,
         )
         return AgentOptions(seed=self.seed(default_seed), model=self.device_model, gguf_file=self.device_gguf_file,
-                            n_threads=self.device_threads, max_new_tokens=self.max_new_tokens, openai=openai)
+                            n_threads=self.device_threads, max_new_tokens=self.max_new_tokens, openai=openai,
+                            memo_dir=str(self.device_memo_dir or memo_dir or ""))
 
 
-def agent_factories(config: AgentsConfig, env: str, share: int = 1,
-                    default_seed: int = 0) -> tuple[Callable[[], Agent], Callable[[], Agent]]:
+def agent_factories(config: AgentsConfig, env: str, share: int = 1, default_seed: int = 0,
+                    memo_dir: Path | None = None) -> tuple[Callable[[], Agent], Callable[[], Agent]]:
     """Picklable (make_cloud, make_device) from the flags, for workers that build their own agents; with `share`
     parallel workers each gets 1/share of the cloud budget. The stand-in names resolve through the environment's
-    profile (`oracle` is ALFWorld's re-planning expert)."""
-    options = config.options(share, default_seed)
+    profile (`oracle` is ALFWorld's re-planning expert). `memo_dir`: the dataset's features folder, where a
+    memoizing device keeps its decisions."""
+    options = config.options(share, default_seed, memo_dir)
     stand_ins = dict(profile(env).stand_ins)
     return (functools.partial(make_agent, "cloud", stand_ins.get(config.cloud, config.cloud), options),
             functools.partial(make_agent, "device", stand_ins.get(config.device, config.device), options))
 
 
-def build_agents(config: AgentsConfig, env: str, share: int = 1, default_seed: int = 0) -> tuple[Agent, Agent]:
+def build_agents(config: AgentsConfig, env: str, share: int = 1, default_seed: int = 0,
+                 memo_dir: Path | None = None) -> tuple[Agent, Agent]:
     """(cloud, device) built from the flags for `env`; every command that runs agents builds them here."""
-    make_cloud, make_device = agent_factories(config, env, share, default_seed)
+    make_cloud, make_device = agent_factories(config, env, share, default_seed, memo_dir)
     return make_cloud(), make_device()

@@ -37,6 +37,16 @@ ENV_INSTRUCTIONS = {
         "Only 'focus on' the object the task names: focusing on a wrong object fails the task. "
         "Reply with an optional 'Thought: ...' line and then exactly one 'Action: ...' line."
     ),
+    "textworld_express:twc": (
+        "You are an agent in a house. Tidy it up: take each misplaced object and put it where it usually belongs "
+        "(dirty dishes in the dishwasher, clothes in the wardrobe, food in the fridge), exploring rooms as needed. "
+        "Reply with exactly one 'Action: ...' line."
+    ),
+    "alfworld": (
+        "You are an agent in a household. Complete the task one action at a time: go to a place, open or close "
+        "it, take an object from a place, move it to another, and heat, cool, clean, slice or use objects with "
+        "the right appliance. Reply with exactly one 'Action: ...' line."
+    ),
 }
 GENERIC_INSTRUCTIONS = (
     "You are an agent in a text environment. Complete the task by issuing one action per turn. "
@@ -61,7 +71,7 @@ class PromptConfig:
 
 def load_fewshot(env: str) -> tuple[FewShotExample, ...]:
     """Shipped few-shot examples for `env`; none for environments without a file."""
-    path = resources.files(FEWSHOT_PACKAGE).joinpath(f"{env}.json")
+    path = resources.files(FEWSHOT_PACKAGE).joinpath(env.replace(":", "_") + ".json")
     if not path.is_file():
         return ()
     raw = json.loads(path.read_text(encoding="utf-8"))

@@ -32,6 +32,7 @@ class ProbedAgent:
         self.name = agent.name
         self.is_stand_in = agent.is_stand_in
         self.stateless = getattr(agent, "stateless", False)  # then the engine may ask from several threads
+        self.confidence_signals = getattr(agent, "confidence_signals", frozenset())
         self.remember = remember
         self._answers: OrderedDict[AgentState, AgentStep] = OrderedDict()
         self._lock = threading.Lock()

@@ -72,11 +72,11 @@ class EvalConfig:
     """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
-    baselines: tuple[str, ...] = ("random", "device_confidence")
-    """Baselines to run (registry: random, task_level, device_confidence, swiftsage, oracle, bayes, bayes_harm).
-    The default keeps a stand-in evaluation to 7 points (device_confidence needs an LLM device), so that on
-    ScienceWorld it measures each with a 95 % CI half-width of about 0.05 in 15 minutes on 2 CPU cores; add
-    task_level and swiftsage (2 points each) for the paper's other baselines, and oracle for the upper bound.
+    baselines: tuple[str, ...] = ("random", "device_confidence", "device_p_top", "device_margin")
+    """Baselines to run (registry: random, task_level, device_confidence, device_p_top, device_margin, swiftsage,
+    oracle, bayes, bayes_harm). The device_* baselines need an LLM device (p_top and margin a scoring one:
+    --agents.device gguf-score) and are skipped, with a note, for the stand-in; add task_level and swiftsage
+    (2 points each) for the paper's other baselines, and oracle for the upper bound.
     oracle, bayes and bayes_harm are STAND-IN-only limits: they read the stand-in device's dice (oracle) or its error
     model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold)."""
     random_rates: tuple[float, ...] = (0.3, 0.6)
@@ -91,6 +91,11 @@ class EvalConfig:
     """SwiftSage heuristic: escalate after this many steps without reward (or an invalid action)."""
     confidence_min_logprob: tuple[float, ...] = (-4.0, -2.0, -1.0, -0.5)
     """Device-confidence baseline: escalate when the device's action log-probability is below this."""
+    confidence_min_p_top: tuple[float, ...] = (0.3, 0.5, 0.7)
+    """Device max-probability baseline: escalate when the chosen action's probability over the valid actions is
+    below this (scoring devices)."""
+    confidence_min_margin: tuple[float, ...] = (0.1, 0.3, 0.5)
+    """Device margin baseline: escalate when the chosen action leads the second by less than this (probability)."""
     confidence_max_entropy: float = math.inf
     """Device-confidence baseline: also escalate when the mean next-token entropy is above this."""
     compare_to: str | None = None
@@ -137,7 +142,8 @@ class EvalConfig:
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
                               "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
-                              "confidence_max_entropy": NON_NEGATIVE, "cloud_budget": PROBABILITY,
+                              "confidence_max_entropy": NON_NEGATIVE,
+                              "confidence_min_p_top": PROBABILITY, "confidence_min_margin": PROBABILITY, "cloud_budget": PROBABILITY,
                               "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE}
 
     def __post_init__(self):
@@ -439,7 +445,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     ]
     device_seed = config.agents.seed(default=settings.get("device_seed", 0))
     make_cloud, make_device = agent_factories(config.agents, config.env, share=config.engine.workers,
-                                              default_seed=device_seed)
+                                              default_seed=device_seed, memo_dir=Path(dataset) / "features")
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(
@@ -473,6 +479,8 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             "random": config.random_rates,
             "task_level": config.task_level_shares,
             "device_confidence": config.confidence_min_logprob,
+            "device_p_top": config.confidence_min_p_top,
+            "device_margin": config.confidence_min_margin,
             "swiftsage": tuple(float(k) for k in config.swiftsage_k),
             "oracle": (None,),
             "bayes": config.bayes_thresholds,

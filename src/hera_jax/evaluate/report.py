@@ -223,6 +223,8 @@ _STYLE = {  # method -> (colour, marker); routers not listed get colours from th
     "task_level": ("#8c6d31", "s"),
     "swiftsage": ("#2ca02c", "^"),
     "device_confidence": ("#17becf", "v"),
+    "device_p_top": ("#17becf", "<"),
+    "device_margin": ("#17becf", ">"),
     "oracle": ("#d62728", "*"),
     "bayes": ("#8c564b", "P"),
     "bayes_harm": ("#e7298a", "h"),

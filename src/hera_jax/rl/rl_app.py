@@ -57,7 +57,7 @@ def train_rl(config: RLConfig) -> list[dict]:
     check_dataset_env(manifest.get("env", {}).get("name"), config.env, dataset)
     env_options = profile(config.env).env_options(manifest)
     with locked_run_dir(run_dir, "rl_iter.py run"):
-        cloud, device = build_agents(config.agents, config.env)
+        cloud, device = build_agents(config.agents, config.env, memo_dir=Path(features_dir))
         console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
         make_simulator = functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options)
         env = make_simulator()

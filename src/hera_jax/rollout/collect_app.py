@@ -155,7 +155,7 @@ def manifest_settings(config: CollectConfig) -> dict:
 def worker_setup(config: CollectConfig, options_share: int) -> WorkerSetup:
     """How a (Ray or in-process) worker builds its own simulators and agents."""
     env_options = profile(config.env).env_options(simplification=config.simplification)
-    cloud, device = build_agents(config.agents, config.env, share=options_share)
+    cloud, device = build_agents(config.agents, config.env, share=options_share, memo_dir=config.out / "features")
     return WorkerSetup(
         make_env=functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options),
         cloud=cloud,

@@ -144,10 +144,14 @@ class EpisodeProgress:
 def _agent_fields(role: str, step: AgentStep | None) -> dict:
     if step is None:
         return {f"{role}_action": None}
-    return {
+    fields = {
         f"{role}_action": step.action,
         f"{role}_tokens_in": step.tokens_in,
         f"{role}_tokens_out": step.tokens_out,
         f"{role}_latency_s": step.latency_s,
         f"{role}_parse_ok": step.parse_ok,
     }
+    if role == "device":  # what confidence baselines and their evaluation read back
+        fields.update(device_logprob=step.logprob, device_entropy=step.entropy, device_p_top=step.p_top,
+                      device_margin=step.margin)
+    return fields

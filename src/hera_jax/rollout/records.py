@@ -72,6 +72,13 @@ class StepRecord:
     cloud_latency_s: FiniteFloat | None = None
     device_parse_ok: bool | None = None  # False when an LLM reply could not be mapped to a valid action
     cloud_parse_ok: bool | None = None
+    # the device's confidence in its action, where its backend reports it (an LLM; stand-ins report none):
+    # log-probability (per token for scoring backends), entropy, and for scoring backends the softmax probability
+    # of the chosen action over the valid actions and its margin to the second
+    device_logprob: FiniteFloat | None = None
+    device_entropy: Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)] | None = None
+    device_p_top: Annotated[float, pydantic.Field(ge=0, le=1)] | None = None
+    device_margin: Annotated[float, pydantic.Field(ge=0, le=1)] | None = None
 
     def __post_init__(self) -> None:
         if self.actor not in ACTORS:

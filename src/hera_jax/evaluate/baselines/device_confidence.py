@@ -49,3 +49,27 @@ def unavailable(ctx) -> str | None:
     if ctx.device.is_stand_in:
         return "the stand-in device reports no logprob, entropy or parse failures"
     return None
+
+
+def below(values: np.ndarray, minimum: float) -> np.ndarray:
+    """bool[N]: escalate where the signal is below `minimum`; a missing signal (NaN) never escalates."""
+    return np.asarray(values, np.float64) < minimum
+
+
+def signal_chooser(signal: str, minimum: float, ctx, reason: str) -> Chooser:
+    """Cloud where the device's own proposal reports `signal` (an `AgentStep` field) below `minimum`."""
+
+    def choose(state, text, cloud_calls) -> Choice:
+        proposal = ctx.device.act(state)  # remembered by ProbedAgent: the device then acts with this answer
+        unsure = below(np.array([_as_float(getattr(proposal, signal))]), minimum)[0]
+        return Choice("cloud" if unsure else "device", reason)
+
+    return choose
+
+
+def signal_unavailable(signal: str, ctx) -> str | None:
+    if ctx.device.is_stand_in:
+        return f"the stand-in device reports no {signal}"
+    if signal not in getattr(ctx.device, "confidence_signals", ()):
+        return f"device {ctx.device.name} reports no {signal} (a scoring device does: --agents.device gguf-score)"
+    return None
