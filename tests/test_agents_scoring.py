@@ -232,3 +232,33 @@ def test_scoring_device_always_acts_validly_with_confidence_and_memo_hits_are_id
     assert again.accounting()["memo"]["memo_hit_rate"] == 1.0
     lines = (memo_dir / "device_decisions_gemma-3-270m-q4_k_m.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["decision"]["num_candidates"] == len(VALID)
+
+
+# ---- the transformers backend (a tiny random GPT-2 built here; the exported Gemma works the same way) ---------------
+
+from tests.test_agents_local_llm import tiny_hf_model  # noqa: E402,F401  (a fixture)
+
+
+@pytest.mark.slow
+def test_transformers_scorer_equals_a_full_forward_per_candidate_and_acts_validly(tiny_hf_model, tmp_path):
+    import torch
+
+    from hera_jax.agents.hf_scorer import HFActionScorer
+
+    scorer = HFActionScorer(str(tiny_hf_model), max_batch=4)  # two candidate batches of padded width
+    prompt = "Task: put the apple in the fridge.\nObservation: a fridge, an apple.\nAction:"
+    scores, length = scorer.score(prompt, list(VALID))
+    tokens = scorer.prompt_tokens(prompt)
+    assert length == len(tokens) and scorer.decode_calls == 3  # the prompt once, then 2 candidate batches
+    for action, score in zip(VALID, scores):
+        candidate = scorer.action_tokens(action)
+        with torch.no_grad():
+            logits = scorer.model(input_ids=torch.tensor([tokens + candidate])).logits[0]
+        logprobs = torch.log_softmax(logits.float(), -1)
+        expected = np.mean([float(logprobs[len(tokens) - 1 + j, candidate[j]]) for j in range(len(candidate))])
+        np.testing.assert_allclose(score, expected, atol=1e-4, err_msg=action)
+    agent = make_agent("device", "llm-score", AgentOptions(model=str(tiny_hf_model), memo_dir=str(tmp_path)))
+    step = agent.act(make_state())
+    assert agent.name == f"llm-score:{tiny_hf_model.name}" and step.action in VALID and 0 < step.p_top <= 1
+    assert make_agent("device", "llm-score", AgentOptions(model=str(tiny_hf_model),
+                                                          memo_dir=str(tmp_path))).act(make_state()) == step

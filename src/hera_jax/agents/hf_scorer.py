@@ -1,4 +1,4 @@
-"""Score candidate actions with a transformers causal LM: the prompt once (`past_key_values`), candidates batched.
+"""Score candidate actions with a transformers causal LM: the prompt once (the model's KV cache), candidates batched.
 
 The prompt's KV cache is computed once per state and repeated along the batch for the candidates, which run as one
 padded batch (right padding; a candidate's pad positions are masked and never scored). Loading is local-only, like
@@ -62,10 +62,10 @@ class HFActionScorer:
                 for i, c in enumerate(chunk):
                     ids[i, :len(c)] = torch.tensor(c)
                     mask[i, len(tokens):len(tokens) + len(c)] = 1
-                cache = _repeat_cache(out.past_key_values, len(chunk))
+                cache = _repeat_cache(out.cache, len(chunk))
                 positions = torch.arange(len(tokens), len(tokens) + width).unsqueeze(0).expand(len(chunk), -1)
-                logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
-                                    position_ids=positions, use_cache=True).logits
+                logits = self.model(input_ids=ids, attention_mask=mask, cache=cache, position_ids=positions,
+                                    use_cache=True).logits
                 self.decode_calls += 1
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for i, c in enumerate(chunk):
