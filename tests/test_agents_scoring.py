@@ -262,3 +262,27 @@ def test_transformers_scorer_equals_a_full_forward_per_candidate_and_acts_validl
     assert agent.name == f"llm-score:{tiny_hf_model.name}" and step.action in VALID and 0 < step.p_top <= 1
     assert make_agent("device", "llm-score", AgentOptions(model=str(tiny_hf_model),
                                                           memo_dir=str(tmp_path))).act(make_state()) == step
+
+
+# ---- device signals: AUROC and agreement by step kind ------------------------------------------------------------
+
+
+def test_auroc_equals_the_pairwise_definition_and_bootstrap_is_paired_and_bracketing():
+    import pandas as pd
+
+    from hera_jax.evaluate.device_signals import agreement_by_kind, auroc, signal_aurocs
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(200) < 0.4
+    scores = np.round(labels * 0.5 + rng.random(200), 1)  # ties on purpose
+    pairs = [(p > n) + 0.5 * (p == n) for p in scores[labels] for n in scores[~labels]]
+    assert auroc(scores, labels) == pytest.approx(np.mean(pairs), abs=1e-12)
+    assert math.isnan(auroc(scores, np.zeros(200, bool)))
+    episodes = np.repeat(np.arange(40), 5)
+    out = signal_aurocs({"good": scores, "flipped": -scores}, labels, episodes, resamples=300, seed=0)
+    assert out["good"]["low"] <= out["good"]["auroc"] <= out["good"]["high"]
+    assert out["flipped"]["auroc"] == pytest.approx(1 - out["good"]["auroc"])
+    assert out["flipped"]["low"] == pytest.approx(1 - out["good"]["high"])  # the same resamples
+    kinds = agreement_by_kind(pd.Series(["take a", "take b", "put a in b", "Look around"]),
+                              np.array([1, 0, 1, 0]))
+    assert kinds.loc["take"].tolist() == [2, 0.5] and kinds.loc["put"].agreement == 0 and kinds.loc["look"].agreement == 1

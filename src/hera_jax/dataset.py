@@ -82,7 +82,9 @@ class StepTable:
 
 def manifest_agents_title(agents: dict) -> str:
     """One line for plots and tables from a manifest's `agents` (role -> description); stand-ins are named as such."""
-    names = f"cloud={agents.get('cloud', {}).get('name')}, device={agents.get('device', {}).get('name')}"
+    described = {role: agents.get(role, {}) for role in ("cloud", "device")}
+    names = ", ".join(f"{role}={a.get('name')}" + (" (real LLM)" if a.get("kind") == "llm" else "")
+                      for role, a in described.items())
     stand_ins = [role for role, a in agents.items() if a.get("kind") == "stand-in"]
     if len(stand_ins) == len(agents) and agents:
         return f"agents: STAND-INS ({names}), not LLMs"

@@ -44,6 +44,7 @@ class LlamaActionScorer:
         try:
             import llama_cpp
             from llama_cpp import _internals, _logger
+            from llama_cpp._utils import suppress_stdout_stderr
         except ImportError as e:
             raise AgentUnavailableError(f"llama-cpp-python is not installed: {LLAMA_INSTALL}") from e
         self._llama = llama_cpp
@@ -60,7 +61,8 @@ class LlamaActionScorer:
         params.n_seq_max = self.max_sequences
         params.kv_unified = True
         params.swa_full = True
-        self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        with suppress_stdout_stderr(disable=False):  # llama.cpp prints its cache layout from C
+            self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = self._model.n_vocab()
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, self.max_sequences)

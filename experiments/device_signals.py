@@ -1,0 +1,10 @@
+"""AUROC of the real device's confidence signals and a router's p_cloud for "needs cloud" on a dataset's states.
+
+    python experiments/device_signals.py --dataset data/textworld_express_twc_gemma270m --router runs/il/twc_gemma/checkpoint
+"""
+
+from hera_jax.cli import run_cli
+from hera_jax.evaluate.device_signals import DeviceSignalsConfig, device_signals
+
+if __name__ == "__main__":
+    run_cli(device_signals, DeviceSignalsConfig)

@@ -1,0 +1,152 @@
+"""How well each signal predicts "the device disagrees with the cloud" on a dataset's states: the real device's own
+confidence (log-likelihood, max probability, margin, entropy) against a trained router's p_cloud, by AUROC with a
+95 % CI (bootstrap over episodes), per split, plus the device's agreement with the cloud by step kind.
+
+    python experiments/device_signals.py --dataset data/textworld_express_twc_gemma270m \
+        --router runs/il/twc_gemma/checkpoint
+
+The array part (`signal_aurocs`, `agreement_by_kind`) takes columns; reading the dataset and the router is
+`device_signals` at the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hera_jax.dataset import load_il_table
+from hera_jax.errors import HeraError
+from hera_jax.rollout.records import STEPS_FILE, read_steps, write_json_atomic
+
+# signal -> sign that makes "higher = more likely to need the cloud"
+SIGNALS = {"router p_cloud": 1.0, "device -logprob": -1.0, "device -p_top": -1.0, "device -margin": -1.0,
+           "device entropy": 1.0}
+SIGNAL_COLUMNS = {"router p_cloud": "p_cloud", "device -logprob": "device_logprob", "device -p_top": "device_p_top",
+                  "device -margin": "device_margin", "device entropy": "device_entropy"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSignalsConfig:
+    """AUROC of the device's confidence signals and a router's p_cloud for "needs cloud" on a dataset's states."""
+
+    dataset: Path
+    """A dataset collected with a device that reports confidence (--agents.device gguf-score)."""
+    router: Path | None = None
+    """An IL checkpoint trained on this dataset (its p_cloud is compared on the same states); None: signals only."""
+    resamples: int = 2000
+    seed: int = 0
+    out: Path | None = None
+    """JSON report (default: <dataset>/device_signals.json)."""
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted half; NaN when one class is absent."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels, bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def signal_aurocs(scores: dict[str, np.ndarray], labels: np.ndarray, episodes: np.ndarray, resamples: int,
+                  seed: int) -> dict[str, dict[str, float]]:
+    """Per signal: AUROC and a percentile 95 % CI from resampling whole episodes (states of an episode are
+    correlated); every signal sees the same resamples, so their differences are paired."""
+    rng = np.random.default_rng(seed)
+    ids, rows_of = np.unique(episodes, return_inverse=True)
+    members = [np.flatnonzero(rows_of == i) for i in range(len(ids))]
+    draws = [np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(resamples)]
+    out = {}
+    for name, score in scores.items():
+        boot = np.array([auroc(score[d], labels[d]) for d in draws])
+        low, high = np.nanpercentile(boot, [2.5, 97.5])
+        out[name] = {"auroc": auroc(score, labels), "low": float(low), "high": float(high)}
+    return out
+
+
+def step_kind(action: str) -> str:
+    """The verb of an action ("put", "take", "open", "move", "look", ...)."""
+    words = action.strip().lower().split()
+    return words[0] if words else ""
+
+
+def agreement_by_kind(cloud_actions: pd.Series, needs_cloud: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({"kind": cloud_actions.map(step_kind), "agree": ~np.asarray(needs_cloud, bool)})
+    return frame.groupby("kind").agree.agg(["size", "mean"]).rename(columns={"size": "states", "mean": "agreement"})
+
+
+def device_signals(config: DeviceSignalsConfig) -> dict:
+    table = load_il_table(config.dataset)
+    rows, _ = read_steps(Path(config.dataset) / STEPS_FILE)
+    frame = pd.DataFrame(rows).set_index(["episode_id", "step"])
+    keys = pd.MultiIndex.from_arrays([table.episode_id, table.step])
+    columns = frame.loc[keys, ["cloud_action", *[c for c in SIGNAL_COLUMNS.values() if c != "p_cloud"]]]
+    if columns["device_p_top"].isna().all():
+        raise HeraError(f"{config.dataset}: its device reports no confidence (collect with --agents.device "
+                        "gguf-score)")
+    values = {c: columns[c].to_numpy(np.float64) for c in columns if c != "cloud_action"}
+    if config.router is not None:
+        from hera_jax.router.checkpoint import load_router
+        from hera_jax.router.il import build_features
+        from hera_jax.router.scorer import p_cloud_fn
+
+        bundle = load_router(config.router)
+        features, _ = build_features(table, bundle.feature_spec)
+        values["p_cloud"] = np.asarray(p_cloud_fn(tuple(bundle.train_config.hidden_sizes))(bundle.params, features),
+                                       np.float64)
+    report: dict = {"dataset": str(config.dataset), "router": str(config.router) if config.router else None,
+                    "label": "needs cloud = the device's action differs from the cloud's (IL label)",
+                    "agents": table.manifest.get("agents"), "splits": {}}
+    for split in ("train", "dev", "test", "test_unseen"):
+        mask = table.mask(split)
+        if not mask.any():
+            continue
+        scores = {name: sign * values[SIGNAL_COLUMNS[name]][mask] for name, sign in SIGNALS.items()
+                  if SIGNAL_COLUMNS[name] in values}
+        report["splits"][split] = {
+            "states": int(mask.sum()), "needs_cloud_rate": float(table.label[mask].mean()),
+            "auroc": signal_aurocs(scores, table.label[mask], table.episode_id[mask], config.resamples, config.seed),
+        }
+    kinds = agreement_by_kind(columns["cloud_action"].reset_index(drop=True), table.label)
+    report["agreement_by_kind"] = {k: {"states": int(r.states), "agreement": float(r.agreement)}
+                                   for k, r in kinds.iterrows()}
+    report["agreement"] = float(1 - table.label.mean())
+    out = config.out or Path(config.dataset) / "device_signals.json"
+    write_json_atomic(out, report)
+    _print(report, out)
+    return report
+
+
+def _print(report: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="AUROC for 'needs cloud' (95 % CI, episodes resampled)")
+    table.add_column("split")
+    table.add_column("states", justify="right")
+    names = list(next(iter(report["splits"].values()))["auroc"])
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, numbers in report["splits"].items():
+        table.add_row(split, str(numbers["states"]), *[
+            f"{numbers['auroc'][n]['auroc']:.3f} [{numbers['auroc'][n]['low']:.2f}, {numbers['auroc'][n]['high']:.2f}]"
+            for n in names])
+    console.print(table)
+    kinds = Table(title=f"Device agrees with the cloud on {report['agreement']:.1%} of states; by step kind")
+    for column in ("kind", "states", "agreement"):
+        kinds.add_column(column)
+    for kind, numbers in sorted(report["agreement_by_kind"].items(), key=lambda kv: -kv[1]["states"]):
+        kinds.add_row(kind, str(numbers["states"]), f"{numbers['agreement']:.1%}")
+    console.print(kinds)
+    console.print(f"wrote {out}")
+
+
+__all__ = ["DeviceSignalsConfig", "agreement_by_kind", "auroc", "device_signals", "signal_aurocs"]
