@@ -171,6 +171,7 @@ def test_a_dead_endpoint_costs_at_most_the_call_deadline(key, fake):
 @pytest.mark.parametrize("status, payload", [
     (200, b"<html>not json</html>"),
     (200, b"[1, 2, 3]"),
+    (200, b"{}"),
     (200, json.dumps({"choices": "none"}).encode()),
     (200, json.dumps({"choices": [{"message": {"content": 42}}]}).encode()),
     (200, completion("look around", usage={"prompt_tokens": "many", "completion_tokens": None})),

@@ -307,7 +307,8 @@ class OpenAIChatAgent:
             response = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             response = None
-        if not isinstance(response, dict):
+        self._counted_malformed = not isinstance(response, dict)
+        if self._counted_malformed:
             self.usage.malformed_replies += 1
             return {}
         return response
@@ -332,11 +333,12 @@ class OpenAIChatAgent:
     def generate(self, system: str, user: str) -> Generation:
         messages = [{"role": "system", "content": system},
                     {"role": "user", "content": user + "\nWhat is your next action?"}]
+        self._counted_malformed = False  # chat() sets it when the reply was not a JSON object
         response = self.chat(messages)
         usage = response.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         text = reply_text(response)
-        if text is None and response:  # not-JSON replies were counted in chat()
+        if text is None and not self._counted_malformed:  # JSON but no completion in it ({} included)
             self.usage.malformed_replies += 1
         # a server that echoes the key must not get it into the step records
         text = redact(text or "", os.environ.get(self.config.api_key_env, ""))
