@@ -59,3 +59,23 @@ def test_missing_field_is_reported(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="no such trajectory file"):
         read_steps(tmp_path / "nope.jsonl")
+
+
+def test_consecutive_lines_with_the_same_problem_are_reported_once(tmp_path):
+    import json as _json
+
+    from hera_jax.rollout.records import read_steps as _read
+
+    path = tmp_path / "steps.jsonl"
+    good = dict(episode_id="e", env="x", task="t", variation=0, split="train", step=0, episode_steps=1,
+                state_text="s", state_key="k", actor="device", action="a", device_action="a", cloud_action=None,
+                reward=0.0, score=0.0, done=True, success=False)
+    bad = [_json.dumps({**good, "episode_id": "b", "step": i, "episode_steps": 36}).replace('"reward": 0.0',
+                                                                                           '"reward": NaN')
+           for i in range(36)]
+    path.write_text(_json.dumps(good) + "\n" + "\n".join(bad) + "\nnot json\n")
+    rows, report = _read(path)
+    assert len(rows) == 1
+    assert len(report.problems) == 2, report.problems
+    assert report.problems[0].startswith(f"{path}:2-37: reward") and "(36 lines); skipped" in report.problems[0]
+    assert report.problems[1].startswith(f"{path}:38: invalid JSON")

@@ -140,12 +140,28 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
     # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
     # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
     attempts: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
+    run: list = []  # [first line, last line, problem] of consecutive lines with the same problem: reported once
+
+    def report_run() -> None:
+        if run:
+            first, last, problem = run
+            where = f"{path}:{first}" if first == last else f"{path}:{first}-{last}"
+            count = "" if first == last else f" ({last - first + 1} lines)"
+            _problem(report, strict, f"{where}: {problem}{count}; skipped")
+            run.clear()
+
     with open(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
         for lineno, raw in enumerate(f, start=1):
             report.num_lines = lineno
             row, problem = _parse_step_line(raw)
             if problem:
-                _problem(report, strict, f"{path}:{lineno}: {problem}; skipped")
+                if run and run[2] == problem and run[1] == lineno - 1:
+                    run[1] = lineno
+                else:
+                    report_run()
+                    run.extend([lineno, lineno, problem])
+                    if strict:
+                        report_run()
             if row is None:
                 continue
             last = attempts[-1] if attempts else None
@@ -153,6 +169,7 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
                 attempts[-1][1].append((lineno, row))
             else:
                 attempts.append((row["episode_id"], [(lineno, row)]))
+    report_run()
     complete: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for episode_id, lines in attempts:
         expected = lines[0][1]["episode_steps"]
