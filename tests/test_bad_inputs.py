@@ -223,6 +223,20 @@ def test_nan_in_a_segments_cache_names_that_file_not_the_joint_one(clean_dataset
     assert cache_path(dataset / "features", ENCODER).exists()  # the good joint cache is left alone
 
 
+def test_nan_in_a_features_cache_stops_routing_naming_the_cache(clean_dataset, tmp_path):
+    """evaluate.py and rl_iter.py route through StateEmbedder: a NaN row must stop them, not route on NaN."""
+    from hera_jax.router.scorer import StateEmbedder
+
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    key = _poison_cache(dataset)
+    rows, _ = read_steps(dataset / "steps.jsonl")
+    text, step = next((r["state_text"], r["step"]) for r in rows if r["state_key"] == key)
+    embedder = StateEmbedder(SPEC, tmp_path / "own", read_dirs=[dataset / "features"], encode=bag_of_words)
+    with pytest.raises(FeatureCacheError, match=rf"1 state\(s\) hold NaN/inf \(first: '{key}'\).*"
+                                                rf"{cache_path(dataset / 'features', ENCODER)}"):
+        embedder.features([rows[0]["state_text"], text], np.array([0, step]), SPEC)
+
+
 @pytest.mark.parametrize("horizon", [0.0, -5.0, float("nan"), float("inf")])
 def test_non_positive_horizon_is_refused(horizon):
     with pytest.raises(FeatureSpecError, match="horizon must be a positive number of steps"):

@@ -79,3 +79,22 @@ def test_consecutive_lines_with_the_same_problem_are_reported_once(tmp_path):
     assert len(report.problems) == 2, report.problems
     assert report.problems[0].startswith(f"{path}:2-37: reward") and "(36 lines); skipped" in report.problems[0]
     assert report.problems[1].startswith(f"{path}:38: invalid JSON")
+
+
+def test_a_row_readers_would_reject_is_never_written(tmp_path):
+    import dataclasses as _dc
+    import math as _math
+
+    import pytest as _pytest
+
+    from hera_jax.rollout.records import DatasetError, StepRecord, append_episode
+
+    row = StepRecord(episode_id="e", env="x", task="t", variation=0, split="train", step=0, episode_steps=1,
+                     state_text="s", state_key="k", actor="device", action="a", device_action="a", cloud_action=None,
+                     reward=0.0, score=0.0, done=True, success=False)
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, [row])
+    before = path.read_bytes()
+    with _pytest.raises(DatasetError, match=r"refusing to write episode e step 0: p_cloud: .*got nan"):
+        append_episode(path, [_dc.replace(row, p_cloud=_math.nan)])
+    assert path.read_bytes() == before  # nothing of the bad episode was written

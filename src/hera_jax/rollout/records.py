@@ -93,7 +93,12 @@ def append_episode(path: str | Path, steps: Sequence[StepRecord]) -> None:
     """Append one whole episode in a single write, then fsync, so a kill leaves at most one partial episode."""
     if not steps:
         raise ValueError("an episode needs at least one step")
-    payload = "".join(json.dumps(dataclasses.asdict(s), ensure_ascii=False) + "\n" for s in steps)
+    lines = [json.dumps(dataclasses.asdict(s), ensure_ascii=False) + "\n" for s in steps]
+    for step, line in zip(steps, lines):  # validated on write exactly as on read: no row readers would reject
+        row, problem = _parse_step_line(line.encode("utf-8"))
+        if problem:
+            raise DatasetError(f"{path}: refusing to write episode {step.episode_id} step {step.step}: {problem}")
+    payload = "".join(lines)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_unterminated_tail(path)

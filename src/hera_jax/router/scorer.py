@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.features import FeatureSpec, open_cache, router_features, sentence_encode_fn
-from hera_jax.features.cache import FeatureCache
+from hera_jax.features.cache import FeatureCache, FeatureCacheError
 from hera_jax.router.checkpoint import RouterBundle
 from hera_jax.router.model import RouterMLP
 from hera_jax.state import AgentState, state_key
@@ -58,8 +58,15 @@ class StateEmbedder:
 
     def features(self, texts: Sequence[str], steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         """float32[N, spec.input_dim], embeddings rounded like the cache; uncached texts are encoded in one batch."""
-        x, num_new = router_features(list(texts), np.asarray(steps), spec, self.caches(spec), self.encode)
+        chain = self.caches(spec)
+        x, num_new = router_features(list(texts), np.asarray(steps), spec, chain, self.encode)
         self.num_encoded += num_new
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():  # a damaged cache: routing on NaN would silently drop the router from the results
+            first = state_key(texts[int(np.argmax(bad))])
+            raise FeatureCacheError(
+                f"features of {int(bad.sum())} state(s) hold NaN/inf (first: {first!r}); they come from one of "
+                f"{', '.join(str(c.path) for c in chain)}: delete the damaged cache file to re-embed them")
         return x
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
