@@ -19,7 +19,7 @@ from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, t
 from hera_jax.agents.prompting import PromptConfig, completion_prompt
 from hera_jax.state import AgentState
 
-LLAMA_INSTALL = "pip install 'hera_jax[llm]'  (builds llama-cpp-python from source: a few minutes on 2 cores)"
+LLAMA_INSTALL = "pip install 'hera_jax[llm]'  (builds llama-cpp-python from source; see the README for the time)"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,27 +84,26 @@ PROFILES: dict[str, EnvProfile] = {p.name: p for p in (
         # melting-point tasks run 35-60 steps an episode); --tasks all evaluates all of the dataset's tasks
         eval_tasks=("chemistry-mix", "chemistry-mix-paint-secondary-color", "find-animal", "find-plant",
                     "lifespan-longest-lived", "power-component", "test-conductivity", "use-thermometer"),
-        # 2 dev + up to 100 test variations of 8 seen tasks (most have fewer: 404 test episodes per point, for a
-        # 95 % CI half-width <= 0.05 on success) and 5 of each unseen task: 11.5 minutes on 2 CPU cores with the
-        # default 7 points (README, Evaluation)
+        # 2 dev + up to 100 test variations of 8 seen tasks (most have fewer: 404 test episodes per point, sized
+        # for a 95 % interval half-width of about 0.05 on success) and 5 of each unseen task (run time: README,
+        # Evaluation)
         eval_sizes=EvalSizes(dev_per_task=2, test_per_task=100, unseen_per_task=5),
         # its 6 shortest seen tasks x up to 50 variations x 3 rollouts (684 exploration rollouts an iteration: two
-        # tasks have 18 and 10) and up to 20 held-out variations each (94): --iters 5 in 20.5 minutes on 2 CPU cores
-        # (README, RL)
+        # tasks have 18 and 10) and up to 20 held-out variations each (94); run time: README, RL
         rl_sizes=RLSizes(train_variations=50, eval_variations=20),
-        # B=2: on 2 CPU cores every extra ScienceWorld JVM warms up its own JIT (48 episodes: B=1 26 s, B=2 29 s,
-        # B=8 48 s; benchmarks/RESULTS.md)
+        # B=2: on 2 CPU cores every extra ScienceWorld JVM warms up its own JIT, so larger batches are slower
+        # (benchmarks/RESULTS.md)
         engine_batch_size=2,
         option_defaults=(("simplification", "easy"),),
     ),
     # TextWorldExpress "tasks" are difficulty presets; holding out two of four would leave too little to train on.
     # It has 2-3 seen presets and 1 unseen one, so more variations each. TWC's episodes are cheap with reused
-    # simulators: 402 seen-task test episodes per point (3 presets x 134, for a 95 % CI half-width <= 0.05 on
-    # success) and 30 unseen ones (README, Evaluation). CookingWorld keeps 4 seen-task test episodes per point and 3
-    # unseen (not measured at scale). TWC's RL rolls out 140 training variations x 3 presets x 3 rollouts (1,260
-    # an iteration; README RL: ~18 min for --iters 5, +0.012 area over 20 variations) and holds out 12 per preset
-    # (36); CookingWorld keeps about 36 rollouts and 18 held-out episodes. Its simulators are light, so 8 episodes
-    # step together (TWC: B=8 1.7x the steps/s of B=1, benchmarks/RESULTS.md; the RL timing above is at B=8).
+    # simulators: 402 seen-task test episodes per point (3 presets x 134, sized for a 95 % interval half-width of
+    # about 0.05 on success) and 30 unseen ones (README, Evaluation). CookingWorld keeps 4 seen-task test episodes
+    # per point and 3 unseen (not measured at scale). TWC's RL rolls out 140 training variations x 3 presets x 3
+    # rollouts (1,260 an iteration; README, RL) and holds out 12 per preset (36); CookingWorld keeps about 36
+    # rollouts and 18 held-out episodes. Its simulators are light, so 8 episodes step together (faster than one at
+    # a time: benchmarks/RESULTS.md).
     *(EnvProfile(f"textworld_express:{game}", dataset=_DATA_DIR / f"textworld_express_{game}_standin",
                  unseen_tasks=(f"{game}-doors",), eval_sizes=eval_sizes,
                  rl_sizes=RLSizes(train_variations=train, eval_variations=held_out), engine_batch_size=8)

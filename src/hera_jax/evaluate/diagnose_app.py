@@ -1,4 +1,4 @@
-"""Diagnose why the IL router does (not) beat random step routing (issue 12). STAND-IN agents only: the cloud is
+"""Diagnose why the IL router does (not) beat random step routing. STAND-IN agents only: the cloud is
 the gold path (an oracle), the device the gold path with hashed mistakes; their error model is what the router is
 compared with. Sections (`--sections`, any of):
 

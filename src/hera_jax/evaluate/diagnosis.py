@@ -1,4 +1,4 @@
-"""Why a router does (not) beat random step routing: array-in/array-out pieces of the diagnosis (issue 12).
+"""Why a router does (not) beat random step routing: array-in/array-out pieces of the diagnosis.
 
 Only meaningful with the STAND-IN agents, whose error model is known: the cloud is the gold path
 (`GoldPathOracle`), the device is the gold path with hashed mistakes (`PerturbedGoldDevice`). The diagnosis

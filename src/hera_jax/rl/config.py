@@ -28,9 +28,8 @@ class RLConfig:
     """Rollouts per training variation and iteration, each with its own exploration seed."""
     train_variations: int | None = None
     """Training variations per task (the first ones of the environment's train split). Default per --env
-    (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer; --iters 5 in
-    ~21 min on 2 CPU cores), twc 140 (1,260 rollouts an iteration; --iters 5 in ~18 min at
-    TWC's default lockstep batch of 8), cookingworld 6; 2 for an environment without a profile."""
+    (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer), twc 140
+    (1,260 rollouts an iteration), cookingworld 6; 2 for an environment without a profile. Run times: README, RL."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
     Default per --env: ScienceWorld 20 (94 held-out episodes: two tasks have 9 and 5), twc 12 (36), cookingworld 9
@@ -64,7 +63,7 @@ class RLConfig:
     warm-started network otherwise learns the draws of the states it trained on."""
     window: int = 0
     """Iterations whose rollouts are pooled into the groups (0 = all so far; 1 = only the current one)."""
-    # --- stage-2 design choices (issue 12): label rule, group weighting, exploration schedule ---------------------
+    # --- stage-2 design choices: label rule, group weighting, exploration schedule ---------------------------------
     # (rollouts per task, tasks and variations per iteration, --window, --return-estimate and --il-weight above)
     label_rule: Literal["linear", "lexicographic"] = "linear"
     """How a group of identical states is labelled (rl/preferences.py): 'linear' = the choice with the higher mean

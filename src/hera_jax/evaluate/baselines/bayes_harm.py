@@ -19,7 +19,7 @@ gold-path stand-in cloud finishes; failed / probes per verb of the mistake, trai
   inventory: 0/73.
 - ALFWorld (the cloud stand-in is its hand-coded expert, which re-plans): nothing ends an episode at once, and
   nearly every failed probe is a `pick_two_obj_and_place` game, which the expert often loses on its own
-  (experiments/results/alfworld-2026-12-04/).
+  (experiments/results/alfworld-*/).
 Verbs never probed count as recoverable (0). "Unrecoverable" is relative to the gold-path stand-in cloud, which
 cannot re-plan: an LLM cloud could walk back a wrong room; it cannot undo a wrong focus, cook or dice.
 """
