@@ -59,9 +59,9 @@ def finished_iterations(run_dir: Path) -> int:
 
 
 def agents_title(cloud: Agent, device: Agent) -> str:
-    stand_ins = [a.name for a in (cloud, device) if a.is_stand_in]
-    note = f" (STAND-INS, not LLMs: {', '.join(stand_ins)})" if stand_ins else ""
-    return f"cloud={cloud.name}, device={device.name}{note}"
+    from hera_jax.dataset import manifest_agents_title
+
+    return manifest_agents_title({"cloud": cloud.describe(), "device": device.describe()}).removeprefix("agents: ")
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.agents.openai_cloud import redact
 from hera_jax.envs import make_env
 from hera_jax.envs.profiles import profile
+from hera_jax.dataset import manifest_agents_title
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE
 from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
@@ -124,8 +125,8 @@ def collect_into(config: CollectConfig) -> None:
     print(
         f"{config.out}: {summary['num_episodes']} episodes, {summary['num_steps']} steps "
         f"({summary['new_episodes']} new, {summary['skipped_existing']} already there); "
-        f"{config.mode} success {summary['success_rate']:.1%} [cloud={cloud.name}, device={device.name}"
-        f"{'; stand-ins' if cloud.is_stand_in or device.is_stand_in else ''}]"
+        f"{config.mode} success {summary['success_rate']:.1%} "
+        f"[{manifest_agents_title(agents_manifest(cloud, device)).removeprefix('agents: ')}]"
     )
     for role, numbers in summary.get("llm", {}).items():
         print(f"  {role} LLM: {numbers}")

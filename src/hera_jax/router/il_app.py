@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
-from hera_jax.dataset import check_trainable, load_union_table, resolve_dataset, resolve_datasets
+from hera_jax.dataset import (check_trainable, load_union_table, manifest_agents_title, resolve_dataset,
+                              resolve_datasets)
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
@@ -131,11 +132,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         if len(datasets) > 1 else {}
     )
 
-    agents = table.manifest.get("agents", {})
-    stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
-    agent_label = ", ".join(f"{role}={a.get('name')}" for role, a in agents.items()) + (
-        " (STAND-INS, not LLMs)" if stand_in else ""
-    )
+    agent_label = manifest_agents_title(table.manifest.get("agents", {})).removeprefix("agents: ")
     summary = {
         "dataset": str(dataset),
         "datasets": [str(d) for d in datasets],
@@ -165,9 +162,9 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
     write_json_atomic(out / "config.json", config_json(config))
-    plot_training_curve(result, out / "training_curve.png", f"IL router — agents: {agent_label}")
+    plot_training_curve(result, out / "training_curve.png", f"IL router — {agent_label}")
 
-    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — agents: {agent_label}"
+    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — {agent_label}"
     rich_table = Table(title=title)
     columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC",
                f"cloud-step ratio @{config.threshold:g}")
