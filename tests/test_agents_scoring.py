@@ -150,22 +150,21 @@ def scorer():
     from hera_jax.agents.gguf_scorer import LlamaActionScorer
     from hera_jax.agents.models import default_gguf_path
 
-    return LlamaActionScorer(default_gguf_path(), n_ctx=1024)
+    return LlamaActionScorer(default_gguf_path(), n_ctx=4096, n_batch=512)
 
 
 def _alone(scorer, tokens: list[int], action: str, filler: int = 32) -> float:
     """Mean log-likelihood of `action` evaluated by itself in sequence 0, in one batch with `filler` unrelated
     tokens of another sequence (llama.cpp's kernels round differently for very small batches)."""
     candidate = scorer.action_tokens(action)
-    scorer._forget(-1, 0)
-    scorer._cached = []
+    scorer.reset()
     scorer._decode(tokens, range(len(tokens)), [(0,)] * len(tokens), [i == len(tokens) - 1 for i in range(len(tokens))])
     logprobs = [log_softmax_at(scorer._logits(-1), [candidate[0]])[0]]
     scorer._decode(candidate + [candidate[0]] * filler,
                    [*range(len(tokens), len(tokens) + len(candidate)), *range(filler)],
                    [(0,)] * len(candidate) + [(7,)] * filler, [True] * len(candidate) + [False] * filler)
     logprobs += [log_softmax_at(scorer._logits(j), [candidate[j + 1]])[0] for j in range(len(candidate) - 1)]
-    scorer._forget(-1, 0)
+    scorer.reset()
     return float(np.mean(logprobs))
 
 
@@ -195,6 +194,13 @@ def test_the_prompt_prefix_is_evaluated_once(scorer):
     new_tokens = len(scorer.prompt_tokens(longer)) - len(scorer.prompt_tokens(prompt))
     assert scorer.prompt_tokens_evaluated - evaluated <= new_tokens + PROMPT_BLOCK  # the shared prefix is kept
     assert len(scorer.prompt_tokens(longer)) > 2 * PROMPT_BLOCK + new_tokens
+    # a rollout interleaves episodes: each keeps its own resident prompt
+    other = "Task: cook a meal.\nObservation: You are in the kitchen. " + "It smells good. " * 30 + "\nAction:"
+    scorer.score(other, list(VALID))
+    evaluated = scorer.prompt_tokens_evaluated
+    scorer.score(longer, list(VALID))
+    scorer.score(other, list(VALID))
+    assert scorer.prompt_tokens_evaluated - evaluated <= 2 * PROMPT_BLOCK
 
 
 @pytest.mark.slow
@@ -202,8 +208,7 @@ def test_scores_do_not_depend_on_what_was_scored_before(scorer):
     """What makes a resumed run equal a straight one: the kept prefix is whole aligned blocks only."""
     base = "Task: put the apple in the fridge.\nObservation: You are in the kitchen. " + "You see things. " * 12
     first, second = base + "\nAction:", base + "The fridge is open.\nAction:"
-    scorer._forget(-1, 0)
-    scorer._cached = []
+    scorer.reset()
     fresh, _ = scorer.score(second, list(VALID))
     scorer.score(first, list(VALID))
     after_first, _ = scorer.score(second, list(VALID))

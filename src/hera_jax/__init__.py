@@ -16,9 +16,19 @@ The data path, in the order data flows (experiments/*.py are thin command lines 
     sweep.py       both stages' losses trained over a grid in one compiled program; sweep_app.py: the sweep run
     evaluate/      baselines, online/offline evaluation, frontiers, statistics, reports; evaluate/evaluate_app.py,
                    diagnose_app.py, probe_app.py
+    serve/         the trained router in front of real agents: `Router` (Python API) and `hera-serve`, an
+                   OpenAI-compatible step-routing proxy whose decision log is a dataset for stage 2
     runs.py        run folders: where new ones go, settings as JSON, the resume check, the lock
     limits.py      declared ranges of config fields, checked when a command line is parsed (cli.py)
     errors.py      `HeraError`: user errors shown as one line
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Router":  # `from hera_jax import Router`, without importing JAX for every `import hera_jax`
+        from hera_jax.serve.router_api import Router
+
+        return Router
+    raise AttributeError(f"module 'hera_jax' has no attribute {name!r}")

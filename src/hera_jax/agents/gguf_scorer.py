@@ -40,7 +40,8 @@ class LlamaActionScorer:
 
     backend = "llama-cpp-python"
 
-    def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 2, n_batch: int = 1024):
+    def __init__(self, model_path: Path, n_ctx: int = 16384, n_threads: int = 2, n_batch: int = 1024,
+                 resident_prompts: int = 8):
         try:
             import llama_cpp
             from llama_cpp import _internals, _logger
@@ -55,9 +56,11 @@ class LlamaActionScorer:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, min(n_batch, 512)
         params.n_threads = params.n_threads_batch = n_threads
-        # one sequence per candidate in a chunk, sharing the prompt's cells (unified KV); the full sliding-window
-        # cache lets a sequence be cut back to the shared prefix (partial removal)
-        self.max_sequences = min(64, llama_cpp.llama_max_parallel_sequences())
+        # sequences 0..R-1 hold the last R prompts (a rollout interleaves the states of several episodes, and each
+        # keeps its prefix); then one sequence per candidate of a chunk, sharing its prompt's cells (unified KV);
+        # the full sliding-window cache lets a sequence be cut back to a shared prefix (partial removal)
+        self.residents = resident_prompts
+        self.max_sequences = min(resident_prompts + 64, llama_cpp.llama_max_parallel_sequences())
         params.n_seq_max = self.max_sequences
         params.kv_unified = True
         params.swa_full = True
@@ -66,7 +69,9 @@ class LlamaActionScorer:
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = self._model.n_vocab()
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, self.max_sequences)
-        self._cached: list[int] = []  # the tokens held in sequence 0
+        self._resident: list[list[int]] = [[] for _ in range(resident_prompts)]  # the tokens each resident holds
+        self._used = [0] * resident_prompts  # when each resident was last used (least recently used is replaced)
+        self._clock = 0
         self.prompt_tokens_evaluated = 0
         self.decode_calls = 0
 
@@ -98,38 +103,52 @@ class LlamaActionScorer:
     def _forget(self, seq: int, start: int) -> None:
         self._llama.llama_memory_seq_rm(self._ctx.memory, seq, start, -1)
 
-    def _evaluate_prompt(self, tokens: list[int]) -> np.ndarray:
-        """Bring sequence 0 to `tokens` (keeping the shared prefix) and return the last token's logits.
+    def _evaluate_prompt(self, tokens: list[int]) -> tuple[int, np.ndarray]:
+        """Evaluate `tokens` into the resident sequence sharing the longest prefix with them (the least recently
+        used among ties); returns that sequence and the last token's logits.
 
         The prompt runs in blocks of `PROMPT_BLOCK` tokens aligned at multiples of it, and only whole shared blocks
         are kept: llama.cpp's kernels round differently for different batch sizes, so evaluating a token in a block
         that depends on the previous prompt would make a decision depend on what was scored before it (and a
         resumed run differ from a straight one).
         """
-        keep = min(_common_prefix(self._cached, tokens), len(tokens) - 1) // PROMPT_BLOCK * PROMPT_BLOCK
-        self._forget(0, keep)
-        self._cached = self._cached[:keep]
+        # what each resident could keep: whole shared blocks (a few shared tokens must not evict a good prompt)
+        shared = [min(_common_prefix(r, tokens), len(tokens) - 1) // PROMPT_BLOCK * PROMPT_BLOCK
+                  for r in self._resident]
+        seq = max(range(self.residents), key=lambda s: (shared[s], -self._used[s]))
+        self._clock += 1
+        self._used[seq] = self._clock
+        others = [s for s in range(self.residents) if s != seq]
+        while sum(len(self._resident[s]) for s in others) + len(tokens) + self.n_batch > self.n_ctx:
+            victim = min((s for s in others if self._resident[s]), key=lambda s: self._used[s])  # room for all
+            self._forget(victim, 0)
+            self._resident[victim] = []
+        keep = shared[seq]
+        self._forget(seq, keep)
+        cached = self._resident[seq] = self._resident[seq][:keep]
         for start in range(keep, len(tokens), PROMPT_BLOCK):
             chunk = tokens[start:start + PROMPT_BLOCK]
             last = start + len(chunk) == len(tokens)
-            self._decode(chunk, range(start, start + len(chunk)), [(0,)] * len(chunk),
+            self._decode(chunk, range(start, start + len(chunk)), [(seq,)] * len(chunk),
                          [last and i == len(chunk) - 1 for i in range(len(chunk))])
             self.prompt_tokens_evaluated += len(chunk)
-            self._cached.extend(chunk)
-        return self._logits(-1).copy()
+            cached.extend(chunk)
+        return seq, self._logits(-1).copy()
 
-    def _evaluate_trie(self, trie: TokenTrie, root_logits: np.ndarray, prompt_length: int) -> np.ndarray:
+    def _evaluate_trie(self, trie: TokenTrie, root_logits: np.ndarray, prompt_seq: int,
+                       prompt_length: int) -> np.ndarray:
         """log p(node's token | prompt, node's prefix) for every node, one batch per node chunk."""
         node_logprobs = np.empty(trie.num_nodes)
         roots = np.flatnonzero(trie.parents < 0)
         node_logprobs[roots] = log_softmax_at(root_logits, trie.tokens[roots])
         inner = np.flatnonzero(trie.has_children)
-        sequences = [1 + c for c in range(len(trie.paths))]
+        first = self.residents  # candidate sequences come after the resident prompts
+        sequences = [first + c for c in range(len(trie.paths))]
         for seq in sequences:
-            self._llama.llama_memory_seq_cp(self._ctx.memory, 0, seq, 0, prompt_length)
+            self._llama.llama_memory_seq_cp(self._ctx.memory, prompt_seq, seq, 0, prompt_length)
         try:
             self._decode(trie.tokens.tolist(), (prompt_length + trie.depths).tolist(),
-                         [[1 + c for c in m] for m in trie.members], trie.has_children.tolist())
+                         [[first + c for c in m] for m in trie.members], trie.has_children.tolist())
             children = {node: np.flatnonzero(trie.parents == node) for node in inner}
             for node in inner:  # the batch returns logits for the flagged nodes, addressed by their batch index
                 kids = children[node]
@@ -148,25 +167,29 @@ class LlamaActionScorer:
             raise ValueError("no candidate actions to score")
         candidates = [self.action_tokens(a) for a in actions]
         tokens = self.prompt_tokens(prompt)
-        longest = max(len(c) for c in candidates)
-        budget = self.n_ctx - longest - 1
+        budget = self.n_ctx - self.n_batch  # room for the candidates' trie
         if len(tokens) > budget:
             tokens = tokens[-budget:]
-        root_logits = self._evaluate_prompt(tokens)
+        prompt_seq, root_logits = self._evaluate_prompt(tokens)
         scores = np.empty(len(actions))
         # chunks of candidates that fit the sequence limit and one batch
         start = 0
         while start < len(candidates):
             stop, nodes = start, 0
-            while stop < len(candidates) and stop - start < self.max_sequences - 1:
+            while stop < len(candidates) and stop - start < self.max_sequences - self.residents:
                 if nodes + len(candidates[stop]) > self.n_batch and stop > start:
                     break
                 nodes += len(candidates[stop])
                 stop += 1
             trie = build_trie(candidates[start:stop])
-            scores[start:stop] = mean_logprobs(trie, self._evaluate_trie(trie, root_logits, len(tokens)))
+            scores[start:stop] = mean_logprobs(trie, self._evaluate_trie(trie, root_logits, prompt_seq, len(tokens)))
             start = stop
         return scores, len(tokens)
+
+    def reset(self) -> None:
+        """Forget every resident prompt (the next prompt is evaluated from its first token)."""
+        self._forget(-1, 0)
+        self._resident = [[] for _ in range(self.residents)]
 
     def close(self) -> None:
         if self._batch is not None:

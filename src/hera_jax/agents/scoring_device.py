@@ -122,7 +122,7 @@ class ScoringDevice:
 
 
 def gguf_scoring_device(model: str = "", prompt: PromptConfig = PromptConfig(), n_threads: int = 2,
-                        n_ctx: int = 4096, memo_dir: str | Path | None = None) -> ScoringDevice:
+                        n_ctx: int = 16384, memo_dir: str | Path | None = None) -> ScoringDevice:
     """`--agents.device gguf-score`: a GGUF file (default: the shipped Gemma-3-270M) through llama.cpp."""
     from hera_jax.agents.gguf_scorer import LlamaActionScorer
     from hera_jax.agents.llm import AgentUnavailableError
