@@ -132,7 +132,9 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         if len(datasets) > 1 else {}
     )
 
-    agent_label = manifest_agents_title(table.manifest.get("agents", {})).removeprefix("agents: ")
+    agents = table.manifest.get("agents", {})
+    stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
+    agent_label = manifest_agents_title(agents).removeprefix("agents: ")
     summary = {
         "dataset": str(dataset),
         "datasets": [str(d) for d in datasets],

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fastapi import Request  # at module level: the handlers' annotations are resolved from here
+
 from hera_jax.agents.openai_cloud import env_name_problem, url_problem
 from hera_jax.limits import COUNT, POSITIVE, PROBABILITY, Check
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold
@@ -54,7 +56,7 @@ class ServeConfig:
     cloud_share: float | None = None
     """Keep the served cloud-step share near this by an online quantile of recent p_cloud values (overrides
     --threshold once --share-warmup steps were served); None: a fixed threshold."""
-    share_window: int = 500
+    share_window: int = 200
     """Recent steps the online quantile looks at."""
     share_warmup: int = 20
     """Steps routed at --threshold before the online quantile takes over."""
@@ -167,7 +169,7 @@ def _error(status: int, message: str, headers: dict | None = None):
 def create_app(config: ServeConfig, router: Router, transport=None):
     """The FastAPI app; `transport` (an httpx transport) replaces the network for tests."""
     import httpx
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
     upstreams = {
@@ -373,7 +375,7 @@ async def _relay(reply, log: DecisionLog, served: dict, received: float):
     """Pass the upstream's event stream through unchanged; log the step (with the streamed text) once it ends."""
     text, buffer = [], b""
     try:
-        async for chunk in reply.aiter_raw():
+        async for chunk in reply.aiter_bytes():  # decoded: the client gets our headers, not the upstream encoding
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:

@@ -26,7 +26,7 @@ def share_threshold(p_cloud: np.ndarray, target: float) -> float:
 
 
 class OnlineThreshold:
-    def __init__(self, target: float, window: int = 500, warmup: int = 20, initial: float = 0.5):
+    def __init__(self, target: float, window: int = 200, warmup: int = 20, initial: float = 0.5):
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"--cloud-share must be in [0, 1], got {target}")
         self.target, self.warmup, self.initial = target, warmup, initial

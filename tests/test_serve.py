@@ -1,0 +1,322 @@
+"""hera-serve and the Router API, loopback only: stub upstreams behind an httpx mock transport (the proxy's real
+client code runs; only the socket is replaced), a router whose p_cloud is a known function of the state text, and
+once a real checkpoint trained here. Routing, headers, streaming, failover and the circuit breaker, bad client input,
+the online cloud-share controller, the decision log and its episodes as stage-2 visits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from hera_jax.rollout.records import read_steps
+from hera_jax.serve.app import ServeConfig, create_app
+from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold, share_threshold
+from hera_jax.serve.messages import RequestError, episode_id, step_from_messages
+from hera_jax.serve.router_api import Router, StepInput
+
+KEY = "sk-test-secret-key-0123456789"
+
+
+class TextScorer:
+    """p_cloud = the number after 'difficulty ' in the observation (the state text's last line), else 0.1."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, texts, steps):
+        self.calls += 1
+        out = []
+        for text in texts:
+            now = text.rsplit("Now: ", 1)[-1]
+            out.append(float(now.split("difficulty ", 1)[1].split()[0]) if "difficulty " in now else 0.1)
+        return np.asarray(out, np.float32)
+
+
+def chat(observation: str, history: tuple = (), task: str = "Task: tidy the room.", **extra) -> dict:
+    messages = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": f"{task}\n{observation}"
+                if not history else task}]
+    for action, after in history:
+        messages += [{"role": "assistant", "content": f"Thought: hm\nAction: {action}"},
+                     {"role": "user", "content": after}]
+    if history:
+        messages[-1]["content"] = observation
+    return {"model": "hera", "messages": messages, **extra}
+
+
+def completion(text: str) -> dict:
+    return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
+            "content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 11, "completion_tokens": 3}}
+
+
+class Upstreams:
+    """Two stub OpenAI endpoints behind one mock transport; `mode[route]` says how each answers."""
+
+    def __init__(self):
+        self.mode = {"device": "ok", "cloud": "ok"}
+        self.requests: list[tuple[str, dict, dict]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        route = "device" if request.url.port == 8081 else "cloud"
+        body = json.loads(request.content)
+        self.requests.append((route, body, dict(request.headers)))
+        mode = self.mode[route]
+        if mode == "dead":
+            raise httpx.ConnectError("connection refused", request=request)
+        if mode == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        if mode == "500":
+            return httpx.Response(500, json={"error": "boom"})
+        if mode == "garbage":
+            return httpx.Response(200, content=b"<html>not json</html>")
+        if body.get("stream"):
+            chunks = [json.dumps({"choices": [{"delta": {"content": piece}}]}) for piece in ("Action: ", f"{route} move")]
+            sse = "".join(f"data: {c}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return httpx.Response(200, content=sse.encode(), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=completion(f"Thought: ok\nAction: {route} move"))
+
+
+@pytest.fixture
+def upstreams():
+    return Upstreams()
+
+
+def make_client(tmp_path, upstreams, monkeypatch, **overrides):
+    monkeypatch.setenv("CLOUD_KEY", KEY)
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", cloud_api_key_env="CLOUD_KEY",
+                         log_dir=tmp_path / "log", **{"threshold": 0.5, **overrides})
+    router = Router(TextScorer(), config.threshold, history_k=3, max_obs_chars=400, source="text-scorer")
+    return TestClient(create_app(config, router, transport=httpx.MockTransport(upstreams)))
+
+
+# ---- the chat -> state mapping -----------------------------------------------------------------------------------
+
+
+def test_messages_map_onto_task_history_and_observation():
+    body = chat("You see a sock. difficulty 0.7", history=(("open drawer", "The drawer is open."),
+                                                           ("take sock", "You take the sock.")))
+    step = step_from_messages(body)
+    assert step.task == "tidy the room."
+    assert step.history == (("open drawer", "The drawer is open."), ("take sock", "You see a sock. difficulty 0.7"))
+    assert step.observation == "You see a sock. difficulty 0.7" and step.step == 2
+    first = step_from_messages(chat("You are in a bedroom."))
+    assert (first.task, first.history, first.observation, first.step) == ("tidy the room.", (), "You are in a bedroom.", 0)
+    explicit = step_from_messages({"messages": [], "hera_state": {"task": "t", "history": [["a", "o"]],
+                                                                  "observation": "now", "step": 5}})
+    assert explicit == StepInput("t", (("a", "o"),), "now", 5)
+    later = chat("later", history=(("a", "b"),) * 3)  # the same chat, turns later: the same episode
+    assert episode_id(body, None) == episode_id(later, None) != episode_id(chat("x", task="Task: b"), None)
+    assert episode_id(body, "ep-1") == "ep-1"
+    for bad, message in (({}, "messages must be a non-empty list"), ({"messages": "hi"}, "non-empty list"),
+                         ({"messages": [{"role": "user", "content": 3}]}, "content must be a string"),
+                         ({"messages": [{"role": "system", "content": "x"}]}, "no user message"),
+                         ({"messages": [], "hera_state": {"task": 1}}, "hera_state")):
+        with pytest.raises(RequestError, match=message):
+            step_from_messages(bad)
+
+
+# ---- budget and breaker --------------------------------------------------------------------------------------------
+
+
+def test_share_threshold_selects_the_target_share():
+    p = np.random.default_rng(0).random(1000)
+    for target in (0.1, 0.3, 0.5, 0.9):
+        assert abs((p >= share_threshold(p, target)).mean() - target) <= 0.002
+    assert (p >= share_threshold(p, 0.0)).mean() == 0.0 and share_threshold(p, 1.0) == 0.0
+
+
+def test_online_threshold_holds_the_share_on_shifted_traffic():
+    """200 requests after each shift of the traffic mix (mostly easy -> mostly hard -> uniform), over 10 seeds."""
+    shares = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        controller = OnlineThreshold(0.3, window=200, warmup=20)
+        routed = []
+        for i in range(1100):
+            p = rng.beta(2, 8) if i < 300 else rng.beta(8, 2) if i < 700 else rng.random()
+            routed.append(p >= controller.observe(p))
+        shares += [np.mean(routed[500:700]), np.mean(routed[900:1100])]
+    assert abs(np.mean(shares) - 0.3) <= 0.03 and max(abs(np.asarray(shares) - 0.3)) <= 0.08
+    # a fixed threshold calibrated on the first mix would not hold: the hard mix sends nearly everything
+    fixed = share_threshold(np.random.default_rng(0).beta(2, 8, 1000), 0.3)
+    assert (np.random.default_rng(1).beta(8, 2, 1000) >= fixed).mean() > 0.9
+
+
+def test_circuit_breaker_opens_after_consecutive_failures_and_half_opens_after_cooldown():
+    now = [0.0]
+    breaker = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])
+    for _ in range(2):
+        breaker.record(False)
+    breaker.record(True)
+    assert breaker.available()  # a success resets the count
+    for _ in range(3):
+        breaker.record(False)
+    assert not breaker.available() and breaker.is_open
+    now[0] = 10.0
+    assert breaker.available()  # one trial request
+    breaker.record(False)
+    assert not breaker.available()  # failed again: open at once
+
+
+# ---- the proxy -----------------------------------------------------------------------------------------------------
+
+
+def test_routes_by_p_cloud_with_headers_and_forwards_clean_requests(tmp_path, upstreams, monkeypatch):
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        easy = client.post("/v1/chat/completions", json=chat("difficulty 0.2", hera_task="tidy"))
+        hard = client.post("/v1/chat/completions", json=chat("difficulty 0.9"), headers={"x-hera-episode": "e7"})
+        forced = client.post("/v1/chat/completions", json={**chat("difficulty 0.2"), "model": "hera-0.15"})
+    assert easy.status_code == hard.status_code == forced.status_code == 200
+    assert easy.headers["x-hera-route"] == "device" and float(easy.headers["x-hera-p-cloud"]) == pytest.approx(0.2)
+    assert hard.headers["x-hera-route"] == "cloud" and hard.headers["x-hera-episode"] == "e7"
+    assert forced.headers["x-hera-route"] == "cloud" and forced.headers["x-hera-threshold"] == "0.15"
+    assert easy.json()["choices"][0]["message"]["content"].endswith("device move")
+    (r1, b1, h1), (r2, b2, h2), _ = upstreams.requests
+    assert (r1, b1["model"], r2, b2["model"]) == ("device", "device", "cloud", "cloud")
+    assert not any(k.startswith("hera_") for k in b1) and "authorization" not in h1
+    assert h2["authorization"] == f"Bearer {KEY}"
+    log = (tmp_path / "log" / "decisions.jsonl").read_text()
+    assert KEY not in log and log.count('"kind": "step"') == 3
+
+
+def test_streaming_is_relayed_and_logged(tmp_path, upstreams, monkeypatch):
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        with client.stream("POST", "/v1/chat/completions", json=chat("difficulty 0.9", stream=True)) as reply:
+            body = b"".join(reply.iter_bytes())
+            assert reply.headers["x-hera-route"] == "cloud"
+    assert body.count(b"data: ") == 3 and body.endswith(b"data: [DONE]\n\n")
+    entry = json.loads((tmp_path / "log" / "decisions.jsonl").read_text().splitlines()[-1])
+    assert entry["action"] == "cloud move" and entry["route"] == "cloud"
+
+
+@pytest.mark.parametrize("failure", ["dead", "timeout", "500", "garbage"])
+def test_a_failing_upstream_fails_over_to_the_other(tmp_path, upstreams, monkeypatch, failure):
+    upstreams.mode["device"] = failure
+    with make_client(tmp_path, upstreams, monkeypatch, breaker_failures=2) as client:
+        replies = [client.post("/v1/chat/completions", json=chat(f"difficulty 0.{i}")) for i in range(1, 5)]
+        metrics = client.get("/metrics").text
+        health = client.get("/health").json()
+    assert all(r.status_code == 200 and r.headers["x-hera-route"] == "cloud" for r in replies)
+    assert all(r.headers["x-hera-reason"] == "failover" for r in replies)
+    # after 2 failures the breaker skips the device: requests 3 and 4 went straight to the cloud
+    assert [route for route, _, _ in upstreams.requests] == ["device", "cloud", "device", "cloud", "cloud", "cloud"]
+    assert health["upstreams"]["device"]["circuit_open"] is True
+    assert 'hera_upstream_errors_total{kind=' in metrics and 'hera_decisions_total{reason="failover",route="cloud"} 4.0' in metrics
+
+
+def test_both_upstreams_down_is_one_line_502_and_the_proxy_keeps_serving(tmp_path, upstreams, monkeypatch):
+    upstreams.mode.update(device="dead", cloud="500")
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        down = client.post("/v1/chat/completions", json=chat("difficulty 0.9"))
+        upstreams.mode.update(device="ok", cloud="ok")
+        up = client.post("/v1/chat/completions", json=chat("difficulty 0.9"))
+    assert down.status_code == 502 and "\n" not in down.json()["error"]["message"]
+    assert "cloud upstream answered 500" in down.json()["error"]["message"] and up.status_code == 200
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    (json.dumps({"model": "hera"}).encode(), 400, "messages must be a non-empty list"),
+    (json.dumps({"model": "hera", "messages": [{"role": 5, "content": "x"}]}).encode(), 400, "role must be a string"),
+    (json.dumps({**chat("x"), "model": "gpt-4"}).encode(), 400, "model must be 'hera'"),
+    (json.dumps({**chat("x"), "model": "hera-2"}).encode(), 400, "model must be 'hera'"),
+    (b"{" + b" " * 2_000_000 + b"}", 413, "over --max-body-bytes"),
+])
+def test_bad_client_input_gets_a_one_line_4xx_and_the_proxy_keeps_serving(tmp_path, upstreams, monkeypatch, body,
+                                                                          status, message):
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        bad = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        good = client.post("/v1/chat/completions", json=chat("difficulty 0.2"))
+    assert bad.status_code == status and message in bad.json()["error"]["message"]
+    assert "\n" not in bad.json()["error"]["message"] and good.status_code == 200
+    assert len(upstreams.requests) == 1  # the bad request never reached an upstream
+
+
+def test_episode_cap_and_outcomes_become_stage_2_visits(tmp_path, upstreams, monkeypatch):
+    from hera_jax.rl.visits import grouped_visits
+
+    with make_client(tmp_path, upstreams, monkeypatch, episode_cloud_cap=1) as client:
+        for episode, success in (("a", True), ("b", False)):
+            history = ()
+            for i, difficulty in enumerate((0.9, 0.8, 0.2)):
+                reply = client.post("/v1/chat/completions", json=chat(f"room {i} difficulty {difficulty}", history),
+                                    headers={"x-hera-episode": episode})
+                assert reply.headers["x-hera-route"] == ("cloud" if i == 0 else "device")
+                assert reply.headers["x-hera-reason"] == ("episode-cap" if i == 1 else "router")
+                history += ((reply.json()["choices"][0]["message"]["content"].split("Action: ")[1],
+                             f"room {i + 1}"),)
+            assert client.post(f"/v1/hera/episodes/{episode}/outcome", json={"success": success}).json() == {
+                "episode": episode, "steps_recorded": 3}
+        assert client.post("/v1/hera/episodes/zzz/outcome", json={"success": True}).status_code == 404
+        assert client.post("/v1/hera/episodes/a/outcome", json={"success": "yes"}).status_code == 400
+    rows, report = read_steps(tmp_path / "log" / "steps.jsonl")
+    assert not report.problems and len(rows) == 6
+    assert [r["actor"] for r in rows[:3]] == ["cloud", "device", "device"] and rows[0]["cloud_action"] == "cloud move"
+    assert rows[2]["success"] is True and rows[5]["success"] is False and rows[0]["state_key"] == rows[3]["state_key"]
+    visits = grouped_visits(rows, "success", "monte_carlo")
+    assert visits is not None  # the served episodes group into stage-2 visits (the same first state in both)
+
+
+def test_concurrent_requests_are_micro_batched_and_none_is_lost(tmp_path, upstreams, monkeypatch):
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5,
+                         batch_wait_ms=20, cloud_share=0.3, share_warmup=10**6)
+    scorer = TextScorer()
+    app = create_app(config, Router(scorer, 0.5, 3, 400), transport=httpx.MockTransport(upstreams))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+                limit = asyncio.Semaphore(16)
+
+                async def one(i):
+                    async with limit:
+                        return await client.post("/v1/chat/completions", json=chat(f"n{i} difficulty 0.{i % 10}"),
+                                                 headers={"x-hera-episode": f"e{i}"})
+
+                return await asyncio.gather(*(one(i) for i in range(64)))
+
+    replies = asyncio.run(run())
+    assert all(r.status_code == 200 for r in replies)
+    assert sorted(r.headers["x-hera-episode"] for r in replies) == sorted(f"e{i}" for i in range(64))
+    log = [json.loads(line) for line in (tmp_path / "log" / "decisions.jsonl").read_text().splitlines()]
+    assert sorted(e["episode_id"] for e in log) == sorted(f"e{i}" for i in range(64))  # none lost or duplicated
+    assert scorer.calls < 64  # concurrent requests shared embedding batches
+
+
+# ---- a real checkpoint -------------------------------------------------------------------------------------------
+
+
+def test_router_load_scores_like_the_engine(tmp_path):
+    from hera_jax.dataset import load_il_table
+    from hera_jax.router import il_app as il_cli
+    from hera_jax.router.il import build_features
+    from hera_jax.router.scorer import RouterScorer, StateEmbedder
+    from hera_jax.state import AgentState, state_text
+    from tests.test_bad_inputs import SMALL_TRAIN, SPEC, _collect
+    from tests.test_rl_loop import bag_of_words
+
+    dataset = tmp_path / "ds"
+    _collect(dataset)
+    build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)  # every state cached: no encoder load
+    il_cli.train_il(il_cli.ILConfig(dataset=dataset, out=tmp_path / "il", features=SPEC, train=SMALL_TRAIN))
+    router = Router.load(tmp_path / "il" / "checkpoint", encode=bag_of_words, features_cache=tmp_path / "cache")
+    assert (router.history_k, router.max_obs_chars, router.threshold) == (2, 200, 0.5)
+    history = (("go east", "You are in a hall."), ("take key", "You take the key."))
+    decision = router.route("Open the door.", history, "You hold a key.")
+    from hera_jax.router.checkpoint import load_router
+
+    engine = RouterScorer(load_router(tmp_path / "il" / "checkpoint"),
+                          StateEmbedder(SPEC, tmp_path / "cache2", encode=bag_of_words))
+    state = AgentState("Open the door.", "You hold a key.", (), history, 2)
+    assert decision.p_cloud == pytest.approx(float(engine.score([state_text(state, 2, 200)], [2])[0]), abs=1e-7)
+    assert decision.route == ("cloud" if decision.p_cloud >= 0.5 else "device") and not math.isnan(decision.p_cloud)
+    assert router.route("Open the door.", history, "You hold a key.", threshold=0.0).route == "cloud"
