@@ -1,0 +1,151 @@
+"""hera-serve on this CPU, loopback only: proxy overhead (p50/p99) over calling an upstream directly, with the state
+embedding (every request a new state) and without it (repeated states: the router's memo), at 1 and 16 concurrent
+clients; throughput; the router forward alone; the served cloud share against --cloud-share on a shifted mix.
+
+The upstreams are two stub OpenAI endpoints (uvicorn, answering at once), so the numbers are the proxy's own cost.
+
+    python benchmarks/bench_serve.py --checkpoint runs/il/<run>/checkpoint --requests 500
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, environment, print_table, write_json
+
+from hera_jax.cli import run_cli
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchServeConfig:
+    """Time the step-routing proxy against stub upstreams on loopback."""
+
+    checkpoint: Path
+    """A router checkpoint (its encoder must be available offline)."""
+    requests: int = 500
+    concurrency: tuple[int, ...] = (1, 16)
+    cloud_share: float = 0.3
+    out: Path = ROOT / "benchmarks" / "results" / "cpu" / "serve.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stub_app(name: str):
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def complete(body: dict):
+        return {"id": name, "object": "chat.completion", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": f"Action: {name} move"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3}}
+
+    return app
+
+
+def _start(app, port: int):
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    return server
+
+
+def _request(i: int, unique: bool, hard: bool) -> dict:
+    room = f"room {i}" if unique else "room 0"
+    obs = f"You are in {room}. " + ("A locked chest, a missing key, a dark corridor." if hard else "A table.")
+    return {"model": "hera", "messages": [{"role": "user", "content": f"Task: tidy the house.\n{obs}"}]}
+
+
+async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int, hard_after: int | None = None):
+    import httpx
+
+    limit = asyncio.Semaphore(concurrency)
+    latencies, routes = [], []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async def one(i):
+            async with limit:
+                t0 = time.perf_counter()
+                reply = await client.post("/chat/completions", json=_request(
+                    offset + i, unique, hard_after is not None and i >= hard_after),
+                    headers={"x-hera-episode": f"bench-{offset + i}"})
+                latencies.append(time.perf_counter() - t0)
+                routes.append(reply.headers.get("x-hera-route"))
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        wall = time.perf_counter() - started
+    return np.asarray(latencies), routes, wall
+
+
+def main(cfg: BenchServeConfig) -> dict:
+    from hera_jax.serve.app import ServeConfig, create_app
+    from hera_jax.serve.router_api import Router
+
+    ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
+    servers = [_start(_stub_app(name), ports[name]) for name in ("device", "cloud")]
+    router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
+    base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
+                cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
+    servers.append(_start(create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp())), router), ports["proxy"]))
+    results = []
+    offset = 0
+    for concurrency in cfg.concurrency:
+        direct, _, direct_wall = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests,
+                                                  concurrency, True, offset))
+        for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
+            lat, _, wall = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests, concurrency,
+                                            unique, offset))
+            offset += cfg.requests
+            results.append({"concurrency": concurrency, "case": what, "requests": cfg.requests,
+                            "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
+                            "overhead_p50_ms": float((np.percentile(lat, 50) - np.percentile(direct, 50)) * 1e3),
+                            "overhead_p99_ms": float((np.percentile(lat, 99) - np.percentile(direct, 99)) * 1e3),
+                            "requests_per_s": cfg.requests / wall,
+                            "direct_p50_ms": float(np.percentile(direct, 50) * 1e3)})
+    # the router forward alone, on one cached feature row
+    features = router.scorer.features(["Task: x\nNow: y"], np.zeros(1))
+    router.scorer.p_cloud(features)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        router.scorer.p_cloud(features)
+    forward_ms = (time.perf_counter() - t0) / 200 * 1e3
+    # the online cloud share on a shifted mix: easy states, then hard ones
+    share_app = create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
+                           router)
+    servers.append(_start(share_app, ports["proxy_share"]))
+    _, routes, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", 600, 1, True, 10**6,
+                                    hard_after=300))
+    served_share = {"first_mix_last_200": float(np.mean([r == "cloud" for r in routes[100:300]])),
+                    "shifted_mix_last_200": float(np.mean([r == "cloud" for r in routes[400:600]]))}
+    for server in servers:
+        server.should_exit = True
+    print_table("hera-serve proxy on loopback, stub upstreams (CPU)",
+                ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s"],
+                [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
+                  r["requests_per_s"]] for r in results])
+    print(f"router forward alone: {forward_ms:.3f} ms; served cloud share (target {cfg.cloud_share:g}): "
+          f"{served_share}")
+    payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
+               "results": results, "forward_ms": forward_ms, "served_cloud_share": served_share,
+               "environment": environment()}
+    write_json(cfg.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    run_cli(main, BenchServeConfig)
