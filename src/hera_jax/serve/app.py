@@ -36,6 +36,10 @@ from hera_jax.serve.router_api import Router, StepInput
 ROUTES = ("device", "cloud")
 
 
+def _optional_env_name(value: str) -> str | None:
+    return None if value == "" else env_name_problem(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
     """Serve a trained router as an OpenAI-compatible step-routing proxy between an agent and two models."""
@@ -84,7 +88,8 @@ class ServeConfig:
         "episode_cloud_cap": COUNT, "timeout_s": POSITIVE, "breaker_failures": COUNT,
         "breaker_cooldown_s": POSITIVE, "max_body_bytes": COUNT, "batch_wait_ms": POSITIVE,
         "device_base_url": Check(url_problem, echo=False), "cloud_base_url": Check(url_problem, echo=False),
-        "cloud_api_key_env": Check(env_name_problem, echo=False),
+        "cloud_api_key_env": Check(_optional_env_name, echo=False),
+        "device_api_key_env": Check(_optional_env_name, echo=False),
     }
 
 
