@@ -274,3 +274,22 @@ def test_the_default_router_is_the_latest_il_run_of_the_evaluated_env(tmp_path, 
     assert pick(twc) == {"il": (tmp_path / "il" / "twc_seg" / "checkpoint", None)}
     with pytest.raises(HeraError, match="no router trained on textworld_express:cookingworld.*--env"):
         pick(evaluate_cli.EvalConfig(env="textworld_express:cookingworld"))
+
+
+def test_headline_tables_fit_80_columns_with_whole_rows():
+    from rich.console import Console
+
+    from hera_jax.evaluate.report import interval_tables, rich_headline, with_intervals
+
+    episodes = episode_table(rows_of(constructed_rollouts()), PriceTable())
+    point_ci, method_ci = interval_tables(episodes, limits=("il",), n_resamples=200)
+    points = with_intervals(points_table(episodes), point_ci)
+    summary = headline(points, 0.8, ["device_only", "cloud_only", "il"], method_ci)
+    titles = {"il": "router il (textworld_express:twc)", "device_only": "device only", "cloud_only": "cloud only"}
+    console = Console(width=80, record=True, color_system=None)
+    console.print(rich_headline(summary, 0.8, "Routing frontier — agents: cloud=gold-path-oracle, device=x", titles))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "success" in text and "vs random" in text and "unseen" in text
+    for row in text.splitlines():  # every number cell is whole: no "0.4" on one line and "2" on the next
+        assert not row.rstrip().endswith(("±", "[", "+", "-0.", "0."))

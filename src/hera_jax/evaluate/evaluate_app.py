@@ -367,7 +367,7 @@ def evaluate(config: EvalConfig) -> dict:
     """Run (or resume, or with --replay-from recompute) an evaluation and write its run folder."""
     from rich.console import Console
 
-    console = Console(width=max(Console().width, 150))  # the table is wide; keep it readable when piped
+    console = Console() if Console().is_terminal else Console(width=100)  # tables fit 80 columns
     if config.replay_from is not None:
         return replay(config, console)
     started = time.perf_counter()

@@ -340,41 +340,43 @@ def _bracket(row, key: str, spec: str = "+.2f") -> str:
     return text
 
 
+SPLIT_LABELS = (("test", "test"), ("test_unseen", "unseen"))  # the test split and the held-out task types
+
+
 def rich_headline(summary: pd.DataFrame, budget: float, title: str, titles: dict[str, str]):
-    """One row per (method, test split): the dev-picked point at the budget, and the area under the frontier, each
-    with the half-width of its 95 % bootstrap interval where `headline` was given intervals."""
+    """Two tables that fit 80 columns, one row per (method, test split): the point whose knob was picked on dev
+    for the budget, and the area under each method's frontier; ± is the half-width of the 95 % bootstrap interval
+    where `headline` was given intervals."""
     from rich.table import Table
 
-    table = Table(title=title, caption=(
-        f"knob picked on dev for cloud-step ratio <= {budget:g} ('!' = not reachable on dev), then used on test; "
-        f"±: half-width of the {CONFIDENCE:.0%} bootstrap CI over episodes (paired across methods); "
-        "retained = % of cloud-only success; AUC = area under the success vs cloud-step-ratio frontier "
-        "(device-only and cloud-only as its ends); AUC-random: paired difference to random step routing [95 % CI]; "
-        "$ = estimated cloud cost per episode"))
-    for c in ("method", "split", "knob", "dev ratio", "ratio", "success", "retained", "score", "cloud calls/ep",
-              "$/ep", "AUC", "AUC-random"):
-        table.add_column(c, justify="left" if c in ("method", "split") else "right")
+    at_budget = Table(title=title, caption=(
+        f"knob picked on dev for cloud-step ratio <= {budget:g} ('!' = not reachable on dev), used on test; "
+        "retained = % of cloud-only success; $ = estimated cloud cost per episode"))
+    frontier = Table(title="Frontier area (success vs cloud-step ratio, device-only and cloud-only as its ends)",
+                     caption="vs random: paired difference to random step routing [95 % CI]")
+    for c in ("method", "split", "knob", "ratio", "success", "retained", "$/ep"):
+        at_budget.add_column(c, justify="left" if c in ("method", "split") else "right", overflow="fold")
+    for c in ("method", "split", "area", "vs random", "calls/ep"):
+        frontier.add_column(c, justify="left" if c in ("method", "split") else "right", overflow="fold")
     for _, r in summary.iterrows():
-        for split, short in (("test", "seen tasks"), ("test_unseen", "unseen tasks")):
+        for split, short in SPLIT_LABELS:
             if f"{split}/auc_success" not in r or pd.isna(r.get(f"{split}/auc_success")):
                 continue
             row = {k.removeprefix(f"{split}/"): v for k, v in r.items() if k.startswith(f"{split}/")}
-            dev_ratio = _fmt(r.get("dev_cloud_step_ratio"), ".2f")
-            if not r.get("budget_met_on_dev", True) and dev_ratio != "—":
-                dev_ratio += "!"
-            table.add_row(
-                titles.get(r["method"], r["method"]), short, _fmt(r.get("budget_param"), "g"), dev_ratio,
-                _pm(row, "cloud_step_ratio", ".2f"),
-                _pm(row, "success", ".2f"),
-                _pm(row, "success_retained", ".0f", 100.0, "%"),
-                _fmt(row.get("mean_score"), ".1f"),
-                _fmt(row.get("cloud_calls_per_episode"), ".1f"),
-                _fmt(row.get("cost_per_episode"), ".4f"),
-                _pm(row, "auc_success", ".3f"),
-                _bracket(row, "auc_minus_random") if r["method"] != "random" else "—",
-            )
-        table.add_section()
-    return table
+            knob = _fmt(r.get("budget_param"), ".3g")
+            if not r.get("budget_met_on_dev", True) and knob != "—":
+                knob += "!"
+            name = titles.get(r["method"], r["method"])
+            at_budget.add_row(name, short, knob, _pm(row, "cloud_step_ratio", ".2f"), _pm(row, "success", ".2f"),
+                              _pm(row, "success_retained", ".0f", 100.0, "%"), _fmt(row.get("cost_per_episode"), ".3f"))
+            frontier.add_row(name, short, _pm(row, "auc_success", ".3f"),
+                             _bracket(row, "auc_minus_random") if r["method"] != "random" else "—",
+                             _fmt(row.get("cloud_calls_per_episode"), ".1f"))
+        at_budget.add_section()
+        frontier.add_section()
+    from rich.console import Group
+
+    return Group(at_budget, frontier)
 
 
 def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[str], titles: dict[str, str]):
@@ -392,7 +394,7 @@ def rich_limit_shares(summary: pd.DataFrame, methods: list[str], limits: list[st
     for limit in columns:
         table.add_column(f"of {titles.get(limit, limit)}", justify="right")
     for _, r in summary[summary.method.isin(methods)].iterrows():
-        for split, short in (("test", "seen tasks"), ("test_unseen", "unseen tasks")):
+        for split, short in SPLIT_LABELS:
             if pd.isna(r.get(f"{split}/auc_success", np.nan)):
                 continue
             table.add_row(titles.get(r["method"], r["method"]), short,
@@ -412,7 +414,7 @@ def rich_paired_areas(method_intervals: pd.DataFrame, reference: str, titles: di
     for _, r in method_intervals.iterrows():
         if r["method"] in (reference, *REFERENCES):
             continue
-        short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
+        short = dict(SPLIT_LABELS).get(r["eval_split"], r["eval_split"])
         table.add_row(titles.get(r["method"], r["method"]), short, f"{r['area']:.3f}",
                       f"{r[key]:+.3f} [{r[key + '_low']:+.3f}, {r[key + '_high']:+.3f}]")
     return table
@@ -431,7 +433,7 @@ def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: 
     for _, r in method_intervals.iterrows():
         if r["method"] in REFERENCES:
             continue
-        short = {"test": "seen tasks", "test_unseen": "unseen tasks"}.get(r["eval_split"], r["eval_split"])
+        short = dict(SPLIT_LABELS).get(r["eval_split"], r["eval_split"])
         table.add_row(titles.get(r["method"], r["method"]), short,
                       f"{r['success_at_budget']:.3f} [{r['success_at_budget_low']:.3f}, "
                       f"{r['success_at_budget_high']:.3f}]",
