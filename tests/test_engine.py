@@ -333,3 +333,15 @@ def test_a_stateless_device_acts_on_the_slot_threads_with_the_same_records(tmp_p
     threads.clear()
     assert run(StatefulDevice(seed=3, error_easy=0.5), 3) == one_at_a_time
     assert threads == {(False, "MainThread")}
+
+
+def test_progress_goes_to_a_log_as_plain_lines_with_an_eta(tmp_path, capsys, monkeypatch):
+    import hera_jax.rollout.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PLAIN_PROGRESS_S", 0.0)  # a line per episode
+    setup = keyroom_setup({"cloud": Policy(always("cloud"))})
+    jobs = keyroom_jobs(["cloud"])
+    run_jobs(jobs, tmp_path / "steps.jsonl", lambda: setup, show_progress=True, setup=setup, label="collect")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("collect:")]
+    assert len(lines) == len(jobs) and lines[-1].startswith(f"collect: {len(jobs)}/{len(jobs)} episodes, success")
+    assert all("elapsed" in line and "ETA" in line for line in lines) and lines[-1].endswith("ETA 0m00s")

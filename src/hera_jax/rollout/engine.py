@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -523,7 +525,8 @@ def run_jobs(
     closes it), else builds one with `make_setup()`; Ray workers always call `make_setup()` themselves.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     validate(config, "--engine.")  # the CLIs check it at parse time; library callers are checked here
     config = config.with_defaults()
@@ -542,10 +545,15 @@ def run_jobs(
     finished: dict[int, list[StepRecord]] = {}
     order = deque(i for i, _ in todo)
     successes = cloud_steps = steps = 0
+    console = Console(stderr=True)
+    # a log file gets a plain line every PLAIN_PROGRESS_S instead of a bar it cannot show
+    plain = bool(show_progress and todo and not console.is_terminal)
+    started = last_line = time.monotonic()
     try:
         with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), disable=not show_progress or not todo,
-                      console=Console(stderr=True), transient=True) as progress:
+                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), disable=not show_progress or not todo or plain,
+                      console=console, transient=True) as progress:
             bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="")
             for index, records in results:
                 finished[index] = records
@@ -558,8 +566,15 @@ def run_jobs(
                     cloud_steps += sum(r.actor == "cloud" for r in episode)
                     steps += len(episode)
                     done_now = len(todo) - len(order)
-                    progress.update(bar, advance=1, stats=f"success {successes / done_now:.0%}  cloud-steps "
-                                                          f"{cloud_steps / max(steps, 1):.0%}  steps {steps}")
+                    stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(steps, 1):.0%}  "
+                             f"steps {steps}")
+                    progress.update(bar, advance=1, stats=stats)
+                    now = time.monotonic()
+                    if plain and (now - last_line >= PLAIN_PROGRESS_S or done_now == len(todo)):
+                        last_line = now
+                        eta = (now - started) / done_now * (len(todo) - done_now)
+                        print(f"{label}: {done_now}/{len(todo)} episodes, {stats}, elapsed {_clock(now - started)}, "
+                              f"ETA {_clock(eta)}", file=sys.stderr, flush=True)
     finally:
         if worker is not None:
             accounting.update(worker.accounting())
@@ -568,6 +583,14 @@ def run_jobs(
             else:
                 worker.release()
     return EngineReport(len(todo), len(jobs) - len(todo), steps, accounting)
+
+
+PLAIN_PROGRESS_S = 30.0
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
 def run_episode(env: Env, spec: EpisodeSpec, cloud: Agent, device: Agent, choose: Chooser,
