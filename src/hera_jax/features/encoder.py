@@ -44,6 +44,9 @@ def load_encoder(model: str = DEFAULT_MODEL, device: str = "cpu", allow_download
     source = resolve_model_path(model)
     is_local = Path(source).exists()
     try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar, printed at every load, into logs
         return SentenceTransformer(source, device=device, local_files_only=not allow_download)
     except Exception as e:  # the library raises several types (OSError, HF errors) for a missing model
         if is_local:
