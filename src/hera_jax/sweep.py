@@ -35,7 +35,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hera_jax.rl.loss import LabelOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
-from hera_jax.router.model import RouterMLP
+from hera_jax.rollout.routing import routes_to_cloud
+from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.sharding import CONFIG_AXIS
 from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos_weight, init_router_params,
                                    make_train)
@@ -192,7 +193,7 @@ def score_heldout(model: RouterMLP, params: dict, x_visits: jax.Array, rl: RLRow
     scored = (valid & rl.heldout)[rl.group]
     visits_per_group = jax.ops.segment_sum(scored.astype(jnp.float32), rl.group, num_groups)
     weight = jnp.where(scored, margin[rl.group] / jnp.maximum(visits_per_group[rl.group], 1.0), 0.0)
-    to_cloud = jax.nn.sigmoid(model.apply({"params": params}, x_visits)) >= threshold
+    to_cloud = routes_to_cloud(p_cloud(model, params, x_visits), threshold)
     agree = jnp.sum(weight * (to_cloud == (label[rl.group] > 0))) / jnp.maximum(jnp.sum(weight), 1e-12)
     cloud_ratio = jnp.sum(scored * to_cloud) / jnp.maximum(jnp.sum(scored), 1)
     # No held-out margin at all (e.g. every held-out group is a tie): agreement is undefined.

@@ -15,6 +15,12 @@ from hera_jax.state import AgentState
 PCloudFn = Callable[[AgentState, str, int], float]
 
 
+def routes_to_cloud(p_cloud, threshold):
+    """The routing rule everywhere (engine, evaluation, sweep, proxy): cloud when p_cloud >= threshold. Works on
+    Python floats, numpy and jax arrays."""
+    return p_cloud >= threshold
+
+
 def seeded_uniform(seed: int, state: AgentState, text: str, salt: str) -> float:
     digest = hashlib.sha256(f"{salt}\x1f{seed}\x1f{state.task}\x1f{state.variation}\x1f{state.step}\x1f{text}".encode())
     return int.from_bytes(digest.digest()[:8], "little") / 2**64
@@ -35,7 +41,7 @@ def routed(
         if sample:
             go_cloud = seeded_uniform(seed, state, text, "sample") < p
             return Choice("cloud" if go_cloud else "device", "sampled", p)
-        go_cloud = p >= threshold
+        go_cloud = routes_to_cloud(p, threshold)
         if epsilon > 0 and seeded_uniform(seed, state, text, "explore") < epsilon:
             return Choice("device" if go_cloud else "cloud", "explore", p)
         return Choice("cloud" if go_cloud else "device", "router", p)

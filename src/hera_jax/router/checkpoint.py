@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from hera_jax.features import FeatureSpec
-from hera_jax.router.model import RouterMLP
+from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.train import TrainConfig, nonfinite_leaves
 
 CHECKPOINT_FORMAT = "hera_jax.router/1"
@@ -37,7 +37,7 @@ class RouterBundle:
 
     def p_cloud(self, features) -> jax.Array:
         model = RouterMLP(tuple(self.train_config.hidden_sizes))
-        return jax.nn.sigmoid(model.apply({"params": self.params}, jnp.asarray(features, jnp.float32)))
+        return p_cloud(model, self.params, jnp.asarray(features, jnp.float32))
 
 
 def _manager(directory: str | Path) -> ocp.CheckpointManager:

@@ -20,4 +20,5 @@ class RouterMLP(nn.Module):
 
 
 def p_cloud(model: RouterMLP, params, features: jax.Array) -> jax.Array:
+    """p(cloud | state) of each feature row: the one place the router's logit becomes a probability."""
     return jax.nn.sigmoid(model.apply({"params": params}, features))

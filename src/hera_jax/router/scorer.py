@@ -20,7 +20,7 @@ import numpy as np
 from hera_jax.features import FeatureSpec, open_cache, router_features, sentence_encode_fn
 from hera_jax.features.cache import FeatureCache, FeatureCacheError
 from hera_jax.router.checkpoint import RouterBundle
-from hera_jax.router.model import RouterMLP
+from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.state import AgentState, state_key
 
 
@@ -31,7 +31,7 @@ FORWARD_ROWS = 64  # rows per router forward call (see RouterScorer.p_cloud)
 def p_cloud_fn(hidden_sizes: tuple[int, ...]):
     """The jitted `(params, features) -> p(cloud)` of one router architecture, shared by every scorer built for it."""
     model = RouterMLP(hidden_sizes)
-    return jax.jit(lambda params, x: jax.nn.sigmoid(model.apply({"params": params}, x)))
+    return jax.jit(lambda params, x: p_cloud(model, params, x))
 
 
 class StateEmbedder:

@@ -19,7 +19,7 @@ import optax
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Check
 from hera_jax.router.metrics import auroc, weighted_bce
-from hera_jax.router.model import RouterMLP
+from hera_jax.router.model import RouterMLP, p_cloud
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,4 +217,4 @@ def check_finite_result(result: TrainResult, source: str) -> None:
 
 
 def predict_p_cloud(config: TrainConfig, params, features: jax.Array) -> jax.Array:
-    return jax.nn.sigmoid(RouterMLP(tuple(config.hidden_sizes)).apply({"params": params}, features))
+    return p_cloud(RouterMLP(tuple(config.hidden_sizes)), params, features)

@@ -28,6 +28,7 @@ from fastapi import Request  # at module level: the handlers' annotations are re
 
 from hera_jax.agents.openai_cloud import env_name_problem, url_problem
 from hera_jax.limits import COUNT, POSITIVE, PROBABILITY, Check
+from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold
 from hera_jax.serve.log import DecisionLog, ServedStep
 from hera_jax.serve.messages import RequestError, action_of, episode_id, step_from_messages
@@ -322,7 +323,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
                 online.observe(p_cloud)
         else:
             threshold = online.observe(p_cloud) if online is not None else router.threshold
-        routed = "cloud" if p_cloud >= threshold else "device"
+        routed = "cloud" if routes_to_cloud(p_cloud, threshold) else "device"
         reason = "router"
         cloud_calls = log.cloud_calls(episode)
         if routed == "cloud" and config.episode_cloud_cap is not None and cloud_calls >= config.episode_cloud_cap:

@@ -90,6 +90,8 @@ class Router:
     def route(self, task: str, history: Sequence[tuple[str, str]] = (), observation: str = "",
               step: int | None = None, threshold: float | None = None) -> Decision:
         """Cloud when p_cloud >= threshold (the engine's rule, `rollout.routing.routed`)."""
+        from hera_jax.rollout.routing import routes_to_cloud
+
         p = self.p_cloud(task, history, observation, step)
         cut = self.threshold if threshold is None else float(threshold)
-        return Decision("cloud" if p >= cut else "device", p, cut)
+        return Decision("cloud" if routes_to_cloud(p, cut) else "device", p, cut)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hera_jax.rollout.episode import Chooser
-from hera_jax.rollout.routing import routed
+from hera_jax.rollout.routing import routed, routes_to_cloud
 
 KNOB = "threshold"
 TITLE = "router"
@@ -13,7 +13,7 @@ TITLE = "router"
 
 def decide(p_cloud: np.ndarray, threshold: float) -> np.ndarray:
     """bool[N]: the rule `rollout.routing.routed` applies (without exploration)."""
-    return np.asarray(p_cloud) >= threshold
+    return np.asarray(routes_to_cloud(np.asarray(p_cloud), threshold))
 
 
 def chooser(threshold: float, ctx, method: str) -> Chooser:
