@@ -18,6 +18,7 @@ The data path, in the order data flows (experiments/*.py are thin command lines 
                    diagnose_app.py, probe_app.py
     serve/         the trained router in front of real agents: `Router` (Python API) and `hera-serve`, an
                    OpenAI-compatible step-routing proxy whose decision log is a dataset for stage 2
+    files.py       JSON written atomically (every stage's summaries and manifests)
     runs.py        run folders: where new ones go, settings as JSON, the resume check, the lock
     limits.py      declared ranges of config fields, checked when a command line is parsed (cli.py)
     errors.py      `HeraError`: user errors shown as one line

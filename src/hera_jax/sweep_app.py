@@ -32,7 +32,7 @@ from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
 from hera_jax.rl.run import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
-from hera_jax.rollout.records import write_json_atomic
+from hera_jax.files import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
 from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table

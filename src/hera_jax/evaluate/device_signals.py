@@ -20,7 +20,8 @@ import pandas as pd
 
 from hera_jax.dataset import load_il_table
 from hera_jax.errors import HeraError
-from hera_jax.rollout.records import STEPS_FILE, read_steps, write_json_atomic
+from hera_jax.files import write_json_atomic
+from hera_jax.rollout.records import STEPS_FILE, read_steps
 
 # signal -> sign that makes "higher = more likely to need the cloud"
 SIGNALS = {"router p_cloud": 1.0, "device -logprob": -1.0, "device -p_top": -1.0, "device -margin": -1.0,

@@ -312,7 +312,8 @@ def capped(config: DiagnoseConfig) -> dict:
     it with `evaluate.py --replay-from <out>/capped` for the table with paired intervals."""
     from hera_jax.evaluate.diagnosis import cap_episode_rows
     from hera_jax.evaluate.episodes import parse_episode_id
-    from hera_jax.rollout.records import read_steps, write_json_atomic
+    from hera_jax.files import write_json_atomic
+    from hera_jax.rollout.records import read_steps
 
     if config.eval_run is None:
         raise HeraError("the capped section needs --eval-run (an evaluate.py run folder)")

@@ -38,7 +38,8 @@ from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plo
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
-from hera_jax.rollout.records import read_manifest, read_steps, write_json_atomic
+from hera_jax.files import write_json_atomic
+from hera_jax.rollout.records import read_manifest, read_steps
 from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, new_run_dir
 
 ROLLOUTS_FILE = "rollouts.jsonl"

@@ -22,7 +22,7 @@ from hera_jax.rl.rollouts import baselines, episode_summary, evaluate, pooled_ro
 from hera_jax.rl.run import CHECKPOINTS, RLRun, finished_iterations, iter_dir, load_history
 from hera_jax.rl.train import PreferenceData, make_preference_train
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
-from hera_jax.rollout.records import write_json_atomic
+from hera_jax.files import write_json_atomic
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
 from hera_jax.router.train import predict_p_cloud
 from hera_jax.runs import config_json

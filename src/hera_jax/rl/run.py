@@ -33,7 +33,8 @@ from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
 from hera_jax.rollout.episode import EpisodeSettings
-from hera_jax.rollout.records import read_steps, write_json_atomic
+from hera_jax.files import write_json_atomic
+from hera_jax.rollout.records import read_steps
 from hera_jax.router.checkpoint import RouterBundle, load_router
 from hera_jax.router.il import check_finite_features
 from hera_jax.router.scorer import RouterScorer, StateEmbedder

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 import pydantic
 
 from hera_jax.errors import HeraError
+from hera_jax.files import write_json_atomic  # noqa: F401  (re-exported: manifests are written with it)
 
 FORMAT_VERSION = 1
 STEPS_FILE = "steps.jsonl"
@@ -255,14 +256,6 @@ def load_dataframe(path: str | Path):
 
 
 # ---- manifest ---------------------------------------------------------------------------------------------------
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _ManifestEnv(pydantic.BaseModel, extra="allow"):

@@ -22,7 +22,7 @@ from hera_jax.dataset import (check_trainable, load_union_table, manifest_agents
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
-from hera_jax.rollout.records import write_json_atomic
+from hera_jax.files import write_json_atomic
 from hera_jax.router.checkpoint import save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.sharding import data_mesh
