@@ -11,7 +11,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from hera_jax.errors import HeraError
 from hera_jax.state import AgentState
+
+
+class CloudBudgetExhausted(HeraError, RuntimeError):
+    """The next call could exceed an agent's call or token budget, so it was not sent; the rollout falls back to
+    the device for routed steps."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from hera_jax.agents.base import AgentStep
+from hera_jax.agents.base import AgentStep, CloudBudgetExhausted  # noqa: F401  (raised here; re-exported)
 from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, timed_act
 from hera_jax.agents.prompting import PromptConfig
 from hera_jax.errors import HeraError
@@ -43,10 +43,6 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 TEMPLATE_OVERHEAD_TOKENS = 16  # per message: role markers and separators of chat templates
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REDACTED = "[redacted]"
-
-
-class CloudBudgetExhausted(HeraError, RuntimeError):
-    """The next call could exceed the configured call or token budget, so it was not sent."""
 
 
 class CloudRequestError(HeraError, RuntimeError):

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hera_jax.agents.base import Agent, AgentStep, act_batch
+from hera_jax.agents.base import Agent, AgentStep, CloudBudgetExhausted, act_batch
 from hera_jax.envs.base import Env, LazyActions, Observation, StepResult
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, validate
@@ -337,7 +337,6 @@ class LockstepWorker:
     def _ask(self, states: dict[int, tuple], choices: dict[int, Choice]) -> dict[int, dict[str, AgentStep]]:
         """Each chosen actor's answer (cloud first: a spent cloud budget turns routed steps into device steps),
         then the replayed agent's."""
-        from hera_jax.agents.openai_cloud import CloudBudgetExhausted
 
         agents = {"cloud": self.setup.cloud, "device": self.setup.device}
         asked: dict[int, dict[str, AgentStep]] = {slot: {} for slot in states}
@@ -435,7 +434,6 @@ def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 
 def _answers(agent: Agent, states: list) -> list[AgentStep | Exception]:
     """`act_batch`, except that a spent cloud budget becomes the answer of the states it hit instead of an error."""
-    from hera_jax.agents.openai_cloud import CloudBudgetExhausted
 
     try:
         return act_batch(agent, states)
