@@ -81,6 +81,18 @@ def make_env(name: str, **kwargs: Any) -> Env:
     return ENVS[base](variant, **kwargs)
 
 
+# The simulator's own step limit sits above the episode's: the rollout ends episodes itself (max_steps, the gold
+# factor); the simulator's limit only stops one that runs away.
+SIMULATOR_STEP_MARGIN = 10
+
+
+def simulator_factory(name: str, max_steps: int, **options: Any):
+    """A picklable () -> Env for episodes of at most `max_steps` steps (what every rollout worker builds)."""
+    import functools
+
+    return functools.partial(make_env, name, step_limit=max_steps + SIMULATOR_STEP_MARGIN, **options)
+
+
 __all__ = [
     "ENVS",
     "Env",
@@ -92,4 +104,5 @@ __all__ = [
     "UnknownTaskError",
     "check_env_name",
     "make_env",
+    "simulator_factory",
 ]

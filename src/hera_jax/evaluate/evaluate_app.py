@@ -13,7 +13,6 @@ rollouts.jsonl (every step, for --replay-from), config.json.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import time
@@ -438,7 +437,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     """Run the evaluation episodes into `out` (locked; resumed per episode) and write the report."""
 
     # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
-    from hera_jax.envs import make_env
+    from hera_jax.envs import simulator_factory
     from hera_jax.rollout.episode import EpisodeSettings
 
     read_dirs = [Path(dataset) / "features"] + [
@@ -450,7 +449,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(
-        make_env=functools.partial(make_env, config.env, step_limit=max_steps + 10, **env_options),
+        make_env=simulator_factory(config.env, max_steps, **env_options),
         make_cloud=make_cloud,
         make_device=make_device,
         settings=EpisodeSettings(history_k=settings.get("history_k", 3),
@@ -462,7 +461,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     worker = eval_context(eval_plan)  # the in-process worker; its context also decides which baselines can run
     ctx = worker.context
     agents = {"cloud": ctx.cloud.describe(), "device": ctx.device.describe()}
-    env = make_env(config.env, step_limit=max_steps + 10, **env_options)  # plans the variations
+    env = simulator_factory(config.env, max_steps, **env_options)()  # plans the variations
     notes = []
     for name, sources in training.items():
         if not sources:

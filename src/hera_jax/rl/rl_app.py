@@ -6,13 +6,12 @@ variations. Rerunning with the same --out (or --resume) continues after the last
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
 from hera_jax.agents.config import build_agents
 from hera_jax.dataset import resolve_dataset
-from hera_jax.envs import make_env
+from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
 from hera_jax.rl.config import RLConfig
@@ -59,7 +58,7 @@ def train_rl(config: RLConfig) -> list[dict]:
     with locked_run_dir(run_dir, "rl_iter.py run"):
         cloud, device = build_agents(config.agents, config.env, memo_dir=Path(features_dir))
         console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
-        make_simulator = functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options)
+        make_simulator = simulator_factory(config.env, config.max_steps, **env_options)
         env = make_simulator()
         try:
             run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console,

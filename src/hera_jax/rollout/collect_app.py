@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.agents.openai_cloud import redact
-from hera_jax.envs import make_env
+from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.dataset import manifest_agents_title
 from hera_jax.errors import HeraError
@@ -91,7 +91,7 @@ def collect_into(config: CollectConfig) -> None:
     """Collect into the dataset folder `config.out` (locked)."""
     env_profile = profile(config.env)
     env_options = env_profile.env_options(simplification=config.simplification)
-    env = make_env(config.env, step_limit=config.max_steps + 10, **env_options)
+    env = simulator_factory(config.env, config.max_steps, **env_options)()
     tasks = config.tasks or env_profile.collect_tasks or env.task_names()
     if config.mode not in MODES:
         raise SystemExit(f"error: --mode must be one of {', '.join(MODES)}, got {config.mode!r}")
@@ -158,7 +158,7 @@ def worker_setup(config: CollectConfig, options_share: int) -> WorkerSetup:
     env_options = profile(config.env).env_options(simplification=config.simplification)
     cloud, device = build_agents(config.agents, config.env, share=options_share, memo_dir=config.out / "features")
     return WorkerSetup(
-        make_env=functools.partial(make_env, config.env, step_limit=config.max_steps + 10, **env_options),
+        make_env=simulator_factory(config.env, config.max_steps, **env_options),
         cloud=cloud,
         device=device,
         policies={COLLECT_POLICY: Policy(always("device" if config.mode == "device" else "cloud"))},
