@@ -214,10 +214,13 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         breakers[route].record(False)
         metrics.errors.labels(route, kind).inc()
 
-    async def complete(route: str, payload: dict) -> dict:
+    async def send(route: str, payload: dict, stream: bool):
+        """The upstream's reply (headers read; the body too unless `stream`), or UpstreamFailure."""
         started = time.perf_counter()
         try:
-            reply = await clients[route].post("/chat/completions", json=payload, headers=headers_for(route))
+            request = clients[route].build_request("POST", "/chat/completions", json=payload,
+                                                   headers=headers_for(route))
+            reply = await clients[route].send(request, stream=stream)
         except httpx.TimeoutException as e:
             fail(route, "timeout")
             raise UpstreamFailure(f"{route} upstream timed out") from e
@@ -225,6 +228,10 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             fail(route, "connection")
             raise UpstreamFailure(f"{route} upstream unreachable ({type(e).__name__})") from e
         metrics.upstream_latency.labels(route).observe(time.perf_counter() - started)
+        return reply
+
+    async def complete(route: str, payload: dict) -> dict:
+        reply = await send(route, payload, stream=False)
         if reply.status_code >= 500 or 300 <= reply.status_code < 400:
             fail(route, f"http_{reply.status_code}")
             raise UpstreamFailure(f"{route} upstream answered {reply.status_code}")
@@ -243,18 +250,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         return data
 
     async def open_stream(route: str, payload: dict):
-        started = time.perf_counter()
-        try:
-            request = clients[route].build_request("POST", "/chat/completions", json=payload,
-                                                   headers=headers_for(route))
-            reply = await clients[route].send(request, stream=True)
-        except httpx.TimeoutException as e:
-            fail(route, "timeout")
-            raise UpstreamFailure(f"{route} upstream timed out") from e
-        except httpx.HTTPError as e:
-            fail(route, "connection")
-            raise UpstreamFailure(f"{route} upstream unreachable ({type(e).__name__})") from e
-        metrics.upstream_latency.labels(route).observe(time.perf_counter() - started)
+        reply = await send(route, payload, stream=True)
         if reply.status_code >= 300:
             await reply.aclose()
             fail(route, f"http_{reply.status_code}")
