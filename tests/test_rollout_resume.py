@@ -24,9 +24,17 @@ ARGS = ["--tasks", "find-animal", "power-component", "--train-per-task", "2", "-
 NUM_EPISODES = 6
 
 
-def collect(out: Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "collect.py"), "--out", str(out), *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+def collect(out: Path, args: list[str] = ARGS) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "collect.py"), "--out", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_9_once_an_episode_is_on_disk(proc: subprocess.Popen, steps: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not (steps.exists() and steps.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -63,12 +71,7 @@ def reference(tmp_path_factory) -> Path:
 def test_kill_9_then_rerun_keeps_finished_redoes_partial_and_duplicates_nothing(tmp_path, reference):
     out = tmp_path / "killed"
     steps = out / "steps.jsonl"
-    proc = collect(out)
-    deadline = time.monotonic() + 300
-    while not (steps.exists() and steps.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)  # mid-collection: at least one episode is on disk, more are pending
-    proc.wait()
+    kill_9_once_an_episode_is_on_disk(collect(out), steps)  # mid-collection: more episodes are pending
     kept = episodes(steps)
     assert 1 <= len(kept) < NUM_EPISODES
 
@@ -100,18 +103,13 @@ SCORE_ARGS = ["--env", "textworld_express:twc", "--tasks", "twc-easy", "--train-
               "--engine.workers", "1", "--agents.device", "gguf-score"]
 
 
-def collect_scored(out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "experiments" / "collect.py"), "--out", str(out),
-                             *SCORE_ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def without_latency(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "device_latency_s"} for r in rows]
 
 
 def test_scoring_device_collection_killed_and_rerun_equals_a_straight_one(tmp_path):
     straight = tmp_path / "straight"
-    finish(collect_scored(straight))
+    finish(collect(straight, SCORE_ARGS))
     reference = episodes(straight / "steps.jsonl")
     assert len(reference) == 4 and all(r["device_p_top"] is not None for rows in reference.values() for r in rows)
     memo = straight / "features" / "device_decisions_gemma-3-270m-q4_k_m.jsonl"
@@ -119,15 +117,11 @@ def test_scoring_device_collection_killed_and_rerun_equals_a_straight_one(tmp_pa
 
     out = tmp_path / "killed"
     steps = out / "steps.jsonl"
-    proc = collect_scored(out)
-    deadline = time.monotonic() + 300
-    while not (steps.exists() and steps.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # decisions of the episode in flight may already be in the memo
-    proc.wait()
+    # decisions of the episode in flight may already be in the memo when the kill lands
+    kill_9_once_an_episode_is_on_disk(collect(out, SCORE_ARGS), steps)
     kept = episodes(steps)
     assert 1 <= len(kept) < 4
-    finish(collect_scored(out))
+    finish(collect(out, SCORE_ARGS))
     resumed = episodes(steps)
     assert set(resumed) == set(reference)
     for episode_id, rows in resumed.items():  # the same actions and confidences; only fresh latencies differ
