@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pandas as pd
@@ -98,3 +99,40 @@ def test_a_row_readers_would_reject_is_never_written(tmp_path):
     with _pytest.raises(DatasetError, match=r"refusing to write episode e step 0: p_cloud: .*got nan"):
         append_episode(path, [_dc.replace(row, p_cloud=_math.nan)])
     assert path.read_bytes() == before  # nothing of the bad episode was written
+
+
+def test_gzipped_steps_read_the_same_and_appending_unpacks_them_first(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a"), ("b", "c")]))
+    plain_rows, _ = read_steps(path)
+    packed = tmp_path / "steps.jsonl.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    rows, report = read_steps(path)  # the plain name finds the .gz
+    assert rows == plain_rows and report.path == str(packed) and report.problems == []
+    assert completed_episode_ids(path) == {"e1"}
+    append_episode(path, make_steps("e2", "t", "train", [("x", "x")]))
+    assert path.exists() and not packed.exists()  # unpacked, then appended: nothing lost
+    assert [r["episode_id"] for r in read_steps(path)[0]] == ["e1", "e1", "e2"]
+
+
+def test_both_plain_and_gzipped_steps_is_ambiguous(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))
+    (tmp_path / "steps.jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(DatasetError, match="ambiguous"):
+        read_steps(path)
+
+
+def test_a_cut_gzip_keeps_the_episodes_before_the_cut(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    for i in range(40):
+        append_episode(path, make_steps(f"e{i}", "t", "train", [("a", "a"), ("b", "b")]))
+    packed = gzip.compress(path.read_bytes())
+    path.unlink()
+    (tmp_path / "steps.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])
+    rows, report = read_steps(path)
+    assert 0 < len({r["episode_id"] for r in rows}) < 40
+    assert any("gzip stream is cut or corrupt" in p for p in report.problems)
+    with pytest.raises(DatasetError, match="cut or corrupt|steps.jsonl.gz"):
+        read_steps(path, strict=True)

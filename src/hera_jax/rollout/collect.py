@@ -18,6 +18,7 @@ from hera_jax.rollout.records import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     STEPS_FILE,
+    stored_steps_file,
     DatasetError,
     now_iso,
     read_manifest,
@@ -66,8 +67,8 @@ def check_or_write_manifest(out: Path, manifest: dict[str, Any]) -> None:
                 + "). Choose a new --out folder to collect with these settings."
             )
         return
-    steps_path = out / STEPS_FILE
-    if steps_path.exists() and steps_path.stat().st_size > 0:  # without its manifest nothing says how it was made
+    steps_path = stored_steps_file(out / STEPS_FILE)
+    if steps_path is not None and steps_path.stat().st_size > 0:  # without its manifest nothing says how it was made
         raise DatasetError(
             f"{steps_path}: has episodes but {out / MANIFEST_FILE} is missing, so nothing says which settings "
             "collected them; restore the manifest, or collect into a new --out folder (nothing was appended)"

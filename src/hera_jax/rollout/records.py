@@ -5,13 +5,19 @@ declared schema, the writer's `StepRecord` (via pydantic): a bad line is reporte
 skipped. Every line carries `episode_steps`, so an episode cut short by a killed run or a bad line (fewer valid lines
 than it announces) is detected, reported with file:line, and left out; the complete episodes before it still load,
 and a rerun of the same collection redoes only what is missing. Manifests are validated by schema too.
+
+A finished dataset may be stored gzipped (`steps.jsonl.gz`, how the larger shipped datasets travel): readers take
+either name, and appending to a gzipped one first unpacks it in place (atomically), so files stay append-only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import json
+import shutil
+import zlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -102,11 +108,43 @@ def append_episode(path: str | Path, steps: Sequence[StepRecord]) -> None:
     payload = "".join(lines)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _unpack_gzipped(path)
     _repair_unterminated_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+
+
+def gzipped_name(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".gz")
+
+
+def stored_steps_file(path: str | Path) -> Path | None:
+    """The file that holds the steps of `path`: itself, or its gzipped twin `<name>.gz`; None when neither exists."""
+    path, packed = Path(path), gzipped_name(path)
+    if path.exists() and packed.exists():
+        raise DatasetError(f"{path}: both it and {packed} exist, so which one holds the episodes is ambiguous; keep "
+                           "one (e.g. unpack the .gz and append it, or delete the stale one)")
+    if path.exists():
+        return path
+    return packed if packed.exists() else None
+
+
+def _unpack_gzipped(path: Path) -> None:
+    """Before appending to `path` whose episodes are stored as `path.gz`: unpack it next to it and only then remove
+    the .gz, so a kill at any point leaves every episode on disk."""
+    packed = gzipped_name(path)
+    if path.exists() or not packed.exists():
+        return
+    partial = path.with_name(path.name + ".unpacking")
+    with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(partial, path)
+    packed.unlink()
 
 
 def _repair_unterminated_tail(path: Path) -> None:
@@ -139,9 +177,10 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
     episode incomplete: incomplete episodes are reported and skipped as a whole, so a resumed collection redoes them.
     With `strict=True`, the first problem raises `DatasetError` instead.
     """
-    path = Path(path)
-    if not path.exists():
+    stored = stored_steps_file(path)
+    if stored is None:
         raise DatasetError(f"{path}: no such trajectory file; run experiments/collect.py to create it")
+    path = stored
     report = LoadReport(path=str(path))
     # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
     # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
@@ -156,8 +195,9 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
             _problem(report, strict, f"{where}: {problem}{count}; skipped")
             run.clear()
 
-    with open(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
-        for lineno, raw in enumerate(f, start=1):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+        for lineno, raw in enumerate(_lines(f, path, report, strict), start=1):
             report.num_lines = lineno
             row, problem = _parse_step_line(raw)
             if problem:
@@ -200,6 +240,17 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
     return rows, report
 
 
+def _lines(f, path: Path, report: LoadReport, strict: bool) -> Iterable[bytes]:
+    """The file's lines; a cut or corrupt .gz ends them with a reported problem (the lines before it still count)."""
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(f, start=1):
+            yield raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        _problem(report, strict, f"{path}: the gzip stream is cut or corrupt after line {lineno} ({e}); the lines "
+                                 "after it are lost, the complete episodes before it load")
+
+
 def _parse_step_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(row, None) for a valid line, (None, None) for a blank one, (None, "what is wrong") otherwise."""
     if not raw.strip():
@@ -240,7 +291,7 @@ def _problem(report: LoadReport, strict: bool, message: str) -> None:
 
 def completed_episode_ids(path: str | Path) -> set[str]:
     """Episode ids already fully written; used to resume a collection without duplicates."""
-    if not Path(path).exists():
+    if stored_steps_file(path) is None:
         return set()
     rows, _ = read_steps(path)
     return {r["episode_id"] for r in rows}
