@@ -10,7 +10,8 @@ import pytest
 from hera_jax.agents import AgentOptions, make_agent
 from hera_jax.agents.hf_device import HFConfig, HFDeviceAgent
 from hera_jax.agents.llm import AgentUnavailableError
-from hera_jax.agents.models import default_gguf_path, sha256_of
+from hera_jax.agents.models import default_gguf_path
+from hera_jax.files import sha256_of
 from hera_jax.state import AgentState
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hera_jax.router.metrics import auroc, binary_metrics
+from hera_jax.router.metrics import auroc, binary_metrics, split_binary_metrics
 from hera_jax.router.train import TrainConfig, TrainData, make_train
 
 
@@ -31,6 +31,18 @@ def test_binary_metrics_cloud_step_ratio_is_share_routed_to_cloud():
     np.testing.assert_allclose(float(m["cloud_step_ratio"]), 0.75)
     np.testing.assert_allclose(float(m["accuracy"]), 0.75)
     np.testing.assert_allclose(float(m["positive_rate"]), 0.5)
+
+
+def test_split_metrics_in_one_program_equal_the_metrics_of_each_subset():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(500), 2).astype(np.float32)  # rounded: ties across classes
+    labels = rng.random(500) < 0.3
+    masks = np.stack([rng.random(500) < p for p in (0.1, 0.5, 0.9)] + [np.ones(500, bool)])
+    stacked = split_binary_metrics(jnp.asarray(scores), jnp.asarray(labels), jnp.asarray(masks), jnp.float32(0.4))
+    for i, mask in enumerate(masks):
+        expected = binary_metrics(jnp.asarray(scores[mask]), jnp.asarray(labels[mask]), 0.4)
+        for name, value in expected.items():
+            np.testing.assert_allclose(float(stacked[name][i]), float(value), rtol=1e-6, err_msg=name)
 
 
 def test_training_learns_and_is_deterministic():

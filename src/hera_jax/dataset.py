@@ -14,8 +14,8 @@ import numpy as np
 
 from hera_jax.envs import check_env_name
 from hera_jax.envs.profiles import SHIPPED_DATASETS, profile
-from hera_jax.labels import il_labels
-from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_manifest, read_steps
+from hera_jax.columns import load_columns
+from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_manifest
 
 SPLIT_NAMES = ("train", "dev", "test", "test_unseen")
 
@@ -39,8 +39,10 @@ class StepTable:
     variation: np.ndarray
     split: np.ndarray  # one of SPLIT_NAMES after unseen tasks are moved out
     step: np.ndarray
-    state_key: list[str]
-    state_text: list[str]
+    state_index: np.ndarray
+    """int32 per row: index into `distinct_keys` / `distinct_texts` (texts are held once per distinct state)."""
+    distinct_keys: list[str]
+    distinct_texts: list[str]
     label: np.ndarray  # int8 IL label, 1 = needs cloud
     success: np.ndarray
     manifest: dict
@@ -53,6 +55,16 @@ class StepTable:
 
     def __len__(self) -> int:
         return len(self.step)
+
+    @property
+    def state_key(self) -> list[str]:
+        """Per row (a list of N strings: prefer `state_index` + `distinct_keys` on large tables)."""
+        return [self.distinct_keys[i] for i in self.state_index.tolist()]
+
+    @property
+    def state_text(self) -> list[str]:
+        """Per row (a list of N strings: prefer `state_index` + `distinct_texts` on large tables)."""
+        return [self.distinct_texts[i] for i in self.state_index.tolist()]
 
     def mask(self, split: str) -> np.ndarray:
         return self.split == split
@@ -93,8 +105,11 @@ def manifest_agents_title(agents: dict) -> str:
     return f"agents: {names}"
 
 
-def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = None) -> StepTable:
-    """Load complete episodes with IL labels. `unseen_tasks=None` takes the default of the manifest's environment."""
+def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = None,
+                  use_cache: bool = True) -> StepTable:
+    """Load complete episodes with IL labels. `unseen_tasks=None` takes the default of the manifest's environment.
+    The columns come from the dataset's columns cache when it matches the records (columns.py), else from the
+    validated rows (`use_cache=False`: always from the rows, nothing written)."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise DatasetError(
@@ -103,36 +118,37 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
     manifest = read_manifest(dataset_dir)
     if unseen_tasks is None:
         unseen_tasks = profile(manifest.get("env", {}).get("name", "")).unseen_tasks
-    rows, report = read_steps(dataset_dir / STEPS_FILE)
-    if not rows:
+    columns, report = load_columns(dataset_dir, use_cache=use_cache)
+    if not len(columns["step"]):
         raise DatasetError(
             f"{dataset_dir / STEPS_FILE}: no complete episodes"
             + (f" ({len(report.problems)} problem(s), first: {report.problems[0]})" if report.problems else "")
             + "; run experiments/collect.py to fill it"
         )
-    missing_replay = [i for i, r in enumerate(rows) if r["device_action"] is None or r["cloud_action"] is None]
-    if missing_replay:
-        r = rows[missing_replay[0]]
+    missing_replay = np.flatnonzero(columns["label"] < 0)
+    if missing_replay.size:
+        first = int(missing_replay[0])
         raise DatasetError(
-            f"{dataset_dir / STEPS_FILE}: {len(missing_replay)} steps lack device_action or cloud_action "
-            f"(e.g. episode {r['episode_id']} step {r['step']}); IL needs the device replayed on cloud states "
-            "(collect.py's default mode)"
+            f"{dataset_dir / STEPS_FILE}: {missing_replay.size} steps lack device_action or cloud_action "
+            f"(e.g. episode {columns['episode_id'][first]} step {columns['step'][first]}); IL needs the device "
+            "replayed on cloud states (collect.py's default mode)"
         )
     table = StepTable(
-        episode_id=np.asarray([r["episode_id"] for r in rows]),
-        task=np.asarray([r["task"] for r in rows]),
-        variation=np.asarray([r["variation"] for r in rows]),
-        split=np.asarray([r["split"] for r in rows]),
-        step=np.asarray([r["step"] for r in rows], np.int32),
-        state_key=[r["state_key"] for r in rows],
-        state_text=[r["state_text"] for r in rows],
-        label=il_labels([r["device_action"] for r in rows], [r["cloud_action"] for r in rows]),
-        success=np.asarray([bool(r["success"]) for r in rows]),
+        episode_id=columns["episode_id"],
+        task=columns["task"],
+        variation=columns["variation"],
+        split=columns["split"],
+        step=columns["step"],
+        state_index=columns["state_index"],
+        distinct_keys=columns["distinct_keys"],
+        distinct_texts=columns["distinct_texts"],
+        label=columns["label"],
+        success=columns["success"],
         manifest=manifest,
         report=report,
         unseen_tasks=(),
         datasets=(str(dataset_dir),),
-        source=np.zeros(len(rows), np.int32),
+        source=np.zeros(len(columns["step"]), np.int32),
     )
     return hold_out_tasks(table, unseen_tasks)
 
@@ -246,8 +262,10 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
         variation=np.concatenate([t.variation for t in tables]),
         split=np.concatenate([t.split for t in tables]),
         step=np.concatenate([t.step for t in tables]),
-        state_key=[k for t in tables for k in t.state_key],
-        state_text=[x for t in tables for x in t.state_text],
+        state_index=np.concatenate([t.state_index + offset for t, offset in
+                                    zip(tables, np.cumsum([0] + [len(t.distinct_keys) for t in tables[:-1]]))]),
+        distinct_keys=[k for t in tables for k in t.distinct_keys],
+        distinct_texts=[x for t in tables for x in t.distinct_texts],
         label=np.concatenate([t.label for t in tables]),
         success=np.concatenate([t.success for t in tables]),
         manifest=manifest,

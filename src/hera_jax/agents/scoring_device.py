@@ -36,7 +36,7 @@ def memo_path(memo_dir: str | Path, model_label: str) -> Path:
 
 def model_fingerprint(path: Path) -> str:
     """sha256 of a model file, or of a model directory's files (names, sizes and contents)."""
-    from hera_jax.agents.models import sha256_of
+    from hera_jax.files import sha256_of
 
     if path.is_file():
         return sha256_of(path)

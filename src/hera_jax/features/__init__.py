@@ -106,13 +106,25 @@ def router_features(
     and added to the LAST cache in memory (call its `flush()` to write it). `keys` are the states' cache keys under
     the joint design (default: `state_key(text)`); other designs key each embedded text by its own `state_key`.
     """
+    embedded, num_new = text_embeddings(texts, spec, caches, encode, keys)
+    return np.concatenate([embedded, scalar_features(steps, spec)], axis=1), num_new
+
+
+def text_embeddings(
+    texts: Sequence[str],
+    spec: FeatureSpec,
+    caches: Sequence[FeatureCache],
+    encode: Callable[[list[str]], np.ndarray],
+    keys: Sequence[str] | None = None,
+) -> tuple[np.ndarray, int]:
+    """The embedding part of `router_features` (float32[N, input_dim - scalar features], number newly embedded)."""
     plan = embedding_plan(texts, spec.text_design, keys)
     embeddings, num_new = embed_with_caches(caches, plan.keys, plan.texts, encode)
     if embeddings.shape[1] != spec.embedding_dim:
         raise FeatureCacheError(
             f"encoder {spec.encoder!r} gives {embeddings.shape[1]}-d embeddings, config says {spec.embedding_dim}"
         )
-    return np.concatenate([combine(plan, embeddings, spec.text_design), scalar_features(steps, spec)], axis=1), num_new
+    return combine(plan, embeddings, spec.text_design), num_new
 
 
 def featurize(
@@ -125,11 +137,54 @@ def featurize(
 ) -> tuple[np.ndarray, int]:
     """float32[N, spec.input_dim] features and the number of texts newly embedded (0 when the cache had them);
     new embeddings are written to the cache in `cache_dir`."""
+    position: dict[str, int] = {}
+    distinct_texts: list[str] = []
+    state_index = np.empty(len(state_keys), np.int64)
+    for i, (key, text) in enumerate(zip(state_keys, state_texts)):
+        if key not in position:
+            position[key] = len(distinct_texts)
+            distinct_texts.append(text)
+        state_index[i] = position[key]
+    return featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode)
+
+
+def featurize_indexed(
+    distinct_keys: Sequence[str],
+    distinct_texts: Sequence[str],
+    state_index: np.ndarray,
+    steps: np.ndarray,
+    spec: FeatureSpec,
+    cache_dir: str | Path,
+    encode=None,
+    chunk_rows: int = 1 << 16,
+) -> tuple[np.ndarray, int]:
+    """`featurize` for rows given as indices into their distinct states: each distinct text is planned, looked up
+    and embedded once, then gathered per row (in chunks, so a million-row table holds one copy of its features)."""
     cache = open_cache(cache_dir, spec)
-    features, num_new = router_features(state_texts, steps, spec, [cache], encode or sentence_encode_fn(spec.encoder),
-                                        keys=state_keys)
+    distinct, num_new = text_embeddings(distinct_texts, spec, [cache], encode or sentence_encode_fn(spec.encoder),
+                                        keys=distinct_keys)
     cache.flush()
-    return features, num_new
+    check_finite_embeddings(distinct, distinct_keys, spec, cache.path)
+    out = np.empty((len(state_index), spec.input_dim), np.float32)
+    width = distinct.shape[1]
+    for start in range(0, len(state_index), chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        out[rows, :width] = distinct[state_index[rows]]
+        out[rows, width:] = scalar_features(np.asarray(steps)[rows], spec)
+    return out, num_new
+
+
+def check_finite_embeddings(embedded: np.ndarray, keys: Sequence[str], spec: FeatureSpec, cache_file: Path) -> None:
+    """Refuse NaN/inf embeddings (a damaged cache or encoder output) before they reach training, naming the cache
+    file and the first bad state_key: one NaN input turns every trained weight into NaN."""
+    bad = ~np.isfinite(embedded).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        what = "features" if spec.text_design == "joint" else f"segment embeddings ({spec.text_design} design)"
+        raise FeatureCacheError(
+            f"{cache_file}: {what} of state_key {keys[first]!r} hold NaN/inf ({int(bad.sum())} state(s) affected); "
+            "delete that cache file to re-embed them"
+        )
 
 
 __all__ = [
@@ -141,9 +196,12 @@ __all__ = [
     "FeatureSpecError",
     "TEXT_DESIGNS",
     "TextDesign",
+    "check_finite_embeddings",
     "featurize",
+    "featurize_indexed",
     "open_cache",
     "router_features",
     "scalar_features",
     "sentence_encode_fn",
+    "text_embeddings",
 ]

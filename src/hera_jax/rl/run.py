@@ -28,7 +28,7 @@ from hera_jax.agents.base import Agent
 from hera_jax.dataset import StepTable, load_il_table
 from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
-from hera_jax.features import FeatureSpec, featurize
+from hera_jax.features import FeatureSpec, featurize_indexed
 from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
@@ -36,7 +36,6 @@ from hera_jax.rollout.episode import EpisodeSettings
 from hera_jax.files import write_json_atomic
 from hera_jax.rollout.records import read_steps
 from hera_jax.router.checkpoint import RouterBundle, load_router
-from hera_jax.router.il import check_finite_features
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
 from hera_jax.runs import RunFolderError, check_resume, config_json
 
@@ -144,9 +143,8 @@ def open_run(
         partial = target.with_name(target.name + ".partial")
         shutil.copyfile(source, partial)
         os.replace(partial, target)
-    features, num_new = featurize(table.state_key, table.state_text, table.step, spec, run_dir / FEATURES,
-                                  encode=encode)
-    check_finite_features(features, table.state_key, spec, run_dir / FEATURES)
+    features, num_new = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
+                                          spec, run_dir / FEATURES, encode=encode)
     if num_new:
         console.print(f"embedded {num_new} IL states missing from {source}")
     unseen = set(getattr(table, "unseen_tasks", ()) or ())

@@ -12,9 +12,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from hera_jax.dataset import SPLIT_NAMES, StepTable, check_trainable
-from hera_jax.features import FeatureCacheError, FeatureSpec, featurize
-from hera_jax.features.cache import cache_path
-from hera_jax.router.metrics import binary_metrics
+from hera_jax.features import FeatureSpec, featurize_indexed
+from hera_jax.router.metrics import split_binary_metrics
 from hera_jax.router.sharding import make_sharded_train, pad_rows, shard_train_data
 from hera_jax.router.train import (
     TrainConfig,
@@ -29,39 +28,24 @@ from hera_jax.router.train import (
 def build_features(
     table: StepTable, spec: FeatureSpec, features_dir: Path | None = None, encode=None
 ) -> tuple[np.ndarray, int]:
-    """Features of every row. A union table reads each dataset's own cache (`<dataset>/features`);
-    `features_dir` overrides the cache of the first (or only) dataset."""
+    """Features of every row (each distinct state embedded once). A union table reads each dataset's own cache
+    (`<dataset>/features`); `features_dir` overrides the cache of the first (or only) dataset."""
     datasets = table.datasets or (None,)
     if len(datasets) == 1:
         cache = features_dir if features_dir is not None else Path(datasets[0]) / "features"
-        features, num_new = featurize(table.state_key, table.state_text, table.step, spec, cache, encode=encode)
-        check_finite_features(features, table.state_key, spec, cache)
-        return features, num_new
+        return featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step, spec,
+                                 cache, encode=encode)
     features = np.zeros((len(table), spec.input_dim), np.float32)
     num_new = 0
     for index, dataset in enumerate(datasets):
         rows = np.flatnonzero(table.source_mask(index))
         cache = features_dir if index == 0 and features_dir is not None else Path(dataset) / "features"
-        keys = [table.state_key[i] for i in rows]
-        part, new = featurize(keys, [table.state_text[i] for i in rows], table.step[rows], spec, cache, encode=encode)
-        check_finite_features(part, keys, spec, cache)
+        used, local_index = np.unique(table.state_index[rows], return_inverse=True)
+        part, new = featurize_indexed([table.distinct_keys[i] for i in used], [table.distinct_texts[i] for i in used],
+                                      local_index, table.step[rows], spec, cache, encode=encode)
         features[rows] = part
         num_new += new
     return features, num_new
-
-
-def check_finite_features(features: np.ndarray, state_keys: list[str], spec: FeatureSpec, cache_dir: Path) -> None:
-    """Refuse NaN/inf features (a damaged cache or encoder output) before they reach training, naming the cache
-    file and the first bad state_key: one NaN input turns every trained weight into NaN."""
-    bad = ~np.isfinite(features).all(axis=1)
-    if bad.any():
-        first = int(np.argmax(bad))
-        what = "features" if spec.text_design == "joint" else f"segment embeddings ({spec.text_design} design)"
-        raise FeatureCacheError(
-            f"{cache_path(cache_dir, spec.encoder, spec.text_design)}: {what} of state_key {state_keys[first]!r} "
-            f"hold NaN/inf ({len({state_keys[i] for i in np.flatnonzero(bad)})} state(s) affected); delete that "
-            "cache file to re-embed them"
-        )
 
 
 def split_metrics(
@@ -72,16 +56,18 @@ def split_metrics(
     threshold: float = 0.5,
     rows: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Binary metrics of the router on each split (restricted to `rows` when given, e.g. one dataset of a union)."""
-    metrics = {}
-    for split in SPLIT_NAMES:
-        mask = table.mask(split) if rows is None else table.mask(split) & rows
-        if not mask.any():
-            continue
-        scores = predict_p_cloud(config, params, jnp.asarray(features[mask]))
-        values = binary_metrics(scores, jnp.asarray(table.label[mask]), threshold)
-        metrics[split] = {"states": int(mask.sum()), **{k: float(v) for k, v in values.items()}}
-    return metrics
+    """Binary metrics of the router on each split (restricted to `rows` when given, e.g. one dataset of a union):
+    one forward pass over every row and one compiled program for all splits."""
+    masks = {split: table.mask(split) if rows is None else table.mask(split) & rows for split in SPLIT_NAMES}
+    masks = {split: mask for split, mask in masks.items() if mask.any()}
+    if not masks:
+        return {}
+    scores = predict_p_cloud(config, params, jnp.asarray(features))
+    values = split_binary_metrics(scores, jnp.asarray(table.label), jnp.asarray(np.stack(list(masks.values()))),
+                                  jnp.float32(threshold))
+    values = {k: np.asarray(v) for k, v in values.items()}
+    return {split: {"states": int(mask.sum()), **{k: float(v[i]) for k, v in values.items()}}
+            for i, (split, mask) in enumerate(masks.items())}
 
 
 def il_train_data(table: StepTable, features: np.ndarray) -> TrainData:

@@ -106,7 +106,9 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     from rich.table import Table
 
     datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
+    t0 = time.perf_counter()
     table = load_union_table(datasets, config.unseen_tasks)
+    load_s = time.perf_counter() - t0
     unseen = table.unseen_tasks
     # before embedding anything: fail fast on one-class or empty splits
     check_trainable(table, " + ".join(str(d) for d in datasets))
@@ -118,6 +120,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     featurize_s = time.perf_counter() - t0
     devices = jax.local_devices()
     mesh = data_mesh(devices) if config.data_parallel and len(devices) > 1 else None
+    t0 = time.perf_counter()
     try:
         params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
                                                               config.threshold, mesh)
@@ -131,6 +134,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
          for i, t in enumerate(trained_on)}
         if len(datasets) > 1 else {}
     )
+    evaluate_s = time.perf_counter() - t0 - train_s  # the split metrics after training
 
     agents = table.manifest.get("agents", {})
     stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
@@ -144,7 +148,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         "agents_are_stand_ins": stand_in,
         "num_steps": len(table),
         "num_episodes": int(len(set(table.episode_id.tolist()))),
-        "num_distinct_states": len(set(table.state_key)),
+        "num_distinct_states": len(set(table.distinct_keys)),
         "newly_embedded_states": num_new,
         "devices": [str(d) for d in devices],
         "data_parallel_devices": mesh.size if mesh is not None else 1,
@@ -154,13 +158,16 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         "metrics": metrics,
         "metrics_by_dataset": by_dataset,
         "threshold": config.threshold,
-        "timings_s": {"featurize": featurize_s, "train_incl_compile": train_s},
+        "timings_s": {"load": load_s, "featurize": featurize_s, "train_incl_compile": train_s,
+                      "evaluate": evaluate_s},
     }
     meta = {
         "il_summary": {k: summary[k] for k in ("dataset", "datasets", "agents", "agents_are_stand_ins", "metrics")},
         "trained_on": trained_on,
     }
+    t0 = time.perf_counter()
     save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
+    summary["timings_s"]["checkpoint"] = time.perf_counter() - t0
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
     write_json_atomic(out / "config.json", config_json(config))
@@ -186,7 +193,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     console.print(
         f"{summary['num_episodes']} episodes, {len(table)} steps, {summary['num_distinct_states']} distinct states "
         f"({num_new} newly embedded); best epoch {summary['best_epoch']} of {summary['epochs_run']}; "
-        f"featurize {featurize_s:.1f}s, train {train_s:.1f}s (incl. compile), total {summary['timings_s']['total']:.1f}s"
+        f"load {load_s:.1f}s, featurize {featurize_s:.1f}s, train {train_s:.1f}s (incl. compile), total {summary['timings_s']['total']:.1f}s"
     )
     console.print(f"wrote {out / 'metrics.json'}, {out / 'training_curve.png'} and {out / 'checkpoint'}")
     return summary

@@ -38,3 +38,39 @@ def binary_metrics(scores: jax.Array, labels: jax.Array, threshold: float = 0.5)
         "cloud_step_ratio": jnp.mean(predicted),
         "majority_accuracy": jnp.maximum(jnp.mean(labels), 1 - jnp.mean(labels)),
     }
+
+
+def masked_binary_metrics(scores: jax.Array, labels: jax.Array, mask: jax.Array,
+                          threshold: float = 0.5) -> dict[str, jax.Array]:
+    """`binary_metrics` of the rows where `mask` is true, at the full array's shape: vmapped over a stack of split
+    masks it evaluates every split in one compiled program (one shape, not one compile per split size)."""
+    labels, mask = labels.astype(bool), mask.astype(bool)
+    count = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+    predicted = scores >= threshold
+    positive_rate = jnp.sum(labels & mask) / count
+    return {
+        "accuracy": jnp.sum((predicted == labels) & mask) / count,
+        "auroc": masked_auroc(scores, labels, mask),
+        "positive_rate": positive_rate,
+        "cloud_step_ratio": jnp.sum(predicted & mask) / count,
+        "majority_accuracy": jnp.maximum(positive_rate, 1 - positive_rate),
+    }
+
+
+def masked_auroc(scores: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """`auroc` of the rows where `mask` is true (rows outside it count as neither class)."""
+    labels, mask = labels.astype(bool), mask.astype(bool)
+    positive, negative = labels & mask, ~labels & mask
+    neg_sorted = jnp.sort(jnp.where(negative, scores, jnp.inf))  # the mask's negatives first
+    num_pos, num_neg = jnp.sum(positive), jnp.sum(negative)
+    below = jnp.minimum(jnp.searchsorted(neg_sorted, scores, side="left"), num_neg)
+    below_or_equal = jnp.minimum(jnp.searchsorted(neg_sorted, scores, side="right"), num_neg)
+    wins = jnp.where(positive, below + 0.5 * (below_or_equal - below), 0.0)
+    return jnp.sum(wins) / (num_pos.astype(jnp.float32) * num_neg.astype(jnp.float32))
+
+
+@jax.jit
+def split_binary_metrics(scores: jax.Array, labels: jax.Array, masks: jax.Array,
+                         threshold: jax.Array) -> dict[str, jax.Array]:
+    """`masked_binary_metrics` for each row of `masks` (bool[S, N]): dict of float[S] arrays."""
+    return jax.vmap(masked_binary_metrics, in_axes=(None, None, 0, None))(scores, labels, masks, threshold)

@@ -8,6 +8,8 @@ vmapped over seeds or hyper-parameters of equal shape (experiments/sweep.py) and
 
 from __future__ import annotations
 
+import functools
+
 import dataclasses
 from typing import ClassVar, NamedTuple
 
@@ -193,10 +195,15 @@ class NonFiniteError(HeraError, ValueError):
     """Training produced NaN/inf (parameters or losses); nothing trained from it may be used or saved."""
 
 
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.all(jnp.isfinite(leaf)) for leaf in leaves]
+
+
 def nonfinite_leaves(params) -> list[str]:
-    """Paths of the parameter arrays holding NaN/inf (one reduction per leaf, pulled to host together)."""
+    """Paths of the parameter arrays holding NaN/inf (one jitted reduction per leaf, pulled to host together)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in leaves])
+    finite = jax.device_get(_all_finite([leaf for _, leaf in leaves]))
     return [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
 
 
@@ -217,4 +224,9 @@ def check_finite_result(result: TrainResult, source: str) -> None:
 
 
 def predict_p_cloud(config: TrainConfig, params, features: jax.Array) -> jax.Array:
-    return p_cloud(RouterMLP(tuple(config.hidden_sizes)), params, features)
+    return _jitted_p_cloud(tuple(config.hidden_sizes), params, features)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_p_cloud(hidden_sizes: tuple[int, ...], params, features: jax.Array) -> jax.Array:
+    return p_cloud(RouterMLP(hidden_sizes), params, features)

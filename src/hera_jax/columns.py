@@ -1,0 +1,145 @@
+"""A dataset's steps as the columns the IL and RL stages use, cached by the steps file's content hash.
+
+Reading `steps.jsonl` validates every row (records.py), which is what a million-row dataset spends its start-up on.
+The columns a router needs (ids, splits, steps, IL labels, success, and each row's index into the distinct states)
+are written once to `<dataset>/features/steps_columns.npz`, keyed by the sha256 of the steps file: any change to the
+records (an appended episode, an edit) changes the hash and the next load validates and rebuilds. State texts are
+kept once per distinct state, not once per row. Repeated strings are stored as codes into a vocabulary, texts as one
+UTF-8 blob with offsets, so nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hera_jax.files import sha256_of
+from hera_jax.labels import DEVICE_ENOUGH, NEEDS_CLOUD
+from hera_jax.state import normalize_action
+from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_steps, stored_steps_file
+
+COLUMNS_FILE = "steps_columns.npz"
+COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived change
+CODED = ("episode_id", "task", "split")  # repeated strings: codes into a vocabulary
+NUMERIC = ("variation", "step", "state_index", "label", "success")
+
+
+def columns_path(dataset_dir: Path) -> Path:
+    return Path(dataset_dir) / "features" / COLUMNS_FILE
+
+
+def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[str, Any], LoadReport]:
+    """The dataset's step columns (see `rows_to_columns`) and the load report of the rows they came from.
+
+    With `use_cache`, a columns file whose recorded hash equals the steps file's is read instead of the rows;
+    otherwise the rows are read (validated) and the columns file is (re)written atomically. A dataset folder that
+    cannot be written to still loads, from its rows."""
+    dataset_dir = Path(dataset_dir)
+    steps = stored_steps_file(dataset_dir / STEPS_FILE)
+    if steps is None:
+        raise DatasetError(f"{dataset_dir / STEPS_FILE}: no such trajectory file; run experiments/collect.py to create it")
+    digest = sha256_of(steps)
+    cache = columns_path(dataset_dir)
+    if use_cache and cache.exists():
+        cached = _read_cache(cache, digest)
+        if cached is not None:
+            return cached
+    rows, report = read_steps(steps)
+    columns = rows_to_columns(rows)
+    if use_cache:
+        try:
+            _write_cache(cache, digest, columns, report)
+        except OSError:  # a read-only dataset folder: load from rows every time, correctly
+            pass
+    return columns, report
+
+
+def rows_to_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Columns of validated step rows: the CODED string columns, `step` int32, `state_index` int32 into
+    `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label (-1 where the device or the cloud
+    action is missing), `success` bool."""
+    index_of: dict[str, int] = {}
+    distinct_texts: list[str] = []
+    state_index = np.empty(len(rows), np.int32)
+    label = np.empty(len(rows), np.int8)
+    for i, r in enumerate(rows):
+        key = r["state_key"]
+        position = index_of.get(key)
+        if position is None:
+            position = index_of[key] = len(distinct_texts)
+            distinct_texts.append(r["state_text"])
+        state_index[i] = position
+        device, cloud = r["device_action"], r["cloud_action"]
+        label[i] = -1 if device is None or cloud is None else (
+            NEEDS_CLOUD if normalize_action(device) != normalize_action(cloud) else DEVICE_ENOUGH)
+    columns: dict[str, Any] = {name: np.asarray([str(r[name]) for r in rows]) for name in CODED}
+    columns.update(
+        variation=np.asarray([r["variation"] for r in rows], np.int64),
+        step=np.asarray([r["step"] for r in rows], np.int32),
+        state_index=state_index,
+        distinct_keys=list(index_of),
+        distinct_texts=distinct_texts,
+        label=label,
+        success=np.asarray([bool(r["success"]) for r in rows], bool),
+    )
+    return columns
+
+
+def _write_cache(path: Path, digest: str, columns: dict[str, Any], report: LoadReport) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for name in CODED:
+        vocab, codes = np.unique(columns[name], return_inverse=True)
+        arrays[f"{name}_codes"] = codes.astype(np.int32)
+        arrays[f"{name}_vocab"] = _pack_strings(vocab.tolist())
+        arrays[f"{name}_vocab_offsets"] = _offsets(vocab.tolist())
+    for name in ("distinct_keys", "distinct_texts"):
+        arrays[name] = _pack_strings(columns[name])
+        arrays[f"{name}_offsets"] = _offsets(columns[name])
+    for name in NUMERIC:
+        arrays[name] = columns[name]
+    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "report": report.__dict__}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_cache(path: Path, digest: str) -> tuple[dict[str, Any], LoadReport] | None:
+    """The cached columns if they belong to this version of the records, else None (then they are rebuilt)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            if meta.get("version") != COLUMNS_VERSION or meta.get("steps_sha256") != digest:
+                return None
+            columns: dict[str, Any] = {}
+            for name in CODED:
+                vocab = np.asarray(_unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]))
+                columns[name] = vocab[z[f"{name}_codes"]] if len(vocab) else np.asarray([], str)
+            for name in ("distinct_keys", "distinct_texts"):
+                columns[name] = _unpack_strings(z[name], z[f"{name}_offsets"])
+            for name in NUMERIC:
+                columns[name] = z[name]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
+        return None
+    return columns, LoadReport(**meta["report"])
+
+
+def _pack_strings(values: list[str]) -> np.ndarray:
+    return np.frombuffer("".join(values).encode("utf-8"), np.uint8) if values else np.zeros(0, np.uint8)
+
+
+def _offsets(values: list[str]) -> np.ndarray:
+    """Byte offsets of each value in the packed blob (len(values) + 1 entries)."""
+    return np.cumsum([0] + [len(v.encode("utf-8")) for v in values], dtype=np.int64)
+
+
+def _unpack_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    data = blob.tobytes()
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]

@@ -1,0 +1,106 @@
+"""The columnar load path (columns.py): the cached columns equal the validated rows' table, are rebuilt when the
+records change, and a damaged cache is rebuilt, never trusted; each distinct state is featurized once with the
+same result as featurizing every row."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hera_jax.columns import columns_path, load_columns
+from hera_jax.dataset import StepTable, load_il_table
+from hera_jax.features import FeatureSpec, featurize, router_features, open_cache
+from hera_jax.rollout.records import append_episode
+from hera_jax.state import state_key
+from tests.conftest import SHIPPED_DATASET, make_steps, write_toy_dataset
+
+COLUMNS = ("episode_id", "task", "variation", "split", "step", "label", "success")
+
+
+def _toy(tmp_path):
+    episodes = []
+    for j in range(6):
+        split = ("train", "train", "dev", "test", "train", "dev")[j]
+        pairs = [("a", "a"), ("x", "b"), ("c", "c")] if j % 2 else [("a", "a"), ("b", "b")]
+        episodes.append(make_steps(f"t{j % 2}/{split}/{j}", f"t{j % 2}", split, pairs, variation=j))
+    # a repeated state: the first state of episode 0 again in a new episode (identical states share a key)
+    again = make_steps("t0/train/again", "t0", "train", [("a", "a")], variation=0)
+    first = episodes[0][0]
+    episodes.append([dataclasses.replace(again[0], state_text=first.state_text, state_key=first.state_key)])
+    return write_toy_dataset(tmp_path / "ds", episodes)
+
+
+def assert_same_table(a: StepTable, b: StepTable) -> None:
+    for name in COLUMNS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.state_key == b.state_key and a.state_text == b.state_text
+    assert a.report.num_steps == b.report.num_steps and a.report.problems == b.report.problems
+
+
+def test_cached_columns_equal_the_rows_table_and_are_used_on_the_second_load(tmp_path, monkeypatch):
+    folder = _toy(tmp_path)
+    from_rows = load_il_table(folder, (), use_cache=False)
+    assert not columns_path(folder).exists()  # use_cache=False writes nothing
+    first = load_il_table(folder, ())
+    assert columns_path(folder).exists()
+    import hera_jax.columns as columns_module
+
+    def no_rows(*args, **kwargs):
+        raise AssertionError("a matching columns cache must be read instead of the rows")
+
+    monkeypatch.setattr(columns_module, "read_steps", no_rows)
+    cached = load_il_table(folder, ())
+    assert_same_table(from_rows, first)
+    assert_same_table(from_rows, cached)
+    # identical states are held once
+    assert len(cached.distinct_keys) == len(set(cached.state_key)) < len(cached)
+
+
+def test_columns_are_rebuilt_when_the_records_change(tmp_path):
+    folder = _toy(tmp_path)
+    before = load_il_table(folder, ())
+    append_episode(folder / "steps.jsonl", make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
+    after = load_il_table(folder, ())
+    assert len(after) == len(before) + 1 and "t1/test/new" in after.episode_id.tolist()
+    assert_same_table(after, load_il_table(folder, (), use_cache=False))
+
+
+def test_a_damaged_columns_cache_is_rebuilt(tmp_path):
+    folder = _toy(tmp_path)
+    expected = load_il_table(folder, (), use_cache=False)
+    load_il_table(folder, ())
+    path = columns_path(folder)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_same_table(expected, load_il_table(folder, ()))
+    assert_same_table(expected, load_il_table(folder, ()))  # and the rewritten cache is good
+
+
+def test_the_shipped_dataset_loads_the_same_from_columns(tmp_path):
+    # a copy: the test must not leave a columns cache in the shipped folder
+    import shutil
+
+    folder = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_DATASET, folder, ignore=shutil.ignore_patterns("embeddings_*", "steps_columns.npz"))
+    from_rows = load_il_table(folder, use_cache=False)
+    load_il_table(folder)
+    assert_same_table(from_rows, load_il_table(folder))
+    np.testing.assert_array_equal(from_rows.label, load_columns(folder)[0]["label"])
+
+
+@pytest.mark.parametrize("design", ["segments", "joint", "obs_first"])
+def test_featurizing_distinct_states_equals_featurizing_every_row(tmp_path, design):
+    folder = _toy(tmp_path)
+    table = load_il_table(folder, ())
+    dim = 5
+    spec = FeatureSpec(encoder="toy", embedding_dim=dim, text_design=design)
+
+    def encode(texts):  # deterministic per text, different across texts
+        return np.stack([np.random.default_rng(int(state_key(t)[:8], 16)).normal(size=dim) for t in texts]).astype(np.float32)
+
+    features, _ = featurize(table.state_key, table.state_text, table.step, spec, tmp_path / "cache", encode=encode)
+    per_row, _ = router_features(table.state_text, table.step, spec, [open_cache(tmp_path / "cache", spec)],
+                                 encode=encode, keys=table.state_key)
+    np.testing.assert_array_equal(features, per_row)
+    assert features.shape == (len(table), spec.input_dim)
