@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/RESULTS.md, as run on the device machine (no tyro there: carried as wheels in .whl).
-# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels|compile-cache}; results land in $OUT (default benchmarks/results/gpu).
+# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels|compile-cache|e2e}; results land in $OUT (default benchmarks/results/gpu).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
@@ -32,6 +32,11 @@ case "${1:-il}" in
     timeout 400 python3 benchmarks/bench_sweep.py --states 100k,1M --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3 \
       --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05 --out "$OUT/sweep_labels.json" 2>&1 \
       | tee "$OUT/sweep_labels.log" ;;
+  e2e)
+    # il.py end to end on resampled 1M- and 10M-step datasets, cold (rows read and validated, compile cache empty)
+    # and warm (columns cache and compile cache filled by the cold run)
+    timeout 590 python3 benchmarks/bench_end_to_end.py --sizes ${E2E_SIZES:-1M,10M} --work /tmp/hera_e2e \
+      --out "$OUT/end_to_end.json" 2>&1 | tee "$OUT/end_to_end.log" ;;
   compile-cache)
     # il.py and sweep.py on the shipped ScienceWorld data, twice each with one new compile cache: the first process
     # compiles and fills it, the second reads it

@@ -50,7 +50,7 @@ def test_cached_columns_equal_the_rows_table_and_are_used_on_the_second_load(tmp
     def no_rows(*args, **kwargs):
         raise AssertionError("a matching columns cache must be read instead of the rows")
 
-    monkeypatch.setattr(columns_module, "read_steps", no_rows)
+    monkeypatch.setattr(columns_module, "iter_episodes", no_rows)
     cached = load_il_table(folder, ())
     assert_same_table(from_rows, first)
     assert_same_table(from_rows, cached)

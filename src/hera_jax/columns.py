@@ -10,9 +10,11 @@ UTF-8 blob with offsets, so nothing is pickled.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 from hera_jax.files import sha256_of
 from hera_jax.labels import DEVICE_ENOUGH, NEEDS_CLOUD
 from hera_jax.state import normalize_action
-from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_steps, stored_steps_file
+from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, iter_episodes, stored_steps_file
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived change
@@ -49,8 +51,8 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
         cached = _read_cache(cache, digest)
         if cached is not None:
             return cached
-    rows, report = read_steps(steps)
-    columns = rows_to_columns(rows)
+    report = LoadReport(path=str(steps))
+    columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
     if use_cache:
         try:
             _write_cache(cache, digest, columns, report)
@@ -59,44 +61,47 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
     return columns, report
 
 
-def rows_to_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Columns of validated step rows: the CODED string columns, `step` int32, `state_index` int32 into
-    `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label (-1 where the device or the cloud
-    action is missing), `success` bool."""
+def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Columns of validated step rows (a list or a stream): the CODED string columns, `variation` int64, `step`
+    int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label
+    (-1 where the device or the cloud action is missing), `success` bool. Holds no per-row Python strings."""
     index_of: dict[str, int] = {}
     distinct_texts: list[str] = []
-    state_index = np.empty(len(rows), np.int32)
-    label = np.empty(len(rows), np.int8)
-    for i, r in enumerate(rows):
+    vocab: dict[str, dict[str, int]] = {name: {} for name in CODED}
+    codes: dict[str, array.array] = {name: array.array("i") for name in CODED}
+    numbers = {"variation": array.array("q"), "step": array.array("i"), "state_index": array.array("i"),
+               "label": array.array("b"), "success": array.array("b")}
+    for r in rows:
+        for name in CODED:
+            codes[name].append(vocab[name].setdefault(r[name], len(vocab[name])))
         key = r["state_key"]
         position = index_of.get(key)
         if position is None:
             position = index_of[key] = len(distinct_texts)
             distinct_texts.append(r["state_text"])
-        state_index[i] = position
         device, cloud = r["device_action"], r["cloud_action"]
-        label[i] = -1 if device is None or cloud is None else (
-            NEEDS_CLOUD if normalize_action(device) != normalize_action(cloud) else DEVICE_ENOUGH)
-    columns: dict[str, Any] = {name: np.asarray([str(r[name]) for r in rows]) for name in CODED}
-    columns.update(
-        variation=np.asarray([r["variation"] for r in rows], np.int64),
-        step=np.asarray([r["step"] for r in rows], np.int32),
-        state_index=state_index,
-        distinct_keys=list(index_of),
-        distinct_texts=distinct_texts,
-        label=label,
-        success=np.asarray([bool(r["success"]) for r in rows], bool),
-    )
+        numbers["variation"].append(r["variation"])
+        numbers["step"].append(r["step"])
+        numbers["state_index"].append(position)
+        numbers["label"].append(-1 if device is None or cloud is None else (
+            NEEDS_CLOUD if normalize_action(device) != normalize_action(cloud) else DEVICE_ENOUGH))
+        numbers["success"].append(bool(r["success"]))
+    columns: dict[str, Any] = {}
+    for name in CODED:
+        columns.update(_decode(name, list(vocab[name]), np.frombuffer(codes[name], np.int32).copy()))
+    dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool}
+    for name, values in numbers.items():
+        columns[name] = np.frombuffer(values, np.int8 if name == "success" else dtypes[name]).astype(dtypes[name])
+    columns.update(distinct_keys=list(index_of), distinct_texts=distinct_texts)
     return columns
 
 
 def _write_cache(path: Path, digest: str, columns: dict[str, Any], report: LoadReport) -> None:
     arrays: dict[str, np.ndarray] = {}
     for name in CODED:
-        vocab, codes = np.unique(columns[name], return_inverse=True)
-        arrays[f"{name}_codes"] = codes.astype(np.int32)
-        arrays[f"{name}_vocab"] = _pack_strings(vocab.tolist())
-        arrays[f"{name}_vocab_offsets"] = _offsets(vocab.tolist())
+        arrays[f"{name}_codes"] = columns[f"{name}_codes"]
+        arrays[f"{name}_vocab"] = _pack_strings(columns[f"{name}_vocab"])
+        arrays[f"{name}_vocab_offsets"] = _offsets(columns[f"{name}_vocab"])
     for name in ("distinct_keys", "distinct_texts"):
         arrays[name] = _pack_strings(columns[name])
         arrays[f"{name}_offsets"] = _offsets(columns[name])
@@ -120,8 +125,8 @@ def _read_cache(path: Path, digest: str) -> tuple[dict[str, Any], LoadReport] | 
                 return None
             columns: dict[str, Any] = {}
             for name in CODED:
-                vocab = np.asarray(_unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]))
-                columns[name] = vocab[z[f"{name}_codes"]] if len(vocab) else np.asarray([], str)
+                columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
+                                       z[f"{name}_codes"]))
             for name in ("distinct_keys", "distinct_texts"):
                 columns[name] = _unpack_strings(z[name], z[f"{name}_offsets"])
             for name in NUMERIC:
@@ -129,6 +134,12 @@ def _read_cache(path: Path, digest: str) -> tuple[dict[str, Any], LoadReport] | 
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
         return None
     return columns, LoadReport(**meta["report"])
+
+
+def _decode(name: str, vocab: list[str], codes: np.ndarray) -> dict[str, Any]:
+    """A coded column: its codes, its vocabulary and the string array itself."""
+    words = np.asarray(vocab, dtype=str) if vocab else np.asarray([], str)
+    return {name: words[codes] if len(words) else words, f"{name}_codes": codes, f"{name}_vocab": vocab}
 
 
 def _pack_strings(values: list[str]) -> np.ndarray:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.errors import HeraError
@@ -145,7 +147,8 @@ def featurize(
             position[key] = len(distinct_texts)
             distinct_texts.append(text)
         state_index[i] = position[key]
-    return featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode)
+    features, num_new = featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode)
+    return np.asarray(features), num_new
 
 
 def featurize_indexed(
@@ -156,22 +159,25 @@ def featurize_indexed(
     spec: FeatureSpec,
     cache_dir: str | Path,
     encode=None,
-    chunk_rows: int = 1 << 16,
 ) -> tuple[np.ndarray, int]:
     """`featurize` for rows given as indices into their distinct states: each distinct text is planned, looked up
-    and embedded once, then gathered per row (in chunks, so a million-row table holds one copy of its features)."""
+    and embedded once, then gathered per row on JAX's default device. Returns a jax.Array (float32[N, input_dim]):
+    a million-row table's features are never copied through host memory."""
     cache = open_cache(cache_dir, spec)
     distinct, num_new = text_embeddings(distinct_texts, spec, [cache], encode or sentence_encode_fn(spec.encoder),
                                         keys=distinct_keys)
     cache.flush()
     check_finite_embeddings(distinct, distinct_keys, spec, cache.path)
-    out = np.empty((len(state_index), spec.input_dim), np.float32)
-    width = distinct.shape[1]
-    for start in range(0, len(state_index), chunk_rows):
-        rows = slice(start, start + chunk_rows)
-        out[rows, :width] = distinct[state_index[rows]]
-        out[rows, width:] = scalar_features(np.asarray(steps)[rows], spec)
-    return out, num_new
+    rows = _gather_rows(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
+                        jnp.asarray(scalar_features(steps, spec)))
+    return rows, num_new
+
+
+@jax.jit
+def _gather_rows(distinct: jax.Array, state_index: jax.Array, scalars: jax.Array) -> jax.Array:
+    # one fused program writes each row once, on the device the router trains on (numpy's take is several
+    # times slower, and a host copy of a million rows is gigabytes)
+    return jnp.concatenate([jnp.take(distinct, state_index, axis=0), scalars], axis=1)
 
 
 def check_finite_embeddings(embedded: np.ndarray, keys: Sequence[str], spec: FeatureSpec, cache_file: Path) -> None:

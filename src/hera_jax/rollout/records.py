@@ -19,7 +19,7 @@ import json
 import shutil
 import zlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -177,14 +177,22 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
     episode incomplete: incomplete episodes are reported and skipped as a whole, so a resumed collection redoes them.
     With `strict=True`, the first problem raises `DatasetError` instead.
     """
+    report = LoadReport(path=str(path))
+    rows = [row for episode in iter_episodes(path, report, strict) for row in episode]
+    return rows, report
+
+
+def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """`read_steps` as a stream: each complete episode's rows, in file order, holding one episode at a time.
+    Problems go to `report` (line problems first, then episode problems, as `read_steps` reports them); its
+    counters are final once the stream is exhausted."""
     stored = stored_steps_file(path)
     if stored is None:
         raise DatasetError(f"{path}: no such trajectory file; run experiments/collect.py to create it")
     path = stored
-    report = LoadReport(path=str(path))
-    # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
-    # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
-    attempts: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
+    report.path = str(path)
+    episode_problems: list[str] = []
+    seen: set[str] = set()
     run: list = []  # [first line, last line, problem] of consecutive lines with the same problem: reported once
 
     def report_run() -> None:
@@ -195,6 +203,26 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
             _problem(report, strict, f"{where}: {problem}{count}; skipped")
             run.clear()
 
+    def finished(episode_id: str, lines: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]] | None:
+        expected = lines[0][1]["episode_steps"]
+        if len(lines) != expected or [r["step"] for _, r in lines] != list(range(expected)):
+            message = (f"{path}:{lines[0][0]}: episode {episode_id} has {len(lines)} of {expected} steps "
+                       "(a run was interrupted); skipped, rerun the collection to redo it")
+        elif episode_id in seen:
+            message = f"{path}:{lines[0][0]}: episode {episode_id} appears twice; kept the first"
+        else:
+            seen.add(episode_id)
+            report.num_episodes += 1
+            report.num_steps += len(lines)
+            return [r for _, r in lines]
+        if strict:
+            raise DatasetError(message)
+        episode_problems.append(message)
+        return None
+
+    # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
+    # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
+    attempt: tuple[str, list[tuple[int, dict[str, Any]]]] | None = None
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
         for lineno, raw in enumerate(_lines(f, path, report, strict), start=1):
@@ -210,34 +238,16 @@ def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, A
                         report_run()
             if row is None:
                 continue
-            last = attempts[-1] if attempts else None
-            if last and last[0] == row["episode_id"] and row["step"] > last[1][-1][1]["step"]:
-                attempts[-1][1].append((lineno, row))
-            else:
-                attempts.append((row["episode_id"], [(lineno, row)]))
+            if attempt and attempt[0] == row["episode_id"] and row["step"] > attempt[1][-1][1]["step"]:
+                attempt[1].append((lineno, row))
+                continue
+            if attempt and (episode := finished(*attempt)) is not None:
+                yield episode
+            attempt = (row["episode_id"], [(lineno, row)])
+    if attempt and (episode := finished(*attempt)) is not None:
+        yield episode
     report_run()
-    complete: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for episode_id, lines in attempts:
-        expected = lines[0][1]["episode_steps"]
-        steps = [r["step"] for _, r in lines]
-        if len(lines) != expected or steps != list(range(expected)):
-            _problem(
-                report,
-                strict,
-                f"{path}:{lines[0][0]}: episode {episode_id} has {len(lines)} of {expected} steps "
-                "(a run was interrupted); skipped, rerun the collection to redo it",
-            )
-            continue
-        if episode_id in complete:
-            _problem(report, strict, f"{path}:{lines[0][0]}: episode {episode_id} appears twice; kept the first")
-            continue
-        complete[episode_id] = lines
-    rows: list[dict[str, Any]] = []
-    for lines in complete.values():
-        rows.extend(r for _, r in lines)
-        report.num_episodes += 1
-    report.num_steps = len(rows)
-    return rows, report
+    report.problems.extend(episode_problems)
 
 
 def _lines(f, path: Path, report: LoadReport, strict: bool) -> Iterable[bytes]:

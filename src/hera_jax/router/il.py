@@ -27,8 +27,9 @@ from hera_jax.router.train import (
 
 def build_features(
     table: StepTable, spec: FeatureSpec, features_dir: Path | None = None, encode=None
-) -> tuple[np.ndarray, int]:
-    """Features of every row (each distinct state embedded once). A union table reads each dataset's own cache
+) -> tuple[jax.Array | np.ndarray, int]:
+    """Features of every row (each distinct state embedded once; a jax.Array on the default device for one
+    dataset). A union table reads each dataset's own cache
     (`<dataset>/features`); `features_dir` overrides the cache of the first (or only) dataset."""
     datasets = table.datasets or (None,)
     if len(datasets) == 1:
@@ -43,7 +44,7 @@ def build_features(
         used, local_index = np.unique(table.state_index[rows], return_inverse=True)
         part, new = featurize_indexed([table.distinct_keys[i] for i in used], [table.distinct_texts[i] for i in used],
                                       local_index, table.step[rows], spec, cache, encode=encode)
-        features[rows] = part
+        features[rows] = np.asarray(part)
         num_new += new
     return features, num_new
 
@@ -70,14 +71,17 @@ def split_metrics(
             for i, (split, mask) in enumerate(masks.items())}
 
 
-def il_train_data(table: StepTable, features: np.ndarray) -> TrainData:
-    """The train split (IL labels, weight 1) and the dev split of a table, as the trainer takes them."""
-    train, dev = table.mask("train"), table.mask("dev")
+def il_train_data(table: StepTable, features: np.ndarray | jax.Array) -> TrainData:
+    """The train split (IL labels, weight 1) and the dev split of a table, as the trainer takes them. The rows are
+    taken on the device from one transfer of `features` (no host copy of each split: a million-row table's
+    features are gigabytes)."""
+    train, dev = np.flatnonzero(table.mask("train")), np.flatnonzero(table.mask("dev"))
+    x = jnp.asarray(features)
     return TrainData(
-        x_train=jnp.asarray(features[train]),
+        x_train=x[train],
         y_train=jnp.asarray(table.label[train], jnp.int32),
-        w_train=jnp.ones(int(train.sum()), jnp.float32),
-        x_dev=jnp.asarray(features[dev]),
+        w_train=jnp.ones(train.size, jnp.float32),
+        x_dev=x[dev],
         y_dev=jnp.asarray(table.label[dev], jnp.int32),
     )
 
@@ -93,6 +97,7 @@ def train_and_evaluate(
     """Train on the train split (early stopping on dev), evaluate every split. With a `mesh` of several devices
     (router/sharding.py's `data_mesh`) training is data parallel; the batch size must divide by the device count."""
     check_trainable(table, dataset_dir)
+    features = jnp.asarray(features)  # one host-to-device transfer for training and the split metrics
     data = il_train_data(table, features)
     start = time.perf_counter()
     if mesh is not None and mesh.size > 1:  # data parallel: each device takes a slice of every minibatch

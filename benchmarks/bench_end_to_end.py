@@ -1,0 +1,98 @@
+"""`experiments/il.py` end to end on large datasets: wall time, peak RSS and its phases.
+
+For each size a dataset is made with `make_large_dataset.py` (resampled shipped episodes, so nothing is embedded),
+then il.py runs twice in new processes: "cold" (no columns cache: every row is read and validated) and "warm" (the
+columns cache written by the first run; the compile cache is warm too). Phases come from the run's metrics.json;
+"start-up" is the process wall time minus il.py's own total (interpreter, imports, device init).
+
+    python benchmarks/bench_end_to_end.py --sizes 100k
+    python benchmarks/bench_end_to_end.py --sizes 1M,10M --work /tmp/hera_e2e     # the GPU rows
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, environment, human, parse_sizes, print_table, write_json
+
+from hera_jax.cli import run_cli
+from hera_jax.columns import columns_path
+
+PHASES = ("load", "featurize", "train_incl_compile", "evaluate", "checkpoint")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchEndToEndConfig:
+    """Time il.py end to end (cold and warm) on resampled datasets of the given sizes."""
+
+    sizes: str = "100k"
+    """Dataset sizes in steps, comma separated; k and M suffixes allowed."""
+    work: Path = Path("/tmp/hera_e2e")
+    """Where the datasets and run folders go (datasets are reused when present)."""
+    source: Path = ROOT / "data" / "scienceworld_standin"
+    """Dataset whose episodes are resampled."""
+    il_args: tuple[str, ...] = ()
+    """Extra flags for il.py (e.g. --train.max-epochs 20)."""
+    out: Path = ROOT / "benchmarks" / "results" / "end_to_end.json"
+
+
+def run_measured(command: list[str], log: Path) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in GB, exit code) of a child process."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        child = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
+
+
+def main(config: BenchEndToEndConfig) -> dict:
+    config.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in parse_sizes(config.sizes):
+        dataset = config.work / f"dataset_{human(size)}"
+        if not dataset.exists():
+            wall, rss, rc = run_measured([sys.executable, "benchmarks/make_large_dataset.py", "--steps", str(size),
+                                          "--source", str(config.source), "--out", str(dataset)],
+                                         config.work / f"make_{human(size)}.log")
+            if rc:
+                raise SystemExit(f"make_large_dataset.py failed (rc {rc}); see {config.work}/make_{human(size)}.log")
+            print(f"made {dataset} in {wall:.1f} s", file=sys.stderr)
+        columns_path(dataset).unlink(missing_ok=True)
+        for mode in ("cold", "warm"):
+            run_dir = config.work / f"il_{human(size)}_{mode}"
+            if run_dir.exists():
+                import shutil
+
+                shutil.rmtree(run_dir)
+            log = config.work / f"il_{human(size)}_{mode}.log"
+            wall, rss, rc = run_measured([sys.executable, "experiments/il.py", "--dataset", str(dataset), "--out",
+                                          str(run_dir), *config.il_args], log)
+            if rc:
+                raise SystemExit(f"il.py failed (rc {rc}); see {log}:\n{log.read_text()[-2000:]}")
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            timings = metrics["timings_s"]
+            row = {"steps": metrics["num_steps"], "mode": mode, "wall_s": wall, "peak_rss_gb": rss,
+                   "startup_s": wall - timings["total"], **{f"{p}_s": timings.get(p) for p in PHASES},
+                   "rows_per_s_load": metrics["num_steps"] / max(timings["load"], 1e-9),
+                   "dev_auroc": metrics["metrics"]["dev"]["auroc"], "epochs_run": metrics["epochs_run"]}
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    columns = ["steps", "mode", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in PHASES], "load rows/s"]
+    print_table("il.py end to end", columns, [
+        [human(r["steps"]), r["mode"], r["wall_s"], r["peak_rss_gb"], r["startup_s"],
+         *[r[f"{p}_s"] for p in PHASES], r["rows_per_s_load"]] for r in results])
+    payload = {"environment": environment(), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
+               "results": results}
+    print(f"wrote {write_json(config.out, payload)}")
+    return payload
+
+
+if __name__ == "__main__":
+    run_cli(main, BenchEndToEndConfig)
