@@ -254,6 +254,7 @@ def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path):
 def test_training_on_nan_features_is_refused_naming_the_epoch(clean_dataset, tmp_path):
     table = load_il_table(clean_dataset, ())
     features, _ = build_features(table, SPEC, encode=bag_of_words)
+    features = np.array(features)  # a host copy to damage
     features[table.mask("train"), 0] = np.nan  # past the feature check (e.g. made in memory): every epoch sees it
     with pytest.raises(NonFiniteError, match=r"training on .*: train loss is nan at epoch 0 \(of \d+ run\)"):
         train_and_evaluate(table, features, SMALL_TRAIN, clean_dataset)

@@ -96,3 +96,17 @@ def test_runs_shorter_than_the_warmup_still_train(max_epochs):
     result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(0), data)
     assert int(result.epochs_run) == max_epochs
     assert np.isfinite(np.asarray(result.train_loss)).all()
+
+
+def test_prediction_in_chunks_equals_one_pass(monkeypatch):
+    import hera_jax.router.train as train_module
+    from hera_jax.router.model import RouterMLP
+
+    config = TrainConfig(hidden_sizes=(8,))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32))
+    params = RouterMLP((8,)).init(jax.random.key(0), x[:1])["params"]
+    whole = train_module.predict_p_cloud(config, params, x)
+    monkeypatch.setattr(train_module, "PREDICT_CHUNK_ROWS", 64)  # 200 rows: 3 full chunks and a padded one
+    chunked = train_module.predict_p_cloud(config, params, x)
+    assert chunked.shape == (200,)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6)

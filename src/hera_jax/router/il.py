@@ -109,5 +109,6 @@ def train_and_evaluate(
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
     check_finite_result(result, f"training on {dataset_dir}")
+    del data  # the split copies: a large table's features fit on the device once more for the metrics
     metrics = split_metrics(table, features, config, result.params, threshold)
     return result.params, result, metrics, train_s

@@ -223,8 +223,24 @@ def check_finite_result(result: TrainResult, source: str) -> None:
         raise NonFiniteError(f"{source}: trained parameters {', '.join(bad_leaves)} hold NaN/inf (nothing was saved)")
 
 
+PREDICT_CHUNK_ROWS = 1 << 20
+
+
 def predict_p_cloud(config: TrainConfig, params, features: jax.Array) -> jax.Array:
-    return _jitted_p_cloud(tuple(config.hidden_sizes), params, features)
+    """p(cloud) of every row; more than PREDICT_CHUNK_ROWS rows go through in equal chunks (the last one padded:
+    one compile), so a ten-million-row table needs no second copy of its features on the device."""
+    hidden = tuple(config.hidden_sizes)
+    rows = features.shape[0]
+    if rows <= PREDICT_CHUNK_ROWS:
+        return _jitted_p_cloud(hidden, params, features)
+    parts = []
+    for start in range(0, rows, PREDICT_CHUNK_ROWS):
+        chunk = jnp.asarray(features[start:start + PREDICT_CHUNK_ROWS])
+        size = chunk.shape[0]
+        if size < PREDICT_CHUNK_ROWS:
+            chunk = jnp.pad(chunk, ((0, PREDICT_CHUNK_ROWS - size), (0, 0)))
+        parts.append(_jitted_p_cloud(hidden, params, chunk)[:size])
+    return jnp.concatenate(parts)
 
 
 @functools.partial(jax.jit, static_argnums=0)
