@@ -82,6 +82,17 @@ def test_a_key_straddling_the_error_cut_is_redacted_whole():
         "state_key 3f9a0c1d2b4e5f60 and a/path/file.json stay")
 
 
+def test_a_stored_command_hides_keys_but_keeps_dataset_paths():
+    from hera_jax.agents.openai_cloud import redact_command
+
+    command = redact_command(["python", "experiments/collect.py", "--out", "data/textworld_express_twc_gemma270m",
+                              "--agents.cloud-base-url", "https://api.example.com/k/" + "zq7Hk2LmP9xR4tV8wB3nC6yF1dJ5s" + "/v1",
+                              "--note", "hf_" + "abcdefghijklmnop1234"])
+    assert "data/textworld_express_twc_gemma270m" in command
+    assert "zq7Hk2LmP9xR4tV8wB3nC6yF1dJ5s" not in command and "hf_abcdefghijklmnop1234" not in command
+    assert command.count("[redacted]") == 2
+
+
 def test_an_unset_key_variable_is_warned_about_for_a_remote_endpoint(monkeypatch, capsys):
     monkeypatch.delenv("HERA_UNSET_KEY", raising=False)
     OpenAIChatAgent(OpenAIConfig(base_url="https://api.example.com/v1", api_key_env="HERA_UNSET_KEY"))

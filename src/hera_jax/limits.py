@@ -76,7 +76,7 @@ PROBABILITY = Range(0.0, 1.0)
 def secret_problem(text: str) -> str | None:
     """Why `text` (a flag's value) must not be used: it looks like an API key; or None."""
     if KEY_PATTERN.search(text):
-        return ("looks like an API key; keys go only in the environment variable named by --agents.cloud-api-key-env "
+        return ("looks like an API key; keys go only in the environment variable named by the --*-api-key-env flag "
                 "and are never passed as a flag (nothing was written)")
     return None
 

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shlex
 import socket
 import sys
 import threading
@@ -95,10 +96,10 @@ def url_problem(url: str) -> str | None:
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
         return ("must not hold user:password@ credentials; put the key in the environment variable named by "
-                "--agents.cloud-api-key-env (nothing was written)")
+                "the --*-api-key-env flag (nothing was written)")
     if parts.query or parts.fragment:
         return ("must not have a query string or fragment (keys never go in the URL; use the environment "
-                "variable named by --agents.cloud-api-key-env; nothing was written)")
+                "variable named by the --*-api-key-env flag; nothing was written)")
     return secret_problem(url)
 
 
@@ -115,6 +116,17 @@ def redact(text: str, key: str) -> str:
     if key:
         text = text.replace(key, REDACTED)
     return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
+
+
+def redact_command(argv: list[str]) -> str:
+    """A command line as it may be stored (a manifest's `command`): URLs are redacted like outside text (a token in
+    a URL path is hidden), every other argument only where it looks like a known provider's key, so dataset paths
+    such as `data/textworld_express_twc_gemma270m` stay readable."""
+    parts = []
+    for arg in argv:
+        hidden = redact(arg, "") if "://" in arg else KEY_PATTERN.sub(REDACTED, arg)
+        parts.append(shlex.quote(hidden) if hidden == arg else hidden)
+    return " ".join(parts)
 
 
 def _as_count(value: Any, default: int) -> int:

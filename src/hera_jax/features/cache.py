@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hera_jax.errors import HeraError
 
+import hashlib
 import json
 import os
 import re
@@ -69,6 +70,12 @@ class FeatureCache:
             )
         if embeddings.shape != (len(keys), meta.get("dim")):
             raise FeatureCacheError(f"{self.path}: embeddings shape {embeddings.shape} does not match {len(keys)} keys")
+        # caches written before the checksum existed carry none and load as they always did
+        if "sha256" in meta and meta["sha256"] != content_digest(keys, embeddings):
+            raise FeatureCacheError(
+                f"{self.path}: its keys and embeddings do not match the checksum written with them (rows permuted, "
+                "edited or damaged on disk); delete it to re-embed"
+            )
         self.dim = meta["dim"]
         return keys, embeddings
 
@@ -114,15 +121,16 @@ class FeatureCache:
                     self.keys.extend(disk_keys[i] for i in others)
                     self.embeddings = np.concatenate([self.embeddings, disk_embeddings[others]])
                     self._index = {k: i for i, k in enumerate(self.keys)}
-            meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys)})
+            stored = self.embeddings.astype(np.float16)
+            meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys),
+                               "sha256": content_digest(self.keys, stored)})
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
             try:
                 # mkstemp makes the file private (0600); keep the cache as readable as before for others sharing it
                 os.chmod(tmp, self.path.stat().st_mode & 0o777 if self.path.exists() else 0o644)
                 with os.fdopen(fd, "wb") as f:
                     # float16 halves the shipped file; cosine-normalised MiniLM vectors lose nothing that matters
-                    np.savez(f, keys=np.asarray(self.keys), embeddings=self.embeddings.astype(np.float16),
-                             meta=np.asarray(meta))
+                    np.savez(f, keys=np.asarray(self.keys), embeddings=stored, meta=np.asarray(meta))
                 os.replace(tmp, self.path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -135,6 +143,13 @@ class FeatureCache:
         if missing:
             raise KeyError(f"{len(missing)} state keys are not in the cache, e.g. {missing[0]}")
         return self.embeddings[[self._index[k] for k in keys]]
+
+
+def content_digest(keys: Sequence[str], embeddings: np.ndarray) -> str:
+    """sha256 of the keys in order and their embeddings as stored (float16): any permutation or edit changes it."""
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8"))
+    digest.update(np.ascontiguousarray(np.asarray(embeddings, np.float16)).tobytes())
+    return digest.hexdigest()
 
 
 def round_like_cache(embeddings: np.ndarray) -> np.ndarray:

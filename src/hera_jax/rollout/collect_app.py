@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shlex
 import sys
 from pathlib import Path
 from typing import ClassVar
 
 from hera_jax.agents.config import AgentsConfig, build_agents
-from hera_jax.agents.openai_cloud import redact
+from hera_jax.agents.openai_cloud import redact_command
 from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.dataset import manifest_agents_title
@@ -114,8 +113,7 @@ def collect_into(config: CollectConfig) -> None:
             "settings": settings,
             "mode": MODES[config.mode][1],
             "created": now_iso(),
-            "command": redact("python experiments/collect.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                              ""),
+            "command": redact_command(["python", "experiments/collect.py", *sys.argv[1:]]),
         }
         make_setup = functools.partial(worker_setup, config, config.engine.workers)
         summary = collect(specs, make_setup, config.out, manifest, config.engine, show_progress=config.progress,

@@ -10,11 +10,13 @@ from __future__ import annotations
 from hera_jax.errors import HeraError
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from hera_jax.features import FeatureSpec
@@ -61,6 +63,7 @@ def save_router(
         "format": CHECKPOINT_FORMAT,
         "train_config": dataclasses.asdict(train_config),
         "feature_spec": dataclasses.asdict(feature_spec),
+        "params_sha256": params_digest(params),
         **(extra_meta or {}),
     }
     with _manager(directory) as manager:
@@ -166,4 +169,20 @@ def load_router(
         raise CheckpointError(
             f"{directory}/{step}: parameters {', '.join(bad)} hold NaN/inf; this router is unusable, retrain it"
         )
+    # routers saved before the digest existed carry none and load as they always did
+    if "params_sha256" in meta and meta["params_sha256"] != params_digest(params):
+        raise CheckpointError(
+            f"{directory}/{step}: the parameters differ from the digest saved with them (the array files were "
+            "changed or damaged on disk); retrain, or restore the checkpoint from a copy"
+        )
     return RouterBundle(params, train_config, feature_spec, meta)
+
+
+def params_digest(params: Any) -> str:
+    """sha256 of every parameter array (path, dtype, shape, bytes), in tree order: one changed byte changes it."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
