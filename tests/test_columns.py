@@ -104,3 +104,24 @@ def test_featurizing_distinct_states_equals_featurizing_every_row(tmp_path, desi
                                  encode=encode, keys=table.state_key)
     np.testing.assert_array_equal(features, per_row)
     assert features.shape == (len(table), spec.input_dim)
+
+
+def test_an_episode_copied_into_another_split_is_refused(tmp_path):
+    from hera_jax.rollout.records import DatasetError
+
+    folder = _toy(tmp_path)
+    train = make_steps("t0/train/0", "t0", "train", [("a", "a"), ("b", "b")], variation=0)
+    copied = [dataclasses.replace(s, episode_id="t0/test/copy", split="test") for s in train]
+    append_episode(folder / "steps.jsonl", copied)
+    with pytest.raises(DatasetError, match="repeats episode t0/train/0 .* leaks training data"):
+        load_il_table(folder, ())
+
+
+def test_look_alike_variations_in_two_splits_are_reported_not_refused(tmp_path):
+    folder = _toy(tmp_path)
+    train = make_steps("t0/train/0", "t0", "train", [("a", "a"), ("b", "b")], variation=0)
+    look_alike = [dataclasses.replace(s, episode_id="t0/test/other", split="test", variation=7) for s in train]
+    append_episode(folder / "steps.jsonl", look_alike)
+    table = load_il_table(folder, ())
+    assert "t0/test/other" in table.episode_id.tolist()
+    assert any("look-alike" in p and "t0/test/other" in p for p in table.report.problems)

@@ -133,6 +133,7 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
             f"(e.g. episode {columns['episode_id'][first]} step {columns['step'][first]}); IL needs the device "
             "replayed on cloud states (collect.py's default mode)"
         )
+    check_no_split_leak(columns, dataset_dir / STEPS_FILE, report)
     table = StepTable(
         episode_id=columns["episode_id"],
         task=columns["task"],
@@ -151,6 +152,37 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
         source=np.zeros(len(columns["step"]), np.int32),
     )
     return hold_out_tasks(table, unseen_tasks)
+
+
+def check_no_split_leak(columns: dict, where: Path, report: LoadReport) -> None:
+    """Refuse an episode of one split that repeats, state for state, an episode of the same task and variation in
+    another split (e.g. a train episode copied under a new id into test): a router would be tested on what it
+    trained on, and no metric would show it. Episodes of *different* variations that play identically (some
+    environments have look-alike variations in different splits) are reported once as a warning in `report`."""
+    episode_codes = columns["episode_id_codes"]
+    starts = np.flatnonzero(np.r_[True, episode_codes[1:] != episode_codes[:-1]])
+    ends = np.r_[starts[1:], len(episode_codes)]
+    first_of: dict[bytes, int] = {}
+    look_alikes: list[tuple[int, int]] = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        fingerprint = columns["state_index"][start:end].tobytes() + b"|" + columns["task"][start].encode()
+        other = first_of.setdefault(fingerprint, start)
+        if other == start or columns["split"][other] == columns["split"][start]:
+            continue
+        if columns["variation"][other] == columns["variation"][start]:
+            raise DatasetError(
+                f"{where}: episode {columns['episode_id'][start]} ({columns['split'][start]}) repeats episode "
+                f"{columns['episode_id'][other]} ({columns['split'][other]}) of the same task and variation state "
+                "for state: one episode in two splits leaks training data into evaluation; remove one of them"
+            )
+        look_alikes.append((start, other))
+    if look_alikes:
+        start, other = look_alikes[0]
+        report.problems.append(
+            f"{where}: {len(look_alikes)} episode(s) play state for state like an episode of another split with a "
+            f"different variation (e.g. {columns['episode_id'][start]} ({columns['split'][start]}) and "
+            f"{columns['episode_id'][other]} ({columns['split'][other]})): look-alike variations of the environment, "
+            "kept; their test states are not new to the router")
 
 
 def hold_out_tasks(table: StepTable, unseen_tasks: Sequence[str]) -> StepTable:
