@@ -1,12 +1,12 @@
 """Which stand-in device mistakes cannot be walked back? Evidence for the `bayes-harm` baseline's rule
-(hera_jax.evaluate.probe_app).
+(hera_jax.research.probe_app).
 
     python experiments/probe_irreversible.py --env scienceworld --tasks find-animal chemistry-mix use-thermometer
     python experiments/probe_irreversible.py --env textworld_express:twc
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.evaluate.probe_app import ProbeConfig, probe_mistakes
+from hera_jax.research.probe_app import ProbeConfig, probe_mistakes
 
 if __name__ == "__main__":
     run_cli(probe_mistakes, ProbeConfig)

@@ -14,11 +14,13 @@ The data path, in the order data flows (experiments/*.py are thin command lines 
     router/        the Flax router, its jitted trainer, checkpoints; router/il_app.py: stage 1 (IL)
     rl/            stage 2 (cost-aware RL): visits, preference labels, loss, fine-tune, the loop; rl/rl_app.py
     sweep.py       both stages' losses trained over a grid in one compiled program; sweep_app.py: the sweep run
-    evaluate/      baselines, online/offline evaluation, frontiers, statistics, reports; evaluate/evaluate_app.py,
-                   diagnose_app.py, probe_app.py
+    evaluate/      baselines, online/offline evaluation, frontiers, statistics, reports; evaluate/evaluate_app.py
+    research/      tools around the pipeline: diagnosis of routed runs, the irreversible-mistake probe, a real
+                   device's own confidence signals
     serve/         the trained router in front of real agents: `Router` (Python API) and `hera-serve`, an
                    OpenAI-compatible step-routing proxy whose decision log is a dataset for stage 2
-    files.py       JSON written atomically (every stage's summaries and manifests)
+    columns.py     a dataset's step columns, cached by the records' content hash (the fast load path)
+    files.py       JSON written atomically, file digests (every stage's summaries, manifests, caches)
     runs.py        run folders: where new ones go, settings as JSON, the resume check, the lock
     limits.py      declared ranges of config fields, checked when a command line is parsed (cli.py)
     errors.py      `HeraError`: user errors shown as one line

@@ -1,6 +1,6 @@
 """Markdown tables of one evaluation folder: frontier areas with their paired intervals, and the points.
 
-    python experiments/results/rl-2026-12-03/tables.py runs/evaluate/<run> [--reference il0]
+    python experiments/analysis/rl_tables.py runs/evaluate/<run> [--reference il0]
 
 Reads `summary.json` (areas, `area_minus_<reference>` from `evaluate.py --compare-to`, the frontier at
 `--cloud-budget`) and `points.csv`.

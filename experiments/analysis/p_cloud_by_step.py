@@ -1,6 +1,6 @@
 """Spread of a router's p(cloud) over the states of one step kind, on the gold path of held-out episodes.
 
-    python experiments/results/rl-2026-12-03/p_cloud_by_step.py runs/evaluate/<run> il@0.3 rl@0.3
+    python experiments/analysis/p_cloud_by_step.py runs/evaluate/<run> il@0.3 rl@0.3
 
 For each named point (method@threshold) of an evaluation folder: the states its episodes visited while still on
 the cloud-only episode's path (the gold path for the gold-path stand-in cloud), grouped by task and the verb of the
@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from hera_jax.evaluate.diagnosis import gold_walk
+from hera_jax.research.diagnosis import gold_walk
 
 run, points = sys.argv[1], sys.argv[2:]
 episodes = collections.defaultdict(list)

@@ -92,7 +92,7 @@ def _router_scores(checkpoint: Path, table, dataset: Path) -> np.ndarray:
 
 
 def il_states(config: DiagnoseConfig) -> dict:
-    from hera_jax.evaluate.diagnosis import error_probabilities, soft_auroc, unrecoverable_rates
+    from hera_jax.research.diagnosis import error_probabilities, soft_auroc, unrecoverable_rates
 
     dataset, table, rows = _dataset_rows(config.env)
     device = _device(table)
@@ -141,7 +141,7 @@ def _harm_by_gold_verb(env: str, rows, table) -> dict[str, float]:
     """Verb of the gold action -> mean probe unrecoverable rate of the device's recorded mistakes there (train
     split). The records do not hold the device's mistake pool; the mistake's verb mostly follows the gold verb."""
     from hera_jax.evaluate.baselines.bayes_harm import action_verb
-    from hera_jax.evaluate.diagnosis import unrecoverable_rates
+    from hera_jax.research.diagnosis import unrecoverable_rates
 
     gold_verbs = np.asarray([action_verb(r["cloud_action"]) for r in rows])
     rates = unrecoverable_rates(env, [r["device_action"] for r in rows])
@@ -161,7 +161,7 @@ def routed(config: DiagnoseConfig) -> dict:
 
     from hera_jax.agents.stand_ins import action_difficulty
     from hera_jax.evaluate.baselines.bayes_harm import action_verb
-    from hera_jax.evaluate.diagnosis import error_probabilities, gold_walk, soft_auroc, unrecoverable_rates
+    from hera_jax.research.diagnosis import error_probabilities, gold_walk, soft_auroc, unrecoverable_rates
 
     if config.eval_run is None:
         raise HeraError("the routed section needs --eval-run (an evaluate.py run folder)")
@@ -267,7 +267,7 @@ def routed(config: DiagnoseConfig) -> dict:
 def features(config: DiagnoseConfig) -> dict:
     """step_frac on/off over seeds, and how often the gold action's object words are missing from what the router
     sees (the 400-char observation clip of the state text, then the encoder's token limit)."""
-    from hera_jax.evaluate.diagnosis import error_probabilities, missing_object_words, soft_auroc
+    from hera_jax.research.diagnosis import error_probabilities, missing_object_words, soft_auroc
     from hera_jax.features import FeatureSpec, load_encoder
     from hera_jax.router.il import build_features, train_and_evaluate
     from hera_jax.router.train import TrainConfig, predict_p_cloud
@@ -310,7 +310,7 @@ def capped(config: DiagnoseConfig) -> dict:
     """Writes <out>/capped: --eval-run's rollouts with every episode cut after cap_factor x its gold length (lost
     episodes otherwise run to the step limit, and their wasted cloud calls set the pooled cloud-step ratio). Replay
     it with `evaluate.py --replay-from <out>/capped` for the table with paired intervals."""
-    from hera_jax.evaluate.diagnosis import cap_episode_rows
+    from hera_jax.research.diagnosis import cap_episode_rows
     from hera_jax.evaluate.episodes import parse_episode_id
     from hera_jax.files import write_json_atomic
     from hera_jax.rollout.records import read_steps
@@ -350,7 +350,7 @@ def capped(config: DiagnoseConfig) -> dict:
 
 
 def harm_router(config: DiagnoseConfig) -> dict:
-    from hera_jax.evaluate.diagnosis import harm_labels
+    from hera_jax.research.diagnosis import harm_labels
     from hera_jax.features import FeatureSpec
     from hera_jax.router.checkpoint import save_router
     from hera_jax.router.il import build_features, train_and_evaluate

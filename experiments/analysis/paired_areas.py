@@ -1,6 +1,6 @@
 """Paired bootstrap difference of every method's frontier area against a chosen reference method.
 
-    python experiments/results/heldout-2026-11-26/paired_areas.py runs/evaluate/<run> il0
+    python experiments/analysis/paired_areas.py runs/evaluate/<run> il0
 
 `hera_jax.evaluate.report.interval_tables(..., reference=...)`: the same resamples for every method, so the
 differences are paired.

@@ -12,7 +12,6 @@ The array part (`signal_aurocs`, `agreement_by_kind`) takes columns; reading the
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
