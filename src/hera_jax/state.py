@@ -55,7 +55,14 @@ def _clip(text: str, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
-def state_text(state: AgentState, history_k: int = 3, max_obs_chars: int = 400) -> str:
+# The router's state-text defaults (every CLI and manifest reader falls back to these; rollout/episode.py too).
+DEFAULT_HISTORY_K = 3
+DEFAULT_MAX_OBS_CHARS = 400
+
+
+def state_text(
+    state: AgentState, history_k: int = DEFAULT_HISTORY_K, max_obs_chars: int = DEFAULT_MAX_OBS_CHARS
+) -> str:
     """The canonical text the router embeds: task, last `history_k` steps, current observation."""
     lines = [f"Task: {_clip(state.task_description, 2 * max_obs_chars)}"]
     recent = state.history[-history_k:] if history_k > 0 else ()

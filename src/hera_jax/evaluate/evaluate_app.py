@@ -438,7 +438,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
 
     # --- edges: encoder caches, routers, agents, environment --------------------------------------------------
     from hera_jax.envs import simulator_factory
-    from hera_jax.rollout.episode import EpisodeSettings
+    from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, DEFAULT_MAX_STEPS, EpisodeSettings
 
     read_dirs = [Path(dataset) / "features"] + [
         Path(source["dataset"]) / "features" for sources in training.values() for source in sources
@@ -447,13 +447,13 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     make_cloud, make_device = agent_factories(config.agents, config.env, share=config.engine.workers,
                                               default_seed=device_seed, memo_dir=Path(dataset) / "features")
     env_options = profile(config.env).env_options(read_manifest(dataset))
-    max_steps = settings.get("max_steps", 60) if config.max_steps is None else config.max_steps
+    max_steps = settings.get("max_steps", DEFAULT_MAX_STEPS) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(
         make_env=simulator_factory(config.env, max_steps, **env_options),
         make_cloud=make_cloud,
         make_device=make_device,
-        settings=EpisodeSettings(history_k=settings.get("history_k", 3),
-                                 max_obs_chars=settings.get("max_obs_chars", 400), max_steps=max_steps,
+        settings=EpisodeSettings(history_k=settings.get("history_k", DEFAULT_HISTORY_K),
+                                 max_obs_chars=settings.get("max_obs_chars", DEFAULT_MAX_OBS_CHARS), max_steps=max_steps,
                                  max_steps_gold_factor=config.max_steps_gold_factor),
         routers=router_paths, features_cache=config.features_cache, read_dirs=tuple(dict.fromkeys(read_dirs)),
         seed=config.seed, options={"max_entropy": config.confidence_max_entropy},

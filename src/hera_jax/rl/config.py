@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.envs.profiles import profile
+from hera_jax.rollout.episode import DEFAULT_MAX_STEPS
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Range
 from hera_jax.rollout.engine import EngineConfig
@@ -102,7 +103,7 @@ class RLConfig:
     """Settings of the IL router trained here when no --init-checkpoint is given."""
     train: PreferenceTrainConfig = PreferenceTrainConfig()
     """Fine-tune settings of each RL iteration."""
-    max_steps: int = 60
+    max_steps: int = DEFAULT_MAX_STEPS
     """Per-episode step limit."""
     max_steps_gold_factor: float | None = None
     """Also end an episode after ceil(this x its gold path's length) steps, where the env has gold paths (0: off;

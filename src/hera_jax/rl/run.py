@@ -32,7 +32,7 @@ from hera_jax.features import FeatureSpec, featurize_indexed
 from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
-from hera_jax.rollout.episode import EpisodeSettings
+from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, EpisodeSettings
 from hera_jax.files import write_json_atomic
 from hera_jax.rollout.records import read_steps
 from hera_jax.router.checkpoint import RouterBundle, load_router
@@ -122,8 +122,8 @@ def open_run(
     check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
-    episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", 3)),
-                                       max_obs_chars=int(settings.get("max_obs_chars", 400)),
+    episode_settings = EpisodeSettings(history_k=int(settings.get("history_k", DEFAULT_HISTORY_K)),
+                                       max_obs_chars=int(settings.get("max_obs_chars", DEFAULT_MAX_OBS_CHARS)),
                                        max_steps=config.max_steps,
                                        max_steps_gold_factor=config.max_steps_gold_factor)
     engine = config.engine

@@ -22,7 +22,7 @@ from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE
 from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup
-from hera_jax.rollout.episode import EpisodeSettings, always
+from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, DEFAULT_MAX_STEPS, EpisodeSettings, always
 from hera_jax.rollout.records import now_iso
 from hera_jax.runs import config_json, locked_run_dir
 
@@ -54,11 +54,11 @@ class CollectConfig:
     changes the records."""
     max_seconds: float = 0.0
     """Per-episode wall-clock limit in seconds (0: none)."""
-    history_k: int = 3
+    history_k: int = DEFAULT_HISTORY_K
     """Number of past (action, observation) pairs in the router's state text."""
-    max_obs_chars: int = 400
+    max_obs_chars: int = DEFAULT_MAX_OBS_CHARS
     """Observations are clipped to this many characters in the state text."""
-    max_steps: int = 60
+    max_steps: int = DEFAULT_MAX_STEPS
     """Per-episode step limit."""
     simplification: str = "easy"
     """ScienceWorld simplification string (environments without this option ignore it)."""

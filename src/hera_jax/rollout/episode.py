@@ -15,7 +15,7 @@ from collections.abc import Callable
 from hera_jax.agents.base import AgentStep
 from hera_jax.envs.base import Observation, StepResult
 from hera_jax.rollout.records import StepRecord
-from hera_jax.state import AgentState, state_key, state_text
+from hera_jax.state import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, AgentState, state_key, state_text  # noqa: F401  (defaults re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +43,18 @@ class EpisodeSpec:
     episode_id: str
 
 
+# The episode step limit every CLI (collect, rl_iter, evaluate) defaults to; the state-text defaults are state.py's.
+DEFAULT_MAX_STEPS = 60
+
+
 @dataclasses.dataclass(frozen=True)
 class EpisodeSettings:
     """How an episode runs and how its states are written (the state-text settings must match the router's)."""
 
     replay: str | None = None  # "device": also ask the device at every step (IL replay); "cloud": ask cloud too
-    history_k: int = 3
-    max_obs_chars: int = 400
-    max_steps: int = 50
+    history_k: int = DEFAULT_HISTORY_K
+    max_obs_chars: int = DEFAULT_MAX_OBS_CHARS
+    max_steps: int = DEFAULT_MAX_STEPS
     # > 0: an episode also ends after ceil(factor x its gold path's length) steps, where the env gives a gold path.
     # A lost episode otherwise runs on to max_steps, and those steps decide the cloud-step ratio and the run time.
     max_steps_gold_factor: float = 0.0
