@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -37,8 +38,8 @@ class BenchEndToEndConfig:
     """Where the datasets and run folders go (datasets are reused when present)."""
     source: Path = ROOT / "data" / "scienceworld_standin"
     """Dataset whose episodes are resampled."""
-    il_args: tuple[str, ...] = ()
-    """Extra flags for il.py (e.g. --train.max-epochs 20)."""
+    il_flags: str = ""
+    """Extra flags for il.py, as one string (e.g. "--train.max-epochs 20 --train.patience 20")."""
     out: Path = ROOT / "benchmarks" / "results" / "end_to_end.json"
 
 
@@ -73,7 +74,7 @@ def main(config: BenchEndToEndConfig) -> dict:
                 shutil.rmtree(run_dir)
             log = config.work / f"il_{human(size)}_{mode}.log"
             wall, rss, rc = run_measured([sys.executable, "experiments/il.py", "--dataset", str(dataset), "--out",
-                                          str(run_dir), *config.il_args], log)
+                                          str(run_dir), *shlex.split(config.il_flags)], log)
             if rc:
                 raise SystemExit(f"il.py failed (rc {rc}); see {log}:\n{log.read_text()[-2000:]}")
             metrics = json.loads((run_dir / "metrics.json").read_text())
