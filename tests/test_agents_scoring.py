@@ -275,7 +275,7 @@ def test_transformers_scorer_equals_a_full_forward_per_candidate_and_acts_validl
 def test_auroc_equals_the_pairwise_definition_and_bootstrap_is_paired_and_bracketing():
     import pandas as pd
 
-    from hera_jax.evaluate.device_signals import agreement_by_kind, auroc, signal_aurocs
+    from hera_jax.research.device_signals import agreement_by_kind, auroc, signal_aurocs
 
     rng = np.random.default_rng(0)
     labels = rng.random(200) < 0.4

@@ -1,4 +1,4 @@
-"""The diagnosis pieces (evaluate/diagnosis.py) on hand-worked examples."""
+"""The diagnosis pieces (research/diagnosis.py) on hand-worked examples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hera_jax.agents.stand_ins import PerturbedGoldDevice
-from hera_jax.evaluate.diagnosis import (
+from hera_jax.research.diagnosis import (
     cap_episode_rows,
     error_probabilities,
     gold_walk,

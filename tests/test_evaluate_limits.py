@@ -111,10 +111,10 @@ def test_bayes_harm_routes_likely_and_unrecoverable_errors_only():
 
 
 def test_probe_reproduces_the_twc_rule_on_the_real_simulator():
-    """hera_jax.evaluate.probe_app on one TWC variation: a misplaced object dooms the episode under the
+    """hera_jax.research.probe_app on one TWC variation: a misplaced object dooms the episode under the
     gold-path stand-in cloud, a wrongly opened container does not (the rule's evidence, rerun small)."""
     pytest.importorskip("textworld_express")
-    from hera_jax.evaluate import probe_app as probe
+    from hera_jax.research import probe_app as probe
 
     result = probe.probe_mistakes(probe.ProbeConfig(env="textworld_express:twc", tasks=("twc-medium",), variations=1))
     by_verb = result["by_verb"]

@@ -74,6 +74,14 @@ class Upstreams:
             return httpx.Response(500, json={"error": "boom"})
         if mode == "garbage":
             return httpx.Response(200, content=b"<html>not json</html>")
+        if mode == "cut" and body.get("stream"):  # the first piece, then the connection is lost
+            first = json.dumps({"choices": [{"delta": {"content": "Action: "}}]})
+
+            async def broken():
+                yield f"data: {first}\n\n".encode()
+                raise httpx.ReadError("connection lost", request=request)
+
+            return httpx.Response(200, content=broken(), headers={"content-type": "text/event-stream"})
         if body.get("stream"):
             chunks = [json.dumps({"choices": [{"delta": {"content": piece}}]}) for piece in ("Action: ", f"{route} move")]
             sse = "".join(f"data: {c}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -193,6 +201,23 @@ def test_streaming_is_relayed_and_logged(tmp_path, upstreams, monkeypatch):
     assert body.count(b"data: ") == 3 and body.endswith(b"data: [DONE]\n\n")
     entry = json.loads((tmp_path / "log" / "decisions.jsonl").read_text().splitlines()[-1])
     assert entry["action"] == "cloud move" and entry["route"] == "cloud"
+
+
+def test_an_upstream_that_breaks_off_mid_stream_ends_the_stream_with_an_error_event(tmp_path, upstreams, monkeypatch):
+    upstreams.mode["cloud"] = "cut"
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        with client.stream("POST", "/v1/chat/completions", json=chat("difficulty 0.9", stream=True)) as reply:
+            body = b"".join(reply.iter_bytes())
+        events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+        assert events[0]["choices"][0]["delta"]["content"] == "Action: "  # what arrived was passed on
+        assert events[-1]["error"]["code"] == "stream_cut" and "mid-stream" in events[-1]["error"]["message"]
+        metrics = client.get("/metrics").text
+        assert 'hera_upstream_errors_total{kind="stream_cut",upstream="cloud"} 1.0' in metrics
+        after = client.post("/v1/chat/completions", json=chat("difficulty 0.1"))  # the proxy keeps serving
+        assert after.status_code == 200
+    entries = [json.loads(line) for line in (tmp_path / "log" / "decisions.jsonl").read_text().splitlines()]
+    cut = [e for e in entries if e.get("kind") == "step" and e["route"] == "cloud"]
+    assert cut[0]["status"] == 502
 
 
 @pytest.mark.parametrize("failure", ["dead", "timeout", "500", "garbage"])

@@ -352,8 +352,9 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             metrics.p_cloud.observe(p_cloud)
             metrics.served_by(route)
             if stream:
-                return StreamingResponse(_relay(reply, log, served, received), status_code=reply.status_code,
-                                         media_type="text/event-stream", headers=headers)
+                return StreamingResponse(_relay(reply, log, served, received, lambda kind, r=route: fail(r, kind)),
+                                         status_code=reply.status_code, media_type="text/event-stream",
+                                         headers=headers)
             if "_status" in data:  # the upstream refused the request: pass its answer on, log nothing
                 return JSONResponse(data["_body"], status_code=data["_status"], headers=headers)
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
@@ -373,27 +374,42 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-async def _relay(reply, log: DecisionLog, served: dict, received: float):
-    """Pass the upstream's event stream through unchanged; log the step (with the streamed text) once it ends."""
-    text, buffer = [], b""
+async def _relay(reply, log: DecisionLog, served: dict, received: float, fail=None):
+    """Pass the upstream's event stream through unchanged; log the step (with the streamed text) once it ends.
+
+    An upstream that breaks off mid-stream (connection lost, read timeout) cannot be failed over (the client has
+    part of a reply): the client gets one final `data: {"error": ...}` event, which OpenAI clients raise as an API
+    error, the step is logged with status 502 and the upstream's failure counts for its circuit breaker."""
+    import httpx
+
+    text, buffer, status = [], b"", 200
     try:
-        async for chunk in reply.aiter_bytes():  # decoded: the client gets our headers, not the upstream encoding
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
-                    try:
-                        delta = json.loads(line[5:])["choices"][0].get("delta", {}).get("content")
-                    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-                        delta = None
-                    if isinstance(delta, str):
-                        text.append(delta)
-            yield chunk
+        try:
+            async for chunk in reply.aiter_bytes():  # decoded: the client gets our headers, not the upstream encoding
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
+                        try:
+                            delta = json.loads(line[5:])["choices"][0].get("delta", {}).get("content")
+                        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                            delta = None
+                        if isinstance(delta, str):
+                            text.append(delta)
+                yield chunk
+        except httpx.HTTPError as e:
+            status = 502
+            kind = "stream_timeout" if isinstance(e, httpx.TimeoutException) else "stream_cut"
+            if fail is not None:
+                fail(kind)
+            error = {"error": {"message": f"{served['route']} upstream broke off mid-stream ({type(e).__name__})",
+                               "type": "upstream_error", "code": kind}}
+            yield ("\n" if buffer else "") .encode() + b"data: " + json.dumps(error).encode() + b"\n\n"
     finally:
         await reply.aclose()
         await asyncio.to_thread(log.record, ServedStep(
             action=action_of("".join(text)), tokens_in=None, tokens_out=None,
-            latency_s=time.perf_counter() - received, status=200, **served))
+            latency_s=time.perf_counter() - received, status=status, **served))
 
 
 def serve(config: ServeConfig) -> None:
