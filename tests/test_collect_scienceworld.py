@@ -1,5 +1,7 @@
 """A real (tiny) ScienceWorld collection: records are complete, labels come from replay, reruns resume."""
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -7,6 +9,8 @@ import sys
 from hera_jax.labels import il_labels
 from hera_jax.rollout.records import read_steps
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # runs a simulator or a notebook (the full run keeps it; -m "not slow" skips)
 
 
 def _collect(out, *extra):

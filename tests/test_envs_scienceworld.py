@@ -1,5 +1,7 @@
 """ScienceWorld adapter: states are canonical, so identical states share a key across task reloads."""
 
+import pytest
+
 from hera_jax.envs.scienceworld import ScienceWorld, canonical_observation
 from hera_jax.state import AgentState, state_key, state_text
 
@@ -45,6 +47,7 @@ def _walk(reset, step, gold, mistakes_at, pick):
     return trace
 
 
+@pytest.mark.slow
 def test_fast_step_matches_the_scienceworld_api_and_fetches_valid_actions_only_when_read():
     """The adapter's own step (no free actions, valid actions on demand) against `ScienceWorldEnv.step`: the same
     observations, valid actions, rewards, scores and ends, on won, lost-by-wrong-focus and wandering episodes."""
@@ -106,6 +109,7 @@ def test_fast_step_matches_the_scienceworld_api_and_fetches_valid_actions_only_w
         env.close()
 
 
+@pytest.mark.slow
 def test_episodes_and_gold_paths_do_not_depend_on_what_the_simulator_ran_before():
     """ScienceWorld keeps an object-id counter and its gold-path finder's cache of routes across loads. With them
     left over, chemistry-mix-paint-secondary-color 29's gold path went through the bedroom on a JVM that had run

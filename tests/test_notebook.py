@@ -1,10 +1,14 @@
 """notebooks/colab_tpu.ipynb executes top to bottom on a CPU with its small-size switch."""
 
+import pytest
+
 import json
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # runs a simulator or a notebook (the full run keeps it; -m "not slow" skips)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "colab_tpu.ipynb"
 

@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sharded_training_matches_single_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
@@ -100,6 +101,7 @@ SWEEP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sweep_configurations_spread_over_devices_match_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
@@ -126,6 +128,7 @@ def test_padding_rows_for_the_devices_changes_neither_loss_nor_balance():
     assert pad_rows(padded, 4) is padded
 
 
+@pytest.mark.slow
 def test_il_experiment_trains_data_parallel_on_all_devices(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

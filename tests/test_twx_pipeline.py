@@ -22,6 +22,8 @@ from hera_jax.router.model import RouterMLP
 from hera_jax.rl.train import PreferenceTrainConfig
 from hera_jax.router.train import TrainConfig
 
+pytestmark = pytest.mark.slow  # runs a simulator or a notebook (the full run keeps it; -m "not slow" skips)
+
 pytest.importorskip("textworld_express")
 
 TWC = "textworld_express:twc"
