@@ -72,3 +72,15 @@ def test_a_checkpoint_with_a_flipped_byte_is_refused(tmp_path):
     target.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="differ from the digest|unreadable|do not match"):
         load_router(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_with_a_cut_data_file_is_one_short_error(tmp_path):
+    spec = FeatureSpec(encoder="toy", embedding_dim=8)
+    params = RouterMLP((16,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]
+    save_router(tmp_path / "ckpt", 0, params, TrainConfig(hidden_sizes=(16,)), spec)
+    target = max((p for p in (tmp_path / "ckpt" / "0" / "params").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut or damaged") as error:
+        load_router(tmp_path / "ckpt")
+    assert len(str(error.value)) < 400 and "\n" not in str(error.value)

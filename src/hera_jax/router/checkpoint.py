@@ -159,11 +159,12 @@ def load_router(
             params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))[
                 "params"
             ]
-        except Exception as e:
+        except Exception as e:  # the shapes matched above: the array data itself is cut or damaged
+            detail = str(e).split("See full TensorStore details")[0].strip().splitlines()[0][:200]
             raise CheckpointError(
-                f"{directory}/{step}: parameters do not match the stored config (hidden sizes "
-                f"{train_config.hidden_sizes}, input {feature_spec.input_dim}): {e}"
-            ) from e
+                f"{directory}/{step}: the parameter data under params/ is cut or damaged ({detail}); retrain, or "
+                "restore the checkpoint from a copy"
+            ) from None
     bad = nonfinite_leaves(params)
     if bad:
         raise CheckpointError(
