@@ -125,3 +125,19 @@ def test_look_alike_variations_in_two_splits_are_reported_not_refused(tmp_path):
     table = load_il_table(folder, ())
     assert "t0/test/other" in table.episode_id.tolist()
     assert any("look-alike" in p and "t0/test/other" in p for p in table.report.problems)
+
+
+def test_a_features_path_that_is_a_file_is_refused_before_embedding(tmp_path):
+    from hera_jax.features import featurize_indexed
+    from hera_jax.features.cache import FeatureCacheError
+
+    folder = _toy(tmp_path)
+    table = load_il_table(folder, ())
+    (tmp_path / "a_file").write_text("x")
+
+    def encode(texts):
+        raise AssertionError("nothing may be embedded before the cache folder is checked")
+
+    with pytest.raises(FeatureCacheError, match="is a file, not a folder"):
+        featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
+                          FeatureSpec(encoder="toy", embedding_dim=4), tmp_path / "a_file", encode=encode)

@@ -9,6 +9,7 @@ cached states give the same input.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -88,7 +89,7 @@ def sentence_encode_fn(model: str = DEFAULT_MODEL, batch_size: int = 64, show_pr
             encoder = load_encoder(model)
         return encoder.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=show_progress,
+            show_progress_bar=show_progress and sys.stderr.isatty(),  # no bar redrawn into log files
         ).astype(np.float32)
 
     return encode
@@ -163,6 +164,9 @@ def featurize_indexed(
     """`featurize` for rows given as indices into their distinct states: each distinct text is planned, looked up
     and embedded once, then gathered per row on JAX's default device. Returns a jax.Array (float32[N, input_dim]):
     a million-row table's features are never copied through host memory."""
+    cache_dir = Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():  # before any embedding, which may take minutes
+        raise FeatureCacheError(f"{cache_dir}: is a file, not a folder for the features cache; pass another folder")
     cache = open_cache(cache_dir, spec)
     distinct, num_new = text_embeddings(distinct_texts, spec, [cache], encode or sentence_encode_fn(spec.encoder),
                                         keys=distinct_keys)
