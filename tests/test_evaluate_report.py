@@ -131,6 +131,13 @@ def test_replay_recomputes_outputs_without_agents(tmp_path):
     assert len(il["test/auc_success_ci"]) == 2 and len(il["test/success_ci"]) == 2  # 95 % CIs saved
     assert {a["method"] for a in summary["intervals"]["frontier_areas"]} == {"device_only", "cloud_only", "il"}
     assert "±" in proc.stdout  # CI half-widths printed
+    # the run folder has no summary.json: an interrupted evaluation, and the replay says so
+    assert "PARTIAL" in proc.stdout and summary["timings_s"]["partial"] is True
+    write_json_atomic(run / "summary.json", {"timings_s": {"total": 1.0}})  # as a finished run leaves it
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--replay-from", str(run), "--out",
+         str(tmp_path / "again")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "PARTIAL" not in again.stdout
 
 
 def test_compare_to_saves_and_prints_paired_area_differences_against_a_named_method(tmp_path):

@@ -190,9 +190,12 @@ def hold_out_tasks(table: StepTable, unseen_tasks: Sequence[str]) -> StepTable:
     known = set(table.task.tolist())
     unknown = sorted(set(unseen_tasks) - known)
     if unknown:
+        problems = table.report.problems
         raise DatasetError(
             f"unseen task(s) {unknown} are not in {', '.join(table.datasets)}; "
             f"its tasks are: {', '.join(sorted(known))}"
+            + (f" ({len(problems)} problem(s) loading it, so episodes may be missing; first: {problems[0]})"
+               if problems else "")
         )
     split = np.where(np.isin(table.task, list(unseen_tasks)), "test_unseen", table.split.astype(object)).astype(str)
     return dataclasses.replace(table, split=split, unseen_tasks=tuple(table.unseen_tasks) + tuple(unseen_tasks))

@@ -356,11 +356,20 @@ def replay(config: EvalConfig, console) -> dict:
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     out = config.out or source
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
+    # A finished evaluation writes summary.json last: without it (or when that summary was itself a partial
+    # replay) the run was interrupted, and the tables cover only the episodes that finished.
+    summary_path = source / "summary.json"
+    finished = summary_path.exists() and not json.loads(summary_path.read_text()).get("timings_s", {}).get("partial")
+    if not finished:
+        partial = (f"PARTIAL: {source} is an interrupted evaluation; these results cover only the {report.num_episodes} "
+                   f"episodes that finished (rerun `python experiments/evaluate.py --out {source}` to complete it)")
+        console.print(f"[yellow]warning[/]: {escape(partial)}")
+        notes.append(partial)
     with locked_run_dir(out, "evaluate.py run"):
         if out != source:
             write_json_atomic(out / "config.json", {**recorded, "replay": config_json(config)})
-        return write_outputs(out, rows, config, recorded.get("agents", {}), notes, {"replay": True}, console,
-                             recorded.get("router_training"))
+        return write_outputs(out, rows, config, recorded.get("agents", {}), notes,
+                             {"replay": True, "partial": not finished}, console, recorded.get("router_training"))
 
 
 def evaluate(config: EvalConfig) -> dict:
