@@ -47,10 +47,8 @@ class FeatureSpec:
     horizon: float = 50.0
     """Steps that count as a full episode for the step_frac feature."""
     text_design: TextDesign = "segments"
-    """How the state text is embedded (features/designs.py): segments (task, current observation and history items
-    embedded separately, each cached: the default, best dev AUROC on ScienceWorld, level on TWC, and the fewest
-    encoder calls), joint (one embedding of the whole text; the encoder's 256-token limit can cut the current
-    observation) or obs_first (current observation first, oldest history cut first)."""
+    """How the state text is embedded: segments (task, observation and history items apart), joint (the whole text)
+    or obs_first; see docs/features.md."""
 
     LIMITS: ClassVar[dict] = {"embedding_dim": COUNT, "horizon": POSITIVE}
 
