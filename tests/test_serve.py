@@ -317,6 +317,71 @@ def test_concurrent_requests_are_micro_batched_and_none_is_lost(tmp_path, upstre
     assert scorer.calls < 64  # concurrent requests shared embedding batches
 
 
+class FlakyUpstreams(Upstreams):
+    """Each request fails at random (seeded): dead, timeout, 500, garbage, or cut mid-stream; else answers."""
+
+    def __init__(self, seed: int, failure_rate: float):
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+        self.failure_rate = failure_rate
+
+    def __call__(self, request):
+        route = "device" if request.url.port == 8081 else "cloud"
+        failures = ["dead", "timeout", "500", "garbage"] + (["cut"] if json.loads(request.content).get("stream") else [])
+        self.mode[route] = (str(self.rng.choice(failures)) if self.rng.random() < self.failure_rate else "ok")
+        return super().__call__(request)
+
+
+@pytest.mark.slow
+def test_fault_soak_500_requests_16_clients_every_reply_well_formed_and_logged(tmp_path):
+    """500 requests (a quarter streaming) from 16 concurrent clients while each upstream fails 30 % of its requests
+    in one of five ways: every request gets a 200 (possibly after failover), a one-line 502, or a stream ending in
+    an error event; the log has exactly one step per answered request and the proxy's counters add up."""
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5,
+                         breaker_failures=10**6)  # keep both upstreams in play: the breaker is tested on its own
+    upstreams = FlakyUpstreams(seed=0, failure_rate=0.3)
+    app = create_app(config, Router(TextScorer(), 0.5, 3, 400), transport=httpx.MockTransport(upstreams))
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
+                limit = asyncio.Semaphore(16)
+
+                async def one(i):
+                    body = chat(f"n{i} difficulty 0.{i % 10}", stream=i % 4 == 0)
+                    async with limit:
+                        reply = await client.post("/v1/chat/completions", json=body,
+                                                  headers={"x-hera-episode": f"e{i}"})
+                        return i, reply
+
+                return await asyncio.gather(*(one(i) for i in range(500)))
+
+    replies = asyncio.run(run())
+    outcomes = {"ok": 0, "failover": 0, "502": 0, "cut": 0}
+    for i, reply in replies:
+        if reply.status_code == 502:
+            assert "\n" not in reply.json()["error"]["message"]
+            outcomes["502"] += 1
+            continue
+        assert reply.status_code == 200, reply.text
+        if i % 4 == 0:
+            events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+            if "error" in events[-1]:
+                outcomes["cut"] += 1
+                continue
+            assert reply.text.endswith("data: [DONE]\n\n")
+        else:
+            assert reply.json()["choices"][0]["message"]["content"].startswith("Thought: ok")
+        outcomes["failover" if reply.headers["x-hera-reason"] == "failover" else "ok"] += 1
+    assert sum(outcomes.values()) == 500 and min(outcomes.values()) > 0  # every way out was taken
+    steps = [json.loads(line) for line in (tmp_path / "log" / "decisions.jsonl").read_text().splitlines()]
+    steps = [e for e in steps if e.get("kind") == "step"]
+    # one logged step per answered request (a 502 reached no upstream: nothing to log), none twice
+    assert len(steps) == 500 - outcomes["502"] and len({e["episode_id"] for e in steps}) == len(steps)
+    assert sum(e["status"] == 502 for e in steps) == outcomes["cut"]
+
+
 # ---- a real checkpoint -------------------------------------------------------------------------------------------
 
 

@@ -255,6 +255,10 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             await reply.aclose()
             fail(route, f"http_{reply.status_code}")
             raise UpstreamFailure(f"{route} upstream answered {reply.status_code}")
+        if not reply.headers.get("content-type", "").startswith("text/event-stream"):
+            await reply.aclose()  # e.g. an HTML error page with status 200: not a stream the client could parse
+            fail(route, "malformed")
+            raise UpstreamFailure(f"{route} upstream sent a reply that is not an event stream")
         breakers[route].record(True)
         return reply
 
