@@ -8,9 +8,7 @@ RL cost weight x label rule x group weighting) trains inside a single `jax.vmap`
 - hidden widths share shapes through zero padding: each configuration is initialised at its own width (exactly as a
   separate run would be) and its weights are zero-padded to the grid's widest layers. A padded unit has zero
   weights in and out, so its pre-activation is 0, gelu(0) = 0, its gradients are exactly 0 and AdamW never moves it:
-  the padded network computes the narrow one and trains exactly like it (up to the order of float sums). On one
-  device an IL-only grid instead trains each width group at its own shape (one vmapped trainer per width, the
-  parameters padded afterwards): padding would compute the widest network for every configuration;
+  the padded network computes the narrow one and trains exactly like it (up to the order of float sums);
 - label variants share shapes too: every configuration trains on the same rows [RL visits; IL training states]
   and differs only in its per-row targets and weights, computed inside the program (`label_targets`: the IL labels,
   or the RL stage's preference rows, rl/loss.py's `preference_rows`, at the configuration's label options). Groups
@@ -241,22 +239,6 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
             lambda *per_width: jnp.stack(per_width)[jnp.asarray(points.width_index[take]), jnp.arange(len(take))],
             *init_by_width,
         )
-        if rl is None and mesh is None and len(grid.hidden_sizes) > 1:
-            # One vmapped trainer per width, each at its own shape: the padded program computes the widest
-            # network for every configuration (a 32x16 one costs as much as 256x128). Parameters are padded after
-            # training, so the result has the same layout either way.
-            parts, order = [], []
-            for width, hidden in enumerate(grid.hidden_sizes):
-                index = np.flatnonzero(points.width_index == width)
-                if not index.size:
-                    continue
-                train_width = make_train(dataclasses.replace(base, hidden_sizes=tuple(hidden)), num_train,
-                                         skip_stopped_epochs=False)
-                part = jax.vmap(lambda r, lr: train_width(r, data, lr))(rngs[index], lrs[index])
-                parts.append(part._replace(params=jax.vmap(lambda p: pad_params(p, wide_shapes))(part.params)))
-                order.append(index)
-            back = jnp.asarray(np.argsort(np.concatenate(order)))
-            return jax.tree.map(lambda *leaves: jnp.concatenate(leaves)[back], *parts), None
         if rl is None:
             args = spread((rngs, lrs, init_params))
             result = jax.vmap(lambda r, lr, p: train(r, data, lr, p))(*args)
