@@ -137,3 +137,16 @@ def test_oracle_routes_exactly_where_device_and_cloud_disagree():
                    cloud_steps={0: AgentStep("Go North"), 1: AgentStep("open box")})
     choose = oracle.chooser(None, ctx)
     assert [choose(state(i), "x", 0).actor for i in (0, 1)] == ["device", "cloud"]
+
+
+def test_every_baseline_names_the_config_field_of_its_knob_values():
+    import dataclasses
+
+    from hera_jax.evaluate.baselines import BASELINES
+    from hera_jax.evaluate.evaluate_app import EvalConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+    for name, module in BASELINES.items():
+        assert module.KNOB_FIELD is None or module.KNOB_FIELD in fields, name
+        if module.KNOB_FIELD is not None:  # a tuple of knob values, each a number
+            assert all(isinstance(k, (int, float)) for k in fields[module.KNOB_FIELD]), name

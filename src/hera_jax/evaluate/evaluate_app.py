@@ -484,17 +484,9 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             ctx.task_router = _train_task_router(table, next(iter(worker.embedders.values())).embed)
         task_router_s = time.perf_counter() - t0
 
-        knobs = {
-            "random": config.random_rates,
-            "task_level": config.task_level_shares,
-            "device_confidence": config.confidence_min_logprob,
-            "device_p_top": config.confidence_min_p_top,
-            "device_margin": config.confidence_min_margin,
-            "swiftsage": tuple(float(k) for k in config.swiftsage_k),
-            "oracle": (None,),
-            "bayes": config.bayes_thresholds,
-            "bayes_harm": config.bayes_harm_thresholds,
-        }
+        # each baseline module names the config field that holds its knob values (KNOB_FIELD; None: one point)
+        knobs = {name: tuple(float(k) for k in getattr(config, module.KNOB_FIELD)) if module.KNOB_FIELD else (None,)
+                 for name, module in BASELINES.items()}
         all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
         points = [MethodPoint(m, None, "reference", test_splits) for m in ("device_only", "cloud_only")]
         for name in ctx.routers:

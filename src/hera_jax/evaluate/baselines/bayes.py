@@ -16,6 +16,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState
 
 KNOB = "p(device error) threshold"
+KNOB_FIELD = 'bayes_thresholds'  # the EvalConfig field holding this baseline's knob values
 TITLE = "bayes (STAND-IN limit: error model)"
 
 

@@ -34,6 +34,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState, normalize_action
 
 KNOB = "expected-harm threshold"
+KNOB_FIELD = 'bayes_harm_thresholds'  # the EvalConfig field holding this baseline's knob values
 TITLE = "bayes-harm (STAND-IN limit: error model)"
 
 # env -> verb of the device's mistake -> (failed, probes), from experiments/probe_irreversible.py (see above)

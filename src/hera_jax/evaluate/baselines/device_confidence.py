@@ -12,6 +12,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "min logprob"
+KNOB_FIELD = 'confidence_min_logprob'  # the EvalConfig field holding this baseline's knob values
 TITLE = "device confidence"
 
 

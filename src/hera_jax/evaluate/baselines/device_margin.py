@@ -6,6 +6,7 @@ from __future__ import annotations
 from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min margin"
+KNOB_FIELD = 'confidence_min_margin'  # the EvalConfig field holding this baseline's knob values
 TITLE = "device margin"
 SIGNAL = "margin"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min p(top action)"
+KNOB_FIELD = 'confidence_min_p_top'  # the EvalConfig field holding this baseline's knob values
 TITLE = "device max-probability"
 SIGNAL = "p_top"
 

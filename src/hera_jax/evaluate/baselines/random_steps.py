@@ -8,6 +8,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.rollout.routing import seeded_uniform
 
 KNOB = "cloud probability"
+KNOB_FIELD = 'random_rates'  # the EvalConfig field holding this baseline's knob values
 TITLE = "random steps"
 
 

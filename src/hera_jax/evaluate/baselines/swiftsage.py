@@ -10,6 +10,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "k (steps without reward)"
+KNOB_FIELD = 'swiftsage_k'  # the EvalConfig field holding this baseline's knob values
 TITLE = "SwiftSage heuristic"
 
 # Observations environments return for an action they cannot parse or execute.

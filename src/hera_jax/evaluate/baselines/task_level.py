@@ -18,6 +18,7 @@ import numpy as np
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "share of episodes to cloud"
+KNOB_FIELD = 'task_level_shares'  # the EvalConfig field holding this baseline's knob values
 TITLE = "task-level router"
 
 
