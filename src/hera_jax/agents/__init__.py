@@ -69,7 +69,7 @@ def _hf_score(o: AgentOptions) -> Agent:
 def _hf(o: AgentOptions) -> Agent:
     from hera_jax.agents.hf_device import HFConfig, HFDeviceAgent
 
-    config = HFConfig(model=o.model, gguf_file=o.gguf_file, max_new_tokens=o.max_new_tokens, num_threads=o.n_threads)
+    config = HFConfig(model=o.model, gguf_file=o.gguf_file, max_new_tokens=o.max_new_tokens, n_threads=o.n_threads)
     return HFDeviceAgent(config, o.prompt, o.match_cutoff)
 
 

@@ -25,7 +25,7 @@ class HFConfig:
     dtype: str = "float32"
     max_new_tokens: int = 20
     max_prompt_tokens: int = 2048
-    num_threads: int = 0  # 0: leave torch's default
+    n_threads: int = 2  # torch threads (0: leave torch's default)
 
 
 def _load(config: HFConfig):
@@ -61,8 +61,8 @@ class HFDeviceAgent:
                  match_cutoff: float = 0.75):
         import torch
 
-        if config.num_threads > 0:
-            torch.set_num_threads(config.num_threads)
+        if config.n_threads > 0:
+            torch.set_num_threads(config.n_threads)
         self.config = config
         self.prompt = prompt
         self.match_cutoff = match_cutoff

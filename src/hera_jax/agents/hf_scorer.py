@@ -19,14 +19,14 @@ class HFActionScorer:
 
     backend = "transformers"
 
-    def __init__(self, model: str, gguf_file: str = "", num_threads: int = 2, max_prompt_tokens: int = 2048,
+    def __init__(self, model: str, gguf_file: str = "", n_threads: int = 2, max_prompt_tokens: int = 2048,
                  max_batch: int = 64):
         import torch
 
         from hera_jax.agents.hf_device import HFConfig, _load
 
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
+        if n_threads > 0:
+            torch.set_num_threads(n_threads)
         self._torch = torch
         self.tokenizer, self.model = _load(HFConfig(model=model, gguf_file=gguf_file))
         self.max_prompt_tokens = max_prompt_tokens

@@ -147,5 +147,5 @@ def hf_scoring_device(model: str, gguf_file: str = "", prompt: PromptConfig = Pr
                                     "(python -m hera_jax.agents.models --export-hf DIR writes the shipped Gemma's)")
     path = Path(model)
     return ScoringDevice(f"llm-score:{path.name}", path,
-                         lambda: HFActionScorer(model, gguf_file, num_threads=n_threads), "transformers", prompt,
+                         lambda: HFActionScorer(model, gguf_file, n_threads=n_threads), "transformers", prompt,
                          memo_dir, {"gguf_file": gguf_file} if gguf_file else {})
