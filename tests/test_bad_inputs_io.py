@@ -91,6 +91,11 @@ def test_a_stored_command_hides_keys_but_keeps_dataset_paths():
     assert "data/textworld_express_twc_gemma270m" in command
     assert "zq7Hk2LmP9xR4tV8wB3nC6yF1dJ5s" not in command and "hf_abcdefghijklmnop1234" not in command
     assert command.count("[redacted]") == 2
+    unknown = redact_command(["x", "--m", "3f9a0c1d2b4e5f6a7b8c9d0e1f2a3b4c5d6e7f80", "-H", "Bearer", "tok123"])
+    assert "3f9a0c1d2b4e5f6a7b8c9d0e1f2a3b4c5d6e7f80" not in unknown and "tok123" not in unknown
+    import shlex
+
+    assert shlex.split(command)[3] == "data/textworld_express_twc_gemma270m"  # the stored command still parses
 
 
 def test_an_unset_key_variable_is_warned_about_for_a_remote_endpoint(monkeypatch, capsys):

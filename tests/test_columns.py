@@ -141,3 +141,34 @@ def test_a_features_path_that_is_a_file_is_refused_before_embedding(tmp_path):
     with pytest.raises(FeatureCacheError, match="is a file, not a folder"):
         featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
                           FeatureSpec(encoder="toy", embedding_dim=4), tmp_path / "a_file", encode=encode)
+
+
+def test_a_leak_behind_a_look_alike_of_the_same_split_is_still_found(tmp_path):
+    """E1 (test, variation 2), E2 (train, variation 1), E3 (test, variation 1), all state for state the same:
+    E3 leaks E2 although the first episode with those states is E1."""
+    from hera_jax.rollout.records import DatasetError
+
+    folder = _toy(tmp_path)
+    base = make_steps("t0/x", "t0", "train", [("a", "a"), ("b", "b")], variation=0)
+    for episode, split, variation in (("E1", "test", 2), ("E2", "train", 1), ("E3", "test", 1)):
+        append_episode(folder / "steps.jsonl",
+                       [dataclasses.replace(s, episode_id=episode, split=split, variation=variation) for s in base])
+    with pytest.raises(DatasetError, match="E3 .* repeats episode E2"):
+        load_il_table(folder, ())
+
+
+def test_the_columns_cache_is_not_written_when_the_records_change_while_they_are_read(tmp_path, monkeypatch):
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    real = columns_module.iter_episodes
+
+    def appending_while_reading(path, report, strict=False):
+        yield from real(path, report, strict)
+        append_episode(folder / "steps.jsonl", make_steps("t1/test/late", "t1", "test", [("q", "r")], variation=8))
+
+    monkeypatch.setattr(columns_module, "iter_episodes", appending_while_reading)
+    load_il_table(folder, ())
+    assert not columns_path(folder).exists()  # what was read is not what the file now holds
+    monkeypatch.setattr(columns_module, "iter_episodes", real)
+    assert "t1/test/late" in load_il_table(folder, ()).episode_id.tolist()

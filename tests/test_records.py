@@ -119,7 +119,9 @@ def test_gzipped_steps_read_the_same_and_appending_unpacks_them_first(tmp_path):
 def test_both_plain_and_gzipped_steps_is_ambiguous(tmp_path):
     path = tmp_path / "steps.jsonl"
     append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))
-    (tmp_path / "steps.jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))
+    other = tmp_path / "other.jsonl"
+    append_episode(other, make_steps("e9", "t", "train", [("z", "z")]))
+    (tmp_path / "steps.jsonl.gz").write_bytes(gzip.compress(other.read_bytes()))  # not a copy of steps.jsonl
     with pytest.raises(DatasetError, match="ambiguous"):
         read_steps(path)
 
@@ -136,3 +138,12 @@ def test_a_cut_gzip_keeps_the_episodes_before_the_cut(tmp_path):
     assert any("gzip stream is cut or corrupt" in p for p in report.problems)
     with pytest.raises(DatasetError, match="cut or corrupt|steps.jsonl.gz"):
         read_steps(path, strict=True)
+
+
+def test_an_unpack_killed_before_it_removed_the_gz_is_recovered(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))
+    (tmp_path / "steps.jsonl.gz").write_bytes(gzip.compress(path.read_bytes()))  # the .gz the unpack came from
+    append_episode(path, make_steps("e2", "t", "train", [("b", "b")]))  # appended after the rename
+    rows, _ = read_steps(path)
+    assert [r["episode_id"] for r in rows] == ["e1", "e2"] and not (tmp_path / "steps.jsonl.gz").exists()

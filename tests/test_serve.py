@@ -74,11 +74,11 @@ class Upstreams:
             return httpx.Response(500, json={"error": "boom"})
         if mode == "garbage":
             return httpx.Response(200, content=b"<html>not json</html>")
-        if mode == "cut" and body.get("stream"):  # the first piece, then the connection is lost
+        if mode == "cut" and body.get("stream"):  # the first piece, then the connection is lost mid-event
             first = json.dumps({"choices": [{"delta": {"content": "Action: "}}]})
 
             async def broken():
-                yield f"data: {first}\n\n".encode()
+                yield f"data: {first}\n".encode()  # cut before the blank line that ends the event
                 raise httpx.ReadError("connection lost", request=request)
 
             return httpx.Response(200, content=broken(), headers={"content-type": "text/event-stream"})
@@ -208,7 +208,9 @@ def test_an_upstream_that_breaks_off_mid_stream_ends_the_stream_with_an_error_ev
     with make_client(tmp_path, upstreams, monkeypatch) as client:
         with client.stream("POST", "/v1/chat/completions", json=chat("difficulty 0.9", stream=True)) as reply:
             body = b"".join(reply.iter_bytes())
-        events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+        # parsed as an SSE client does: events are separated by a blank line, an event's data lines joined
+        events = [json.loads("\n".join(line[6:] for line in block.splitlines() if line.startswith("data: ")))
+                  for block in body.decode().split("\n\n") if block.strip()]
         assert events[0]["choices"][0]["delta"]["content"] == "Action: "  # what arrived was passed on
         assert events[-1]["error"]["code"] == "stream_cut" and "mid-stream" in events[-1]["error"]["message"]
         metrics = client.get("/metrics").text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,12 +22,11 @@ from typing import Any
 import numpy as np
 
 from hera_jax.files import sha256_of
-from hera_jax.labels import DEVICE_ENOUGH, NEEDS_CLOUD
-from hera_jax.state import normalize_action
+from hera_jax.labels import il_label
 from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, iter_episodes, stored_steps_file
 
 COLUMNS_FILE = "steps_columns.npz"
-COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived change
+COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived (labels.il_label) change
 CODED = ("episode_id", "task", "split")  # repeated strings: codes into a vocabulary
 NUMERIC = ("variation", "step", "state_index", "label", "success")
 
@@ -53,7 +53,8 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
             return cached
     report = LoadReport(path=str(steps))
     columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
-    if use_cache:
+    # cached only if the file still has the content that was hashed (a collection may append while we read)
+    if use_cache and sha256_of(steps) == digest:
         try:
             _write_cache(cache, digest, columns, report)
         except OSError:  # a read-only dataset folder: load from rows every time, correctly
@@ -83,8 +84,7 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         numbers["variation"].append(r["variation"])
         numbers["step"].append(r["step"])
         numbers["state_index"].append(position)
-        numbers["label"].append(-1 if device is None or cloud is None else (
-            NEEDS_CLOUD if normalize_action(device) != normalize_action(cloud) else DEVICE_ENOUGH))
+        numbers["label"].append(-1 if device is None or cloud is None else il_label(device, cloud))
         numbers["success"].append(bool(r["success"]))
     columns: dict[str, Any] = {}
     for name in CODED:
@@ -110,10 +110,14 @@ def _write_cache(path: Path, digest: str, columns: dict[str, Any], report: LoadR
     meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "report": report.__dict__}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique per writer
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _read_cache(path: Path, digest: str) -> tuple[dict[str, Any], LoadReport] | None:

@@ -23,11 +23,13 @@ def sha256_of(path: str | Path) -> str:
     """The file's digest, hashed once per process while its size and mtime stay the same (a model file verified on
     load and fingerprinted for the decision memo, a steps file keying its columns: one read, not two)."""
     stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    # inode and ctime too: a file replaced by another (a new inode) or rewritten in place (ctime, which no tool
+    # sets back) is hashed again even when its size and mtime look the same
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

@@ -29,5 +29,10 @@ def il_labels(device_actions: Sequence[str], cloud_actions: Sequence[str]) -> np
             raise ValueError(f"device_actions[{i}] is None: the device was not replayed on this state")
         if cloud is None:
             raise ValueError(f"cloud_actions[{i}] is None: no cloud action was recorded for this state")
-        labels[i] = NEEDS_CLOUD if normalize_action(device) != normalize_action(cloud) else DEVICE_ENOUGH
+        labels[i] = il_label(device, cloud)
     return labels
+
+
+def il_label(device_action: str, cloud_action: str) -> int:
+    """The IL rule for one state: NEEDS_CLOUD when the actions differ after normalising case and whitespace."""
+    return NEEDS_CLOUD if normalize_action(device_action) != normalize_action(cloud_action) else DEVICE_ENOUGH

@@ -119,13 +119,19 @@ def redact(text: str, key: str) -> str:
 
 
 def redact_command(argv: list[str]) -> str:
-    """A command line as it may be stored (a manifest's `command`): URLs are redacted like outside text (a token in
-    a URL path is hidden), every other argument only where it looks like a known provider's key, so dataset paths
-    such as `data/textworld_express_twc_gemma270m` stay readable."""
+    """A command line as it may be stored (a manifest's `command`): each argument redacted like outside text (so an
+    unknown provider's key is hidden too), except file paths (arguments with a `/` and no `://`), where only known
+    providers' key shapes are, so dataset paths such as `data/textworld_express_twc_gemma270m` stay readable. A
+    `Bearer` split from its token hides the token. Every part is shell-quoted: the command still parses."""
     parts = []
-    for arg in argv:
-        hidden = redact(arg, "") if "://" in arg else KEY_PATTERN.sub(REDACTED, arg)
-        parts.append(shlex.quote(hidden) if hidden == arg else hidden)
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1].strip().lower() == "bearer":
+            hidden = REDACTED
+        elif "/" in arg and "://" not in arg:
+            hidden = KEY_PATTERN.sub(REDACTED, arg)
+        else:
+            hidden = redact(arg, "")
+        parts.append(shlex.quote(hidden))
     return " ".join(parts)
 
 

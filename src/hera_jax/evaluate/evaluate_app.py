@@ -358,8 +358,11 @@ def replay(config: EvalConfig, console) -> dict:
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
     # A finished evaluation writes summary.json last: without it (or when that summary was itself a partial
     # replay) the run was interrupted, and the tables cover only the episodes that finished.
-    summary_path = source / "summary.json"
-    finished = summary_path.exists() and not json.loads(summary_path.read_text()).get("timings_s", {}).get("partial")
+    try:
+        recorded_summary = json.loads((source / "summary.json").read_text())
+    except (OSError, ValueError):  # missing, or cut by a kill while it was written
+        recorded_summary = None
+    finished = isinstance(recorded_summary, dict) and not recorded_summary.get("timings_s", {}).get("partial")
     if not finished:
         partial = (f"PARTIAL: {source} is an interrupted evaluation; these results cover only the {report.num_episodes} "
                    f"episodes that finished (rerun `python experiments/evaluate.py --out {source}` to complete it)")
@@ -545,7 +548,7 @@ def _train_task_router(table, embed) -> task_level.TaskRouter:
     order = np.searchsorted(episodes, table.episode_id[first])
     texts = [None] * len(episodes)
     for position, row in zip(order, first):
-        texts[position] = table.state_text[row]
+        texts[position] = table.distinct_texts[table.state_index[row]]
     if any(t is None for t in texts):
         raise HeraError("some train episodes have no step 0; the dataset is incomplete")
     return task_level.train(texts, targets, embed)

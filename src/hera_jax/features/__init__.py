@@ -147,7 +147,7 @@ def featurize(
             distinct_texts.append(text)
         state_index[i] = position[key]
     features, num_new = featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode)
-    return np.asarray(features), num_new
+    return np.array(features), num_new  # a writable host copy, as before
 
 
 def featurize_indexed(

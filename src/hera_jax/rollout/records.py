@@ -124,12 +124,26 @@ def gzipped_name(path: str | Path) -> Path:
 def stored_steps_file(path: str | Path) -> Path | None:
     """The file that holds the steps of `path`: itself, or its gzipped twin `<name>.gz`; None when neither exists."""
     path, packed = Path(path), gzipped_name(path)
+    if path.exists() and packed.exists() and _holds_all_of(path, packed):
+        packed.unlink()  # an unpack killed between its rename and its delete: the .gz is a stale copy
     if path.exists() and packed.exists():
         raise DatasetError(f"{path}: both it and {packed} exist, so which one holds the episodes is ambiguous; keep "
                            "one (e.g. unpack the .gz and append it, or delete the stale one)")
     if path.exists():
         return path
     return packed if packed.exists() else None
+
+
+def _holds_all_of(path: Path, packed: Path) -> bool:
+    """Whether `path` starts with the whole content of the gzipped `packed` (then appending continued from it)."""
+    try:
+        with gzip.open(packed, "rb") as src, open(path, "rb") as plain:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                if plain.read(len(block)) != block:
+                    return False
+    except (OSError, EOFError, zlib.error):
+        return False
+    return True
 
 
 def _unpack_gzipped(path: Path) -> None:

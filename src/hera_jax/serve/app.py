@@ -255,7 +255,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             await reply.aclose()
             fail(route, f"http_{reply.status_code}")
             raise UpstreamFailure(f"{route} upstream answered {reply.status_code}")
-        if not reply.headers.get("content-type", "").startswith("text/event-stream"):
+        if not reply.headers.get("content-type", "").strip().lower().startswith("text/event-stream"):
             await reply.aclose()  # e.g. an HTML error page with status 200: not a stream the client could parse
             fail(route, "malformed")
             raise UpstreamFailure(f"{route} upstream sent a reply that is not an event stream")
@@ -408,7 +408,8 @@ async def _relay(reply, log: DecisionLog, served: dict, received: float, fail=No
                 fail(kind)
             error = {"error": {"message": f"{served['route']} upstream broke off mid-stream ({type(e).__name__})",
                                "type": "upstream_error", "code": kind}}
-            yield ("\n" if buffer else "") .encode() + b"data: " + json.dumps(error).encode() + b"\n\n"
+            # a blank line first ends whatever event was cut off, so the error is an event of its own
+            yield b"\n\ndata: " + json.dumps(error).encode() + b"\n\n"
     finally:
         await reply.aclose()
         await asyncio.to_thread(log.record, ServedStep(
