@@ -112,6 +112,7 @@ def _write_cache(path: Path, digest: str, columns: dict[str, Any], report: LoadR
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique per writer
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from others sharing the dataset
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
