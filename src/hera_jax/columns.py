@@ -23,7 +23,7 @@ import numpy as np
 
 from hera_jax.files import sha256_of
 from hera_jax.labels import il_label
-from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, iter_episodes, stored_steps_file
+from hera_jax.rollout.records import STEPS_FILE, LoadReport, existing_steps_file, iter_episodes
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived (labels.il_label) change
@@ -42,9 +42,7 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
     otherwise the rows are read (validated) and the columns file is (re)written atomically. A dataset folder that
     cannot be written to still loads, from its rows."""
     dataset_dir = Path(dataset_dir)
-    steps = stored_steps_file(dataset_dir / STEPS_FILE)
-    if steps is None:
-        raise DatasetError(f"{dataset_dir / STEPS_FILE}: no such trajectory file; run experiments/collect.py to create it")
+    steps = existing_steps_file(dataset_dir / STEPS_FILE)
     digest = sha256_of(steps)
     cache = columns_path(dataset_dir)
     if use_cache and cache.exists():
@@ -88,10 +86,10 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         numbers["success"].append(bool(r["success"]))
     columns: dict[str, Any] = {}
     for name in CODED:
-        columns.update(_decode(name, list(vocab[name]), np.frombuffer(codes[name], np.int32).copy()))
+        columns.update(_decode(name, list(vocab[name]), np.array(codes[name], np.int32)))
     dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool}
     for name, values in numbers.items():
-        columns[name] = np.frombuffer(values, np.int8 if name == "success" else dtypes[name]).astype(dtypes[name])
+        columns[name] = np.array(values, dtypes[name])
     columns.update(distinct_keys=list(index_of), distinct_texts=distinct_texts)
     return columns
 

@@ -158,7 +158,7 @@ def featurize_indexed(
     spec: FeatureSpec,
     cache_dir: str | Path,
     encode=None,
-) -> tuple[np.ndarray, int]:
+) -> tuple[jax.Array, int]:
     """`featurize` for rows given as indices into their distinct states: each distinct text is planned, looked up
     and embedded once, then gathered per row on JAX's default device. Returns a jax.Array (float32[N, input_dim]):
     a million-row table's features are never copied through host memory."""

@@ -134,6 +134,14 @@ def stored_steps_file(path: str | Path) -> Path | None:
     return packed if packed.exists() else None
 
 
+def existing_steps_file(path: str | Path) -> Path:
+    """`stored_steps_file`, or a DatasetError saying how to create the missing file."""
+    stored = stored_steps_file(path)
+    if stored is None:
+        raise DatasetError(f"{path}: no such trajectory file; run experiments/collect.py to create it")
+    return stored
+
+
 def _holds_all_of(path: Path, packed: Path) -> bool:
     """Whether `path` starts with the whole content of the gzipped `packed` (then appending continued from it)."""
     try:
@@ -200,10 +208,7 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
     """`read_steps` as a stream: each complete episode's rows, in file order, holding one episode at a time.
     Problems go to `report` (line problems first, then episode problems, as `read_steps` reports them); its
     counters are final once the stream is exhausted."""
-    stored = stored_steps_file(path)
-    if stored is None:
-        raise DatasetError(f"{path}: no such trajectory file; run experiments/collect.py to create it")
-    path = stored
+    path = existing_steps_file(path)
     report.path = str(path)
     episode_problems: list[str] = []
     seen: set[str] = set()
