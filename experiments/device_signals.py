@@ -1,6 +1,6 @@
 """AUROC of the real device's confidence signals and a router's p_cloud for "needs cloud" on a dataset's states.
 
-    python experiments/device_signals.py --dataset data/textworld_express_twc_gemma270m --router runs/il/twc_gemma/checkpoint
+    python experiments/device_signals.py --dataset data/textworld_express_twc_gemma270m --routers runs/il/twc_gemma/checkpoint
 """
 
 from hera_jax.cli import run_cli

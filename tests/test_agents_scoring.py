@@ -275,7 +275,7 @@ def test_transformers_scorer_equals_a_full_forward_per_candidate_and_acts_validl
 def test_auroc_equals_the_pairwise_definition_and_bootstrap_is_paired_and_bracketing():
     import pandas as pd
 
-    from hera_jax.research.device_signals import agreement_by_kind, auroc, signal_aurocs
+    from hera_jax.research.device_signals import agreement_by_kind, auroc, paired_differences, signal_aurocs
 
     rng = np.random.default_rng(0)
     labels = rng.random(200) < 0.4
@@ -284,10 +284,14 @@ def test_auroc_equals_the_pairwise_definition_and_bootstrap_is_paired_and_bracke
     assert auroc(scores, labels) == pytest.approx(np.mean(pairs), abs=1e-12)
     assert math.isnan(auroc(scores, np.zeros(200, bool)))
     episodes = np.repeat(np.arange(40), 5)
-    out = signal_aurocs({"good": scores, "flipped": -scores}, labels, episodes, resamples=300, seed=0)
+    out, boots = signal_aurocs({"good": scores, "flipped": -scores}, labels, episodes, resamples=300, seed=0)
     assert out["good"]["low"] <= out["good"]["auroc"] <= out["good"]["high"]
     assert out["flipped"]["auroc"] == pytest.approx(1 - out["good"]["auroc"])
     assert out["flipped"]["low"] == pytest.approx(1 - out["good"]["high"])  # the same resamples
+    # paired: on every resample good - flipped = 2 * good - 1, so the difference's CI is exactly that map of good's
+    diff = paired_differences(out, boots, ["good"])["good - flipped"]
+    assert diff["difference"] == pytest.approx(2 * out["good"]["auroc"] - 1)
+    assert (diff["low"], diff["high"]) == pytest.approx((2 * out["good"]["low"] - 1, 2 * out["good"]["high"] - 1))
     kinds = agreement_by_kind(pd.Series(["take a", "take b", "put a in b", "Look around"]),
                               np.array([1, 0, 1, 0]))
     assert kinds.loc["take"].tolist() == [2, 0.5] and kinds.loc["put"].agreement == 0 and kinds.loc["look"].agreement == 1

@@ -24,7 +24,11 @@ def _toy(tmp_path):
     for j in range(6):
         split = ("train", "train", "dev", "test", "train", "dev")[j]
         pairs = [("a", "a"), ("x", "b"), ("c", "c")] if j % 2 else [("a", "a"), ("b", "b")]
-        episodes.append(make_steps(f"t{j % 2}/{split}/{j}", f"t{j % 2}", split, pairs, variation=j))
+        steps = make_steps(f"t{j % 2}/{split}/{j}", f"t{j % 2}", split, pairs, variation=j)
+        if j % 3 == 0:  # a device that reports its confidence on some episodes (the others: NaN columns)
+            steps = [dataclasses.replace(s, device_logprob=-0.25 * (i + j), device_p_top=0.5, device_margin=0.125,
+                                         device_entropy=1.5) for i, s in enumerate(steps)]
+        episodes.append(steps)
     # a repeated state: the first state of episode 0 again in a new episode (identical states share a key)
     again = make_steps("t0/train/again", "t0", "train", [("a", "a")], variation=0)
     first = episodes[0][0]
@@ -36,6 +40,9 @@ def assert_same_table(a: StepTable, b: StepTable) -> None:
     for name in COLUMNS:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert a.state_key == b.state_key and a.state_text == b.state_text
+    assert set(a.device_signals) == set(b.device_signals)
+    for name in a.device_signals:  # NaN where the device reported none: equal as NaN
+        np.testing.assert_array_equal(a.device_signals[name], b.device_signals[name], err_msg=name)
     assert a.report.num_steps == b.report.num_steps and a.report.problems == b.report.problems
 
 
@@ -54,6 +61,8 @@ def test_cached_columns_equal_the_rows_table_and_are_used_on_the_second_load(tmp
     cached = load_il_table(folder, ())
     assert_same_table(from_rows, first)
     assert_same_table(from_rows, cached)
+    np.testing.assert_array_equal(cached.device_signals["device_logprob"][:2], [0.0, -0.25])
+    assert np.isnan(cached.device_signals["device_margin"][2])  # episode 1 reported no confidence
     # identical states are held once
     assert len(cached.distinct_keys) == len(set(cached.state_key)) < len(cached)
 

@@ -300,3 +300,20 @@ def test_headline_tables_fit_80_columns_with_whole_rows():
     assert "success" in text and "vs random" in text and "unseen" in text
     for row in text.splitlines():  # every number cell is whole: no "0.4" on one line and "2" on the next
         assert not row.rstrip().endswith(("±", "[", "+", "-0.", "0."))
+
+
+def test_seen_test_episodes_from_the_dev_split_come_after_the_dev_episodes():
+    from hera_jax.evaluate.runner import plan_eval_episodes
+
+    class Splits:
+        def variations(self, task, split):
+            return {"dev": [100, 101, 102, 103, 104, 105], "test": [200, 201, 202]}[split]
+
+    per_split = {"dev": 2, "test": 3, "test_unseen": 1}
+    default = plan_eval_episodes(Splits(), ["a"], ["u"], per_split)
+    assert [(e.eval_split, e.env_split, e.variation) for e in default if e.task == "a"] == [
+        ("dev", "dev", 100), ("dev", "dev", 101), ("test", "test", 200), ("test", "test", 201), ("test", "test", 202)]
+    seen_games = plan_eval_episodes(Splits(), ["a"], ["u"], per_split, seen_test_split="dev")
+    by_split = {s: [e.variation for e in seen_games if e.eval_split == s] for s in ("dev", "test", "test_unseen")}
+    assert by_split == {"dev": [100, 101], "test": [102, 103, 104], "test_unseen": [200]}
+    assert all(e.env_split == "dev" for e in seen_games if e.eval_split == "test")

@@ -21,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from hera_jax.features import DEVICE_SIGNALS
 from hera_jax.files import sha256_of
 from hera_jax.labels import il_label
 from hera_jax.rollout.records import STEPS_FILE, LoadReport, existing_steps_file, iter_episodes
 
 COLUMNS_FILE = "steps_columns.npz"
-COLUMNS_VERSION = 1  # bump when the stored columns or how they are derived (labels.il_label) change
+COLUMNS_VERSION = 2  # bump when the stored columns or how they are derived (labels.il_label) change
 CODED = ("episode_id", "task", "split")  # repeated strings: codes into a vocabulary
-NUMERIC = ("variation", "step", "state_index", "label", "success")
+NUMERIC = ("variation", "step", "state_index", "label", "success", *DEVICE_SIGNALS)
 
 
 def columns_path(dataset_dir: Path) -> Path:
@@ -63,13 +64,15 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
 def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Columns of validated step rows (a list or a stream): the CODED string columns, `variation` int64, `step`
     int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label
-    (-1 where the device or the cloud action is missing), `success` bool. Holds no per-row Python strings."""
+    (-1 where the device or the cloud action is missing), `success` bool, and the device's confidence signals
+    (features.DEVICE_SIGNALS) float32, NaN where the device reported none. Holds no per-row Python strings."""
     index_of: dict[str, int] = {}
     distinct_texts: list[str] = []
     vocab: dict[str, dict[str, int]] = {name: {} for name in CODED}
     codes: dict[str, array.array] = {name: array.array("i") for name in CODED}
     numbers = {"variation": array.array("q"), "step": array.array("i"), "state_index": array.array("i"),
-               "label": array.array("b"), "success": array.array("b")}
+               "label": array.array("b"), "success": array.array("b"),
+               **{name: array.array("f") for name in DEVICE_SIGNALS}}
     for r in rows:
         for name in CODED:
             codes[name].append(vocab[name].setdefault(r[name], len(vocab[name])))
@@ -84,10 +87,14 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         numbers["state_index"].append(position)
         numbers["label"].append(-1 if device is None or cloud is None else il_label(device, cloud))
         numbers["success"].append(bool(r["success"]))
+        for name in DEVICE_SIGNALS:
+            value = r.get(name)
+            numbers[name].append(np.nan if value is None else value)
     columns: dict[str, Any] = {}
     for name in CODED:
         columns.update(_decode(name, list(vocab[name]), np.array(codes[name], np.int32)))
-    dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool}
+    dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool,
+              **{name: np.float32 for name in DEVICE_SIGNALS}}
     for name, values in numbers.items():
         columns[name] = np.array(values, dtypes[name])
     columns.update(distinct_keys=list(index_of), distinct_texts=distinct_texts)

@@ -15,6 +15,7 @@ import numpy as np
 from hera_jax.envs import check_env_name
 from hera_jax.envs.profiles import SHIPPED_DATASETS, profile
 from hera_jax.columns import load_columns
+from hera_jax.features import DEVICE_SIGNALS
 from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_manifest
 
 SPLIT_NAMES = ("train", "dev", "test", "test_unseen")
@@ -52,6 +53,9 @@ class StepTable:
     """The dataset folder(s) the rows come from (several for a union, see `load_union_table`)."""
     source: np.ndarray | None = None
     """Per row: index into `datasets` (None = all rows come from the one dataset)."""
+    device_signals: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """features.DEVICE_SIGNALS name -> float32 per row: the device's confidence in its replayed action (NaN where
+    the device reported none, e.g. a stand-in)."""
 
     def __len__(self) -> int:
         return len(self.step)
@@ -150,6 +154,7 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
         unseen_tasks=(),
         datasets=(str(dataset_dir),),
         source=np.zeros(len(columns["step"]), np.int32),
+        device_signals={name: columns[name] for name in DEVICE_SIGNALS},
     )
     return hold_out_tasks(table, unseen_tasks)
 
@@ -312,6 +317,7 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
         unseen_tasks=tuple(u for t in tables for u in t.unseen_tasks),
         datasets=tuple(str(d) for d in dirs),
         source=np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]),
+        device_signals={name: np.concatenate([t.device_signals[name] for t in tables]) for name in DEVICE_SIGNALS},
     )
 
 

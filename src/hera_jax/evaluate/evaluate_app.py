@@ -17,7 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,10 @@ class EvalConfig:
     most tasks have fewer; TWC 134, i.e. 402; CookingWorld 2)."""
     unseen_per_task: int | None = None
     """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
+    seen_test_split: Literal["test", "dev"] = "test"
+    """Environment split the seen-task test episodes come from. 'dev': the dev split's variations after the first
+    --dev-per-task (which pick knobs), for an environment whose dev split is a seen-game evaluation set
+    (ALFWorld's valid_seen; pass the dataset's own dev count as --dev-per-task so its dev games stay out of test)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
     baselines: tuple[str, ...] = ("random", "device_confidence", "device_p_top", "device_margin")
@@ -472,6 +476,11 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     )
     worker = eval_context(eval_plan)  # the in-process worker; its context also decides which baselines can run
     ctx = worker.context
+    for name, scorer in ctx.routers.items():  # refused now, not at the first routed state
+        lacking = [n for n in scorer.signal_names if n.removeprefix("device_") not in ctx.device.confidence_signals]
+        if lacking:
+            raise HeraError(f"router {name} takes the device's {', '.join(lacking)} as input, which device "
+                            f"{ctx.device.name} does not report (a scoring device does: --agents.device gguf-score)")
     agents = {"cloud": ctx.cloud.describe(), "device": ctx.device.describe()}
     env = simulator_factory(config.env, max_steps, **env_options)()  # plans the variations
     notes = []
@@ -507,7 +516,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             task_router=dataclasses.replace(ctx.task_router, embed=None) if ctx.task_router is not None else None)
 
         per_split = {"dev": config.dev_per_task, "test": config.test_per_task, "test_unseen": config.unseen_per_task}
-        plan = plan_eval_episodes(env, seen, unseen, per_split)
+        plan = plan_eval_episodes(env, seen, unseen, per_split, config.seen_test_split)
         write_json_atomic(out / "config.json", {
             "config": config_json(config), "agents": agents,
             "routers": {k: f"{p}@{step}" for k, (p, step) in router_paths.items()},

@@ -79,13 +79,15 @@ def eval_context(plan: EvalPlan) -> EvalWorker:
     """The agents and routers of one worker, in an `EvalContext` (without routing methods yet)."""
     embedders: dict[str, StateEmbedder] = {}
     routers: dict[str, RouterScorer] = {}
+    device = ProbedAgent(plan.make_device())
     for name, (path, step) in plan.routers.items():
         bundle = load_router(path, step)
         spec = bundle.feature_spec
         if spec.encoder not in embedders:
             embedders[spec.encoder] = StateEmbedder(spec, plan.features_cache, plan.read_dirs, plan.encode)
-        routers[name] = RouterScorer(bundle, embedders[spec.encoder])
-    context = EvalContext(device=ProbedAgent(plan.make_device()), cloud=ProbedAgent(plan.make_cloud()),
+        # a router that reads the device's confidence asks the device first (the device then acts with that answer)
+        routers[name] = RouterScorer(bundle, embedders[spec.encoder], device=device)
+    context = EvalContext(device=device, cloud=ProbedAgent(plan.make_cloud()),
                           signals=EpisodeSignals(), routers=routers, seed=plan.seed, options=dict(plan.options))
     if plan.task_router is not None:
         context.task_router = dataclasses.replace(plan.task_router, embed=next(iter(embedders.values())).embed)
@@ -111,14 +113,19 @@ def plan_eval_episodes(
     seen_tasks: Sequence[str],
     unseen_tasks: Sequence[str],
     per_split: dict[str, int],
+    seen_test_split: str = "test",
 ) -> list[EvalEpisode]:
-    """First variations of the environment's dev/test splits: dev and test for seen tasks, test for unseen ones."""
+    """First variations of the environment's dev/test splits: dev and test for seen tasks, test for unseen ones.
+    `seen_test_split="dev"` draws the seen-task test episodes from the dev split instead, after the dev episodes
+    (e.g. ALFWorld's valid_seen games as a seen-game test): no episode is both dev and test."""
     plan = []
+    skip = {"dev": 0, "test": per_split.get("dev", 0) if seen_test_split == "dev" else 0, "test_unseen": 0}
     for eval_split, tasks, env_split in (
-        ("dev", seen_tasks, "dev"), ("test", seen_tasks, "test"), ("test_unseen", unseen_tasks, "test")
+        ("dev", seen_tasks, "dev"), ("test", seen_tasks, seen_test_split), ("test_unseen", unseen_tasks, "test")
     ):
+        first = skip[eval_split]
         for task in tasks:
-            for variation in env.variations(task, env_split)[: per_split.get(eval_split, 0)]:
+            for variation in env.variations(task, env_split)[first: first + per_split.get(eval_split, 0)]:
                 plan.append(EvalEpisode(eval_split, env_split, task, variation))
     return sorted(plan, key=lambda e: (e.task, e.eval_split, e.variation))
 

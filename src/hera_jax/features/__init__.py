@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,9 +24,19 @@ from hera_jax.features.designs import EMBEDDING_SLOTS, TEXT_DESIGNS, TextDesign,
 from hera_jax.features.encoder import DEFAULT_MODEL, EncoderUnavailableError, load_encoder
 from hera_jax.limits import COUNT, POSITIVE
 
+# The device's confidence in its own proposal, as the records store it (records.StepRecord device_*; a scoring LLM
+# device reports all four, stand-ins none). As router inputs they cost one device call before every routing
+# decision, which a local device pays anyway when it acts; see docs/features.md.
+DEVICE_SIGNALS = ("device_logprob", "device_p_top", "device_margin", "device_entropy")
+LOGPROB_FLOOR = -20.0  # per-token log-likelihoods below this say the same thing; keeps the input's scale bounded
+
 SCALAR_FEATURES = {
     # fraction of a typical episode already spent: devices get more brittle deeper into long tasks
-    "step_frac": lambda step, horizon: np.minimum(step / horizon, 1.0),
+    "step_frac": lambda columns, horizon: np.minimum(columns["step"] / horizon, 1.0),
+    "device_logprob": lambda columns, horizon: np.maximum(columns["device_logprob"], LOGPROB_FLOOR),
+    "device_p_top": lambda columns, horizon: columns["device_p_top"],
+    "device_margin": lambda columns, horizon: columns["device_margin"],
+    "device_entropy": lambda columns, horizon: columns["device_entropy"],
 }
 
 
@@ -43,7 +53,9 @@ class FeatureSpec:
     embedding_dim: int = 384
     """Output size of the encoder (checked against the cache)."""
     scalar_features: tuple[str, ...] = ("step_frac",)
-    """Scalar features appended to the embedding."""
+    """Scalar features appended to the embedding: step_frac, and the device's confidence in its proposal
+    (device_logprob, device_p_top, device_margin, device_entropy: need a dataset collected with a scoring device,
+    and the device asked before each routing decision; docs/features.md)."""
     horizon: float = 50.0
     """Steps that count as a full episode for the step_frac feature."""
     text_design: TextDesign = "segments"
@@ -62,6 +74,17 @@ class FeatureSpec:
             raise FeatureSpecError(f"unknown scalar feature(s) {unknown}; available: {sorted(SCALAR_FEATURES)}")
 
     @property
+    def device_signals(self) -> tuple[str, ...]:
+        """The scalar features that are the device's confidence signals (empty: the router needs only the state)."""
+        return tuple(n for n in self.scalar_features if n in DEVICE_SIGNALS)
+
+    @property
+    def device_signal_columns(self) -> tuple[int, ...]:
+        """Where the device-signal features sit in the router's input (the scalars follow the embeddings)."""
+        first = self.input_dim - len(self.scalar_features)
+        return tuple(first + i for i, n in enumerate(self.scalar_features) if n in DEVICE_SIGNALS)
+
+    @property
     def input_dim(self) -> int:
         return EMBEDDING_SLOTS[self.text_design] * self.embedding_dim + len(self.scalar_features)
 
@@ -71,9 +94,26 @@ def open_cache(cache_dir: str | Path, spec: FeatureSpec) -> FeatureCache:
     return FeatureCache(cache_path(cache_dir, spec.encoder, spec.text_design), spec.encoder, spec.embedding_dim)
 
 
-def scalar_features(steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    steps = np.asarray(steps, np.float32)
-    cols = [SCALAR_FEATURES[n](steps, spec.horizon) for n in spec.scalar_features]
+def scalar_features(steps: np.ndarray, spec: FeatureSpec,
+                    signals: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """float32[N, len(spec.scalar_features)] of the rows' `steps` and, for device-signal features, `signals`
+    (name in DEVICE_SIGNALS -> float[N], NaN where the device reported nothing)."""
+    columns = {"step": np.asarray(steps, np.float32)}
+    for name in spec.device_signals:
+        values = None if signals is None else signals.get(name)
+        if values is None:
+            raise FeatureSpecError(
+                f"router input {name!r} is the device's confidence in its proposal, and none was given: it needs "
+                "records of a scoring device (--agents.device gguf-score) and the device asked before routing")
+        values = np.asarray(values, np.float32)
+        missing = ~np.isfinite(values)
+        if missing.any():
+            raise FeatureSpecError(
+                f"router input {name!r}: {int(missing.sum())} of {len(values)} state(s) have no {name} (first at "
+                f"row {int(np.argmax(missing))}); a stand-in device reports no confidence: collect with a scoring "
+                "device (--agents.device gguf-score)")
+        columns[name] = values
+    cols = [SCALAR_FEATURES[n](columns, spec.horizon) for n in spec.scalar_features]
     return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(steps), 0), np.float32)
 
 
@@ -100,15 +140,18 @@ def router_features(
     caches: Sequence[FeatureCache],
     encode: Callable[[list[str]], np.ndarray],
     keys: Sequence[str] | None = None,
+    signals: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """(float32[N, spec.input_dim] router input of N state texts at their `steps`, number of texts newly embedded).
+    `signals`: the device's confidence per state, for a spec with device-signal features (`scalar_features`).
 
     `caches` (opened with `open_cache` for this spec) are searched in order; what none holds is encoded in one batch
     and added to the LAST cache in memory (call its `flush()` to write it). `keys` are the states' cache keys under
     the joint design (default: `state_key(text)`); other designs key each embedded text by its own `state_key`.
     """
+    scalars = scalar_features(steps, spec, signals)  # first: a missing signal fails before any embedding
     embedded, num_new = text_embeddings(texts, spec, caches, encode, keys)
-    return np.concatenate([embedded, scalar_features(steps, spec)], axis=1), num_new
+    return np.concatenate([embedded, scalars], axis=1), num_new
 
 
 def text_embeddings(
@@ -135,9 +178,10 @@ def featurize(
     spec: FeatureSpec,
     cache_dir: str | Path,
     encode=None,
+    signals: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
     """float32[N, spec.input_dim] features and the number of texts newly embedded (0 when the cache had them);
-    new embeddings are written to the cache in `cache_dir`."""
+    new embeddings are written to the cache in `cache_dir`. `signals`: see `scalar_features`."""
     position: dict[str, int] = {}
     distinct_texts: list[str] = []
     state_index = np.empty(len(state_keys), np.int64)
@@ -146,7 +190,8 @@ def featurize(
             position[key] = len(distinct_texts)
             distinct_texts.append(text)
         state_index[i] = position[key]
-    features, num_new = featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode)
+    features, num_new = featurize_indexed(list(position), distinct_texts, state_index, steps, spec, cache_dir, encode,
+                                          signals)
     return np.array(features), num_new  # a writable host copy, as before
 
 
@@ -158,6 +203,7 @@ def featurize_indexed(
     spec: FeatureSpec,
     cache_dir: str | Path,
     encode=None,
+    signals: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[jax.Array, int]:
     """`featurize` for rows given as indices into their distinct states: each distinct text is planned, looked up
     and embedded once, then gathered per row on JAX's default device. Returns a jax.Array (float32[N, input_dim]):
@@ -165,13 +211,14 @@ def featurize_indexed(
     cache_dir = Path(cache_dir)
     if cache_dir.exists() and not cache_dir.is_dir():  # before any embedding, which may take minutes
         raise FeatureCacheError(f"{cache_dir}: is a file, not a folder for the features cache; pass another folder")
+    scalars = scalar_features(steps, spec, signals)  # also before: a missing device signal is a one-line error
     cache = open_cache(cache_dir, spec)
     distinct, num_new = text_embeddings(distinct_texts, spec, [cache], encode or sentence_encode_fn(spec.encoder),
                                         keys=distinct_keys)
     cache.flush()
     check_finite_embeddings(distinct, distinct_keys, spec, cache.path)
     rows = _gather_rows(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
-                        jnp.asarray(scalar_features(steps, spec)))
+                        jnp.asarray(scalars))
     return rows, num_new
 
 
@@ -197,6 +244,7 @@ def check_finite_embeddings(embedded: np.ndarray, keys: Sequence[str], spec: Fea
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEVICE_SIGNALS",
     "EncoderUnavailableError",
     "FeatureCache",
     "FeatureCacheError",

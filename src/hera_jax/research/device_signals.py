@@ -3,7 +3,9 @@ confidence (log-likelihood, max probability, margin, entropy) against a trained 
 95 % CI (bootstrap over episodes), per split, plus the device's agreement with the cloud by step kind.
 
     python experiments/device_signals.py --dataset data/textworld_express_twc_gemma270m \
-        --router runs/il/twc_gemma/checkpoint
+        --routers runs/il/twc_gemma/checkpoint
+    python experiments/device_signals.py --dataset data/alfworld_gemma270m \
+        --routers text=runs/il/alf_gemma/checkpoint text+logprob=runs/il/alf_gemma_logprob/checkpoint
 
 The array part (`signal_aurocs`, `agreement_by_kind`) takes columns; reading the dataset and the router is
 `device_signals` at the edge.
@@ -35,8 +37,9 @@ class DeviceSignalsConfig:
 
     dataset: Path
     """A dataset collected with a device that reports confidence (--agents.device gguf-score)."""
-    router: Path | None = None
-    """An IL checkpoint trained on this dataset (its p_cloud is compared on the same states); None: signals only."""
+    routers: tuple[str, ...] = ()
+    """IL checkpoints trained on this dataset, as CHECKPOINT_DIR or NAME=CHECKPOINT_DIR: each one's p_cloud is
+    compared on the same states (paired resamples). None: the device's signals only."""
     resamples: int = 2000
     seed: int = 0
     out: Path | None = None
@@ -63,11 +66,25 @@ def signal_aurocs(scores: dict[str, np.ndarray], labels: np.ndarray, episodes: n
     ids, rows_of = np.unique(episodes, return_inverse=True)
     members = [np.flatnonzero(rows_of == i) for i in range(len(ids))]
     draws = [np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(resamples)]
-    out = {}
+    out, boots = {}, {}
     for name, score in scores.items():
-        boot = np.array([auroc(score[d], labels[d]) for d in draws])
-        low, high = np.nanpercentile(boot, [2.5, 97.5])
+        boots[name] = np.array([auroc(score[d], labels[d]) for d in draws])
+        low, high = np.nanpercentile(boots[name], [2.5, 97.5])
         out[name] = {"auroc": auroc(score, labels), "low": float(low), "high": float(high)}
+    return out, boots
+
+
+def paired_differences(aurocs: dict[str, dict[str, float]], boots: dict[str, np.ndarray],
+                       firsts: list[str]) -> dict[str, dict[str, float]]:
+    """AUROC of each signal in `firsts` minus every other signal's, with a 95 % CI from the same resamples."""
+    out = {}
+    for first in firsts:
+        for other in aurocs:
+            if other == first:
+                continue
+            low, high = np.nanpercentile(boots[first] - boots[other], [2.5, 97.5])
+            out[f"{first} - {other}"] = {"difference": aurocs[first]["auroc"] - aurocs[other]["auroc"],
+                                         "low": float(low), "high": float(high)}
     return out
 
 
@@ -92,27 +109,36 @@ def device_signals(config: DeviceSignalsConfig) -> dict:
         raise HeraError(f"{config.dataset}: its device reports no confidence (collect with --agents.device "
                         "gguf-score)")
     values = {c: columns[c].to_numpy(np.float64) for c in columns if c != "cloud_action"}
-    if config.router is not None:
+    signals = dict(SIGNALS)
+    signal_columns = dict(SIGNAL_COLUMNS)
+    routers = dict(_router_entry(item) for item in config.routers)
+    if routers:
         from hera_jax.router.checkpoint import load_router
         from hera_jax.router.il import build_features
         from hera_jax.router.scorer import p_cloud_fn
 
-        bundle = load_router(config.router)
-        features, _ = build_features(table, bundle.feature_spec)
-        values["p_cloud"] = np.asarray(p_cloud_fn(tuple(bundle.train_config.hidden_sizes))(bundle.params, features),
-                                       np.float64)
-    report: dict = {"dataset": str(config.dataset), "router": str(config.router) if config.router else None,
+        del signals["router p_cloud"]  # replaced by one entry per router, first
+        signals = {f"router {name}" if name else "router p_cloud": 1.0 for name in routers} | signals
+        for name, path in routers.items():
+            bundle = load_router(path)
+            features, _ = build_features(table, bundle.feature_spec)
+            column = signal_columns[f"router {name}" if name else "router p_cloud"] = f"p_cloud {name}"
+            values[column] = np.asarray(
+                p_cloud_fn(tuple(bundle.train_config.hidden_sizes))(bundle.params, features), np.float64)
+    report: dict = {"dataset": str(config.dataset), "routers": {k or "router": str(v) for k, v in routers.items()},
                     "label": "needs cloud = the device's action differs from the cloud's (IL label)",
                     "agents": table.manifest.get("agents"), "splits": {}}
     for split in ("train", "dev", "test", "test_unseen"):
         mask = table.mask(split)
         if not mask.any():
             continue
-        scores = {name: sign * values[SIGNAL_COLUMNS[name]][mask] for name, sign in SIGNALS.items()
-                  if SIGNAL_COLUMNS[name] in values}
+        scores = {name: sign * values[signal_columns[name]][mask] for name, sign in signals.items()
+                  if signal_columns[name] in values}
+        aurocs, boots = signal_aurocs(scores, table.label[mask], table.episode_id[mask], config.resamples,
+                                      config.seed)
         report["splits"][split] = {
-            "states": int(mask.sum()), "needs_cloud_rate": float(table.label[mask].mean()),
-            "auroc": signal_aurocs(scores, table.label[mask], table.episode_id[mask], config.resamples, config.seed),
+            "states": int(mask.sum()), "needs_cloud_rate": float(table.label[mask].mean()), "auroc": aurocs,
+            "paired_differences": paired_differences(aurocs, boots, [n for n in aurocs if n.startswith("router")]),
         }
     kinds = agreement_by_kind(columns["cloud_action"].reset_index(drop=True), table.label)
     report["agreement_by_kind"] = {k: {"states": int(r.states), "agreement": float(r.agreement)}
@@ -122,6 +148,12 @@ def device_signals(config: DeviceSignalsConfig) -> dict:
     write_json_atomic(out, report)
     _print(report, out)
     return report
+
+
+def _router_entry(item: str) -> tuple[str, Path]:
+    """'NAME=DIR' -> (NAME, DIR); a bare 'DIR' -> ('', DIR)."""
+    name, sep, path = item.partition("=")
+    return (name, Path(path)) if sep else ("", Path(item))
 
 
 def _print(report: dict, out: Path) -> None:
@@ -140,6 +172,15 @@ def _print(report: dict, out: Path) -> None:
             f"{numbers['auroc'][n]['auroc']:.3f} [{numbers['auroc'][n]['low']:.2f}, {numbers['auroc'][n]['high']:.2f}]"
             for n in names])
     console.print(table)
+    for split, numbers in report["splits"].items():
+        if split == "train" or not numbers["paired_differences"]:
+            continue
+        diffs = Table(title=f"{split}: paired AUROC differences (95 % CI)")
+        for column in ("signals", "difference", "95 % CI"):
+            diffs.add_column(column)
+        for pair, d in numbers["paired_differences"].items():
+            diffs.add_row(pair, f"{d['difference']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+        console.print(diffs)
     kinds = Table(title=f"Device agrees with the cloud on {report['agreement']:.1%} of states; by step kind")
     for column in ("kind", "states", "agreement"):
         kinds.add_column(column)
@@ -149,4 +190,4 @@ def _print(report: dict, out: Path) -> None:
     console.print(f"wrote {out}")
 
 
-__all__ = ["DeviceSignalsConfig", "agreement_by_kind", "auroc", "device_signals", "signal_aurocs"]
+__all__ = ["DeviceSignalsConfig", "agreement_by_kind", "auroc", "device_signals", "paired_differences", "signal_aurocs"]

@@ -133,6 +133,11 @@ def open_run(
         spec = load_router(config.init_checkpoint).feature_spec
     else:
         spec = config.features
+    if spec.device_signals:  # refused before anything is written or embedded
+        raise HeraError(
+            f"router inputs {list(spec.device_signals)} are the device's confidence in its proposal; stage 2 does "
+            "not route with them yet (its rollouts and visit labels would need the device asked at every state): "
+            "train that router with il.py and evaluate it with evaluate.py")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config_json(config))  # only once the inputs proved usable
     # The run gets its own copy of the dataset's cache: rollouts add states, the shipped cache stays untouched.

@@ -290,7 +290,7 @@ class LockstepWorker:
             if scorer is not None:
                 by_scorer.setdefault(id(scorer), (scorer, []))[1].append(slot)
         for scorer, members in by_scorer.values():
-            scorer.score([states[s][1] for s in members], np.asarray([states[s][0].step for s in members]))
+            scorer.prefetch([states[s][1] for s in members], np.asarray([states[s][0].step for s in members]))
         choices: dict[int, Choice] = {}
         for slot in slots:
             if setup.focus is not None:

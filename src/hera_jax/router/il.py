@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from jax.sharding import Mesh
 from hera_jax.dataset import SPLIT_NAMES, StepTable, check_trainable
 from hera_jax.features import FeatureSpec, featurize_indexed
 from hera_jax.router.metrics import split_binary_metrics
+from hera_jax.router.model import column_standardization, fold_standardization, standardize_columns
 from hera_jax.router.sharding import make_sharded_train, pad_rows, shard_train_data
 from hera_jax.router.train import (
     TrainConfig,
@@ -35,7 +37,7 @@ def build_features(
     if len(datasets) == 1:
         cache = features_dir if features_dir is not None else Path(datasets[0]) / "features"
         return featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step, spec,
-                                 cache, encode=encode)
+                                 cache, encode=encode, signals=table.device_signals)
     features = np.zeros((len(table), spec.input_dim), np.float32)
     num_new = 0
     for index, dataset in enumerate(datasets):
@@ -43,7 +45,8 @@ def build_features(
         cache = features_dir if index == 0 and features_dir is not None else Path(dataset) / "features"
         used, local_index = np.unique(table.state_index[rows], return_inverse=True)
         part, new = featurize_indexed([table.distinct_keys[i] for i in used], [table.distinct_texts[i] for i in used],
-                                      local_index, table.step[rows], spec, cache, encode=encode)
+                                      local_index, table.step[rows], spec, cache, encode=encode,
+                                      signals={k: v[rows] for k, v in table.device_signals.items()})
         features[rows] = np.asarray(part)
         num_new += new
     return features, num_new
@@ -93,12 +96,22 @@ def train_and_evaluate(
     dataset_dir: str | Path,
     threshold: float = 0.5,
     mesh: Mesh | None = None,
+    standardize: Sequence[int] = (),
 ) -> tuple[Any, TrainResult, dict[str, dict[str, float]], float]:
     """Train on the train split (early stopping on dev), evaluate every split. With a `mesh` of several devices
-    (router/sharding.py's `data_mesh`) training is data parallel; the batch size must divide by the device count."""
+    (router/sharding.py's `data_mesh`) training is data parallel; the batch size must divide by the device count.
+
+    `standardize`: feature columns trained z-scored by their train-split mean and deviation (the device's
+    confidence signals, whose scales differ by signal and model); the returned parameters take raw features
+    (`fold_standardization`)."""
     check_trainable(table, dataset_dir)
     features = jnp.asarray(features)  # one host-to-device transfer for training and the split metrics
     data = il_train_data(table, features)
+    columns = jnp.asarray(standardize, jnp.int32)
+    if len(standardize):
+        shift, scale = column_standardization(data.x_train, columns)
+        data = data._replace(x_train=standardize_columns(data.x_train, columns, shift, scale),
+                             x_dev=standardize_columns(data.x_dev, columns, shift, scale))
     start = time.perf_counter()
     if mesh is not None and mesh.size > 1:  # data parallel: each device takes a slice of every minibatch
         data = pad_rows(data, mesh.size)
@@ -109,6 +122,8 @@ def train_and_evaluate(
     jax.block_until_ready(result)
     train_s = time.perf_counter() - start
     check_finite_result(result, f"training on {dataset_dir}")
+    if len(standardize):
+        result = result._replace(params=fold_standardization(result.params, columns, shift, scale))
     del data  # the split copies: a large table's features fit on the device once more for the metrics
     metrics = split_metrics(table, features, config, result.params, threshold)
     return result.params, result, metrics, train_s

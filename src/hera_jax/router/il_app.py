@@ -123,7 +123,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     t0 = time.perf_counter()
     try:
         params, result, metrics, train_s = train_and_evaluate(table, features, config.train, dataset,
-                                                              config.threshold, mesh)
+                                                              config.threshold, mesh, spec.device_signal_columns)
     except HeraError:  # already says what to do (e.g. training diverged to NaN)
         raise
     except ValueError as e:  # e.g. a batch size that does not divide over the devices

@@ -22,3 +22,25 @@ class RouterMLP(nn.Module):
 def p_cloud(model: RouterMLP, params, features: jax.Array) -> jax.Array:
     """p(cloud | state) of each feature row: the one place the router's logit becomes a probability."""
     return jax.nn.sigmoid(model.apply({"params": params}, features))
+
+
+def column_standardization(x: jax.Array, columns: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(shift, scale) that z-score `x[:, columns]` (train statistics); a constant column gets scale 1."""
+    values = x[:, columns]
+    std = jnp.std(values, axis=0)
+    return jnp.mean(values, axis=0), jnp.where(std > 0, std, 1.0)
+
+
+def standardize_columns(x: jax.Array, columns: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    return x.at[:, columns].set((x[:, columns] - shift) / scale)
+
+
+def fold_standardization(params: dict, columns: jax.Array, shift: jax.Array, scale: jax.Array) -> dict:
+    """Parameters that give on raw inputs what `params` give on `standardize_columns` inputs: the first layer
+    absorbs the affine map (W x' + b with x'_j = (x_j - m_j) / s_j is (W / s) x + b - W m / s), so a checkpoint
+    needs no normalizer and every scorer applies it as it is."""
+    first = dict(params["Dense_0"])
+    rows = first["kernel"][columns] / scale[:, None]
+    first["bias"] = first["bias"] - shift @ rows
+    first["kernel"] = first["kernel"].at[columns].set(rows)
+    return {**params, "Dense_0": first}

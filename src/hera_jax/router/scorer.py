@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import numpy as np
 
 from hera_jax.features import FeatureSpec, open_cache, router_features, sentence_encode_fn
 from hera_jax.features.cache import FeatureCache, FeatureCacheError
+from hera_jax.errors import HeraError
 from hera_jax.router.checkpoint import RouterBundle
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.state import AgentState, state_key
@@ -56,10 +58,12 @@ class StateEmbedder:
             self._chains[spec.text_design] = [c for c in bases if c.path.exists() and c.path != own.path] + [own]
         return self._chains[spec.text_design]
 
-    def features(self, texts: Sequence[str], steps: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-        """float32[N, spec.input_dim], embeddings rounded like the cache; uncached texts are encoded in one batch."""
+    def features(self, texts: Sequence[str], steps: np.ndarray, spec: FeatureSpec,
+                 signals: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """float32[N, spec.input_dim], embeddings rounded like the cache; uncached texts are encoded in one batch.
+        `signals`: the device's confidence per state, for a spec with device-signal inputs."""
         chain = self.caches(spec)
-        x, num_new = router_features(list(texts), np.asarray(steps), spec, chain, self.encode)
+        x, num_new = router_features(list(texts), np.asarray(steps), spec, chain, self.encode, signals=signals)
         self.num_encoded += num_new
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():  # a damaged cache: routing on NaN would silently drop the router from the results
@@ -82,27 +86,48 @@ class StateEmbedder:
 
 class RouterScorer:
     """A trained router as `score(texts, steps) -> p_cloud[N]` and as a `(state, text, cloud_calls) -> p_cloud`
-    routing function; each (state, step) is scored once."""
+    routing function; each (state, step) is scored once.
 
-    def __init__(self, bundle: RouterBundle, embedder: StateEmbedder):
+    A router whose inputs include the device's confidence (`FeatureSpec.device_signals`) routes only with a
+    `device` to ask first: `ProbedAgent`-like, so the device then acts with the very answer the router read."""
+
+    def __init__(self, bundle: RouterBundle, embedder: StateEmbedder, device: Any = None):
         embedder.caches(bundle.feature_spec)  # refuses another encoder now, not at the first state
         self.bundle = bundle
         self.embedder = embedder
+        self.device = device
+        self.signal_names = bundle.feature_spec.device_signals
         self._forward = p_cloud_fn(tuple(bundle.train_config.hidden_sizes))
-        self._memo: dict[tuple[str, int], float] = {}
+        self._memo: dict[tuple, float] = {}
 
-    def features(self, texts: Sequence[str], steps: np.ndarray) -> np.ndarray:
-        return self.embedder.features(texts, steps, self.bundle.feature_spec)
+    def features(self, texts: Sequence[str], steps: np.ndarray,
+                 signals: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        return self.embedder.features(texts, steps, self.bundle.feature_spec, signals)
 
-    def score(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> np.ndarray:
-        """float32[N] p(cloud); the states not scored before go through one embedding batch and one forward."""
-        keys = [(state_key(t), int(s)) for t, s in zip(texts, steps)]
-        todo = {k: (t, k[1]) for k, t in zip(keys, texts) if k not in self._memo}
+    def score(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray,
+              signals: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
+        """float32[N] p(cloud); the states not scored before go through one embedding batch and one forward.
+        `signals` (name -> per state) are required when the router takes the device's confidence as input."""
+        if self.signal_names and signals is None:
+            raise HeraError(
+                f"this router takes the device's confidence ({', '.join(self.signal_names)}) as input: score it "
+                "with the device's signals, or route through it with a device to ask (evaluate.py does)")
+        values = [tuple(float(signals[n][i]) for n in self.signal_names) for i in range(len(texts))] \
+            if self.signal_names else [()] * len(texts)
+        keys = [(state_key(t), int(s), v) for t, s, v in zip(texts, steps, values)]
+        todo = {k: t for k, t in zip(keys, texts) if k not in self._memo}
         if todo:
-            new_texts = [t for t, _ in todo.values()]
-            x = self.features(new_texts, np.asarray([s for _, s in todo.values()]))
+            x = self.features(list(todo.values()), np.asarray([k[1] for k in todo]),
+                              {n: np.asarray([k[2][j] for k in todo], np.float32)
+                               for j, n in enumerate(self.signal_names)})
             self._memo.update(zip(todo, self.p_cloud(x).tolist()))
         return np.asarray([self._memo[k] for k in keys], np.float32)
+
+    def prefetch(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> None:
+        """Score a batch of states ahead of their routing calls (the engine's lockstep). A router that reads the
+        device's confidence is scored state by state as the device answers instead."""
+        if not self.signal_names:
+            self.score(texts, steps)
 
     def p_cloud(self, features: np.ndarray) -> np.ndarray:
         """float32[N] from features[N, input_dim], in zero-padded chunks of FORWARD_ROWS rows: XLA's matmul result
@@ -116,4 +141,17 @@ class RouterScorer:
         return np.concatenate(chunks)[:n]
 
     def __call__(self, state: AgentState, text: str, cloud_calls: int) -> float:
-        return float(self.score([text], [state.step])[0])
+        if not self.signal_names:
+            return float(self.score([text], [state.step])[0])
+        if self.device is None:
+            raise HeraError(f"this router takes the device's confidence ({', '.join(self.signal_names)}) as input, "
+                            "so it routes only where the device is asked first; no device was given to it")
+        proposal = self.device.act(state)  # the device acts with this same answer when it is chosen
+        signals = {name: [proposal_signal(proposal, name)] for name in self.signal_names}
+        return float(self.score([text], [state.step], signals)[0])
+
+
+def proposal_signal(proposal: Any, name: str) -> float:
+    """The `features.DEVICE_SIGNALS` value `name` of an agent's answer (agents.base.AgentStep); NaN if absent."""
+    value = getattr(proposal, name.removeprefix("device_"), None)
+    return np.nan if value is None else float(value)

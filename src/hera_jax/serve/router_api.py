@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from hera_jax.errors import HeraError
 from hera_jax.state import AgentState, state_text
 
 DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS = 3, 400  # the collection defaults, for checkpoints that do not say
@@ -63,6 +64,10 @@ class Router:
         from hera_jax.router.scorer import RouterScorer, StateEmbedder
 
         bundle = load_router(checkpoint, step)
+        if bundle.feature_spec.device_signals:  # the proxy sees chat messages, not the device's answer's scores
+            raise HeraError(
+                f"{checkpoint}: this router takes the device's confidence ({', '.join(bundle.feature_spec.device_signals)}) "
+                "as input, which the serving proxy does not have; serve a router trained on the state text alone")
         trained_on = (bundle.meta.get("trained_on") or [{}])[0]
         cache = Path(features_cache) if features_cache is not None else Path(tempfile.mkdtemp(prefix="hera-router-"))
         embedder = StateEmbedder(bundle.feature_spec, cache, encode=encode)
