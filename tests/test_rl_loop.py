@@ -305,6 +305,7 @@ def test_an_rl_run_with_early_stopping_reports_the_kept_epoch(il_dataset, tmp_pa
     assert -1 <= train["kept_epoch"] < config.train.epochs
     assert train["heldout_loss_min"] <= min(train["heldout_loss_first_epoch"], train["heldout_loss_last_epoch"])
     assert history[1]["groups"]["heldout_groups_valid"] >= 0
+    assert 0.0 <= train["margin_weighted_label_agreement"] <= 1.0  # the RL table's "agreement" column
 
 
 def test_a_kill_while_copying_the_features_cache_leaves_no_cut_off_copy(straight_run, il_dataset, tmp_path,

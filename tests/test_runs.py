@@ -164,6 +164,10 @@ def test_rl_table_is_readable_at_80_columns():
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
     for value in ("0.750", "0.625", "1234", "456", "123", "900", "0.912", "cloud-only", "IL start", "agreement"):
         assert value in text
+    # every column is explained under its table
+    for explained in ("rollout: this iteration's exploring rollouts", "IL rows mixed: IL train states",
+                      "agreement: share of labelled visits"):
+        assert explained in " ".join(text.split())
 
 
 def test_il_table_header_states_the_threshold(tmp_path):

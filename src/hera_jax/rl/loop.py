@@ -134,6 +134,9 @@ def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_
     agree = jnp.sum(rl_w * (predicted[:num_visit_rows] == data.target[:num_visit_rows])) / jnp.maximum(
         jnp.sum(rl_w), 1e-12)
     stats = {
+        # share of the RL-labelled visits (weighted as in the loss: by margin by default) that the fine-tuned
+        # router routes as labelled at its threshold
+        "margin_weighted_label_agreement": float(agree),
         "loss_first_epoch": float(result.epoch_loss[0]),
         "loss_last_epoch": float(result.epoch_loss[-1]),
         # early stopping: which epoch was kept (-1: none beat the start) and the held-out loss along the way

@@ -19,10 +19,18 @@ def iteration_table(history: Sequence[dict[str, Any]], agents: str):
     from rich.table import Table
 
     fmt = lambda v, f="{:.3f}": "—" if v is None else f.format(v)  # noqa: E731
-    results = Table(title=f"Cost-aware RL, greedy router on held-out variations — agents: {agents}")
+    results = Table(title=f"Cost-aware RL, greedy router on held-out variations — agents: {agents}",
+                    caption="eval: the router at its threshold on held-out variations (no exploration); rollout: "
+                            "this iteration's exploring rollouts on train variations, whose outcomes made the labels; "
+                            "cloud ratio: share of steps the cloud acted")
     for c in ("iter", "eval\nsuccess", "eval\ncloud ratio", "rollout\nsuccess", "rollout\ncloud ratio", "time s"):
         results.add_column(c, justify="right")
-    labels = Table(title="RL labels and fine-tune per iteration")
+    labels = Table(title="RL labels and fine-tune per iteration",
+                   caption="visits: states visited in the run's rollouts; groups: distinct states among them; "
+                           "valid: groups with outcomes of both routing choices; label cloud / device: valid groups "
+                           "whose better choice is the cloud / the device; IL rows mixed: IL train states trained "
+                           "on with their IL label (no group covers them); agreement: share of labelled visits "
+                           "(weighted as in the loss) the fine-tuned router routes as labelled")
     for c in ("iter", "visits", "groups", "valid", "label\ncloud", "label\ndevice", "IL rows\nmixed", "agreement"):
         labels.add_column(c, justify="right")
     for m in history:
