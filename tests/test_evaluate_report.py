@@ -174,17 +174,16 @@ def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
 
 
 def test_router_arguments_expand_rl_iterations(tmp_path):
-    from hera_jax.evaluate import evaluate_app as evaluate_cli
     from hera_jax.errors import HeraError
+    from hera_jax.evaluate.routers import parse_routers
 
     for step in ("0", "1", "3", "tmp-partial"):
         (tmp_path / "checkpoints" / step).mkdir(parents=True)
-    config = evaluate_cli.EvalConfig(routers=(f"il={tmp_path / 'checkpoints'}@1", f"rl={tmp_path / 'checkpoints'}@all"))
-    routers = evaluate_cli._parse_routers(config)
+    routers = parse_routers((f"il={tmp_path / 'checkpoints'}@1", f"rl={tmp_path / 'checkpoints'}@all"), "scienceworld")
     assert routers == {"il": (tmp_path / "checkpoints", 1), **{f"rl{s}": (tmp_path / "checkpoints", s) for s in (0, 1, 3)}}
     for bad in ("il", "random=" + str(tmp_path), f"x={tmp_path / 'nope'}", f"x={tmp_path}@last"):
         with pytest.raises(HeraError):
-            evaluate_cli._parse_routers(evaluate_cli.EvalConfig(routers=(bad,)))
+            parse_routers((bad,), "scienceworld")
 
 
 def test_interval_tables_pair_methods_and_feed_headline():
@@ -264,10 +263,10 @@ def test_the_default_router_is_the_latest_il_run_of_the_evaluated_env(tmp_path, 
     ScienceWorld evaluation."""
     import os
 
-    from hera_jax.evaluate import evaluate_app as evaluate_cli
     from hera_jax.errors import HeraError
+    from hera_jax.evaluate import routers
 
-    monkeypatch.setattr(evaluate_cli, "RUNS_ROOT", tmp_path)
+    monkeypatch.setattr(routers, "RUNS_ROOT", tmp_path)
     for mtime, (name, env) in enumerate((("20261126-000000", "scienceworld"), ("twc_seg", "textworld_express:twc"),
                                          ("20261126-010000", "scienceworld"), ("zz_no_config", None))):
         checkpoint = tmp_path / "il" / name / "checkpoint"
@@ -275,12 +274,11 @@ def test_the_default_router_is_the_latest_il_run_of_the_evaluated_env(tmp_path, 
         if env is not None:
             (checkpoint.parent / "config.json").write_text(json.dumps({"env": env}))
         os.utime(checkpoint, (1e9 + mtime, 1e9 + mtime))
-    pick = evaluate_cli._parse_routers
-    assert pick(evaluate_cli.EvalConfig()) == {"il": (tmp_path / "il" / "20261126-010000" / "checkpoint", None)}
-    twc = evaluate_cli.EvalConfig(env="textworld_express:twc")
-    assert pick(twc) == {"il": (tmp_path / "il" / "twc_seg" / "checkpoint", None)}
+    pick = routers.parse_routers
+    assert pick((), "scienceworld") == {"il": (tmp_path / "il" / "20261126-010000" / "checkpoint", None)}
+    assert pick((), "textworld_express:twc") == {"il": (tmp_path / "il" / "twc_seg" / "checkpoint", None)}
     with pytest.raises(HeraError, match="no router trained on textworld_express:cookingworld.*--env"):
-        pick(evaluate_cli.EvalConfig(env="textworld_express:cookingworld"))
+        pick((), "textworld_express:cookingworld")
 
 
 def test_headline_tables_fit_80_columns_with_whole_rows():

@@ -231,11 +231,13 @@ def test_resume_allows_new_agent_budgets_but_not_another_agent(tmp_path):
 
 
 def test_the_default_evaluation_says_how_to_add_the_newest_rl_run_of_its_env(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate_app, "RUNS_ROOT", tmp_path)
-    assert evaluate_app.rl_run_hint("alfworld", Path("il/checkpoint")) is None  # no RL run yet
+    from hera_jax.evaluate import routers
+
+    monkeypatch.setattr(routers, "RUNS_ROOT", tmp_path)
+    assert routers.rl_run_hint("alfworld", Path("il/checkpoint")) is None  # no RL run yet
     for name, env in (("sw", "scienceworld"), ("alf", "alfworld")):
         (tmp_path / "rl" / name / "checkpoints" / "0").mkdir(parents=True)
         (tmp_path / "rl" / name / "config.json").write_text(json.dumps({"env": env}))
-    hint = evaluate_app.rl_run_hint("alfworld", Path("il/checkpoint"))
+    hint = routers.rl_run_hint("alfworld", Path("il/checkpoint"))
     assert f"--routers il=il/checkpoint rl={tmp_path / 'rl' / 'alf' / 'checkpoints'}@all" in hint
-    assert evaluate_app.rl_run_hint("textworld_express:twc", Path("il/checkpoint")) is None
+    assert routers.rl_run_hint("textworld_express:twc", Path("il/checkpoint")) is None

@@ -12,6 +12,7 @@ import pytest
 
 from hera_jax.envs.profiles import PROFILES, SHIPPED_DATASETS
 from hera_jax.evaluate import evaluate_app as evaluate_cli
+from hera_jax.evaluate.routers import router_training
 from hera_jax.rl import rl_app as rl_cli
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
@@ -177,16 +178,16 @@ def test_evaluate_refuses_a_dataset_of_another_environment(tmp_path):
 
 
 def test_router_training_is_read_from_meta_il_metrics_or_rl_config(tmp_path):
-    assert evaluate_cli.router_training(tmp_path / "x" / "checkpoint", {"trained_on": [{"env": "e"}]}) == [{"env": "e"}]
+    assert router_training(tmp_path / "x" / "checkpoint", {"trained_on": [{"env": "e"}]}) == [{"env": "e"}]
     il_run = tmp_path / "il"
     il_run.mkdir()
     (il_run / "metrics.json").write_text(json.dumps({"dataset": str(SHIPPED_DATASETS[TWC]),
                                                      "unseen_tasks": ["twc-doors"]}))
-    [entry] = evaluate_cli.router_training(il_run / "checkpoint", {})
+    [entry] = router_training(il_run / "checkpoint", {})
     assert (entry["env"], entry["unseen_tasks"], entry["history_k"]) == (TWC, ["twc-doors"], 3)
     rl_run = tmp_path / "rl"
     rl_run.mkdir()
     (rl_run / "config.json").write_text(json.dumps({"env": "textworld_express:cookingworld", "dataset": None}))
-    [entry] = evaluate_cli.router_training(rl_run / "checkpoints", {})
+    [entry] = router_training(rl_run / "checkpoints", {})
     assert entry["env"] == "textworld_express:cookingworld"
-    assert evaluate_cli.router_training(tmp_path / "nothing" / "checkpoint", {}) == []
+    assert router_training(tmp_path / "nothing" / "checkpoint", {}) == []

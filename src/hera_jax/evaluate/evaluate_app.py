@@ -29,11 +29,12 @@ from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, 
                               resolve_dataset)
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
-from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, METHOD_MODULES, task_level
+from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, task_level
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                       rich_budget_frontier, rich_headline, rich_limit_shares, rich_paired_areas,
                                       with_intervals)
+from hera_jax.evaluate.routers import parse_routers, rl_run_hint, router_training, training_title
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
@@ -168,118 +169,8 @@ def _method_title(method: str, training: dict[str, list[dict]] | None = None) ->
     if method in ("device_only", "cloud_only"):
         return method.replace("_", " ")
     if training and method in training:
-        return f"router: {method} (trained on {_training_title(training[method])})"
+        return f"router: {method} (trained on {training_title(training[method])})"
     return f"router: {method}"
-
-
-def _checkpoint_steps(path: Path) -> list[int]:
-    """Finished orbax steps in a checkpoint folder (orbax names each step's folder by its number)."""
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _parse_routers(config: EvalConfig) -> dict[str, tuple[Path, int | None]]:
-    """NAME=DIR (latest step), NAME=DIR@STEP, or NAME=DIR@all (one router per step, named NAME<step>: e.g. every RL
-    iteration of experiments/rl_iter.py's <run>/checkpoints)."""
-    if not config.routers:
-        runs = [p for p in (RUNS_ROOT / "il").glob("*/checkpoint") if p.is_dir() and _trained_on(p, config.env)]
-        if not runs:
-            raise HeraError(f"no router trained on {config.env} in {RUNS_ROOT / 'il'}: run experiments/il.py "
-                            f"--env {config.env} first, or pass --routers il=PATH/checkpoint")
-        # the most recently trained (not the last name: runs named with --out sort anywhere)
-        return {"il": (max(runs, key=lambda p: (p.stat().st_mtime, str(p))), None)}
-    routers: dict[str, tuple[Path, int | None]] = {}
-    for item in config.routers:
-        name, sep, target = item.partition("=")
-        path, _, step = target.partition("@")
-        if not sep or not name or not path:
-            raise HeraError(f"--routers expects NAME=CHECKPOINT_DIR[@STEP|@all], got {item!r}")
-        if name in METHOD_MODULES or name in ("device_only", "cloud_only") or "/" in name:
-            raise HeraError(f"router name {name!r} clashes with a baseline name or contains '/'; pick another")
-        path = Path(path)
-        if not path.is_dir():
-            raise HeraError(f"router {name}: {path} is not a checkpoint folder")
-        if step == "all":
-            steps = _checkpoint_steps(path)
-            if not steps:
-                raise HeraError(f"router {name}: {path} holds no finished checkpoint steps")
-            routers.update({f"{name}{s}": (path, s) for s in steps})
-        elif step:
-            if not step.isdigit():
-                raise HeraError(f"router {name}: step must be a number or 'all', got {step!r}")
-            routers[name] = (path, int(step))
-        else:
-            routers[name] = (path, None)
-    return routers
-
-
-def _trained_on(checkpoint: Path, env: str) -> bool:
-    """Whether `router_training` says the router saw `env`; an unreadable run folder is no candidate."""
-    try:
-        return any(source.get("env") == env for source in router_training(checkpoint, {}))
-    except (OSError, ValueError):
-        return False
-
-
-def rl_run_hint(env: str, il_checkpoint: Path) -> str | None:
-    """How to add the newest RL run of `env` (rl_iter.py) to the default evaluation, or None without one."""
-    runs = []
-    for config_file in (RUNS_ROOT / "rl").glob("*/config.json") if (RUNS_ROOT / "rl").is_dir() else ():
-        try:
-            if json.loads(config_file.read_text()).get("env") == env:
-                runs.append(config_file.parent / "checkpoints")
-        except (OSError, ValueError):
-            continue
-    runs = [r for r in runs if r.is_dir() and _checkpoint_steps(r)]
-    if not runs:
-        return None
-    newest = max(runs, key=lambda p: p.stat().st_mtime)
-    return (f"note: evaluating only the IL router {il_checkpoint}; to compare the RL run {newest.parent} too, pass "
-            f"--routers il={il_checkpoint} rl={newest}@all")
-
-
-def _router_run_info(checkpoint: Path) -> dict:
-    metrics = checkpoint.parent / "metrics.json"
-    return json.loads(metrics.read_text()) if metrics.exists() else {}
-
-
-def _dataset_source(dataset: str | Path, unseen: list[str] | None = None) -> dict:
-    """A `StepTable.trained_on()`-style entry for a dataset folder, read from its manifest."""
-    try:
-        manifest = read_manifest(dataset)
-    except HeraError:
-        manifest = {}
-    settings = manifest.get("settings", {})
-    return {"dataset": str(dataset), "env": dataset_env(manifest), "unseen_tasks": unseen,
-            **{k: settings.get(k) for k in STATE_FORMAT_FIELDS}}
-
-
-def router_training(checkpoint: Path, meta: dict) -> list[dict]:
-    """What a router was trained on, one entry per dataset (folder, env, unseen tasks, state format), from its
-    checkpoint metadata (experiments/il.py writes `trained_on`), else its IL run's metrics.json, else the
-    config.json of the RL run it belongs to (<run>/checkpoints). Empty when none of these says."""
-    if meta.get("trained_on"):
-        return list(meta["trained_on"])
-    info = _router_run_info(checkpoint)
-    if info.get("trained_on"):
-        return list(info["trained_on"])
-    if info.get("dataset"):
-        return [_dataset_source(info["dataset"], info.get("unseen_tasks"))]
-    rl_config = checkpoint.parent / "config.json"
-    if rl_config.exists():
-        config = json.loads(rl_config.read_text())
-        env = config.get("env")
-        dataset = config.get("dataset") or (profile(env).dataset if env else None)
-        if dataset:
-            return [_dataset_source(dataset, config.get("unseen_tasks"))]
-    return []
-
-
-def _training_title(sources: list[dict]) -> str:
-    """Short names of the environments a router was trained on, e.g. 'scienceworld + twc'."""
-    if not sources:
-        return "unknown data"
-    names = [str(s.get("env") or Path(s["dataset"]).name) for s in sources]
-    return " + ".join(n.removeprefix("textworld_express:") for n in names)
 
 
 def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict, notes: list[str],
@@ -395,7 +286,7 @@ def evaluate(config: EvalConfig) -> dict:
     dataset = resolve_dataset(config.dataset, config.env)
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})
-    router_paths = _parse_routers(config)
+    router_paths = parse_routers(config.routers, config.env)
     if not config.routers:
         hint = rl_run_hint(config.env, router_paths["il"][0])
         if hint:
@@ -488,7 +379,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         if not sources:
             notes.append(f"router {name}: its checkpoint does not say which data it was trained on")
         elif config.env not in {s.get("env") for s in sources}:
-            notes.append(f"router {name} was trained on {_training_title(sources)} only, not on {config.env}: "
+            notes.append(f"router {name} was trained on {training_title(sources)} only, not on {config.env}: "
                          "cross-environment, every task here is unseen to it")
     try:
         t0 = time.perf_counter()
