@@ -2,20 +2,30 @@
 embedding (every request a new state) and without it (repeated states: the router's memo), at 1 and 16 concurrent
 clients; throughput; the router forward alone; the served cloud share against --cloud-share on a shifted mix.
 
-The upstreams are two stub OpenAI endpoints (uvicorn, answering at once), so the numbers are the proxy's own cost.
+The upstreams are two stub OpenAI endpoints (uvicorn, answering at once), so the numbers are the proxy's own cost;
+with `--device-upstream llama-server` the device is a real local model instead (llama.cpp's OpenAI-compatible server
+with the shipped Gemma-3-270M, started here on loopback), which shows the proxy's cost next to a real model's.
 
     python benchmarks/bench_serve.py --checkpoint runs/il/<run>/checkpoint --requests 500
+    python benchmarks/bench_serve.py --checkpoint runs/il/<run>/checkpoint --device-upstream llama-server \
+        --requests 40 --concurrency 1 4 --out benchmarks/results/cpu/serve_llama.json
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from common import ROOT, environment, print_table, write_json
@@ -32,6 +42,12 @@ class BenchServeConfig:
     requests: int = 500
     concurrency: tuple[int, ...] = (1, 16)
     cloud_share: float = 0.3
+    device_upstream: Literal["stub", "llama-server"] = "stub"
+    """stub: answers at once (the proxy's own cost); llama-server: Gemma-3-270M through llama_cpp.server."""
+    max_tokens: int = 8
+    """Reply tokens asked of the upstreams (what a real model's reply time depends on)."""
+    llama_threads: int = 1
+    """llama.cpp threads of the llama-server upstream."""
     out: Path = ROOT / "benchmarks" / "results" / "cpu" / "serve.json"
 
 
@@ -66,13 +82,41 @@ def _start(app, port: int):
     return server
 
 
-def _request(i: int, unique: bool, hard: bool) -> dict:
+def _start_llama_server(port: int, threads: int) -> subprocess.Popen:
+    """llama.cpp's OpenAI-compatible server with the shipped GGUF on loopback, warmed up by one completion."""
+    from hera_jax.agents.models import default_gguf_path
+
+    log = open(Path(tempfile.gettempdir()) / f"hera_bench_llama_{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", "device"],
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(base + "/models", timeout=2).read()
+            break
+        except (urllib.error.URLError, OSError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"llama_cpp.server did not start; see {log.name}")
+            time.sleep(0.5)
+    warmup = json.dumps({"model": "device", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    urllib.request.urlopen(urllib.request.Request(base + "/chat/completions", data=warmup.encode(),
+                                                  headers={"Content-Type": "application/json"}), timeout=300).read()
+    return proc
+
+
+def _request(i: int, unique: bool, hard: bool, max_tokens: int = 8) -> dict:
     room = f"room {i}" if unique else "room 0"
     obs = f"You are in {room}. " + ("A locked chest, a missing key, a dark corridor." if hard else "A table.")
-    return {"model": "hera", "messages": [{"role": "user", "content": f"Task: tidy the house.\n{obs}"}]}
+    return {"model": "hera", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"Task: tidy the house.\n{obs}"}]}
 
 
-async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int, hard_after: int | None = None):
+async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int, hard_after: int | None = None,
+               max_tokens: int = 8, model: str = "hera"):
     import httpx
 
     limit = asyncio.Semaphore(concurrency)
@@ -81,9 +125,10 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
         async def one(i):
             async with limit:
                 t0 = time.perf_counter()
-                reply = await client.post("/chat/completions", json=_request(
-                    offset + i, unique, hard_after is not None and i >= hard_after),
-                    headers={"x-hera-episode": f"bench-{offset + i}"})
+                body = _request(offset + i, unique, hard_after is not None and i >= hard_after, max_tokens)
+                reply = await client.post("/chat/completions", json={**body, "model": model},
+                                          headers={"x-hera-episode": f"bench-{offset + i}"})
+                reply.raise_for_status()
                 latencies.append(time.perf_counter() - t0)
                 routes.append(reply.headers.get("x-hera-route"))
         started = time.perf_counter()
@@ -97,7 +142,9 @@ def main(cfg: BenchServeConfig) -> dict:
     from hera_jax.serve.router_api import Router
 
     ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
-    servers = [_start(_stub_app(name), ports[name]) for name in ("device", "cloud")]
+    real_device = cfg.device_upstream == "llama-server"
+    llama = _start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
+    servers = [_start(_stub_app(name), ports[name]) for name in (("cloud",) if real_device else ("device", "cloud"))]
     router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
                 cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
@@ -106,10 +153,14 @@ def main(cfg: BenchServeConfig) -> dict:
     offset = 0
     for concurrency in cfg.concurrency:
         direct, _, direct_wall = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests,
-                                                  concurrency, True, offset))
+                                                  concurrency, True, offset, max_tokens=cfg.max_tokens,
+                                                  model="device"))
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
-            lat, _, wall = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests, concurrency,
-                                            unique, offset))
+            # the proxy's device route only: its overhead is measured against the same upstream called directly
+            lat, routes, wall = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
+                                                 concurrency, unique, offset, max_tokens=cfg.max_tokens,
+                                                 model="hera-1.0"))
+            assert set(routes) == {"device"}, set(routes)
             offset += cfg.requests
             results.append({"concurrency": concurrency, "case": what, "requests": cfg.requests,
                             "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
@@ -134,7 +185,11 @@ def main(cfg: BenchServeConfig) -> dict:
                     "shifted_mix_last_200": float(np.mean([r == "cloud" for r in routes[400:600]]))}
     for server in servers:
         server.should_exit = True
-    print_table("hera-serve proxy on loopback, stub upstreams (CPU)",
+    if llama is not None:
+        llama.terminate()
+        llama.wait(timeout=30)
+    upstreams = "device = Gemma-3-270M via llama_cpp.server, cloud = stub" if real_device else "stub upstreams"
+    print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
                 ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s"],
                 [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
                   r["requests_per_s"]] for r in results])
