@@ -7,10 +7,13 @@ feature spec and model shape against what the caller expects and says what diffe
 
 from __future__ import annotations
 
-from hera_jax.errors import HeraError
-
+import contextlib
 import dataclasses
 import hashlib
+import logging
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.train import TrainConfig, nonfinite_leaves
@@ -66,21 +70,56 @@ def save_router(
         "params_sha256": params_digest(params),
         **(extra_meta or {}),
     }
-    with _manager(directory) as manager:
-        try:
-            saved = manager.save(
-                step,
-                args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-            )
-        except ocp.checkpoint_manager.StepAlreadyExistsError:
-            saved = False
-        if not saved:  # orbax skips a step at or below its latest one: another run's checkpoints are in there
-            raise CheckpointError(
-                f"{directory}: step {step} was not saved (the folder already holds step "
-                f"{manager.latest_step()}, from another run?); use a new run folder"
-            )
-        manager.wait_until_finished()
+    try:
+        with _manager(directory) as manager, _quiet_write_failures():
+            try:
+                saved = manager.save(
+                    step,
+                    args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+                )
+            except ocp.checkpoint_manager.StepAlreadyExistsError:
+                saved = False
+            if not saved:  # orbax skips a step at or below its latest one: another run's checkpoints are in there
+                raise CheckpointError(
+                    f"{directory}: step {step} was not saved (the folder already holds step "
+                    f"{manager.latest_step()}, from another run?); use a new run folder"
+                )
+            manager.wait_until_finished()
+    except (OSError, ValueError) as e:
+        reason = _write_failure(e)
+        if reason is None:
+            raise
+        for partial in Path(directory).glob(f"{step}.orbax-checkpoint-tmp*"):  # orbax's unfinished step
+            shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(f"{directory}: step {step} could not be written ({reason}); earlier steps are kept, "
+                              "nothing of this one: free space and rerun") from None
     return Path(directory) / str(step)
+
+
+@contextlib.contextmanager
+def _quiet_write_failures():
+    """orbax writes on its own threads and logs a thread's failure with its traceback (40 lines, through absl)
+    before the caller gets it; a refused write reaches the caller as one CheckpointError, so that log stays quiet."""
+    absl_logger = logging.getLogger("absl")
+
+    def keep(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or _write_failure(error) is None
+
+    absl_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(keep)
+
+
+def _write_failure(error: Exception) -> str | None:
+    """Why a checkpoint write failed, when the file system refused it (a full disk, a file-size limit, no
+    permission); None for other errors. TensorStore reports these as ValueError with the OS error code."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    return os.strerror(int(code.group(1))) if code else None
 
 
 def _shapes(tree: Any) -> Any:
