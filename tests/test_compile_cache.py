@@ -40,3 +40,29 @@ def test_a_compiled_program_lands_in_the_cache_folder_and_a_second_process_reads
     off = subprocess.run([sys.executable, "-c", COMPILE, "None"], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     assert off.returncode == 0 and off.stdout == first.stdout
+
+
+def test_an_entry_cut_short_is_dropped_and_compiled_again_without_a_warning(tmp_path):
+    """JAX writes entries in place: a kill or a full disk mid-write left a truncated file that every later process
+    warned about and compiled again, for good."""
+    import os
+
+    from hera_jax.compile_cache import CHECKED_MARKER, drop_cut_entries
+
+    cache = tmp_path / "xla"
+    first = subprocess.run([sys.executable, "-c", COMPILE, str(cache)], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    [entry] = [p for p in cache.glob("*-cache") if "jit__lambda" in p.name]
+    whole = entry.read_bytes()
+    entry.write_bytes(whole[: len(whole) // 2])  # what a write cut by a full disk leaves
+    second = subprocess.run([sys.executable, "-c", COMPILE, str(cache)], capture_output=True, text=True, timeout=300)
+    assert second.stdout == first.stdout and "Error reading persistent compilation cache" not in second.stderr
+    assert entry.read_bytes() == whole  # compiled again and written whole
+    # only entries newer than the last check are read: an old one is not opened again
+    old = cache / "jit_old-0-cache"
+    old.write_bytes(b"not an executable")
+    os.utime(old, (1e9, 1e9))
+    (cache / CHECKED_MARKER).touch()
+    assert drop_cut_entries(cache) == [] and old.exists()
+    os.utime(old, None)  # written now: checked, unreadable, dropped
+    assert drop_cut_entries(cache) == [old.name] and not old.exists()
