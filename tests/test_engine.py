@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import time
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,42 @@ def test_lockstep_makes_one_routing_call_per_router_and_step(router_checkpoint, 
     assert len(calls_8) < len(calls_1) / 2  # one forward per lockstep instead of one per state
     assert max(calls_8) > 2  # states of both threshold policies' episodes scored together
     assert len(encoded_8) <= len(calls_8)  # at most one encoder batch per routing call
+
+
+class SlowVariationEnv(KeyRoomEnv):
+    """KeyRoom whose variation 0 takes `delay` seconds a step; every step is logged (variation, time)."""
+
+    log: list[tuple[int, float]] = []
+    delay = 0.25
+
+    def step(self, action):
+        if self.variation == 0:
+            time.sleep(self.delay)
+        SlowVariationEnv.log.append((self.variation, time.perf_counter()))
+        return super().step(action)
+
+
+def test_a_slow_simulator_does_not_hold_the_other_slots_and_records_do_not_change():
+    def run(gather_s: float):
+        SlowVariationEnv.log = []
+        policies = {"cloud": Policy(always("cloud")), "device": Policy(always("device"))}
+        jobs = [Job(EpisodeSpec("keyroom", "t1", v, "train", f"{name}/{v}"), name)
+                for v in (0, 1, 2, 3, 4, 5, 6) for name in policies]
+        setup = WorkerSetup(make_env=SlowVariationEnv, cloud=GoldPathOracle(),
+                            device=PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8),
+                            policies=policies, settings=SETTINGS)
+        worker = LockstepWorker(setup, EngineConfig(batch_size=2, gather_s=gather_s))
+        records = {jobs[i].spec.episode_id: r for i, r in worker.run(list(enumerate(jobs)))}
+        worker.close()
+        slow = [t for v, t in SlowVariationEnv.log if v == 0]
+        fast_meanwhile = sum(1 for v, t in SlowVariationEnv.log if v != 0 and slow[0] <= t <= slow[-1])
+        return records, len(slow), fast_meanwhile
+
+    records, slow_steps, fast_meanwhile = run(gather_s=0.02)
+    held, _, fast_when_held = run(gather_s=60.0)  # waits for every step: the old lockstep
+    assert records == held  # who waits for whom never changes an episode
+    assert fast_when_held <= slow_steps  # held: one fast step per slow step
+    assert fast_meanwhile > 2 * slow_steps, (fast_meanwhile, slow_steps)  # not held: the other slot runs on
 
 
 EVAL_EPISODES = [EvalEpisode(split, split, "t1", v) for split, vs in (("dev", (3, 4)), ("test", (5, 6))) for v in vs]

@@ -5,12 +5,13 @@ whose episode id is not yet complete in `out_path`, and appends each finished ep
 episode that finishes early waits for the ones planned before it), so an interrupted run resumes without loss or
 duplicates and its file equals an uninterrupted run's.
 
-Lockstep batching: a worker steps `batch_size` episodes together, each on its own simulator. Per lockstep, every
-router policy scores all of its episodes' new states in one call (one encoder batch for the states not cached, one
-jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud memoised), the agents
-answer a whole lockstep's states through `act_batch`, and the simulators take their steps at the same time (one
-thread each; their JVMs work in parallel). A slot whose episode ended resets for its next job while the other slots
-go on stepping, and takes its jobs variation by variation (all methods' or rollouts' episodes of one variation in a
+Batching: a worker runs `batch_size` episodes at once, each on its own simulator. The slots whose simulator step has
+come back are decided together: every router policy scores their new states in one call (one encoder batch for the
+states not cached, one jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud
+memoised), the agents answer those states through `act_batch`, and the simulators take their steps in parallel (one
+thread each; their JVMs work in parallel). Slots are not held by the slowest simulator: a decision waits for the
+other slots' steps at most `gather_s` after the first came back. A slot whose episode ended resets for its next job
+while the other slots go on stepping, and takes its jobs variation by variation (all methods' or rollouts' episodes of one variation in a
 row, so a simulator that makes gold paths makes each once). None of this changes the records: each simulator's
 calls stay in order, and an episode does not depend on what its simulator ran before.
 
@@ -36,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,7 +66,7 @@ class EpisodeFailed(HeraError, RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Who acts. `scorer` (a `router.scorer.RouterScorer`) is the router `choose` consults: the engine scores all of
-    a lockstep's states with it in one call first, so `choose` finds each p_cloud memoised."""
+    the states decided together with it in one call first, so `choose` finds each p_cloud memoised."""
 
     choose: Chooser
     scorer: Any = None
@@ -92,11 +93,11 @@ class WorkerSetup:
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    """How episodes run: lockstep batches, Ray workers, the simulator watchdog (`--engine.*` in collect.py,
+    """How episodes run: batches of slots, Ray workers, the simulator watchdog (`--engine.*` in collect.py,
     rl_iter.py and evaluate.py). None of it changes the records."""
 
     batch_size: int | None = None
-    """Episodes each worker steps together (one simulator each; one routing call per lockstep). None: the
+    """Episodes each worker steps together (one simulator each; one routing call per batch of slots ready together). None: the
     environment's default in rl_iter.py and evaluate.py (hera_jax.envs.profiles: ScienceWorld 2, TextWorldExpress
     8), else 1."""
     workers: int | None = None
@@ -109,12 +110,15 @@ class EngineConfig:
     """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
     max_episode_retries: int = 2
     """Restarts of a crashed/hung simulator per episode before giving up."""
+    gather_s: float = 0.05
+    """Slots whose simulator step came back wait at most this long for the other slots' steps before they are
+    routed and answered together: a slow simulator step does not hold the rest for longer (0: never wait)."""
     fresh_env_per_episode: bool | None = None
     """A new simulator for every episode; None: only for envs that do not declare `reuse_safe = True` (see this
     module's docstring). True costs a simulator start per episode (ScienceWorld 1-3 s); False forces reuse."""
 
     LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
-                              "max_episode_retries": NON_NEGATIVE}
+                              "max_episode_retries": NON_NEGATIVE, "gather_s": NON_NEGATIVE}
 
     def with_defaults(self, batch_size: int = 1, workers: int = 1) -> EngineConfig:
         """This config, with `batch_size` and `workers` where they were left to the default (None)."""
@@ -188,6 +192,15 @@ class GuardedEnv:
             raise
 
 
+@dataclasses.dataclass(frozen=True)
+class _Decided:
+    """What was decided for an episode's current state while its simulator takes the step."""
+
+    text: str
+    choice: Choice
+    asked: dict[str, AgentStep]
+
+
 @dataclasses.dataclass
 class _Running:
     index: int  # position in the caller's job list
@@ -197,7 +210,7 @@ class _Running:
 
 
 class LockstepWorker:
-    """Owns `batch_size` simulator slots and one pair of agents; runs jobs B at a time in lockstep."""
+    """Owns `batch_size` simulator slots and one pair of agents; runs jobs B at a time (see `run`)."""
 
     def __init__(self, setup: WorkerSetup, config: EngineConfig):
         config = config.with_defaults()
@@ -208,7 +221,7 @@ class LockstepWorker:
         # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
-        # The B simulators of a lockstep step at the same time, and a slot whose episode ended resets (a ScienceWorld
+        # The simulators of the slots decided together step at the same time, and a slot whose episode ended resets (a ScienceWorld
         # reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in parallel with this
         # thread. Each slot's calls stay in order, so the records do not change.
         self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step")
@@ -255,38 +268,69 @@ class LockstepWorker:
                                 + " | ".join(errors)) from error
 
     def run(self, jobs: Sequence[tuple[int, Job]]) -> Iterator[tuple[int, list[StepRecord]]]:
-        """Yields (job index, records) as episodes finish."""
+        """Yields (job index, records) as episodes finish.
+
+        Slots are not held in lockstep by the slowest simulator: the slots whose step (or reset) has come back are
+        decided together, as soon as every in-flight step is back or `gather_s` has passed since the first one
+        came back, and their next steps go out while slower simulators are still working."""
         queue = _VariationQueue(jobs)
-        active: dict[int, _Running] = {}
-        # start the simulators of the first lockstep two at a time instead of one after another
+        ready: dict[int, _Running] = {}  # slot -> an episode whose next decision can be made now
+        stepping: dict[int, tuple[Future, _Running, _Decided]] = {}  # slot -> its simulator step in flight
+        starting: dict[int, Future] = {}  # slot -> its next episode's reset, running while the others step
+        # start the simulators of the first batch two at a time instead of one after another
         wanted = min(self.config.batch_size, len(queue)) - sum(e is not None for e in self._envs) - len(self._spares)
         self._spares.extend(self._starter.submit(self.setup.make_env) for _ in range(max(wanted, 0)))
-        starting: dict[int, Future] = {}  # slot -> its next episode's reset, running while the others step
-        while queue or active or starting:
+        while queue or ready or starting or stepping:
             for slot in range(self.config.batch_size):
-                if slot not in active and slot not in starting and queue:
+                if slot not in ready and slot not in starting and slot not in stepping and queue:
                     index, job = queue.next_for(slot)
                     starting[slot] = self._start_pool.submit(self._start, slot, index, job, [])
-            if len(starting) > len(active):  # e.g. the first lockstep: wait, so that the slots step together
-                wait(list(starting.values()))
+            if not ready:  # nothing to decide: wait for a step or a reset, then briefly for the others
+                self._gather([f for f, _, _ in stepping.values()] + list(starting.values()))
             for slot, future in list(starting.items()):
                 if future.done():
                     del starting[slot]
-                    active[slot] = future.result()
-            for slot, running in list(active.items()):
-                if running.episode.finished:  # e.g. max_steps 0
-                    del active[slot]
+                    ready[slot] = future.result()
+            for slot, (future, running, decided) in list(stepping.items()):
+                if not future.done():
+                    continue
+                del stepping[slot]
+                result, error = future.result()
+                if isinstance(error, SimulatorCrash):  # rebuild the simulator and redo this episode from its start
+                    self._crashed(slot, running.job, running.errors, error)
+                    starting[slot] = self._start_pool.submit(self._start, slot, running.index, running.job,
+                                                             running.errors)
+                    continue
+                if error is not None:
+                    raise error
+                running.episode.record(decided.text, decided.choice, decided.asked, result)
+                ready[slot] = running
+            for slot, running in list(ready.items()):
+                if running.episode.finished:  # also e.g. max_steps 0
+                    del ready[slot]
                     yield running.index, running.episode.records()
-            if active:
-                yield from self._lockstep(active)
+            if ready:
+                stepping.update(self._decide(ready))
 
-    def _lockstep(self, active: dict[int, _Running]) -> Iterator[tuple[int, list[StepRecord]]]:
+    def _gather(self, futures: list[Future]) -> None:
+        """Wait until one of `futures` is done, then up to `gather_s` more for the rest (so that fast simulators
+        are still decided together, in one routing and one agent batch)."""
+        if not futures:
+            return
+        done, pending = wait(futures, return_when=FIRST_COMPLETED)
+        if pending and self.config.gather_s > 0:
+            wait(pending, timeout=self.config.gather_s)
+
+    def _decide(self, ready: dict[int, _Running]) -> dict[int, tuple[Future, _Running, _Decided]]:
+        """Route and ask the agents for every ready slot in one batch, then send their simulator steps out; the
+        slots leave `ready`. A simulator that crashes while an agent reads its valid actions has its episode redone
+        (the other slots then decide again: stand-ins answer the same; an LLM is asked twice)."""
         setup = self.setup
-        slots = sorted(active)
-        states = {slot: active[slot].episode.state() for slot in slots}
+        slots = sorted(ready)
+        states = {slot: ready[slot].episode.state() for slot in slots}
         by_scorer: dict[int, tuple[Any, list[int]]] = {}
         for slot in slots:
-            scorer = setup.policies[active[slot].job.policy].scorer
+            scorer = setup.policies[ready[slot].job.policy].scorer
             if scorer is not None:
                 by_scorer.setdefault(id(scorer), (scorer, []))[1].append(slot)
         for scorer, members in by_scorer.values():
@@ -296,29 +340,24 @@ class LockstepWorker:
             if setup.focus is not None:
                 setup.focus(self._envs[slot].env)
             state, text = states[slot]
-            choices[slot] = setup.policies[active[slot].job.policy].choose(state, text, active[slot].episode.cloud_calls)
+            choices[slot] = setup.policies[ready[slot].job.policy].choose(state, text, ready[slot].episode.cloud_calls)
         try:
             asked = self._ask(states, choices)
         except SimulatorCrash as e:  # a simulator failed while an agent read its valid actions
             slot = next((s for s in slots if self._envs[s] is getattr(e, "guard", None)), None)
             if slot is None:
                 raise
-            running = active[slot]
+            running = ready[slot]
             self._crashed(slot, running.job, running.errors, e)
-            active[slot] = self._start(slot, running.index, running.job, running.errors)
-            return  # `run` calls again: every episode asks again (stand-ins answer the same; an LLM is asked twice)
-        steps = self._in_parallel([functools.partial(self._envs[slot].step, asked[slot][choices[slot].actor].action)
-                                   for slot in slots], keep_errors=SimulatorCrash)
-        for slot, result in zip(slots, steps):
-            running = active[slot]
-            if isinstance(result, SimulatorCrash):  # rebuild the simulator and redo this episode from its start
-                self._crashed(slot, running.job, running.errors, result)
-                active[slot] = self._start(slot, running.index, running.job, running.errors)
-                continue
-            running.episode.record(states[slot][1], choices[slot], asked[slot], result)
-            if running.episode.finished:
-                del active[slot]
-                yield running.index, running.episode.records()
+            ready[slot] = self._start(slot, running.index, running.job, running.errors)
+            return {}
+        out = {}
+        for slot in slots:
+            running = ready.pop(slot)
+            action = asked[slot][choices[slot].actor].action
+            future = self._slot_pool.submit(_outcome, functools.partial(self._envs[slot].step, action))
+            out[slot] = (future, running, _Decided(states[slot][1], choices[slot], asked[slot]))
+        return out
 
     def _in_parallel(self, calls: list[Callable[[], Any]], keep_errors: type | tuple = ()) -> list[Any]:
         """Each call's result, in order; calls run on the slot threads when there are several. An error of a
@@ -364,7 +403,7 @@ class LockstepWorker:
     def _act(self, agent: Agent, states: list) -> list[AgentStep]:
         """`act_batch`; an agent whose `act` is a function of the state alone (`stateless`, e.g. the stand-ins)
         acts on the slot threads instead, so that its reads of the valid actions (a ScienceWorld listing is
-        30-100 ms of Java) run in parallel across the lockstep's simulators."""
+        30-100 ms of Java) run in parallel across the slots' simulators."""
         if getattr(agent, "stateless", False) and len(states) > 1:
             return self._in_parallel([functools.partial(agent.act, state) for state in states])
         return act_batch(agent, states)
