@@ -315,3 +315,35 @@ def test_seen_test_episodes_from_the_dev_split_come_after_the_dev_episodes():
     by_split = {s: [e.variation for e in seen_games if e.eval_split == s] for s in ("dev", "test", "test_unseen")}
     assert by_split == {"dev": [100, 101], "test": [102, 103, 104], "test_unseen": [200]}
     assert all(e.env_split == "dev" for e in seen_games if e.eval_split == "test")
+
+
+def test_threshold_shares_put_each_routers_points_at_the_same_dev_cloud_shares(tmp_path):
+    from hera_jax.dataset import load_il_table
+    from hera_jax.evaluate.evaluate_app import EvalConfig, router_thresholds
+    from tests.conftest import make_steps, write_toy_dataset
+
+    episodes = [make_steps(f"t0/{split}/{j}", "t0", split, [(f"a{j}", "a"), (f"b{j}", "b"), ("c", "c"), ("d", "e")],
+                           variation=j) for j, split in enumerate(["train", "dev", "dev", "dev", "test"])]
+    table = load_il_table(write_toy_dataset(tmp_path / "ds", episodes), ())
+
+    class Scorer:  # p_cloud = a fixed function of the state text, on two different scales
+        def __init__(self, scale):
+            self.scale = scale
+
+        def features(self, texts, steps, signals):
+            return np.asarray([[(sum(map(ord, t)) % 97) / 97] for t in texts], np.float32)
+
+        def p_cloud(self, x):
+            return self.scale * x[:, 0]
+
+    routers = {"wide": Scorer(1.0), "narrow": Scorer(0.1)}
+    assert router_thresholds(EvalConfig(), routers, table, tmp_path) == {"wide": (0.25, 0.5, 0.75),
+                                                                          "narrow": (0.25, 0.5, 0.75)}
+    shares = EvalConfig(threshold_shares=(0.25, 0.5))
+    picked = router_thresholds(shares, routers, table, tmp_path)
+    dev = table.mask("dev")
+    for name, scorer in routers.items():
+        p = scorer.p_cloud(scorer.features(table.state_text, table.step, {}))[dev]
+        for share, threshold in zip(shares.threshold_shares, picked[name]):
+            assert abs(float((p >= threshold).mean()) - share) <= 1 / dev.sum() + 1e-9, (name, share, threshold)
+    np.testing.assert_allclose(picked["narrow"], np.asarray(picked["wide"]) / 10, rtol=1e-3)  # scale-free

@@ -77,6 +77,10 @@ class EvalConfig:
     (ALFWorld's valid_seen; pass the dataset's own dev count as --dev-per-task so its dev games stay out of test)."""
     thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Router thresholds swept (p_cloud >= threshold -> cloud)."""
+    threshold_shares: tuple[float, ...] = ()
+    """Instead of --thresholds: per router, the thresholds that send these shares of the dataset's dev states to the
+    cloud (as calibrate.py computes them), so each router's points span the same range of cloud use whatever the
+    scale of its p_cloud (e.g. 0.25 0.5 0.75)."""
     baselines: tuple[str, ...] = ("random", "device_confidence", "device_p_top", "device_margin")
     """Baselines to run (registry: random, task_level, device_confidence, device_p_top, device_margin, swiftsage,
     oracle, bayes, bayes_harm). The device_* baselines need an LLM device (p_top and margin a scoring one:
@@ -146,6 +150,7 @@ class EvalConfig:
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
+                              "threshold_shares": PROBABILITY,
                               "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
                               "confidence_max_entropy": NON_NEGATIVE,
                               "confidence_min_p_top": PROBABILITY, "confidence_min_margin": PROBABILITY, "cloud_budget": PROBABILITY,
@@ -392,8 +397,9 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
                  for name, module in BASELINES.items()}
         all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
         points = [MethodPoint(m, None, "reference", test_splits) for m in ("device_only", "cloud_only")]
+        thresholds = router_thresholds(config, ctx.routers, table, dataset)
         for name in ctx.routers:
-            points += [MethodPoint(name, t, "router", all_splits) for t in config.thresholds]
+            points += [MethodPoint(name, t, "router", all_splits) for t in thresholds[name]]
         for name in config.baselines:
             module = BASELINES[name]
             reason = module.unavailable(ctx)
@@ -412,6 +418,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             "config": config_json(config), "agents": agents,
             "routers": {k: f"{p}@{step}" for k, (p, step) in router_paths.items()},
             "router_training": training,
+            "router_thresholds": thresholds,
             "dataset": str(dataset), "seen_tasks": list(seen), "unseen_tasks": list(unseen),
             "device_seed": device_seed, "notes": notes,
             "episodes": [dataclasses.asdict(e) for e in plan],
@@ -437,6 +444,27 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     )
     return write_outputs(out, rows, config, agents, notes, timings, console, training)
 
+
+
+def router_thresholds(config: EvalConfig, routers: dict, table, dataset) -> dict[str, tuple[float, ...]]:
+    """Each router's thresholds: --thresholds, or with --threshold-shares the (1 - share) quantiles of its p_cloud on
+    the dataset's dev states, rounded to 4 significant digits (they name the points' episodes)."""
+    if not config.threshold_shares:
+        return {name: tuple(config.thresholds) for name in routers}
+    from hera_jax.serve.budget import share_threshold
+
+    dev = np.flatnonzero(table.mask("dev"))
+    if not dev.size:
+        raise HeraError(f"--threshold-shares calibrates on the dev states of {dataset}, which has none; pass "
+                        "--thresholds instead")
+    texts = [table.distinct_texts[i] for i in table.state_index[dev].tolist()]
+    signals = {name: values[dev] for name, values in table.device_signals.items()}
+    out = {}
+    for name, scorer in routers.items():
+        p_cloud = scorer.p_cloud(scorer.features(texts, table.step[dev], signals))
+        out[name] = tuple(dict.fromkeys(float(f"{share_threshold(p_cloud, share):.4g}")
+                                        for share in config.threshold_shares))
+    return out
 
 
 def _train_task_router(table, embed) -> task_level.TaskRouter:
