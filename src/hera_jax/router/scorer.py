@@ -124,8 +124,8 @@ class RouterScorer:
         return np.asarray([self._memo[k] for k in keys], np.float32)
 
     def prefetch(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> None:
-        """Score a batch of states ahead of their routing calls (the engine's lockstep). A router that reads the
-        device's confidence is scored state by state as the device answers instead."""
+        """Score a batch of states ahead of their routing calls (the slots the engine decides together). A router
+        that reads the device's confidence is scored state by state as the device answers instead."""
         if not self.signal_names:
             self.score(texts, steps)
 
