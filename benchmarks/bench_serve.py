@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Literal
 
@@ -82,32 +77,6 @@ def _start(app, port: int):
     return server
 
 
-def _start_llama_server(port: int, threads: int) -> subprocess.Popen:
-    """llama.cpp's OpenAI-compatible server with the shipped GGUF on loopback, warmed up by one completion."""
-    from hera_jax.agents.models import default_gguf_path
-
-    log = open(Path(tempfile.gettempdir()) / f"hera_bench_llama_{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", "device"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(base + "/models", timeout=2).read()
-            break
-        except (urllib.error.URLError, OSError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit(f"llama_cpp.server did not start; see {log.name}")
-            time.sleep(0.5)
-    warmup = json.dumps({"model": "device", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-    urllib.request.urlopen(urllib.request.Request(base + "/chat/completions", data=warmup.encode(),
-                                                  headers={"Content-Type": "application/json"}), timeout=300).read()
-    return proc
-
-
 def _request(i: int, unique: bool, hard: bool, max_tokens: int = 8) -> dict:
     room = f"room {i}" if unique else "room 0"
     obs = f"You are in {room}. " + ("A locked chest, a missing key, a dark corridor." if hard else "A table.")
@@ -138,12 +107,13 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
 
 
 def main(cfg: BenchServeConfig) -> dict:
+    from hera_jax.agents.models import start_llama_server
     from hera_jax.serve.app import ServeConfig, create_app
     from hera_jax.serve.router_api import Router
 
     ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
     real_device = cfg.device_upstream == "llama-server"
-    llama = _start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
+    llama = start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
     servers = [_start(_stub_app(name), ports[name]) for name in (("cloud",) if real_device else ("device", "cloud"))]
     router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
+from hera_jax.agents.llm import AgentUnavailableError
 from hera_jax.agents.openai_cloud import (
     CloudBudgetExhausted,
     CloudRequestError,
@@ -51,39 +48,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server():
-    """`python -m llama_cpp.server` with the shipped GGUF on a free loopback port; stopped after the module.
-
-    One thread: llama.cpp's threads spin at a barrier every token, so two threads on a 2-core machine that runs
-    anything else slow down by 30x at random (1.3 s instead of 40 ms a token, seen here), and the timing tests flake."""
-    from hera_jax.agents.models import default_gguf_path
+    """`python -m llama_cpp.server` with the shipped GGUF on a free loopback port (one thread: see
+    `start_llama_server`); stopped after the module."""
+    from hera_jax.agents.models import start_llama_server
 
     port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"hera_llama_server_{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "gemma-270m"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    try:
+        proc = start_llama_server(port, threads=1, alias="gemma-270m")
+    except AgentUnavailableError as e:
+        pytest.fail(str(e))
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(base + "/models", timeout=2).read()
-            break
-        except (urllib.error.URLError, OSError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"llama_cpp.server did not start; see {log.name}")
-            time.sleep(0.5)
-    # Warm up (the first completion of a fresh server can take tens of seconds on a loaded 2-core machine), so
-    # the tests' timeouts and retry counts see a server in its steady state.
-    warmup = json.dumps({"model": "gemma-270m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-    urllib.request.urlopen(urllib.request.Request(base + "/chat/completions", data=warmup.encode(),
-                                                  headers={"Content-Type": "application/json"}), timeout=300).read()
     yield base
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 class FaultProxy:

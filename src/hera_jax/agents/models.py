@@ -74,3 +74,42 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "--export-hf":
         raise SystemExit("usage: python -m hera_jax.agents.models --export-hf OUT_DIR")
     print(export_gemma_hf(sys.argv[2]))
+
+
+def start_llama_server(port: int, threads: int = 1, alias: str = "device", log_path: str | Path | None = None,
+                       timeout_s: float = 180.0):
+    """llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`) with the shipped GGUF on a loopback port,
+    warmed up by one completion (a fresh server's first one can take tens of seconds on a loaded CPU). Returns the
+    process; its base URL is http://127.0.0.1:{port}/v1. For tests and benchmarks of an OpenAI-compatible endpoint.
+
+    One thread by default: llama.cpp's threads spin at a barrier every token, so two threads on a 2-core machine that
+    runs anything else slow down by up to 30x."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    import urllib.error
+    import urllib.request
+
+    log_path = Path(log_path or Path(tempfile.gettempdir()) / f"hera_llama_server_{port}.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads), "--model_alias", alias],
+            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(base + "/models", timeout=2).read()
+            break
+        except (urllib.error.URLError, OSError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AgentUnavailableError(f"llama_cpp.server did not start; see {log_path}") from None
+            time.sleep(0.5)
+    warmup = json.dumps({"model": alias, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    urllib.request.urlopen(urllib.request.Request(base + "/chat/completions", data=warmup.encode(),
+                                                  headers={"Content-Type": "application/json"}), timeout=300).read()
+    return proc
