@@ -1,6 +1,7 @@
 """Routed steps per second of the hybrid agent on this CPU: the per-state path the RL loop and evaluation used before
 the engine (one simulator reused, each state embedded alone, one router forward per state) against the rollout
-engine (`hera_jax.rollout.engine`) at lockstep batch sizes B, in-process and on Ray workers.
+engine (`hera_jax.rollout.engine`) at batch sizes B, in-process and on Ray workers (`--held-rows`: also held in
+lockstep by the slowest simulator, as the engine was before `--engine.gather-s`).
 
 Setup: an IL router trained here on the shipped dataset of each environment; stand-in agents (STAND-INS, not
 LLMs: cloud = gold-path oracle, device = perturbed gold path); episodes on the test split; every setting starts
@@ -38,6 +39,9 @@ class BenchRolloutConfig:
     """ScienceWorld tasks (TWC uses all of its tasks)."""
     max_steps: int = 20
     batch_sizes: tuple[int, ...] = (1, 8, 32)
+    held_rows: bool = False
+    """Also run each batch size > 1 held in lockstep (every slot waits for the slowest step: the engine before
+    `--engine.gather-s`), to show what not waiting for the slowest simulator gains."""
     ray_workers: int = 2
     """Ray workers for the last setting (at the largest batch size that fits the episodes per worker); 0 skips."""
     threshold: float = 0.5
@@ -178,6 +182,9 @@ def main(cfg: BenchRolloutConfig) -> dict:
                             "steps_per_s": steps / seconds})
             design = "" if cfg.text_design == "joint" else f", {cfg.text_design} router input"
             settings = [(f"engine B={b}{design}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
+            if cfg.held_rows:
+                settings += [(f"engine B={b}{design}, held in lockstep", EngineConfig(batch_size=b, gather_s=1e6))
+                             for b in cfg.batch_sizes if b > 1]
             # what a fresh simulator per episode costs (reuse is the default for ScienceWorld / TextWorldExpress,
             # whose JVMs start with constant identity hashes, so records stay the same: envs/jvm.py)
             settings.append((f"engine B={max(cfg.batch_sizes)}{design}, a fresh simulator per episode",
