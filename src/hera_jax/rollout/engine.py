@@ -110,9 +110,10 @@ class EngineConfig:
     """A simulator call taking longer is a hang: the simulator is killed and the episode redone."""
     max_episode_retries: int = 2
     """Restarts of a crashed/hung simulator per episode before giving up."""
-    gather_s: float = 0.05
+    gather_s: float = 0.5
     """Slots whose simulator step came back wait at most this long for the other slots' steps before they are
-    routed and answered together: a slow simulator step does not hold the rest for longer (0: never wait)."""
+    routed and answered together: steps of similar speed stay batched, a slow one (or a hang until the watchdog
+    fires) does not hold the rest for longer (0: never wait)."""
     fresh_env_per_episode: bool | None = None
     """A new simulator for every episode; None: only for envs that do not declare `reuse_safe = True` (see this
     module's docstring). True costs a simulator start per episode (ScienceWorld 1-3 s); False forces reuse."""
@@ -285,8 +286,8 @@ class LockstepWorker:
                 if slot not in ready and slot not in starting and slot not in stepping and queue:
                     index, job = queue.next_for(slot)
                     starting[slot] = self._start_pool.submit(self._start, slot, index, job, [])
-            if not ready:  # nothing to decide: wait for a step or a reset, then briefly for the others
-                self._gather([f for f, _, _ in stepping.values()] + list(starting.values()))
+            if not ready:  # nothing to decide: wait for a step or a reset, then briefly for the other steps
+                self._gather([f for f, _, _ in stepping.values()], list(starting.values()))
             for slot, future in list(starting.items()):
                 if future.done():
                     del starting[slot]
@@ -312,12 +313,14 @@ class LockstepWorker:
             if ready:
                 stepping.update(self._decide(ready))
 
-    def _gather(self, futures: list[Future]) -> None:
-        """Wait until one of `futures` is done, then up to `gather_s` more for the rest (so that fast simulators
-        are still decided together, in one routing and one agent batch)."""
-        if not futures:
+    def _gather(self, steps: list[Future], resets: list[Future]) -> None:
+        """Wait until a step or a reset is done, then up to `gather_s` more for the other steps (so that simulators
+        of similar speed are still decided together, in one routing and one agent batch; resets are not waited for,
+        they join the next decision)."""
+        if not steps and not resets:
             return
-        done, pending = wait(futures, return_when=FIRST_COMPLETED)
+        wait(steps + resets, return_when=FIRST_COMPLETED)
+        pending = [f for f in steps if not f.done()]
         if pending and self.config.gather_s > 0:
             wait(pending, timeout=self.config.gather_s)
 
