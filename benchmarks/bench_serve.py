@@ -149,10 +149,12 @@ def main(cfg: BenchServeConfig) -> dict:
     share_app = create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
                            router)
     servers.append(_start(share_app, ports["proxy_share"]))
-    _, routes, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", 600, 1, True, 10**6,
+    # 300 easy states, then 400 hard ones; the share is read once the window (200) holds only the current mix
+    _, routes, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", 700, 1, True, 10**6,
                                     hard_after=300))
     served_share = {"first_mix_last_200": float(np.mean([r == "cloud" for r in routes[100:300]])),
-                    "shifted_mix_last_200": float(np.mean([r == "cloud" for r in routes[400:600]]))}
+                    "shifted_mix_after_200": float(np.mean([r == "cloud" for r in routes[500:700]])),
+                    "shifted_mix_first_200": float(np.mean([r == "cloud" for r in routes[300:500]]))}
     for server in servers:
         server.should_exit = True
     if llama is not None:
