@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,19 +99,34 @@ def save_router(
 
 @contextlib.contextmanager
 def _quiet_write_failures():
-    """orbax writes on its own threads and logs a thread's failure with its traceback (40 lines, through absl)
-    before the caller gets it; a refused write reaches the caller as one CheckpointError, so that log stays quiet."""
-    absl_logger = logging.getLogger("absl")
+    """A refused write reaches the caller as one CheckpointError; what orbax and TensorStore print about the same
+    failure from their own threads is dropped: the failing thread's traceback (absl), the write task "never
+    retrieved" (asyncio), and the "Event loop is closed" of callbacks that outlive orbax's event loop (unraisable).
+    After a failure the filters stay: those stragglers may still come after the caller's error."""
+    loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
 
     def keep(record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         return error is None or _write_failure(error) is None
 
-    absl_logger.addFilter(keep)
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous_hook(unraisable)
+
+    for logger in loggers:
+        logger.addFilter(keep)
+    sys.unraisablehook = hook
     try:
         yield
-    finally:
-        absl_logger.removeFilter(keep)
+    except BaseException:
+        raise  # filters stay
+    else:
+        for logger in loggers:
+            logger.removeFilter(keep)
+        sys.unraisablehook = previous_hook
 
 
 def _write_failure(error: Exception) -> str | None:
