@@ -10,10 +10,10 @@ come back are decided together: every router policy scores their new states in o
 states not cached, one jitted forward), then each episode's chooser decides (a router's chooser finds its p_cloud
 memoised), the agents answer those states through `act_batch`, and the simulators take their steps in parallel (one
 thread each; their JVMs work in parallel). Slots are not held by the slowest simulator: a decision waits for the
-other slots' steps at most `gather_s` after the first came back. A slot whose episode ended resets for its next job
-while the other slots go on stepping, and takes its jobs variation by variation (all methods' or rollouts' episodes of one variation in a
-row, so a simulator that makes gold paths makes each once). None of this changes the records: each simulator's
-calls stay in order, and an episode does not depend on what its simulator ran before.
+other slots' steps at most `gather_s` after the first came back. A slot whose episode ended resets for its next
+job while the other slots go on stepping, and takes its jobs variation by variation (all methods' or rollouts'
+episodes of one variation in a row, so a simulator that makes gold paths makes each once). None of this changes the
+records: each simulator's calls stay in order, and an episode does not depend on what its simulator ran before.
 
 Workers run in-process, or as Ray actors (`workers > 1`), each built by the same picklable `make_setup`, so both
 give the same records. A simulator is reused between episodes where the env declares `reuse_safe = True` (its
@@ -97,8 +97,8 @@ class EngineConfig:
     rl_iter.py and evaluate.py). None of it changes the records."""
 
     batch_size: int | None = None
-    """Episodes each worker steps together (one simulator each; one routing call per batch of slots ready together). None: the
-    environment's default in rl_iter.py and evaluate.py (hera_jax.envs.profiles: ScienceWorld 2, TextWorldExpress
+    """Episodes each worker runs at once (one simulator each; one routing call for the slots ready together). None:
+    the environment's default in rl_iter.py and evaluate.py (hera_jax.envs.profiles: ScienceWorld 2, TextWorldExpress
     8), else 1."""
     workers: int | None = None
     """>1: Ray workers, each with its own simulators and agents (cloud budgets are then per worker). None: the
@@ -222,9 +222,9 @@ class LockstepWorker:
         # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
-        # The simulators of the slots decided together step at the same time, and a slot whose episode ended resets (a ScienceWorld
-        # reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in parallel with this
-        # thread. Each slot's calls stay in order, so the records do not change.
+        # The simulators of the slots decided together step at the same time, and a slot whose episode ended
+        # resets (a ScienceWorld reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in
+        # parallel with this thread. Each slot's calls stay in order, so the records do not change.
         self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step")
         self._start_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-reset")
         self.restarts = 0
@@ -362,18 +362,18 @@ class LockstepWorker:
             out[slot] = (future, running, _Decided(states[slot][1], choices[slot], asked[slot]))
         return out
 
-    def _in_parallel(self, calls: list[Callable[[], Any]], keep_errors: type | tuple = ()) -> list[Any]:
-        """Each call's result, in order; calls run on the slot threads when there are several. An error of a
-        `keep_errors` type is returned in its place; any other is raised (after every call has ended)."""
+    def _in_parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Each call's result, in order; calls run on the slot threads when there are several. An error is raised
+        after every call has ended."""
         if len(calls) <= 1:
             outcomes = [_outcome(call) for call in calls]
         else:
             outcomes = [f.result() for f in [self._slot_pool.submit(_outcome, call) for call in calls]]
         out = []
         for value, error in outcomes:
-            if error is not None and not isinstance(error, keep_errors):
+            if error is not None:
                 raise error
-            out.append(error if error is not None else value)
+            out.append(value)
         return out
 
     def _ask(self, states: dict[int, tuple], choices: dict[int, Choice]) -> dict[int, dict[str, AgentStep]]:
