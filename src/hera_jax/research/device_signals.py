@@ -111,7 +111,10 @@ def device_signals(config: DeviceSignalsConfig) -> dict:
     values = {c: columns[c].to_numpy(np.float64) for c in columns if c != "cloud_action"}
     signals = dict(SIGNALS)
     signal_columns = dict(SIGNAL_COLUMNS)
-    routers = dict(_router_entry(item) for item in config.routers)
+    entries = [_router_entry(item) for item in config.routers]
+    routers = dict(entries)
+    if len(routers) < len(entries):
+        raise HeraError("--routers: give each checkpoint its own NAME (NAME=CHECKPOINT_DIR) when comparing several")
     if routers:
         from hera_jax.router.checkpoint import load_router
         from hera_jax.router.il import build_features
