@@ -24,11 +24,10 @@ from hera_jax.errors import HeraError
 from hera_jax.files import write_json_atomic
 from hera_jax.rollout.records import STEPS_FILE, read_steps
 
-# signal -> sign that makes "higher = more likely to need the cloud"
-SIGNALS = {"router p_cloud": 1.0, "device -logprob": -1.0, "device -p_top": -1.0, "device -margin": -1.0,
-           "device entropy": 1.0}
-SIGNAL_COLUMNS = {"router p_cloud": "p_cloud", "device -logprob": "device_logprob", "device -p_top": "device_p_top",
-                  "device -margin": "device_margin", "device entropy": "device_entropy"}
+# the device's signals: name -> (StepTable.device_signals column, sign that makes "higher = more likely to need
+# the cloud"); routers' p_cloud come first, as "router NAME" (a bare checkpoint: "router p_cloud")
+DEVICE_SIGNAL_SCORES = {"device -logprob": ("device_logprob", -1.0), "device -p_top": ("device_p_top", -1.0),
+                        "device -margin": ("device_margin", -1.0), "device entropy": ("device_entropy", 1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,33 +100,26 @@ def agreement_by_kind(cloud_actions: pd.Series, needs_cloud: np.ndarray) -> pd.D
 
 def device_signals(config: DeviceSignalsConfig) -> dict:
     table = load_il_table(config.dataset)
-    rows, _ = read_steps(Path(config.dataset) / STEPS_FILE)
-    frame = pd.DataFrame(rows).set_index(["episode_id", "step"])
-    keys = pd.MultiIndex.from_arrays([table.episode_id, table.step])
-    columns = frame.loc[keys, ["cloud_action", *[c for c in SIGNAL_COLUMNS.values() if c != "p_cloud"]]]
-    if columns["device_p_top"].isna().all():
+    if np.isnan(table.device_signals["device_p_top"]).all():
         raise HeraError(f"{config.dataset}: its device reports no confidence (collect with --agents.device "
                         "gguf-score)")
-    values = {c: columns[c].to_numpy(np.float64) for c in columns if c != "cloud_action"}
-    signals = dict(SIGNALS)
-    signal_columns = dict(SIGNAL_COLUMNS)
     entries = [_router_entry(item) for item in config.routers]
     routers = dict(entries)
     if len(routers) < len(entries):
         raise HeraError("--routers: give each checkpoint its own NAME (NAME=CHECKPOINT_DIR) when comparing several")
+    scores: dict[str, np.ndarray] = {}  # signal -> float64 per row, higher = more likely to need the cloud
     if routers:
         from hera_jax.router.checkpoint import load_router
         from hera_jax.router.il import build_features
         from hera_jax.router.scorer import p_cloud_fn
 
-        del signals["router p_cloud"]  # replaced by one entry per router, first
-        signals = {f"router {name}" if name else "router p_cloud": 1.0 for name in routers} | signals
         for name, path in routers.items():
             bundle = load_router(path)
             features, _ = build_features(table, bundle.feature_spec)
-            column = signal_columns[f"router {name}" if name else "router p_cloud"] = f"p_cloud {name}"
-            values[column] = np.asarray(
+            scores[f"router {name}" if name else "router p_cloud"] = np.asarray(
                 p_cloud_fn(tuple(bundle.train_config.hidden_sizes))(bundle.params, features), np.float64)
+    for name, (column, sign) in DEVICE_SIGNAL_SCORES.items():
+        scores[name] = sign * table.device_signals[column].astype(np.float64)
     report: dict = {"dataset": str(config.dataset), "routers": {k or "router": str(v) for k, v in routers.items()},
                     "label": "needs cloud = the device's action differs from the cloud's (IL label)",
                     "agents": table.manifest.get("agents"), "splits": {}}
@@ -135,15 +127,17 @@ def device_signals(config: DeviceSignalsConfig) -> dict:
         mask = table.mask(split)
         if not mask.any():
             continue
-        scores = {name: sign * values[signal_columns[name]][mask] for name, sign in signals.items()
-                  if signal_columns[name] in values}
-        aurocs, boots = signal_aurocs(scores, table.label[mask], table.episode_id[mask], config.resamples,
-                                      config.seed)
+        aurocs, boots = signal_aurocs({name: score[mask] for name, score in scores.items()}, table.label[mask],
+                                      table.episode_id[mask], config.resamples, config.seed)
         report["splits"][split] = {
             "states": int(mask.sum()), "needs_cloud_rate": float(table.label[mask].mean()), "auroc": aurocs,
             "paired_differences": paired_differences(aurocs, boots, [n for n in aurocs if n.startswith("router")]),
         }
-    kinds = agreement_by_kind(columns["cloud_action"].reset_index(drop=True), table.label)
+    # the cloud's actions, for agreement by step kind: the one column the training table does not hold
+    rows, _ = read_steps(Path(config.dataset) / STEPS_FILE)
+    cloud_action = pd.DataFrame(rows).set_index(["episode_id", "step"])["cloud_action"]
+    kinds = agreement_by_kind(cloud_action.loc[pd.MultiIndex.from_arrays([table.episode_id, table.step])]
+                              .reset_index(drop=True), table.label)
     report["agreement_by_kind"] = {k: {"states": int(r.states), "agreement": float(r.agreement)}
                                    for k, r in kinds.iterrows()}
     report["agreement"] = float(1 - table.label.mean())
