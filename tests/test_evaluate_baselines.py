@@ -105,6 +105,11 @@ def test_device_confidence_chooser_uses_the_same_device_call_and_is_unavailable_
     assert device_confidence.unavailable(ctx) is None
     stand_in = EvalContext(device=ProbedAgent(ScriptedAgent({}, is_stand_in=True)), cloud=ctx.cloud)
     assert "stand-in" in device_confidence.unavailable(stand_in)
+    # its fixed option, under its flag's name in ctx.options (evaluate.py passes every baseline option there)
+    confident_but_diffuse = {0: AgentStep("a", logprob=-0.1, entropy=3.0)}
+    assert device_confidence.chooser(-1.0, ctx_with(device_steps=confident_but_diffuse))(s0, "x", 0).actor == "device"
+    ctx = ctx_with(device_steps=confident_but_diffuse, options={"confidence_max_entropy": 2.0})
+    assert device_confidence.chooser(-1.0, ctx)(s0, "x", 0).actor == "cloud"
 
 
 def test_swiftsage_stall_and_invalid_action():
@@ -139,14 +144,23 @@ def test_oracle_routes_exactly_where_device_and_cloud_disagree():
     assert [choose(state(i), "x", 0).actor for i in (0, 1)] == ["device", "cloud"]
 
 
-def test_every_baseline_names_the_config_field_of_its_knob_values():
+def test_every_baseline_knob_is_an_evaluate_flag_with_its_default_help_and_range():
     import dataclasses
 
-    from hera_jax.evaluate.baselines import BASELINES
+    import pytest
+    import tyro
+
+    from hera_jax.evaluate.baselines import BASELINES, baseline_knobs
     from hera_jax.evaluate.evaluate_app import EvalConfig
+    from hera_jax.limits import ConfigError, validate
 
     fields = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
     for name, module in BASELINES.items():
-        assert module.KNOB_FIELD is None or module.KNOB_FIELD in fields, name
-        if module.KNOB_FIELD is not None:  # a tuple of knob values, each a number
-            assert all(isinstance(k, (int, float)) for k in fields[module.KNOB_FIELD]), name
+        if module.VALUES is not None:  # a tuple of knob values, each a number, offered as the config's field
+            assert fields[module.VALUES.field] == module.VALUES.default, name
+            assert all(isinstance(k, (int, float)) for k in module.VALUES.default), name
+    assert len({k.field for k in baseline_knobs()}) == len(baseline_knobs())  # no two baselines share a flag
+    parsed = tyro.cli(EvalConfig, args=["--random-rates", "0.1", "0.2", "--swiftsage-k", "2", "--confidence-max-entropy", "3"])
+    assert (parsed.random_rates, parsed.swiftsage_k, parsed.confidence_max_entropy) == ((0.1, 0.2), (2,), 3.0)
+    with pytest.raises(ConfigError, match="--confidence-min-margin must be <= 1"):
+        validate(dataclasses.replace(parsed, confidence_min_margin=(0.5, 1.5)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -29,7 +28,7 @@ from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, 
                               resolve_dataset)
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
-from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, task_level
+from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, baseline_knobs, task_level, with_baseline_knobs
 from hera_jax.evaluate.episodes import PriceTable, episode_table
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                       rich_budget_frontier, rich_headline, rich_limit_shares, rich_paired_areas,
@@ -45,6 +44,7 @@ from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, 
 ROLLOUTS_FILE = "rollouts.jsonl"
 
 
+@with_baseline_knobs  # adds each baseline's own settings (--random-rates, --confidence-min-margin, ...)
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Frontiers of step-level routers vs baselines (success vs cloud-step ratio) on held-out tasks."""
@@ -87,26 +87,8 @@ class EvalConfig:
     --agents.device gguf-score) and are skipped, with a note, for the stand-in; add task_level and swiftsage
     (2 points each) for the paper's other baselines, and oracle for the upper bound.
     oracle, bayes and bayes_harm are STAND-IN-only limits: they read the stand-in device's dice (oracle) or its error
-    model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold)."""
-    random_rates: tuple[float, ...] = (0.3, 0.6)
-    """Cloud probabilities of the random step-routing baseline."""
-    task_level_shares: tuple[float, ...] = (0.3, 0.6)
-    """Shares of episodes the task-level router sends to the cloud."""
-    bayes_thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
-    """STAND-IN limit `bayes`: cloud where the stand-in device's error probability is at least this."""
-    bayes_harm_thresholds: tuple[float, ...] = (0.1, 0.25, 0.5)
-    """STAND-IN limit `bayes_harm`: cloud where p(device error) x p(the error is unrecoverable) is at least this."""
-    swiftsage_k: tuple[int, ...] = (1, 3)
-    """SwiftSage heuristic: escalate after this many steps without reward (or an invalid action)."""
-    confidence_min_logprob: tuple[float, ...] = (-4.0, -2.0, -1.0, -0.5)
-    """Device-confidence baseline: escalate when the device's action log-probability is below this."""
-    confidence_min_p_top: tuple[float, ...] = (0.3, 0.5, 0.7)
-    """Device max-probability baseline: escalate when the chosen action's probability over the valid actions is
-    below this (scoring devices)."""
-    confidence_min_margin: tuple[float, ...] = (0.1, 0.3, 0.5)
-    """Device margin baseline: escalate when the chosen action leads the second by less than this (probability)."""
-    confidence_max_entropy: float = math.inf
-    """Device-confidence baseline: also escalate when the mean next-token entropy is above this."""
+    model (bayes: p(device error) >= threshold; bayes_harm: p(error) x p(unrecoverable) >= threshold). Each
+    baseline's knob values are its own flag, declared in its module (--random-rates, --confidence-min-margin, ...)."""
     compare_to: str | None = None
     """Also report every method's frontier area minus this method's (e.g. `il`, an RL run's IL start), paired (the
     same resamples), printed and saved in summary.json (`intervals.area_minus_<name>`). Random step routing is
@@ -150,10 +132,7 @@ class EvalConfig:
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
-                              "threshold_shares": PROBABILITY,
-                              "random_rates": PROBABILITY, "task_level_shares": PROBABILITY, "swiftsage_k": COUNT,
-                              "confidence_max_entropy": NON_NEGATIVE,
-                              "confidence_min_p_top": PROBABILITY, "confidence_min_margin": PROBABILITY, "cloud_budget": PROBABILITY,
+                              "threshold_shares": PROBABILITY, "cloud_budget": PROBABILITY,
                               "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE}
 
     def __post_init__(self):
@@ -368,7 +347,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
                                  max_obs_chars=settings.get("max_obs_chars", DEFAULT_MAX_OBS_CHARS), max_steps=max_steps,
                                  max_steps_gold_factor=config.max_steps_gold_factor),
         routers=router_paths, features_cache=config.features_cache, read_dirs=tuple(dict.fromkeys(read_dirs)),
-        seed=config.seed, options={"max_entropy": config.confidence_max_entropy},
+        seed=config.seed, options={k.field: getattr(config, k.field) for k in baseline_knobs()},
     )
     worker = eval_context(eval_plan)  # the in-process worker; its context also decides which baselines can run
     ctx = worker.context
@@ -392,8 +371,8 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
             ctx.task_router = _train_task_router(table, next(iter(worker.embedders.values())).embed)
         task_router_s = time.perf_counter() - t0
 
-        # each baseline module names the config field that holds its knob values (KNOB_FIELD; None: one point)
-        knobs = {name: tuple(float(k) for k in getattr(config, module.KNOB_FIELD)) if module.KNOB_FIELD else (None,)
+        # each baseline's swept values (its VALUES knob; None: one point)
+        knobs = {name: tuple(float(k) for k in getattr(config, module.VALUES.field)) if module.VALUES else (None,)
                  for name, module in BASELINES.items()}
         all_splits, test_splits = ("dev", "test", "test_unseen"), ("test", "test_unseen")
         points = [MethodPoint(m, None, "reference", test_splits) for m in ("device_only", "cloud_only")]

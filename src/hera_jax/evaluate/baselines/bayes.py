@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.agents.stand_ins import PerturbedGoldDevice, reference_action
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState
 
 KNOB = "p(device error) threshold"
-KNOB_FIELD = 'bayes_thresholds'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --bayes-thresholds)
+VALUES = Knob(
+    "bayes_thresholds", (0.25, 0.5, 0.75),
+    "STAND-IN limit `bayes`: cloud where the stand-in device's error probability is at least this.",
+    PROBABILITY,
+)
 TITLE = "bayes (STAND-IN limit: error model)"
 
 

@@ -28,13 +28,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.agents.stand_ins import reference_action
 from hera_jax.evaluate.baselines.bayes import device_error_probability, error_model
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState, normalize_action
 
 KNOB = "expected-harm threshold"
-KNOB_FIELD = 'bayes_harm_thresholds'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --bayes-harm-thresholds)
+VALUES = Knob(
+    "bayes_harm_thresholds", (0.1, 0.25, 0.5),
+    "STAND-IN limit `bayes_harm`: cloud where p(device error) x p(the error is unrecoverable) is at least this.",
+    PROBABILITY,
+)
 TITLE = "bayes-harm (STAND-IN limit: error model)"
 
 # env -> verb of the device's mistake -> (failed, probes), from experiments/probe_irreversible.py (see above)

@@ -7,12 +7,24 @@ and transformers device agents do); the stand-in device reports none, so for it 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import NON_NEGATIVE
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "min logprob"
-KNOB_FIELD = 'confidence_min_logprob'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --confidence-min-logprob)
+VALUES = Knob(
+    "confidence_min_logprob", (-4.0, -2.0, -1.0, -0.5),
+    "Device-confidence baseline: escalate when the device's action log-probability is below this.",
+)
+# fixed settings, read by the chooser from ctx.options
+OPTIONS = (Knob("confidence_max_entropy", math.inf,
+                "Device-confidence baseline: also escalate when the mean next-token entropy is above this.",
+                NON_NEGATIVE),)
 TITLE = "device confidence"
 
 
@@ -30,7 +42,7 @@ def _as_float(value) -> float:
 
 
 def chooser(min_logprob: float, ctx, method: str = "device_confidence") -> Chooser:
-    max_entropy = float(ctx.options.get("max_entropy", np.inf))
+    max_entropy = float(ctx.options.get("confidence_max_entropy", np.inf))
 
     def choose(state, text, cloud_calls) -> Choice:
         proposal = ctx.device.act(state)  # remembered by ProbedAgent, so the device acts with this same answer

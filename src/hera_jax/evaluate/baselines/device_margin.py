@@ -3,10 +3,17 @@ knob (in softmax probability over the valid actions). Needs `--agents.device ggu
 
 from __future__ import annotations
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min margin"
-KNOB_FIELD = 'confidence_min_margin'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --confidence-min-margin)
+VALUES = Knob(
+    "confidence_min_margin", (0.1, 0.3, 0.5),
+    "Device margin baseline: escalate when the chosen action leads the second by less than this (probability).",
+    PROBABILITY,
+)
 TITLE = "device margin"
 SIGNAL = "margin"
 

@@ -4,10 +4,18 @@ probability (over the valid actions) below the knob. Needs a device that ranks e
 
 from __future__ import annotations
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min p(top action)"
-KNOB_FIELD = 'confidence_min_p_top'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --confidence-min-p-top)
+VALUES = Knob(
+    "confidence_min_p_top", (0.3, 0.5, 0.7),
+    "Device max-probability baseline: escalate when the chosen action's probability over the valid actions is below"
+    " this (scoring devices).",
+    PROBABILITY,
+)
 TITLE = "device max-probability"
 SIGNAL = "p_top"
 

@@ -14,7 +14,7 @@ from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import normalize_action
 
 KNOB = "-"
-KNOB_FIELD = None  # no knob: one point
+VALUES = None  # no knob: one point
 TITLE = "oracle (upper bound)"
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.rollout.routing import seeded_uniform
 
 KNOB = "cloud probability"
-KNOB_FIELD = 'random_rates'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --random-rates)
+VALUES = Knob(
+    "random_rates", (0.3, 0.6),
+    "Cloud probabilities of the random step-routing baseline.",
+    PROBABILITY,
+)
 TITLE = "random steps"
 
 

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import COUNT
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "k (steps without reward)"
-KNOB_FIELD = 'swiftsage_k'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --swiftsage-k)
+VALUES = Knob(
+    "swiftsage_k", (1, 3),
+    "SwiftSage heuristic: escalate after this many steps without reward (or an invalid action).",
+    COUNT,
+)
 TITLE = "SwiftSage heuristic"
 
 # Observations environments return for an action they cannot parse or execute.

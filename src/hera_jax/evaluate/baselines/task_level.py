@@ -15,10 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.rollout.episode import Choice, Chooser
 
 KNOB = "share of episodes to cloud"
-KNOB_FIELD = 'task_level_shares'  # the EvalConfig field holding this baseline's knob values
+# the values swept, one frontier point each (evaluate.py --task-level-shares)
+VALUES = Knob(
+    "task_level_shares", (0.3, 0.6),
+    "Shares of episodes the task-level router sends to the cloud.",
+    PROBABILITY,
+)
 TITLE = "task-level router"
 
 
