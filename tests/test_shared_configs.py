@@ -241,3 +241,19 @@ def test_the_default_evaluation_says_how_to_add_the_newest_rl_run_of_its_env(tmp
     hint = routers.rl_run_hint("alfworld", Path("il/checkpoint"))
     assert f"--routers il=il/checkpoint rl={tmp_path / 'rl' / 'alf' / 'checkpoints'}@all" in hint
     assert routers.rl_run_hint("textworld_express:twc", Path("il/checkpoint")) is None
+
+
+def test_the_data_fields_are_declared_once_and_resolve_the_same_way(tmp_path):
+    from hera_jax.dataset import DataConfig
+
+    commands = (il_app.ILConfig, RLConfig, sweep_app.SweepConfig, evaluate_app.EvalConfig)
+    for config_type in commands:
+        assert issubclass(config_type, DataConfig), config_type
+        own = set().union(*(vars(c).get("__annotations__", {}) for c in config_type.__mro__ if c is not DataConfig))
+        assert not own & {f.name for f in dataclasses.fields(DataConfig)}, config_type  # not re-declared
+        shipped = config_type(env="textworld_express:twc")
+        assert shipped.dataset_dir() == SHIPPED_DATASETS["textworld_express:twc"]
+        assert shipped.features_path() == SHIPPED_DATASETS["textworld_express:twc"] / "features"
+        moved = config_type(dataset=tmp_path / "d", features_dir=tmp_path / "f")
+        assert (moved.dataset_dir(), moved.features_path()) == (tmp_path / "d", tmp_path / "f")
+        assert tyro.cli(config_type, args=["--env", "alfworld", "--features-dir", str(tmp_path)]).features_dir == tmp_path

@@ -20,6 +20,28 @@ from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_
 
 SPLIT_NAMES = ("train", "dev", "test", "test_unseen")
 
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which collected data a command reads: the fields il, rl_iter, sweep and evaluate share (their configs extend
+    this one, so the flags stay `--env`, `--dataset`, ...)."""
+
+    env: str = "scienceworld"
+    """Environment registry name (the dataset must come from it); its shipped dataset is used without --dataset."""
+    dataset: Path | None = None
+    """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
+    features_dir: Path | None = None
+    """The dataset's embedding cache (default: <dataset>/features); only missing states are embedded into it."""
+    unseen_tasks: tuple[str, ...] | None = None
+    """Task types kept out of training and evaluated as 'test_unseen' (default: per environment of the dataset's
+    manifest, hera_jax.envs.profiles; ScienceWorld: melt, chemistry-mix-paint-tertiary-color)."""
+
+    def dataset_dir(self) -> Path:
+        return resolve_dataset(self.dataset, self.env)
+
+    def features_path(self) -> Path:
+        return Path(self.features_dir) if self.features_dir is not None else self.dataset_dir() / "features"
+
+
 def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
     """`dataset` if given, else the shipped dataset of `env`."""
     if dataset is not None:

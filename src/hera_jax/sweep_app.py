@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
-from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_title, resolve_dataset
+from hera_jax.dataset import DataConfig, StepTable, check_trainable, load_il_table, manifest_agents_title
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
@@ -41,20 +41,12 @@ from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, r
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(DataConfig):
     """Sweep the router over seeds x learning rates x hidden widths (x IL-only / IL+RL labels x RL cost weights)
     in one compiled program."""
 
-    env: str = "scienceworld"
-    """Environment whose shipped dataset is used when --dataset is not given."""
-    dataset: Path | None = None
-    """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
-    features_dir: Path | None = None
-    """Embedding cache folder (default: <dataset>/features). Only missing states are embedded."""
     features: FeatureSpec = FeatureSpec()
     """How states become the router's input: encoder, embedding size, scalar features, text design."""
-    unseen_tasks: tuple[str, ...] | None = None
-    """Task types kept out of training (default: per-environment choice)."""
     grid: SweepGrid = SweepGrid()
     train: TrainConfig = TrainConfig()
     """Everything the grid does not vary (epochs, batch size, patience, ...)."""
@@ -131,7 +123,7 @@ def sweep_experiment(config: SweepConfig) -> dict:
     from rich.console import Console
 
     console = Console()
-    dataset = resolve_dataset(config.dataset, config.env)
+    dataset = config.dataset_dir()
     if "il+rl" in config.grid.label_sources and config.rl_run is None:
         raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
     out = config.out or new_run_dir(RUNS_ROOT, "sweep")
@@ -149,7 +141,7 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
     table = load_il_table(dataset, config.unseen_tasks)  # None: the default of the dataset's own environment
     check_trainable(table, dataset)
     spec = config.features
-    features, num_new = build_features(table, spec, config.features_dir or Path(dataset) / "features")
+    features, num_new = build_features(table, spec, config.features_path())
     rl, rl_stats, score_cost_weight = None, None, config.score_cost_weight
     if config.rl_run is not None:
         data, rl, rl_settings, rl_stats = rl_train_data(table, features, config.rl_run, spec,

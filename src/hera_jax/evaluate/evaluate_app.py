@@ -24,8 +24,8 @@ from rich.markup import escape
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig, agent_factories
-from hera_jax.dataset import (STATE_FORMAT_FIELDS, dataset_env, hold_out_tasks, load_il_table, manifest_agents_title,
-                              resolve_dataset)
+from hera_jax.dataset import (STATE_FORMAT_FIELDS, DataConfig, dataset_env, hold_out_tasks, load_il_table,
+                              manifest_agents_title)
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, baseline_knobs, task_level, with_baseline_knobs
@@ -46,23 +46,18 @@ ROLLOUTS_FILE = "rollouts.jsonl"
 
 @with_baseline_knobs  # adds each baseline's own settings (--random-rates, --confidence-min-margin, ...)
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """Frontiers of step-level routers vs baselines (success vs cloud-step ratio) on held-out tasks."""
+class EvalConfig(DataConfig):
+    """Frontiers of step-level routers vs baselines (success vs cloud-step ratio) on held-out tasks. The dataset's
+    tasks are evaluated, the task-level baseline is trained on its train split and its features cache (--features-dir)
+    is read; the unseen tasks default to those of the first router's IL run."""
 
     routers: tuple[str, ...] = ()
     """Trained routers as NAME=CHECKPOINT_DIR[@STEP|@all], any number, e.g. il=runs/il/X/checkpoint
     rl=runs/rl/Y/checkpoints@all (one curve per RL iteration: rl0, rl1, ...). Default: il=<the most recent
     runs/il/* trained on --env>."""
-    dataset: Path | None = None
-    """IL dataset: its tasks are evaluated, the task-level baseline is trained on its train split, its features
-    cache is read. Default: the shipped dataset of --env."""
-    env: str = "scienceworld"
-    """Environment registry name."""
     tasks: tuple[str, ...] | None = None
     """Seen task types to evaluate, or 'all' for every seen task of the dataset (default: the environment profile's
     evaluation tasks the dataset holds, e.g. 8 short ScienceWorld tasks; else all)."""
-    unseen_tasks: tuple[str, ...] | None = None
-    """Task types the routers never trained on (default: those of the first router's IL run, else the env default)."""
     dev_per_task: int | None = None
     """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 2, TWC 5, CookingWorld 2."""
@@ -267,7 +262,7 @@ def evaluate(config: EvalConfig) -> dict:
         raise HeraError(f"unknown baseline(s) {unknown}; available: {', '.join(BASELINES)}")
     if not 0.0 <= config.cloud_budget <= 1.0:
         raise HeraError(f"--cloud-budget must be in [0, 1], got {config.cloud_budget}")
-    dataset = resolve_dataset(config.dataset, config.env)
+    dataset = config.dataset_dir()
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})
     router_paths = parse_routers(config.routers, config.env)
@@ -331,12 +326,12 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
     from hera_jax.envs import simulator_factory
     from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, DEFAULT_MAX_STEPS, EpisodeSettings
 
-    read_dirs = [Path(dataset) / "features"] + [
+    read_dirs = [config.features_path()] + [
         Path(source["dataset"]) / "features" for sources in training.values() for source in sources
     ]
     device_seed = config.agents.seed(default=settings.get("device_seed", 0))
     make_cloud, make_device = agent_factories(config.agents, config.env, share=config.engine.workers,
-                                              default_seed=device_seed, memo_dir=Path(dataset) / "features")
+                                              default_seed=device_seed, memo_dir=config.features_path())
     env_options = profile(config.env).env_options(read_manifest(dataset))
     max_steps = settings.get("max_steps", DEFAULT_MAX_STEPS) if config.max_steps is None else config.max_steps
     eval_plan = EvalPlan(

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig
+from hera_jax.dataset import DataConfig
 from hera_jax.envs.profiles import profile
 from hera_jax.rollout.episode import DEFAULT_MAX_STEPS
 from hera_jax.features import FeatureSpec
@@ -18,10 +19,12 @@ from hera_jax.router.train import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class RLConfig:
+class RLConfig(DataConfig):
     """Hera stage 2, iterated: roll out the routed hybrid agent with exploration, group identical states, label
     each group by the routing choice with the higher return net of future cloud calls, fine-tune the router,
-    checkpoint, evaluate on held-out variations. Default agents are STAND-INS, not LLMs (see --agents.cloud, --agents.device)."""
+    checkpoint, evaluate on held-out variations. Default agents are STAND-INS, not LLMs (see --agents.cloud, --agents.device).
+    The IL dataset (--dataset) gives the IL start and the IL labels mixed into every fine-tune; its embedding cache
+    (--features-dir) is copied into the run folder, never modified."""
 
     iters: int = 5
     """RL iterations to reach; rerunning with a larger value (and the same --out) continues a finished run."""
@@ -84,19 +87,10 @@ class RLConfig:
     """Iteration at which a decaying schedule reaches --exploration-final (fixed, so --iters can grow on resume)."""
     threshold: float = 0.5
     """p(cloud) at or above which the router sends a step to the cloud."""
-    env: str = "scienceworld"
-    """Environment registry name; must be the environment the IL dataset was collected in."""
     agents: AgentsConfig = AgentsConfig()
     """Cloud and device agents (default: STAND-INS, not LLMs), their endpoints, budgets and deadlines."""
-    dataset: Path | None = None
-    """IL dataset (experiments/collect.py); default: the shipped dataset of --env. Gives the IL start and the IL
-    labels that are mixed into every fine-tune."""
-    features_dir: Path | None = None
-    """Embedding cache of the dataset (default <dataset>/features); copied into the run folder, never modified."""
     init_checkpoint: Path | None = None
     """Start from this IL router checkpoint folder (experiments/il.py's <run>/checkpoint); default: train it here."""
-    unseen_tasks: tuple[str, ...] | None = None
-    """Task types held out of IL training (default: per-environment choice, as in experiments/il.py)."""
     features: FeatureSpec = FeatureSpec()
     """State features of an IL router trained here (a loaded checkpoint brings its own)."""
     il_train: TrainConfig = TrainConfig()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from hera_jax.agents.config import build_agents
-from hera_jax.dataset import resolve_dataset
 from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
@@ -49,8 +48,7 @@ def train_rl(config: RLConfig) -> list[dict]:
 
     console = Console() if Console().is_terminal else Console(width=160)
     started = time.perf_counter()
-    dataset = resolve_dataset(config.dataset, config.env)
-    features_dir = config.features_dir or Path(dataset) / "features"
+    dataset, features_dir = config.dataset_dir(), config.features_path()
     run_dir = resolve_run_dir(config)
     manifest = read_manifest(dataset)
     check_dataset_env(manifest.get("env", {}).get("name"), config.env, dataset)

@@ -17,8 +17,7 @@ import jax
 import numpy as np
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
-from hera_jax.dataset import (check_trainable, load_union_table, manifest_agents_title, resolve_dataset,
-                              resolve_datasets)
+from hera_jax.dataset import DataConfig, check_trainable, load_union_table, manifest_agents_title, resolve_datasets
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
@@ -31,26 +30,16 @@ from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, r
 
 
 @dataclasses.dataclass(frozen=True)
-class ILConfig:
-    """Train the IL router (Hera stage 1) on a collected dataset."""
+class ILConfig(DataConfig):
+    """Train the IL router (Hera stage 1) on a collected dataset. With --extra-datasets, --features-dir applies to
+    the first dataset only and each dataset keeps its own unseen tasks unless --unseen-tasks names them."""
 
-    env: str = "scienceworld"
-    """Environment whose shipped dataset is used when --dataset is not given."""
-    dataset: Path | None = None
-    """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
     extra_datasets: tuple[str, ...] = ()
     """More datasets to train the same router on, as folders or environment names of shipped datasets (e.g.
     textworld_express:twc). Each keeps its own splits, IL labels, unseen tasks and features cache
     (<dataset>/features); their state format (history_k, max_obs_chars) and agents must match."""
-    features_dir: Path | None = None
-    """Where the embedding cache lives (default: <dataset>/features; with --extra-datasets it applies to the first
-    dataset only). Only missing states are embedded."""
     features: FeatureSpec = FeatureSpec()
     """How states become the router's input: encoder, embedding size, scalar features, text design."""
-    unseen_tasks: tuple[str, ...] | None = None
-    """Task types kept out of training and evaluated as 'test_unseen' (default: chosen per environment of the
-    dataset's manifest; ScienceWorld: melt, chemistry-mix-paint-tertiary-color; with --extra-datasets: each
-    dataset's own default)."""
     train: TrainConfig = TrainConfig()
     """Router and optimiser settings."""
     threshold: float = 0.5
@@ -93,7 +82,7 @@ def train_il(config: ILConfig) -> dict:
 
     console = Console() if Console().is_terminal else Console(width=120)
     started = time.perf_counter()
-    dataset = resolve_dataset(config.dataset, config.env)
+    dataset = config.dataset_dir()
     out = config.out or new_run_dir(RUNS_ROOT, "il")
     with locked_run_dir(out, "il.py run"):
         require_empty(out)
