@@ -215,3 +215,17 @@ def test_api_key_is_sent_but_never_written(proxy, tmp_path, monkeypatch):
     written = json.dumps([agent.describe(), agent.accounting(), repr(agent.config), repr(step)])
     assert SECRET not in written and "HERA_TEST_KEY" in json.dumps(agent.config.__dict__)
     assert not any(SECRET in str(v) for v in vars(agent).values())
+
+
+def test_a_token_in_the_endpoint_path_reaches_no_record():
+    import json as json_
+
+    from hera_jax.rollout.collect_app import CollectConfig, manifest_settings
+    from hera_jax.agents.config import AgentsConfig
+
+    token = "Zq81xLp0Rk2mVb7TnW4cYs9dHf3Ja6Ge"  # no known provider prefix
+    url = f"http://127.0.0.1:9/k/{token}/v1"
+    described = json_.dumps(make_agent(url).describe())
+    assert token not in described and "127.0.0.1:9/k/" in described
+    settings = json_.dumps(manifest_settings(CollectConfig(agents=AgentsConfig(cloud="openai", cloud_base_url=url))))
+    assert token not in settings and "127.0.0.1:9/k/" in settings

@@ -379,3 +379,16 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert stderr.startswith("interrupted:") and "resume" in stderr and stderr.count("\n") == 1
+
+
+def test_collect_without_out_writes_a_new_run_folder_never_the_shipped_dataset(tmp_path, monkeypatch, capsys):
+    from hera_jax.envs.profiles import SHIPPED_DATASETS
+    from hera_jax.rollout import collect_app
+
+    written = []
+    monkeypatch.setattr(collect_app, "RUNS_ROOT", tmp_path / "runs")
+    monkeypatch.setattr(collect_app, "collect_into", lambda config: written.append(config.out))
+    collect_app.collect_dataset(collect_app.CollectConfig(env="textworld_express:twc"))
+    assert written[0].parent == tmp_path / "runs" / "collect"
+    assert written[0] != SHIPPED_DATASETS["textworld_express:twc"]
+    assert f"--out {written[0]}" in capsys.readouterr().out  # how to resume it

@@ -26,6 +26,14 @@ KEY_PATTERN = re.compile(
 TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{28,}")
 
 
+REDACTED = "[redacted]"
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with anything key-like (a known provider's key, a bearer token, a long token with a digit) hidden."""
+    return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
+
+
 class ConfigError(HeraError):
     """A flag's value is out of its declared range (not a ValueError, so tyro passes it through unchanged)."""
 

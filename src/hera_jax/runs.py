@@ -16,6 +16,7 @@ from typing import Any
 import filelock
 
 from hera_jax.errors import HeraError
+from hera_jax.limits import redact_secrets
 
 LOCK_FILE = ".run.lock"
 # The repository's runs/ folder, where new run folders go by default.
@@ -36,8 +37,17 @@ def new_run_dir(runs_root: Path, kind: str) -> Path:
 
 
 def config_json(config: Any) -> dict[str, Any]:
-    """A config dataclass as plain JSON values (paths and other objects as strings)."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A config dataclass as plain JSON values (paths and other objects as strings), URLs with anything key-like
+    in them hidden (a token in an endpoint's path must not reach a run folder)."""
+    return _hide_url_secrets(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+
+
+def _hide_url_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _hide_url_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hide_url_secrets(v) for v in value]
+    return redact_secrets(value) if isinstance(value, str) and "://" in value else value
 
 
 def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = None) -> None:

@@ -37,13 +37,12 @@ from hera_jax.agents.base import AgentStep, CloudBudgetExhausted  # noqa: F401  
 from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, timed_act
 from hera_jax.agents.prompting import PromptConfig
 from hera_jax.errors import HeraError
-from hera_jax.limits import KEY_PATTERN, TOKEN_PATTERN, secret_problem
+from hera_jax.limits import KEY_PATTERN, REDACTED, redact_secrets, secret_problem
 from hera_jax.state import AgentState
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 TEMPLATE_OVERHEAD_TOKENS = 16  # per message: role markers and separators of chat templates
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-REDACTED = "[redacted]"
 
 
 class CloudRequestError(HeraError, RuntimeError):
@@ -115,7 +114,7 @@ def redact(text: str, key: str) -> str:
     whole texts, then cut them: a key cut in two no longer looks like one."""
     if key:
         text = text.replace(key, REDACTED)
-    return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
+    return redact_secrets(text)
 
 
 def redact_command(argv: list[str]) -> str:
@@ -366,6 +365,7 @@ class OpenAIChatAgent:
         # What shapes the replies only: budgets, timeouts and prices may change when a collection is resumed.
         # The API key is never here (the config holds only the name of its environment variable).
         config = {k: getattr(self.config, k) for k in ("base_url", "model", "temperature", "max_reply_tokens")}
+        config["base_url"] = redact_secrets(config["base_url"])  # a token in the URL's path stays off disk
         return {"name": self.name, "kind": "llm", "backend": "openai-compatible", "config": config,
                 "prompt": dataclasses.asdict(self.prompt), "match_cutoff": self.match_cutoff}
 

@@ -15,16 +15,15 @@ from typing import ClassVar
 
 from hera_jax.agents.config import AgentsConfig, build_agents
 from hera_jax.agents.openai_cloud import redact_command
-from hera_jax.envs import simulator_factory
+from hera_jax.envs import check_env_name, simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.dataset import manifest_agents_title
-from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE
 from hera_jax.rollout.collect import COLLECT_POLICY, agents_manifest, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup
 from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, DEFAULT_MAX_STEPS, EpisodeSettings, always
 from hera_jax.rollout.records import now_iso
-from hera_jax.runs import config_json, locked_run_dir
+from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +31,9 @@ class CollectConfig:
     """Collect cloud trajectories with the device replayed on every state (paper stage 1 data)."""
 
     out: Path | None = None
-    """Dataset folder; steps.jsonl is appended to and manifest.json records how it was made (default: the shipped
-    dataset folder of --env, which this regenerates or extends)."""
+    """Dataset folder; steps.jsonl is appended to and manifest.json records how it was made (default: a new
+    runs/collect/<timestamp>; pass a shipped dataset's folder, e.g. data/scienceworld_standin, to regenerate or
+    extend it)."""
     env: str = "scienceworld"
     """Environment registry name."""
     tasks: tuple[str, ...] | None = None
@@ -78,10 +78,10 @@ class CollectConfig:
 
 def collect_dataset(config: CollectConfig) -> None:
     """Collect into (or resume) the dataset folder `config.out`, locked against a second collection."""
-    if config.out is None:
-        if profile(config.env).dataset is None:
-            raise HeraError(f"no shipped dataset folder for --env {config.env}; pass --out FOLDER")
-        config = dataclasses.replace(config, out=profile(config.env).dataset)
+    check_env_name(config.env)
+    if config.out is None:  # never the shipped dataset by default: extending it is a choice made with --out
+        config = dataclasses.replace(config, out=new_run_dir(RUNS_ROOT, "collect"))
+        print(f"collecting into {config.out} (rerun with --out {config.out} to resume)")
     with locked_run_dir(config.out, "collect.py run into this dataset"):
         collect_into(config)
 
