@@ -223,6 +223,23 @@ def test_nan_in_a_segments_cache_names_that_file_not_the_joint_one(clean_dataset
     assert cache_path(dataset / "features", ENCODER).exists()  # the good joint cache is left alone
 
 
+def test_nan_in_the_dataset_cache_stops_rl_naming_the_source_of_the_runs_copy(clean_dataset, tmp_path):
+    """rl_iter works on its own copy of the dataset's cache: deleting only the copy would copy the damage again."""
+    from hera_jax.rl.run import open_run
+    from tests.test_rl_loop import KeyRoomEnv, _config
+
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    key = _poison_cache(dataset)
+    out = tmp_path / "rl"
+    with pytest.raises(FeatureCacheError) as info:
+        open_run(_config(out, 1), out, KeyRoomEnv(), GoldPathOracle(), _device(), dataset, dataset / "features",
+                 encode=bag_of_words)
+    message = str(info.value)
+    assert repr(key) in message and "\n" not in message
+    assert message.startswith(str(cache_path(out / "features", ENCODER)))  # the copy, and then its source
+    assert f"{cache_path(dataset / 'features', ENCODER)} (--features-dir)" in message
+
+
 def test_nan_in_a_features_cache_stops_routing_naming_the_cache(clean_dataset, tmp_path):
     """evaluate.py and rl_iter.py route through StateEmbedder: a NaN row must stop them, not route on NaN."""
     from hera_jax.router.scorer import StateEmbedder
@@ -342,6 +359,8 @@ def _cli(script: str, *args: str, **popen) -> subprocess.CompletedProcess:
     ("il.py", ["--features.scalar-features", "bogus"], "error: unknown scalar feature(s) ['bogus']; available:"),
     ("collect.py", ["--env", "scienceworl"], "error: unknown environment 'scienceworl'; did you mean 'scienceworld'?"),
     ("il.py", ["--env", "alfwrld"], "error: unknown environment 'alfwrld'; did you mean 'alfworld'?"),
+    ("rl_iter.py", ["--env", "textworld_express:cookinworld"],
+     "error: no shipped dataset for env 'textworld_express:cookinworld'; did you mean 'textworld_express:cookingworld'?"),
 ])
 def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script, args, expected):
     proc = _cli(script, *args, "--out", str(tmp_path / "out"))
@@ -356,6 +375,16 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path, clean_dataset):
     proc = _cli("il.py", "--dataset", str(dataset), "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and str(dataset / "steps.jsonl") in proc.stderr
+
+
+def test_evaluate_refuses_a_features_cache_that_is_a_file_before_running_anything(tmp_path):
+    from hera_jax.errors import HeraError
+    from hera_jax.evaluate.evaluate_app import EvalConfig, evaluate
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(HeraError, match=f"--features-cache {tmp_path / 'afile'}: is a file, not a folder"):
+        evaluate(EvalConfig(env="textworld_express:twc", features_cache=tmp_path / "afile", out=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):

@@ -61,8 +61,8 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"error: {where}{e.strerror or e}", 2)
     except KeyboardInterrupt:
-        _fail("interrupted: finished episodes and iterations are kept; rerun the same command (with the run's "
-              "--out folder) to resume", 130)
+        _fail("interrupted: finished episodes and iterations are kept; rerun the same command with --out set to "
+              "the run folder (printed when the run started) to resume", 130)
 
 
 def _fail(line: str, status: int) -> None:

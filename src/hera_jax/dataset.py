@@ -7,6 +7,7 @@ tasks listed as unseen are taken out of train/dev entirely and form the `test_un
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
     check_env_name(env)
     shipped = profile(env).dataset
     if shipped is None:
-        raise DatasetError(f"no shipped dataset for env {env!r}; pass --dataset (shipped: {sorted(SHIPPED_DATASETS)})")
+        close = difflib.get_close_matches(env, list(SHIPPED_DATASETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DatasetError(f"no shipped dataset for env {env!r}; {hint}pass --dataset (shipped: "
+                           f"{sorted(SHIPPED_DATASETS)})")
     return shipped
 
 

@@ -262,6 +262,9 @@ def evaluate(config: EvalConfig) -> dict:
         raise HeraError(f"unknown baseline(s) {unknown}; available: {', '.join(BASELINES)}")
     if not 0.0 <= config.cloud_budget <= 1.0:
         raise HeraError(f"--cloud-budget must be in [0, 1], got {config.cloud_budget}")
+    for flag, folder in (("--features-cache", config.features_cache), ("--features-dir", config.features_dir)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():  # found now, not after the run
+            raise HeraError(f"{flag} {folder}: is a file, not a folder")
     dataset = config.dataset_dir()
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})
@@ -311,6 +314,8 @@ def evaluate(config: EvalConfig) -> dict:
         seen = tuple(t for t in profile(config.env).eval_tasks or () if t in dataset_seen) or tuple(dataset_seen)
 
     out = config.out or new_run_dir(RUNS_ROOT, "evaluate")
+    if config.out is None:  # so that an interrupted run can be resumed
+        console.print(f"evaluation run folder: {out}  (rerun with --out {out} to resume)")
     with locked_run_dir(out, "evaluate.py run"):
         if (out / "config.json").exists():
             check_resume(out, config, stored=json.loads((out / "config.json").read_text()).get("config", {}))

@@ -28,7 +28,7 @@ from hera_jax.agents.base import Agent
 from hera_jax.dataset import StepTable, load_il_table
 from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
-from hera_jax.features import FeatureSpec, featurize_indexed
+from hera_jax.features import FeatureCacheError, FeatureSpec, featurize_indexed
 from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
@@ -148,8 +148,15 @@ def open_run(
         partial = target.with_name(target.name + ".partial")
         shutil.copyfile(source, partial)
         os.replace(partial, target)
-    features, num_new = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
-                                          spec, run_dir / FEATURES, encode=encode)
+    try:
+        features, num_new = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
+                                              spec, run_dir / FEATURES, encode=encode)
+    except FeatureCacheError as error:
+        if not source.exists():
+            raise
+        # the damage came with the copy: deleting only the copy would bring it back on the next run
+        raise FeatureCacheError(f"{error}, and the file this run's copy came from, {source} (--features-dir), or "
+                                "the next run copies the damage again") from None
     if num_new:
         console.print(f"embedded {num_new} IL states missing from {source}")
     unseen = set(getattr(table, "unseen_tasks", ()) or ())
