@@ -257,3 +257,19 @@ def test_the_data_fields_are_declared_once_and_resolve_the_same_way(tmp_path):
         moved = config_type(dataset=tmp_path / "d", features_dir=tmp_path / "f")
         assert (moved.dataset_dir(), moved.features_path()) == (tmp_path / "d", tmp_path / "f")
         assert tyro.cli(config_type, args=["--env", "alfworld", "--features-dir", str(tmp_path)]).features_dir == tmp_path
+
+
+def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken():
+    import os
+    import subprocess
+    import sys
+
+    from hera_jax.cli import _join_lines
+
+    assert _join_lines("First line of it\n    and the rest.\n\n    Second paragraph\n    - item one\n    - item two") == \
+        "First line of it and the rest.\n\nSecond paragraph\n- item one\n- item two"
+    wide = {**os.environ, "COLUMNS": "400"}
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--help"], capture_output=True,
+                         text=True, env=wide, timeout=120).stdout
+    # two source lines of --extra-datasets' docstring, on one line of --help
+    assert "names of shipped datasets (e.g. textworld_express:twc). Each keeps its own splits" in out

@@ -67,3 +67,17 @@ def test_il_rl_labels_need_an_rl_run(sweep_cli, rl_run, tmp_path):
     with pytest.raises(HeraError, match="no config.json"):
         sweep_cli.sweep_experiment(type(config)(**{**config.__dict__, "rl_run": tmp_path}))
     assert not (tmp_path / "a").exists()  # nothing written on bad input
+
+
+@pytest.mark.parametrize("field, value, grid_flag", [("hidden_sizes", (8,), "--grid.hidden-sizes.0"),
+                                                      ("learning_rate", 0.1, "--grid.learning-rates"),
+                                                      ("seed", 3, "--grid.seeds")])
+def test_a_trainer_setting_the_grid_replaces_is_refused_not_ignored(sweep_cli, tmp_path, field, value, grid_flag):
+    import dataclasses
+
+    from hera_jax.errors import HeraError
+
+    config = sweep_cli.SweepConfig(out=tmp_path / "sweep", train=dataclasses.replace(TrainConfig(), **{field: value}))
+    with pytest.raises(HeraError, match=f"--train.{field.replace('_', '-')} is set by the grid.*{grid_flag}"):
+        sweep_cli.sweep_experiment(config)
+    assert not (tmp_path / "sweep").exists()

@@ -4,6 +4,8 @@ user errors (a bad flag, bad input) into one line on stderr and exit status 2.""
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -15,6 +17,25 @@ from hera_jax.errors import HeraError
 from hera_jax.limits import validate
 
 ConfigT = TypeVar("ConfigT")
+
+
+def _join_lines(helptext: str) -> str:
+    """A docstring as --help shows it: the lines of a paragraph joined into one (the terminal wraps them), a list
+    item ("- ", "* ") on its own line, paragraphs apart."""
+    paragraphs = re.split(r"\n[ \t]*\n", inspect.cleandoc(helptext))
+    joined = []
+    for paragraph in paragraphs:
+        lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
+        joined.append("".join(line if i == 0 else ("\n" if line.startswith(("- ", "* ")) else " ") + line
+                              for i, line in enumerate(lines)))
+    return "\n\n".join(joined)
+
+
+# tyro (1.0) joins a docstring's lines before removing their indentation, so every indented continuation line
+# starts a new line in --help and sentences break mid-way. Its joining step is replaced by one that dedents first;
+# skipped if a tyro release no longer has that step.
+if hasattr(getattr(tyro, "_strings", None), "remove_single_line_breaks"):
+    tyro._strings.remove_single_line_breaks = _join_lines
 
 
 # Flags that moved into the nested `agents` / `features` / `engine` configs, old spelling -> new spelling.

@@ -49,7 +49,8 @@ class SweepConfig(DataConfig):
     """How states become the router's input: encoder, embedding size, scalar features, text design."""
     grid: SweepGrid = SweepGrid()
     train: TrainConfig = TrainConfig()
-    """Everything the grid does not vary (epochs, batch size, patience, ...)."""
+    """The trainer's other settings (epochs, batch size, patience, ...); its hidden sizes, learning rate and seed come
+    from --grid, so --train.hidden-sizes, --train.learning-rate and --train.seed are refused here."""
     rl_run: Path | None = None
     """Run folder of experiments/rl_iter.py on the same dataset: its exploration rollouts (all finished iterations)
     are the RL visits of the 'il+rl' label source and of the held-out RL scores. Required for 'il+rl'."""
@@ -124,6 +125,11 @@ def sweep_experiment(config: SweepConfig) -> dict:
 
     console = Console()
     dataset = config.dataset_dir()
+    grid_flags = {"hidden_sizes": "--grid.hidden-sizes.0 ...", "learning_rate": "--grid.learning-rates",
+                  "seed": "--grid.seeds"}
+    for field, grid_flag in grid_flags.items():  # the grid's values replace these: a value here would be ignored
+        if getattr(config.train, field) != getattr(TrainConfig(), field):
+            raise HeraError(f"--train.{field.replace('_', '-')} is set by the grid in a sweep; use {grid_flag}")
     if "il+rl" in config.grid.label_sources and config.rl_run is None:
         raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
     out = config.out or new_run_dir(RUNS_ROOT, "sweep")
