@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import json
 
@@ -36,16 +37,31 @@ def test_truncated_last_line_is_reported_with_file_and_line_and_rest_loads(tmp_p
         read_steps(path, strict=True)
 
 
-def test_append_after_truncation_keeps_old_lines_and_starts_a_new_line(tmp_path):
+def test_the_next_append_removes_what_a_cut_write_left_and_keeps_every_whole_episode(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a"), ("b", "c")]))
+    whole = path.read_bytes()
+    e2 = make_steps("e2", "t", "train", [("a", "a"), ("b", "b"), ("c", "c")])
+    written = b"".join(json.dumps(dataclasses.asdict(s)).encode() + b"\n" for s in e2)
+    for cut in (len(written) // 2, written.index(b"\n") + 1):  # mid-line; after a whole first line
+        path.write_bytes(whole + written[:cut])
+        assert read_steps(path)[1].problems  # readers would skip it and warn on every load
+        append_episode(path, e2)
+        assert path.read_bytes() == whole + written
+        rows, report = read_steps(path)
+        assert [r["episode_id"] for r in rows] == ["e1"] * 2 + ["e2"] * 3 and report.problems == []
+
+
+def test_a_tail_that_is_not_a_cut_episode_is_kept_and_the_next_episode_starts_on_its_own_line(tmp_path):
     path = tmp_path / "steps.jsonl"
     append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))
     with open(path, "a") as f:
-        f.write('{"episode_id": "e2", "st')  # partial line, no newline
+        f.write('not a record\n{"episode_id": "e2", "st')  # a hand-edited line, then a partial one
     append_episode(path, make_steps("e2", "t", "train", [("a", "a")]))
     lines = path.read_text().splitlines()
-    assert len(lines) == 3 and lines[1].startswith('{"episode_id": "e2", "st') and json.loads(lines[2])
+    assert len(lines) == 4 and lines[1] == "not a record" and lines[2].startswith('{"episode_id": "e2", "st')
     rows, report = read_steps(path)
-    assert [r["episode_id"] for r in rows] == ["e1", "e2"] and len(report.problems) == 1
+    assert [r["episode_id"] for r in rows] == ["e1", "e2"] and len(report.problems) == 2
 
 
 def test_missing_field_is_reported(tmp_path):

@@ -109,11 +109,15 @@ def append_episode(path: str | Path, steps: Sequence[StepRecord]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _unpack_gzipped(path)
-    _repair_unterminated_tail(path)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+    _drop_cut_tail(path)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:  # a full disk: name the file (a failed write carries no file name)
+        raise OSError(error.errno, f"{error.strerror}; episode {steps[0].episode_id} was not written whole (the next "
+                      "append removes its cut-off part)", str(path)) from None
 
 
 def gzipped_name(path: str | Path) -> Path:
@@ -169,17 +173,47 @@ def _unpack_gzipped(path: Path) -> None:
     packed.unlink()
 
 
-def _repair_unterminated_tail(path: Path) -> None:
-    """A killed writer can leave a last line without newline; end it so the next episode starts on its own line.
+def _drop_cut_tail(path: Path) -> None:
+    """Remove what a write cut short (a kill, a full disk) left at the end of the file, before the next append.
 
-    The broken line itself stays in the file (append-only) and is reported and skipped by `read_steps`.
+    Episodes are written whole, one write each, so such a write leaves the first part of one episode after the last
+    complete one: some of its lines and at most one cut line. Readers would skip it and warn on every load; no
+    complete episode is touched. A tail that is not one episode's first part (edited by hand) only gets its last
+    line ended, so that the next episode starts on its own line; readers report and skip the broken line.
     """
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
+        size = f.seek(0, os.SEEK_END)
+        for reach in (1 << 16, 1 << 23):  # the last lines first; far more than an episode's lines if needed
+            start = max(0, size - reach)
+            f.seek(start)
+            tail = f.read()
+            cut = _end_of_last_episode(tail, whole_file=start == 0)
+            if cut is not None or start == 0:
+                break
+        if cut is not None:
+            if start + cut < size:
+                f.truncate(start + cut)
+        elif not tail.endswith(b"\n"):
             f.write(b"\n")
+
+
+def _end_of_last_episode(tail: bytes, whole_file: bool) -> int | None:
+    """The offset in `tail` right after the last complete episode's last line, when all that follows it is the
+    first part of one episode (valid lines of one episode id, then at most one cut line); else None."""
+    lines = tail.split(b"\n")  # the last item is b"" when `tail` ends with a newline, else the cut line
+    position = len(tail) - len(lines[-1])
+    episodes = set()
+    for line in reversed(lines[0 if whole_file else 1:-1]):  # complete lines, last first
+        row, problem = _parse_step_line(line + b"\n")
+        if problem:
+            return None
+        if row["step"] == row["episode_steps"] - 1:
+            return position if len(episodes) <= 1 else None
+        episodes.add(row["episode_id"])
+        position -= len(line) + 1
+    return 0 if whole_file and len(episodes) <= 1 else None
 
 
 @dataclasses.dataclass
