@@ -16,6 +16,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -47,10 +48,20 @@ class RouterBundle:
         return p_cloud(model, self.params, jnp.asarray(features, jnp.float32))
 
 
-def _manager(directory: str | Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        Path(directory).resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
-    )
+@contextlib.contextmanager
+def _manager(directory: str | Path) -> Iterator[ocp.CheckpointManager]:
+    """orbax's manager of a checkpoint folder. It reads every step folder's metadata and warns (absl) about a folder
+    without it, e.g. an empty `99/` that `latest_step` passes over; those warnings are dropped."""
+    absl = logging.getLogger("absl")
+    quiet = logging.Filter()
+    quiet.filter = lambda record: "Metadata file does not exist" not in record.getMessage()
+    absl.addFilter(quiet)
+    try:
+        with ocp.CheckpointManager(Path(directory).resolve(),
+                                   options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True)) as manager:
+            yield manager
+    finally:
+        absl.removeFilter(quiet)
 
 
 def save_router(
@@ -149,10 +160,11 @@ def _complete(directory: Path, step: int) -> bool:
 
 def latest_step(directory: str | Path) -> int | None:
     """The newest complete step in a checkpoint folder (an empty `99/` next to a good step is passed over)."""
-    if not Path(directory).exists():
+    directory = Path(directory)
+    if not directory.exists():
         return None
-    with _manager(directory) as manager:
-        steps = [s for s in manager.all_steps() if _complete(Path(directory), s)]
+    # step folders are named by their number; orbax writes a step under a temporary name and renames it when done
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and _complete(directory, int(p.name))]
     return max(steps, default=None)
 
 
