@@ -19,7 +19,7 @@ import pytest
 from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.dataset import load_il_table
 from hera_jax.features import FeatureCache, FeatureCacheError, FeatureSpec, FeatureSpecError
-from hera_jax.features.cache import cache_path
+from hera_jax.features.cache import cache_path, content_digest
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, single_env
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
@@ -191,8 +191,9 @@ def _poison_cache(dataset: Path, text_design: str = "joint") -> str:
     key = cache.keys[3]
     embeddings = cache.embeddings.copy()
     embeddings[3, 0] = np.nan
-    np.savez(path, keys=np.asarray(cache.keys), embeddings=embeddings.astype(np.float16),
-             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys)})))
+    stored = embeddings.astype(np.float16)  # checksummed like every cache hera_jax writes: only the NaN is wrong
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=stored, meta=np.asarray(json.dumps(
+        {"model": ENCODER, "dim": DIM, "count": len(cache.keys), "sha256": content_digest(cache.keys, stored)})))
     return key
 
 
@@ -423,3 +424,22 @@ def test_collect_without_out_writes_a_new_run_folder_never_the_shipped_dataset(t
     assert written[0].parent == tmp_path / "runs" / "collect"
     assert written[0] != SHIPPED_DATASETS["textworld_express:twc"]
     assert f"--out {written[0]}" in capsys.readouterr().out  # how to resume it
+
+
+@pytest.mark.parametrize("damage", ["none", "permuted", "scaled"])
+def test_a_cache_without_checksum_is_compared_with_the_encoder_once(clean_dataset, tmp_path, damage):
+    """Caches from older versions or other tools carry no checksum: a few rows are re-embedded and compared."""
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    embeddings = {"none": cache.embeddings, "permuted": cache.embeddings[::-1],
+                  "scaled": cache.embeddings * 1000}[damage]
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=embeddings.astype(np.float16),
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys)})))
+    table = load_il_table(dataset, ())
+    if damage == "none":
+        features, num_new = build_features(table, SPEC, encode=bag_of_words)
+        assert num_new == 0 and np.isfinite(features).all()
+        return
+    with pytest.raises(FeatureCacheError, match=r"carries no checksum, and \d+ of \d+ rows compared differ"):
+        build_features(table, SPEC, encode=bag_of_words)

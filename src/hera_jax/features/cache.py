@@ -41,6 +41,7 @@ class FeatureCache:
         self.keys: list[str] = []
         self.embeddings = np.zeros((0, dim or 0), np.float32)
         self._dirty = False  # in-memory additions not yet written
+        self.checked = True  # its rows are known to be the encoder's (checksummed on disk, or written here)
         if self.path.exists():
             self._load()
         self._index = {k: i for i, k in enumerate(self.keys)}
@@ -77,6 +78,7 @@ class FeatureCache:
                 "edited or damaged on disk); delete it to re-embed"
             )
         self.dim = meta["dim"]
+        self.checked = "sha256" in meta  # else `embed_with_caches` compares a few rows with the encoder once
         return keys, embeddings
 
     def missing(self, keys: Sequence[str]) -> list[str]:
@@ -115,7 +117,9 @@ class FeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             if self.path.exists():
+                checked = self.checked
                 disk_keys, disk_embeddings = self._read()
+                self.checked = checked  # what this process checked of its own rows still holds
                 others = [i for i, k in enumerate(disk_keys) if k not in self._index]
                 if others:
                     self.keys.extend(disk_keys[i] for i in others)
@@ -157,6 +161,33 @@ def round_like_cache(embeddings: np.ndarray) -> np.ndarray:
     return np.asarray(embeddings, np.float16).astype(np.float32)
 
 
+SPOT_CHECK_ROWS = 8
+
+
+def _spot_check(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str],
+                encode: Callable[[list[str]], np.ndarray]) -> None:
+    """A cache written without a checksum (by an older version or another tool) is compared once with the encoder on
+    a few of the rows asked of it: rows permuted, scaled or edited would otherwise train a router silently."""
+    if cache.checked or not keys:
+        return
+    from hera_jax.features.encoder import EncoderUnavailableError
+
+    sample = list(keys[:: max(1, len(keys) // SPOT_CHECK_ROWS)][:SPOT_CHECK_ROWS])
+    try:
+        fresh = round_like_cache(np.asarray(encode([text_of[k] for k in sample]), np.float32))
+    except EncoderUnavailableError:
+        return  # nothing to compare with offline; every row asked for was cached, so the run needs no encoder
+    cached = cache.lookup(sample)
+    # a NaN/inf row is left to check_finite_embeddings, which names the state
+    differ = np.isfinite(cached).all(axis=1) & ~np.isclose(cached, fresh, atol=2e-2).all(axis=1)
+    if differ.any():
+        raise FeatureCacheError(
+            f"{cache.path}: carries no checksum, and {int(differ.sum())} of {len(sample)} rows compared differ from what "
+            f"encoder {cache.model!r} gives for their texts (e.g. {sample[int(np.argmax(differ))]!r}): rows permuted "
+            "or edited; delete it to re-embed")
+    cache.checked = True
+
+
 def embed_with_caches(
     caches: Sequence[FeatureCache],
     keys: Sequence[str],
@@ -174,10 +205,12 @@ def embed_with_caches(
         absent = set(cache.missing(wanted))
         present = [k for k in wanted if k not in absent]
         if present:
+            _spot_check(cache, present, text_of, encode)
             found.update(zip(present, cache.lookup(present)))
         wanted = [k for k in wanted if k in absent]
     own = caches[-1]
     new_keys = own.missing(wanted)
+    _spot_check(own, [k for k in wanted if k not in set(new_keys)], text_of, encode)
     if new_keys:
         own.add(new_keys, encode([text_of[k] for k in new_keys]), save=False)
     if wanted:
