@@ -250,8 +250,8 @@ def test_nan_in_a_features_cache_stops_routing_naming_the_cache(clean_dataset, t
     rows, _ = read_steps(dataset / "steps.jsonl")
     text, step = next((r["state_text"], r["step"]) for r in rows if r["state_key"] == key)
     embedder = StateEmbedder(SPEC, tmp_path / "own", read_dirs=[dataset / "features"], encode=bag_of_words)
-    with pytest.raises(FeatureCacheError, match=rf"1 state\(s\) hold NaN/inf \(first: '{key}'\).*"
-                                                rf"{cache_path(dataset / 'features', ENCODER)}"):
+    with pytest.raises(FeatureCacheError, match=rf"1 state\(s\) hold NaN/inf \(first: '{key}'\); the cache file\(s\) "
+                                                rf"with such rows: {cache_path(dataset / 'features', ENCODER)}; delete"):
         embedder.features([rows[0]["state_text"], text], np.array([0, step]), SPEC)
 
 
@@ -443,3 +443,18 @@ def test_a_cache_without_checksum_is_compared_with_the_encoder_once(clean_datase
         return
     with pytest.raises(FeatureCacheError, match=r"carries no checksum, and \d+ of \d+ rows compared differ"):
         build_features(table, SPEC, encode=bag_of_words)
+
+
+def test_a_finalizer_finding_its_pipe_closed_prints_nothing_other_finalizer_errors_still_do():
+    code = ("from hera_jax.cli import run_cli\n"
+            "from hera_jax.router.il_app import ILConfig\n"
+            "class Gateway:\n"
+            "    def __init__(self, error): self.error = error\n"
+            "    def __del__(self): raise self.error\n"
+            "def main(config):\n"
+            "    Gateway(BrokenPipeError(32, 'Broken pipe'))\n"
+            "    Gateway(ValueError('a real bug'))\n"
+            "run_cli(main, ILConfig, args=[])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert "ValueError: a real bug" in proc.stderr

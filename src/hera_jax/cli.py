@@ -70,6 +70,7 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
+    _quiet_closed_pipes_at_cleanup()
     try:
         config = tyro.cli(config_type, description=description, args=args)
         validate(config)
@@ -84,6 +85,19 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
     except KeyboardInterrupt:
         _fail("interrupted: finished episodes and iterations are kept; rerun the same command with --out set to "
               "the run folder (printed when the run started) to resume", 130)
+
+
+def _quiet_closed_pipes_at_cleanup() -> None:
+    """A simulator's finalizer that finds its JVM's pipe already closed (ScienceWorld's gateway `__del__` after a
+    Ctrl-C stopped the JVM first) raises BrokenPipeError where nothing can catch it; Python prints it as "Exception
+    ignored in ...". Those are dropped; any other exception in a finalizer is still printed."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, (BrokenPipeError, ConnectionResetError)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _fail(line: str, status: int) -> None:

@@ -68,9 +68,10 @@ class StateEmbedder:
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():  # a damaged cache: routing on NaN would silently drop the router from the results
             first = state_key(texts[int(np.argmax(bad))])
+            damaged = [c for c in chain if not np.isfinite(c.embeddings).all()] or chain
             raise FeatureCacheError(
-                f"features of {int(bad.sum())} state(s) hold NaN/inf (first: {first!r}); they come from one of "
-                f"{', '.join(str(c.path) for c in chain)}: delete the damaged cache file to re-embed them")
+                f"features of {int(bad.sum())} state(s) hold NaN/inf (first: {first!r}); the cache file(s) with "
+                f"such rows: {', '.join(str(c.path) for c in damaged)}; delete them to re-embed")
         return x
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
