@@ -164,10 +164,12 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
 
     title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — {agent_label}"
     rich_table = Table(title=title)
-    columns = ("split", "states", "needs-cloud rate", "accuracy", "majority acc.", "AUROC",
-               f"cloud-step ratio @{config.threshold:g}")
+    # headers broken where they may be, so that the table fits 80 columns with no cell cut short
+    columns = ("states", "needs\ncloud\nrate", "accuracy", "majority\naccuracy", "AUROC",
+               f"cloud-step\nratio\n@{config.threshold:g}")
     if by_dataset:
-        rich_table.add_column("dataset", no_wrap=True)
+        rich_table.add_column("dataset", overflow="fold")
+    rich_table.add_column("split", no_wrap=True)
     for col in columns:
         rich_table.add_column(col, justify="right")
     sections = [("all", metrics)] + list(by_dataset.items()) if by_dataset else [(None, metrics)]
