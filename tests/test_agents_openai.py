@@ -194,6 +194,14 @@ def test_call_budget_is_never_exceeded_and_counts_retries(proxy):
     assert len(proxy.requests) == 3 and agent.usage.calls == 3
 
 
+def test_a_budget_used_up_by_retries_says_what_failed(proxy):
+    agent = make_agent(proxy.url, max_calls=2)
+    proxy.plan = [503, 503]
+    with pytest.raises(CloudBudgetExhausted, match=r"2/2 calls sent, retrying a failed request \(.*HTTP 503"):
+        agent.act(STATE)
+    assert len(proxy.requests) == 2
+
+
 def test_token_budget_is_never_exceeded(proxy):
     system, user = build_prompt(STATE)
     worst_case = prompt_token_bound([{"content": system}, {"content": user + "\nWhat is your next action?"}]) + 16

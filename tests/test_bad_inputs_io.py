@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,6 +164,8 @@ def test_a_real_collection_against_the_endpoint_writes_the_key_nowhere(tmp_path,
     written = _everything_written(out)
     assert "[redacted]" in written  # the echoed key was in the replies, recorded redacted
     assert KEY not in written and KEY not in proc.stdout + proc.stderr
+    # the echoed replies name no valid action: said at the end, not only counted in the summary
+    assert re.search(r"warning: (\d+) of \1 cloud replies could not be parsed into a valid action", proc.stderr)
 
 
 # -- finding 8: deadlines and malformed replies ---------------------------------------------------------------------

@@ -276,7 +276,13 @@ class OpenAIChatAgent:
         last_error = ""
         attempts = 0
         for attempt in range(c.max_retries + 1):
-            reply_cap = self._check_budget(messages)
+            try:
+                reply_cap = self._check_budget(messages)
+            except CloudBudgetExhausted as e:
+                if not last_error:
+                    raise
+                # the budget ran out on retries: the failure that used it up is what the user needs to see
+                raise CloudBudgetExhausted(f"{e}, retrying a failed request ({c.base_url}: {last_error})") from None
             body = {"model": c.model, "messages": messages, "max_tokens": reply_cap, "temperature": c.temperature}
             self.usage.calls += 1
             attempts += 1

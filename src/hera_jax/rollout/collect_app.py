@@ -128,6 +128,9 @@ def collect_into(config: CollectConfig) -> None:
     )
     for role, numbers in summary.get("llm", {}).items():
         print(f"  {role} LLM: {numbers}")
+        if numbers["unparseable_replies"]:  # such a step's action is the fallback, not the model's
+            print(f"warning: {numbers['unparseable_replies']} of {numbers['llm_steps']} {role} replies could not be "
+                  f"parsed into a valid action (the rows' {role}_parse_ok is false)", file=sys.stderr)
 
 
 MODES = {  # --mode -> (episode-id tag, manifest description)

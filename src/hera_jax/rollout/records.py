@@ -260,7 +260,7 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
         expected = lines[0][1]["episode_steps"]
         if len(lines) != expected or [r["step"] for _, r in lines] != list(range(expected)):
             message = (f"{path}:{lines[0][0]}: episode {episode_id} has {len(lines)} of {expected} steps "
-                       "(a run was interrupted); skipped, rerun the collection to redo it")
+                       "(a run was interrupted); skipped, rerun the command that wrote it to redo it")
         elif episode_id in seen:
             message = f"{path}:{lines[0][0]}: episode {episode_id} appears twice; kept the first"
         else:
