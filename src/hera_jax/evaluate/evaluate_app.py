@@ -62,8 +62,8 @@ class EvalConfig(DataConfig):
     """Dev-split variations per seen task (budget targeting picks knob values on these). Default per --env
     (hera_jax.envs.profiles): ScienceWorld 2, TWC 5, CookingWorld 2."""
     test_per_task: int | None = None
-    """Test-split variations per seen task (default per --env: ScienceWorld 100, i.e. 404 episodes per point since
-    most tasks have fewer; TWC 134, i.e. 402; CookingWorld 2)."""
+    """Test-split variations per seen task (default per --env: ScienceWorld 100, TWC 134, CookingWorld 2; fewer
+    where a task has fewer)."""
     unseen_per_task: int | None = None
     """Test-split variations per unseen task (default per --env: ScienceWorld 5, TWC 30, CookingWorld 3)."""
     seen_test_split: Literal["test", "dev"] = "test"

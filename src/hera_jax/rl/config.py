@@ -32,12 +32,10 @@ class RLConfig(DataConfig):
     """Rollouts per training variation and iteration, each with its own exploration seed."""
     train_variations: int | None = None
     """Training variations per task (the first ones of the environment's train split). Default per --env
-    (hera_jax.envs.profiles): ScienceWorld 50 (684 rollouts an iteration, since two tasks have fewer), twc 140
-    (1,260 rollouts an iteration), cookingworld 6; 2 for an environment without a profile. Run times: README, RL."""
+    (hera_jax.envs.profiles): ScienceWorld 50, twc 140, cookingworld 6; 2 for an environment without a profile."""
     eval_variations: int | None = None
     """Held-out variations per task for evaluation (the first ones of the test split; never rolled out in RL).
-    Default per --env: ScienceWorld 20 (94 held-out episodes: two tasks have 9 and 5), twc 12 (36), cookingworld 9
-    (18)."""
+    Default per --env: ScienceWorld 20, twc 12, cookingworld 9 (fewer where a task has fewer)."""
     tasks: tuple[str, ...] = ()
     """Tasks to roll out and evaluate; empty = the --num-tasks seen tasks of the IL dataset with the shortest
     episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""
