@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tyro
 
 from hera_jax.compile_cache import DEFAULT_DIR
@@ -28,6 +29,7 @@ def test_every_compiling_command_has_it_on_by_default_and_none_turns_it_off(tmp_
     assert "compile_cache" in RLConfig.MAY_CHANGE_ON_RESUME and "compile_cache" in EvalConfig.MAY_CHANGE_ON_RESUME
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_a_compiled_program_lands_in_the_cache_folder_and_a_second_process_reads_it(tmp_path):
     cache = tmp_path / "xla"
     first = subprocess.run([sys.executable, "-c", COMPILE, str(cache)], capture_output=True, text=True, timeout=300)

@@ -94,6 +94,7 @@ def test_the_shipped_gemma_dataset_carries_every_device_signal(gemma_alfworld):
     assert ((table.device_signals["device_p_top"] > 0) & (table.device_signals["device_p_top"] <= 1)).all()
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_device_signals_as_inputs_beat_the_text_router_on_alfworld_with_gemma(gemma_alfworld):
     """On ALFWorld the real device's own log-likelihood predicts its disagreement far better than the state text
     (experiments/results/alfworld-gemma-2026-12-04); with its signals as inputs the router must use them."""

@@ -110,6 +110,7 @@ def test_plot_is_written_and_non_empty(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_replay_recomputes_outputs_without_agents(tmp_path):
     run = tmp_path / "run"
     for steps in [constructed_rollouts()]:
@@ -140,6 +141,7 @@ def test_replay_recomputes_outputs_without_agents(tmp_path):
     assert again.returncode == 0 and "PARTIAL" not in again.stdout
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_compare_to_saves_and_prints_paired_area_differences_against_a_named_method(tmp_path):
     run = tmp_path / "run"
     append_episode(run / "rollouts.jsonl", constructed_rollouts())

@@ -73,6 +73,7 @@ def test_shipped_minilm_encoder_loads_offline_and_embeds(monkeypatch):
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_unknown_hub_model_fails_with_a_clear_offline_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from hera_jax.features import EncoderUnavailableError

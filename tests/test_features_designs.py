@@ -163,6 +163,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_three_concurrent_writers_lose_no_embeddings(tmp_path):
     path, go = cache_path(tmp_path, "toy"), tmp_path / "go"
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from hera_jax.rollout.records import read_steps
 from tests.conftest import ROOT, make_steps, write_toy_dataset
 
@@ -21,6 +23,7 @@ def _limited(max_bytes: int):
     return limit
 
 
+@pytest.mark.slow  # end to end: the quick loop leaves it to the full run
 def test_il_on_a_full_disk_says_so_in_one_line_and_leaves_no_partial_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(

@@ -28,6 +28,9 @@ from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.router.train import TrainConfig
 from hera_jax.sweep import RLRows, label_targets
 
+# whole stage-2 runs (collect, IL, iterations, resume): the quick loop leaves them to the full run
+pytestmark = pytest.mark.slow
+
 DIM = 32
 
 
