@@ -18,7 +18,7 @@ from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loss import LabelOptions, PreferenceBatch, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.report import print_report
-from hera_jax.rl.rollouts import baselines, episode_summary, evaluate, pooled_rows, rollouts
+from hera_jax.rl.rollouts import baselines, episode_summary, evaluate_held_out, pooled_rows, rollouts
 from hera_jax.rl.run import CHECKPOINTS, RLRun, finished_iterations, iter_dir, load_history
 from hera_jax.rl.train import PreferenceData, make_preference_train
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
@@ -76,8 +76,8 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     config = run.config
     grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
     visits = grouped.visits
-    policy = run.policy(bundle)
-    x_visits = policy.features(visits.state_text, visits.step)  # rounded like the cache
+    scorer = run.scorer(bundle)
+    x_visits = scorer.features(visits.state_text, visits.step)  # rounded like the cache
     il_mask = run.table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(run.table.state_key, il_mask) if m], grouped.keys)
     num_groups = len(grouped.keys)
@@ -168,7 +168,7 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
         new_bundle = load_router(ckpt_dir, step=iteration, expected_spec=run.spec)
     timings["label_and_train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation = evaluate(run, iteration)
+    evaluation = evaluate_held_out(run, iteration)
     timings["eval"] = time.perf_counter() - t0
     metrics = {
         "iteration": iteration,
@@ -193,7 +193,7 @@ def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[d
                                                                expected_spec=run.spec)
     if done < 0:
         t0 = time.perf_counter()
-        metrics = {"iteration": 0, "eval": evaluate(run, 0), **run.meta()}
+        metrics = {"iteration": 0, "eval": evaluate_held_out(run, 0), **run.meta()}
         if config.baselines:
             metrics["baselines"] = baselines(run)
         metrics["timings_s"] = {"eval": time.perf_counter() - t0}

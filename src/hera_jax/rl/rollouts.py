@@ -88,7 +88,7 @@ def episode_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def evaluate(run: RLRun, iteration: int) -> dict[str, float]:
+def evaluate_held_out(run: RLRun, iteration: int) -> dict[str, float]:
     """Greedy router (no exploration) of checkpoint `iteration` on the held-out variations (the engine's workers
     load the checkpoint themselves)."""
     jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), "greedy")

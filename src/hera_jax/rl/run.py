@@ -89,7 +89,7 @@ class RLRun:
     def features_dir(self) -> Path:
         return self.run_dir / FEATURES
 
-    def policy(self, bundle: RouterBundle) -> RouterScorer:
+    def scorer(self, bundle: RouterBundle) -> RouterScorer:
         return RouterScorer(bundle, StateEmbedder(self.spec, self.features_dir, encode=self.encode))
 
     def meta(self) -> dict[str, Any]:
