@@ -43,6 +43,11 @@ class BenchServeConfig:
     """Reply tokens asked of the upstreams (what a real model's reply time depends on)."""
     llama_threads: int = 1
     """llama.cpp threads of the llama-server upstream."""
+    shifted_requests: int = 1200
+    """Requests of the shifted (hard) mix in the cloud-share check, after 300 of the easy one; the share is read over
+    those after the first 200 (once the controller's window holds only the new mix), and per 200."""
+    parts: tuple[Literal["load", "share"], ...] = ("load", "share")
+    """load: latency and throughput at each concurrency; share: the served cloud share on a shifted mix."""
     out: Path = ROOT / "benchmarks" / "results" / "cpu" / "serve.json"
 
 
@@ -121,7 +126,7 @@ def main(cfg: BenchServeConfig) -> dict:
     servers.append(_start(create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp())), router), ports["proxy"]))
     results = []
     offset = 0
-    for concurrency in cfg.concurrency:
+    for concurrency in cfg.concurrency if "load" in cfg.parts else ():
         direct, _, direct_wall = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests,
                                                   concurrency, True, offset, max_tokens=cfg.max_tokens,
                                                   model="device"))
@@ -145,16 +150,23 @@ def main(cfg: BenchServeConfig) -> dict:
     for _ in range(200):
         router.scorer.p_cloud(features)
     forward_ms = (time.perf_counter() - t0) / 200 * 1e3
-    # the online cloud share on a shifted mix: easy states, then hard ones
-    share_app = create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
-                           router)
-    servers.append(_start(share_app, ports["proxy_share"]))
-    # 300 easy states, then 400 hard ones; the share is read once the window (200) holds only the current mix
-    _, routes, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", 700, 1, True, 10**6,
-                                    hard_after=300))
-    served_share = {"first_mix_last_200": float(np.mean([r == "cloud" for r in routes[100:300]])),
-                    "shifted_mix_after_200": float(np.mean([r == "cloud" for r in routes[500:700]])),
-                    "shifted_mix_first_200": float(np.mean([r == "cloud" for r in routes[300:500]]))}
+    served_share = {}
+    if "share" in cfg.parts:  # the online cloud share on a shifted mix: easy states, then hard ones
+        share_app = create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
+                               router)
+        servers.append(_start(share_app, ports["proxy_share"]))
+        total = 300 + cfg.shifted_requests
+        _, routes, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
+                                        hard_after=300))
+        cloud = np.asarray([r == "cloud" for r in routes], float)
+        after = cloud[500:]  # once the window (200) holds only the shifted mix
+        served_share = {"first_mix_last_200": float(cloud[100:300].mean()),
+                        "shifted_mix_first_200": float(cloud[300:500].mean()),
+                        "shifted_mix_after_200": float(after.mean()),
+                        "shifted_mix_after_200_requests": int(after.size),
+                        "shifted_mix_after_200_binomial_sd": float(np.sqrt(cfg.cloud_share * (1 - cfg.cloud_share)
+                                                                           / max(after.size, 1))),
+                        "shifted_mix_per_200": [float(w.mean()) for w in np.array_split(after, max(after.size // 200, 1))]}
     for server in servers:
         server.should_exit = True
     if llama is not None:

@@ -156,6 +156,21 @@ def test_online_threshold_holds_the_share_on_shifted_traffic():
     assert (np.random.default_rng(1).beta(8, 2, 1000) >= fixed).mean() > 0.9
 
 
+def test_online_threshold_holds_the_share_on_traffic_that_keeps_drifting():
+    """p_cloud rising through the whole run (new kinds of states keep arriving): a quantile of the past alone lags
+    behind and over-sends (about 0.57 here); the integral correction holds the long-run share, over 10 seeds."""
+    shares, uncorrected = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        traffic = np.r_[rng.beta(2, 8, 300), np.clip(rng.beta(8, 2, 1200) * 0.5 + np.linspace(0, 0.5, 1200), 0, 1)]
+        for feedback, out in ((2.0, shares), (0.0, uncorrected)):
+            controller = OnlineThreshold(0.3, window=200, warmup=20, feedback=feedback)
+            routed = [p >= controller.observe(p) for p in traffic]
+            out.append(np.mean(routed[700:]))
+    assert abs(np.mean(shares) - 0.3) <= 0.02 and max(abs(np.asarray(shares) - 0.3)) <= 0.05
+    assert np.mean(uncorrected) > 0.45  # what the correction fixes
+
+
 def test_circuit_breaker_opens_after_consecutive_failures_and_half_opens_after_cooldown():
     now = [0.0]
     breaker = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])

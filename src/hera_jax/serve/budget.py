@@ -2,7 +2,9 @@
 
 `OnlineThreshold` is RouteLLM's calibration done on live traffic: the threshold is the (1 - target) quantile of the
 last `window` p_cloud values, so "cloud when p_cloud >= threshold" sends about `target` of the recent steps to the
-cloud whatever the traffic mix. `CircuitBreaker` opens after `failures` consecutive failures and lets one request
+cloud whatever the traffic mix. Traffic whose p_cloud keeps drifting upward (or downward) stays ahead of a quantile
+of the past, so the quantile's share is corrected by the integral of the error between the target and the share the
+rule actually sent (time constant half a window), which holds the long-run share on target. `CircuitBreaker` opens after `failures` consecutive failures and lets one request
 try again after `cooldown_s`.
 """
 
@@ -26,10 +28,13 @@ def share_threshold(p_cloud: np.ndarray, target: float) -> float:
 
 
 class OnlineThreshold:
-    def __init__(self, target: float, window: int = 200, warmup: int = 20, initial: float = 0.5):
+    def __init__(self, target: float, window: int = 200, warmup: int = 20, initial: float = 0.5,
+                 feedback: float = 2.0):
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"--cloud-share must be in [0, 1], got {target}")
         self.target, self.warmup, self.initial = target, warmup, initial
+        self.step_size = feedback / window  # of the integral correction: time constant window / feedback steps
+        self.correction = 0.0  # added to the target share the quantile is taken at
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
         self._lock = threading.Lock()
 
@@ -37,13 +42,18 @@ class OnlineThreshold:
         with self._lock:
             if len(self._recent) < self.warmup:
                 return self.initial
-            return share_threshold(np.fromiter(self._recent, np.float64), self.target)
+            return share_threshold(np.fromiter(self._recent, np.float64), self.target + self.correction)
 
     def observe(self, p_cloud: float) -> float:
         """Record a step's p_cloud and return the threshold it is routed with (set before it is added)."""
         threshold = self.threshold()
         with self._lock:
             self._recent.append(float(p_cloud))
+            if len(self._recent) > self.warmup:
+                sent = float(p_cloud >= threshold)  # the rule's decision, whatever the upstreams' health then
+                # kept within [0, 1] as a share, so a long outage or a one-sided mix cannot wind it up
+                self.correction = float(np.clip(self.correction + self.step_size * (self.target - sent),
+                                                -self.target, 1.0 - self.target))
         return threshold
 
 
