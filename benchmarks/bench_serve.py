@@ -166,7 +166,8 @@ def main(cfg: BenchServeConfig) -> dict:
                         "shifted_mix_after_200_requests": int(after.size),
                         "shifted_mix_after_200_binomial_sd": float(np.sqrt(cfg.cloud_share * (1 - cfg.cloud_share)
                                                                            / max(after.size, 1))),
-                        "shifted_mix_per_200": [float(w.mean()) for w in np.array_split(after, max(after.size // 200, 1))]}
+                        "shifted_mix_per_200": [float(w.mean())
+                                                for w in np.array_split(after, max(after.size // 200, 1))]}
     for server in servers:
         server.should_exit = True
     if llama is not None:

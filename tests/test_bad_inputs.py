@@ -458,3 +458,17 @@ def test_a_finalizer_finding_its_pipe_closed_prints_nothing_other_finalizer_erro
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert "ValueError: a real bug" in proc.stderr
+
+
+def test_adding_rows_to_an_unchecked_cache_does_not_vouch_for_its_old_rows(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=cache.embeddings[::-1].astype(np.float16),  # permuted
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys)})))
+    legacy = FeatureCache(path, ENCODER, DIM)
+    legacy.add(["a new state"], bag_of_words(["a new state"]))  # asks nothing of the old rows, so checks none
+    with np.load(path) as data:
+        assert "sha256" not in json.loads(str(data["meta"]))  # still unchecked: the next run compares them
+    with pytest.raises(FeatureCacheError, match="carries no checksum"):
+        build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)

@@ -43,13 +43,30 @@ def test_the_next_append_removes_what_a_cut_write_left_and_keeps_every_whole_epi
     whole = path.read_bytes()
     e2 = make_steps("e2", "t", "train", [("a", "a"), ("b", "b"), ("c", "c")])
     written = b"".join(json.dumps(dataclasses.asdict(s)).encode() + b"\n" for s in e2)
-    for cut in (len(written) // 2, written.index(b"\n") + 1):  # mid-line; after a whole first line
+    for cut in (len(written) // 2, written.index(b"\n") + 1, len(written) - 1):  # mid-line; a whole first line;
+        # all but the newline (that episode is whole: readers take it, so it must stay, and only gains its newline)
         path.write_bytes(whole + written[:cut])
-        assert read_steps(path)[1].problems  # readers would skip it and warn on every load
+        # readers would skip a cut-off part and warn on every load; the whole episode without its newline they take
+        assert bool(read_steps(path)[1].problems) == (cut != len(written) - 1)
+        if cut == len(written) - 1:
+            assert completed_episode_ids(path) == {"e1", "e2"}
+            append_episode(path, make_steps("e3", "t", "train", [("a", "a")]))
+            rows, report = read_steps(path)
+            assert [r["episode_id"] for r in rows] == ["e1"] * 2 + ["e2"] * 3 + ["e3"] and report.problems == []
+            assert path.read_bytes().startswith(whole + written)
+            continue
         append_episode(path, e2)
         assert path.read_bytes() == whole + written
         rows, report = read_steps(path)
         assert [r["episode_id"] for r in rows] == ["e1"] * 2 + ["e2"] * 3 and report.problems == []
+
+
+def test_a_file_of_one_whole_episode_without_its_last_newline_is_kept(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a"), ("b", "c")]))
+    path.write_bytes(path.read_bytes()[:-1])
+    append_episode(path, make_steps("e2", "t", "train", [("a", "a")]))
+    assert [r["episode_id"] for r in read_steps(path)[0]] == ["e1", "e1", "e2"]
 
 
 def test_a_tail_that_is_not_a_cut_episode_is_kept_and_the_next_episode_starts_on_its_own_line(tmp_path):

@@ -187,3 +187,21 @@ def test_sweep_says_what_it_is_doing_before_the_long_steps(tmp_path):
     training = next(i for i, line in enumerate(lines) if "training every configuration" in line)
     table = next(i for i, line in enumerate(lines) if "-config sweep on" in line)
     assert compiling < training < table  # each long step is announced before it starts
+
+
+def test_a_run_stored_before_urls_were_redacted_still_resumes_and_another_endpoint_does_not(tmp_path):
+    import dataclasses
+    import json
+
+    from hera_jax.agents.config import AgentsConfig
+    from hera_jax.runs import RunFolderError, check_resume, config_json
+
+    url = "http://127.0.0.1:9/k/Zq81xLp0Rk2mVb7TnW4cYs9dHf3Ja6Ge/v1"
+    config = RLConfig(agents=AgentsConfig(cloud="openai", cloud_base_url=url))
+    raw = json.loads(json.dumps(dataclasses.asdict(config), default=str))  # as stored before: the URL in full
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert "Zq81x" not in json.dumps(config_json(config))
+    check_resume(tmp_path, config)
+    other = RLConfig(agents=AgentsConfig(cloud="openai", cloud_base_url="http://127.0.0.1:9/other/v1"))
+    with pytest.raises(RunFolderError, match="cloud_base_url"):
+        check_resume(tmp_path, other)

@@ -268,6 +268,10 @@ def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken():
 
     assert _join_lines("First line of it\n    and the rest.\n\n    Second paragraph\n    - item one\n    - item two") == \
         "First line of it and the rest.\n\nSecond paragraph\n- item one\n- item two"
+    assert _join_lines("Steps:\n    1. collect\n    2. train\n      indented code\n    and on.") == \
+        "Steps:\n1. collect\n2. train\n  indented code and on."
+    import tyro
+    assert tyro._strings.remove_single_line_breaks is not _join_lines  # only while a command parses its flags
     wide = {**os.environ, "COLUMNS": "400"}
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--help"], capture_output=True,
                          text=True, env=wide, timeout=120).stdout

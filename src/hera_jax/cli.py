@@ -3,11 +3,12 @@ user errors (a bad flag, bad input) into one line on stderr and exit status 2.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import tyro
@@ -20,22 +21,34 @@ ConfigT = TypeVar("ConfigT")
 
 
 def _join_lines(helptext: str) -> str:
-    """A docstring as --help shows it: the lines of a paragraph joined into one (the terminal wraps them), a list
-    item ("- ", "* ") on its own line, paragraphs apart."""
+    """A docstring as --help shows it: the lines of a paragraph joined into one (the terminal wraps them); a list
+    item ("- ", "* ", "1. ") or an indented line on its own line; paragraphs apart."""
     paragraphs = re.split(r"\n[ \t]*\n", inspect.cleandoc(helptext))
     joined = []
     for paragraph in paragraphs:
-        lines = [line.strip() for line in paragraph.splitlines() if line.strip()]
-        joined.append("".join(line if i == 0 else ("\n" if line.startswith(("- ", "* ")) else " ") + line
-                              for i, line in enumerate(lines)))
+        lines = [line.rstrip() for line in paragraph.splitlines() if line.strip()]
+        own_line = [i > 0 and (line.startswith((" ", "\t")) or re.match(r"([-*]|\d+\.) ", line) is not None)
+                    for i, line in enumerate(lines)]
+        joined.append("".join(line if i == 0 else ("\n" + line if own else " " + line.strip())
+                              for i, (line, own) in enumerate(zip(lines, own_line))))
     return "\n\n".join(joined)
 
 
-# tyro (1.0) joins a docstring's lines before removing their indentation, so every indented continuation line
-# starts a new line in --help and sentences break mid-way. Its joining step is replaced by one that dedents first;
-# skipped if a tyro release no longer has that step.
-if hasattr(getattr(tyro, "_strings", None), "remove_single_line_breaks"):
-    tyro._strings.remove_single_line_breaks = _join_lines
+@contextlib.contextmanager
+def _help_joins_docstring_lines() -> Iterator[None]:
+    """tyro (1.0) joins a docstring's lines before removing their indentation, so every indented continuation line
+    starts a new line in --help and sentences break mid-way. While a command's flags are parsed, its joining step is
+    one that dedents first (nothing changes where a tyro release no longer has that step)."""
+    strings = getattr(tyro, "_strings", None)
+    original = getattr(strings, "remove_single_line_breaks", None)
+    if original is None:
+        yield
+        return
+    strings.remove_single_line_breaks = _join_lines
+    try:
+        yield
+    finally:
+        strings.remove_single_line_breaks = original
 
 
 # Flags that moved into the nested `agents` / `features` / `engine` configs, old spelling -> new spelling.
@@ -70,9 +83,11 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    _quiet_closed_pipes_at_cleanup()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = ours = _quiet_closed_pipes(previous_hook)
     try:
-        config = tyro.cli(config_type, description=description, args=args)
+        with _help_joins_docstring_lines():
+            config = tyro.cli(config_type, description=description, args=args)
         validate(config)
         if hasattr(config, "compile_cache"):
             enable_compile_cache(config.compile_cache)
@@ -85,19 +100,22 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
     except KeyboardInterrupt:
         _fail("interrupted: finished episodes and iterations are kept; rerun the same command with --out set to "
               "the run folder (printed when the run started) to resume", 130)
+    finally:
+        if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
+            sys.unraisablehook = previous_hook
 
 
-def _quiet_closed_pipes_at_cleanup() -> None:
-    """A simulator's finalizer that finds its JVM's pipe already closed (ScienceWorld's gateway `__del__` after a
-    Ctrl-C stopped the JVM first) raises BrokenPipeError where nothing can catch it; Python prints it as "Exception
-    ignored in ...". Those are dropped; any other exception in a finalizer is still printed."""
-    previous = sys.unraisablehook
+def _quiet_closed_pipes(previous: Callable) -> Callable:
+    """An unraisable-exception hook for the run: a simulator's finalizer that finds its JVM's pipe already closed
+    (ScienceWorld's gateway `__del__` while a Ctrl-C unwinds, the JVM stopped first) raises BrokenPipeError where
+    nothing can catch it, and Python would print it as "Exception ignored in ..." over the one-line message. Those
+    are dropped; any other exception in a finalizer goes to `previous`."""
 
     def hook(unraisable):
         if not isinstance(unraisable.exc_value, (BrokenPipeError, ConnectionResetError)):
             previous(unraisable)
 
-    sys.unraisablehook = hook
+    return hook
 
 
 def _fail(line: str, status: int) -> None:

@@ -31,10 +31,11 @@ class DataConfig:
     dataset: Path | None = None
     """Dataset folder written by experiments/collect.py (default: the shipped dataset of --env)."""
     features_dir: Path | None = None
-    """The dataset's embedding cache (default: <dataset>/features); only missing states are embedded into it."""
+    """The dataset's embedding cache (default: <dataset>/features); each command's description says whether it adds
+    to it."""
     unseen_tasks: tuple[str, ...] | None = None
-    """Task types kept out of training and evaluated as 'test_unseen' (default: per environment of the dataset's
-    manifest, hera_jax.envs.profiles; ScienceWorld: melt, chemistry-mix-paint-tertiary-color)."""
+    """Task types held out of training, as the 'test_unseen' split (default: per environment of the dataset's
+    manifest, hera_jax.envs.profiles, e.g. ScienceWorld: melt, chemistry-mix-paint-tertiary-color)."""
 
     def dataset_dir(self) -> Path:
         return resolve_dataset(self.dataset, self.env)

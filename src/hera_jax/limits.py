@@ -34,6 +34,16 @@ def redact_secrets(text: str) -> str:
     return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
 
 
+def redact_url(url: str) -> str:
+    """`url` with anything key-like in its path hidden; the scheme and host stay readable (a long host name is not a
+    key: credentials in the host part are refused as flags, hera_jax.agents.openai_cloud.url_problem)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return redact_secrets(url)
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host}{slash}{redact_secrets(path)}"
+
+
 class ConfigError(HeraError):
     """A flag's value is out of its declared range (not a ValueError, so tyro passes it through unchanged)."""
 

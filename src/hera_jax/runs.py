@@ -16,7 +16,7 @@ from typing import Any
 import filelock
 
 from hera_jax.errors import HeraError
-from hera_jax.limits import redact_secrets
+from hera_jax.limits import redact_url
 
 LOCK_FILE = ".run.lock"
 # The repository's runs/ folder, where new run folders go by default.
@@ -39,15 +39,16 @@ def new_run_dir(runs_root: Path, kind: str) -> Path:
 def config_json(config: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON values (paths and other objects as strings), URLs with anything key-like
     in them hidden (a token in an endpoint's path must not reach a run folder)."""
-    return _hide_url_secrets(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+    return hide_url_secrets(json.loads(json.dumps(dataclasses.asdict(config), default=str)))
 
 
-def _hide_url_secrets(value: Any) -> Any:
+def hide_url_secrets(value: Any) -> Any:
+    """JSON-like `value` with key-like parts of its URL strings hidden (as config_json stores them)."""
     if isinstance(value, dict):
-        return {k: _hide_url_secrets(v) for k, v in value.items()}
+        return {k: hide_url_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_hide_url_secrets(v) for v in value]
-    return redact_secrets(value) if isinstance(value, str) and "://" in value else value
+        return [hide_url_secrets(v) for v in value]
+    return redact_url(value) if isinstance(value, str) and "://" in value else value
 
 
 def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = None) -> None:
@@ -63,7 +64,8 @@ def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = Non
     # a field added after the run started matches when it keeps its default (the run's behaviour is unchanged)
     added_defaults = {k: json.loads(json.dumps(_plain(f.default), default=str)) for f in dataclasses.fields(config)
                       if (k := f.name) not in stored and f.default is not dataclasses.MISSING}
-    stored, record = _flat({**added_defaults, **stored}), _flat(record)
+    # settings stored before URLs were redacted compare as they would be stored now
+    stored, record = _flat(hide_url_secrets({**added_defaults, **stored})), _flat(record)
     keys = dict.fromkeys([*stored, *record])
     diffs = [f"{k}: run has {stored.get(k)!r}, now {record.get(k)!r}"
              for k in keys if not _may_change(k, may_change) and stored.get(k) != record.get(k)]

@@ -43,7 +43,7 @@ from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, r
 @dataclasses.dataclass(frozen=True)
 class SweepConfig(DataConfig):
     """Sweep the router over seeds x learning rates x hidden widths (x IL-only / IL+RL labels x RL cost weights)
-    in one compiled program."""
+    in one compiled program. States missing from --features-dir are embedded into it."""
 
     features: FeatureSpec = FeatureSpec()
     """How states become the router's input: encoder, embedding size, scalar features, text design."""

@@ -37,7 +37,7 @@ from hera_jax.agents.base import AgentStep, CloudBudgetExhausted  # noqa: F401  
 from hera_jax.agents.llm import AgentUnavailableError, Generation, ParseStats, timed_act
 from hera_jax.agents.prompting import PromptConfig
 from hera_jax.errors import HeraError
-from hera_jax.limits import KEY_PATTERN, REDACTED, redact_secrets, secret_problem
+from hera_jax.limits import KEY_PATTERN, REDACTED, redact_secrets, redact_url, secret_problem
 from hera_jax.state import AgentState
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -282,7 +282,8 @@ class OpenAIChatAgent:
                 if not last_error:
                     raise
                 # the budget ran out on retries: the failure that used it up is what the user needs to see
-                raise CloudBudgetExhausted(f"{e}, retrying a failed request ({c.base_url}: {last_error})") from None
+                raise CloudBudgetExhausted(f"{e}, retrying a failed request ({redact_url(c.base_url)}: "
+                                           f"{last_error})") from None
             body = {"model": c.model, "messages": messages, "max_tokens": reply_cap, "temperature": c.temperature}
             self.usage.calls += 1
             attempts += 1
@@ -371,7 +372,7 @@ class OpenAIChatAgent:
         # What shapes the replies only: budgets, timeouts and prices may change when a collection is resumed.
         # The API key is never here (the config holds only the name of its environment variable).
         config = {k: getattr(self.config, k) for k in ("base_url", "model", "temperature", "max_reply_tokens")}
-        config["base_url"] = redact_secrets(config["base_url"])  # a token in the URL's path stays off disk
+        config["base_url"] = redact_url(config["base_url"])  # a token in the URL's path stays off disk
         return {"name": self.name, "kind": "llm", "backend": "openai-compatible", "config": config,
                 "prompt": dataclasses.asdict(self.prompt), "match_cutoff": self.match_cutoff}
 

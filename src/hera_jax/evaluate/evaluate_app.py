@@ -49,7 +49,8 @@ ROLLOUTS_FILE = "rollouts.jsonl"
 class EvalConfig(DataConfig):
     """Frontiers of step-level routers vs baselines (success vs cloud-step ratio) on held-out tasks. The dataset's
     tasks are evaluated, the task-level baseline is trained on its train split and its features cache (--features-dir)
-    is read; the unseen tasks default to those of the first router's IL run."""
+    is only read (new states go to --features-cache); the unseen tasks default to those of the first router's IL
+    run."""
 
     routers: tuple[str, ...] = ()
     """Trained routers as NAME=CHECKPOINT_DIR[@STEP|@all], any number, e.g. il=runs/il/X/checkpoint

@@ -126,8 +126,9 @@ class FeatureCache:
                     self.embeddings = np.concatenate([self.embeddings, disk_embeddings[others]])
                     self._index = {k: i for i, k in enumerate(self.keys)}
             stored = self.embeddings.astype(np.float16)
+            # a checksum vouches for rows known to be the encoder's: an unchecked cache stays without one
             meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys),
-                               "sha256": content_digest(self.keys, stored)})
+                               **({"sha256": content_digest(self.keys, stored)} if self.checked else {})})
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".", suffix=".tmp")
             try:
                 # mkstemp makes the file private (0600); keep the cache as readable as before for others sharing it

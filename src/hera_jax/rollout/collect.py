@@ -14,6 +14,7 @@ from hera_jax.agents.base import Agent
 from hera_jax.envs.base import Env
 from hera_jax.rollout.engine import EngineConfig, Job, WorkerSetup, run_jobs
 from hera_jax.rollout.episode import EpisodeSpec
+from hera_jax.runs import hide_url_secrets
 from hera_jax.rollout.records import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -54,7 +55,7 @@ COLLECT_POLICY = "collect"  # the one policy of a collection (who acts: --mode)
 def check_or_write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Refuse to mix collections: an existing dataset must have been collected with the same settings."""
     if (out / MANIFEST_FILE).exists():
-        old = read_manifest(out)
+        old = hide_url_secrets(read_manifest(out))  # as it would be stored now (older manifests hold raw URLs)
         diffs = [
             f"{k}: on disk {old.get(k)!r}, now {manifest[k]!r}"
             for k in ("env", "agents", "settings")

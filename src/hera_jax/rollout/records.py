@@ -178,8 +178,8 @@ def _drop_cut_tail(path: Path) -> None:
 
     Episodes are written whole, one write each, so such a write leaves the first part of one episode after the last
     complete one: some of its lines and at most one cut line. Readers would skip it and warn on every load; no
-    complete episode is touched. A tail that is not one episode's first part (edited by hand) only gets its last
-    line ended, so that the next episode starts on its own line; readers report and skip the broken line.
+    complete episode is touched. A tail that is not one episode's first part (edited by hand) is kept; its last line
+    is ended, so that the next episode starts on its own line, and readers report and skip the broken line.
     """
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -192,25 +192,31 @@ def _drop_cut_tail(path: Path) -> None:
             cut = _end_of_last_episode(tail, whole_file=start == 0)
             if cut is not None or start == 0:
                 break
-        if cut is not None:
-            if start + cut < size:
-                f.truncate(start + cut)
-        elif not tail.endswith(b"\n"):
-            f.write(b"\n")
+        if cut is not None and start + cut < size:
+            f.truncate(start + cut)
+            size = start + cut
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # a last row complete but for its newline, or a kept broken line
+                f.write(b"\n")
 
 
 def _end_of_last_episode(tail: bytes, whole_file: bool) -> int | None:
-    """The offset in `tail` right after the last complete episode's last line, when all that follows it is the
-    first part of one episode (valid lines of one episode id, then at most one cut line); else None."""
-    lines = tail.split(b"\n")  # the last item is b"" when `tail` ends with a newline, else the cut line
-    position = len(tail) - len(lines[-1])
+    """The offset in `tail` right after the last complete episode's last row, when all that follows it is the
+    first part of one episode (valid rows of one episode id, then at most one cut line); else None. A last row
+    that is valid but for its missing newline counts as a whole row."""
+    lines = tail.split(b"\n")  # the last item is b"" when `tail` ends with a newline
+    last_is_row = bool(lines[-1]) and _parse_step_line(lines[-1] + b"\n")[1] is None
+    rows = lines[0 if whole_file else 1:] if last_is_row else lines[0 if whole_file else 1:-1]
+    # where the row after the one looked at starts (as if the last row had its newline)
+    position = len(tail) + 1 if last_is_row else len(tail) - len(lines[-1])
     episodes = set()
-    for line in reversed(lines[0 if whole_file else 1:-1]):  # complete lines, last first
+    for line in reversed(rows):  # whole rows, last first
         row, problem = _parse_step_line(line + b"\n")
         if problem:
             return None
         if row["step"] == row["episode_steps"] - 1:
-            return position if len(episodes) <= 1 else None
+            return min(position, len(tail)) if len(episodes) <= 1 else None
         episodes.add(row["episode_id"])
         position -= len(line) + 1
     return 0 if whole_file and len(episodes) <= 1 else None

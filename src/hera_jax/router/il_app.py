@@ -31,8 +31,9 @@ from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, r
 
 @dataclasses.dataclass(frozen=True)
 class ILConfig(DataConfig):
-    """Train the IL router (Hera stage 1) on a collected dataset. With --extra-datasets, --features-dir applies to
-    the first dataset only and each dataset keeps its own unseen tasks unless --unseen-tasks names them."""
+    """Train the IL router (Hera stage 1) on a collected dataset. States missing from --features-dir are embedded
+    into it. With --extra-datasets, --features-dir applies to the first dataset only and each dataset keeps its own
+    unseen tasks unless --unseen-tasks names them."""
 
     extra_datasets: tuple[str, ...] = ()
     """More datasets to train the same router on, as folders or environment names of shipped datasets (e.g.

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from fastapi import Request  # at module level: the handlers' annotations are resolved from here
 
 from hera_jax.agents.openai_cloud import env_name_problem, url_problem
-from hera_jax.limits import COUNT, POSITIVE, PROBABILITY, Check
+from hera_jax.limits import COUNT, POSITIVE, PROBABILITY, Check, redact_url
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold
 from hera_jax.serve.log import DecisionLog, ServedStep
@@ -189,8 +189,8 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     batcher = MicroBatcher(router.p_cloud_batch, config.batch_wait_ms / 1000)
     metrics = Metrics()
     log = DecisionLog(config.log_dir, agents={
-        "device": {"name": f"served:{config.device_model}", "kind": "llm", "base_url": config.device_base_url},
-        "cloud": {"name": f"served:{config.cloud_model}", "kind": "llm", "base_url": config.cloud_base_url}},
+        "device": {"name": f"served:{config.device_model}", "kind": "llm", "base_url": redact_url(config.device_base_url)},
+        "cloud": {"name": f"served:{config.cloud_model}", "kind": "llm", "base_url": redact_url(config.cloud_base_url)}},
         settings={"history_k": router.history_k, "max_obs_chars": router.max_obs_chars,
                   "router": router.source})
 
@@ -426,7 +426,8 @@ def serve(config: ServeConfig) -> None:
     app = create_app(config, router)
     print(f"hera-serve: router {config.checkpoint} at threshold {router.threshold:g}"
           f"{f', cloud share target {config.cloud_share:g}' if config.cloud_share is not None else ''}; "
-          f"device {config.device_base_url} ({config.device_model}), cloud {config.cloud_base_url} "
+          f"device {redact_url(config.device_base_url)} ({config.device_model}), cloud "
+          f"{redact_url(config.cloud_base_url)} "
           f"({config.cloud_model}); log {config.log_dir}; http://{config.host}:{config.port}/v1")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
 

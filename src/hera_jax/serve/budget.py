@@ -4,8 +4,8 @@
 last `window` p_cloud values, so "cloud when p_cloud >= threshold" sends about `target` of the recent steps to the
 cloud whatever the traffic mix. Traffic whose p_cloud keeps drifting upward (or downward) stays ahead of a quantile
 of the past, so the quantile's share is corrected by the integral of the error between the target and the share the
-rule actually sent (time constant half a window), which holds the long-run share on target. `CircuitBreaker` opens after `failures` consecutive failures and lets one request
-try again after `cooldown_s`.
+rule actually sent (time constant half a window), which holds the long-run share on target. `CircuitBreaker` opens
+after `failures` consecutive failures and lets one request try again after `cooldown_s`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ LIMIT_BASELINES: tuple[str, ...] = ("bayes", "bayes_harm", "oracle")
 METHOD_MODULES: dict[str, ModuleType] = {**BASELINES, "router": router, "reference": references}
 
 
-
 def baseline_knobs() -> tuple[Knob, ...]:
     """Every baseline's declared settings (swept values, then fixed options), in registry order."""
     return tuple(knob for module in BASELINES.values()
@@ -64,8 +63,8 @@ def with_baseline_knobs(config_class: type) -> type:
     import tyro  # the CLI's own library; only the command's config needs it
 
     knobs = baseline_knobs()
-    fields = [(k.field, Annotated[_knob_type(k.default), tyro.conf.arg(help=k.help)], dataclasses.field(default=k.default))
-              for k in knobs]
+    fields = [(k.field, Annotated[_knob_type(k.default), tyro.conf.arg(help=k.help)],
+               dataclasses.field(default=k.default)) for k in knobs]
     extended = dataclasses.make_dataclass(config_class.__name__, fields, bases=(config_class,), frozen=True)
     # the same name, module and doc as the class it extends (pickling, tyro's description, reprs)
     extended.__module__, extended.__qualname__ = config_class.__module__, config_class.__qualname__

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hera_jax.agents.stand_ins import PerturbedGoldDevice, reference_action
 from hera_jax.evaluate.baselines.knob import Knob
 from hera_jax.limits import PROBABILITY
-from hera_jax.agents.stand_ins import PerturbedGoldDevice, reference_action
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState
 

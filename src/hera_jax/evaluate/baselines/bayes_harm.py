@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hera_jax.evaluate.baselines.knob import Knob
-from hera_jax.limits import PROBABILITY
 from hera_jax.agents.stand_ins import reference_action
 from hera_jax.evaluate.baselines.bayes import device_error_probability, error_model
+from hera_jax.evaluate.baselines.knob import Knob
+from hera_jax.limits import PROBABILITY
 from hera_jax.rollout.episode import Choice, Chooser
 from hera_jax.state import AgentState, normalize_action
 

@@ -3,9 +3,9 @@ knob (in softmax probability over the valid actions). Needs `--agents.device ggu
 
 from __future__ import annotations
 
+from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 from hera_jax.evaluate.baselines.knob import Knob
 from hera_jax.limits import PROBABILITY
-from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min margin"
 # the values swept, one frontier point each (evaluate.py --confidence-min-margin)

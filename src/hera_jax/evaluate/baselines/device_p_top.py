@@ -4,9 +4,9 @@ probability (over the valid actions) below the knob. Needs a device that ranks e
 
 from __future__ import annotations
 
+from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 from hera_jax.evaluate.baselines.knob import Knob
 from hera_jax.limits import PROBABILITY
-from hera_jax.evaluate.baselines.device_confidence import signal_chooser, signal_unavailable
 
 KNOB = "min p(top action)"
 # the values swept, one frontier point each (evaluate.py --confidence-min-p-top)

@@ -2,7 +2,7 @@
 
 A baseline's `VALUES` knob holds the values swept (one frontier point each; `--<field>` with dashes); its `OPTIONS`
 are fixed settings its chooser reads from `ctx.options[field]`. evaluate.py's config gains one field per knob
-(hera_jax.evaluate.baselines.with_knobs), with the knob's help text and declared range.
+(hera_jax.evaluate.baselines.with_baseline_knobs), with the knob's help text and declared range.
 """
 
 from __future__ import annotations
