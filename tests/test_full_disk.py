@@ -51,6 +51,8 @@ def test_an_episode_cut_by_a_full_disk_loses_nothing_written_before_and_appends_
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           preexec_fn=_limited(limit))
     assert proc.returncode != 0 and "File too large" in proc.stderr
+    # the error names the file and the episode (a failed write carries no file name of its own)
+    assert f"{steps_file}" in proc.stderr and "t0/train/big was not written whole" in proc.stderr
     assert steps_file.stat().st_size == limit  # part of the episode reached the file
     after, report = read_steps(steps_file)
     assert [r["episode_id"] for r in after] == [r["episode_id"] for r in before]  # the cut episode is not read
@@ -58,5 +60,6 @@ def test_an_episode_cut_by_a_full_disk_loses_nothing_written_before_and_appends_
     from hera_jax.rollout.records import append_episode
 
     append_episode(steps_file, make_steps("t0/train/next", "t0", "train", [("a", "a")], variation=7))
-    rows, _ = read_steps(steps_file)
+    rows, report = read_steps(steps_file)
     assert [r["episode_id"] for r in rows] == [r["episode_id"] for r in before] + ["t0/train/next"]
+    assert report.problems == []  # the cut part was removed, not kept as a broken line
