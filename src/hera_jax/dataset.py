@@ -21,6 +21,7 @@ from hera_jax.rollout.records import STEPS_FILE, DatasetError, LoadReport, read_
 
 SPLIT_NAMES = ("train", "dev", "test", "test_unseen")
 
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which collected data a command reads: the fields il, rl_iter, sweep and evaluate share (their configs extend

@@ -35,6 +35,7 @@ from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plo
                                       with_intervals)
 from hera_jax.evaluate.routers import parse_routers, rl_run_hint, router_training, training_title
 from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_eval_episodes, run_online
+from hera_jax.features.cache import check_cache_folder
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
 from hera_jax.files import write_json_atomic
@@ -264,8 +265,8 @@ def evaluate(config: EvalConfig) -> dict:
     if not 0.0 <= config.cloud_budget <= 1.0:
         raise HeraError(f"--cloud-budget must be in [0, 1], got {config.cloud_budget}")
     for flag, folder in (("--features-cache", config.features_cache), ("--features-dir", config.features_dir)):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():  # found now, not after the run
-            raise HeraError(f"{flag} {folder}: is a file, not a folder")
+        if folder is not None:  # found now, not after the episodes ran
+            check_cache_folder(folder, flag)
     dataset = config.dataset_dir()
     manifest = read_manifest(dataset)
     settings = manifest.get("settings", {})

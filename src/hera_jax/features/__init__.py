@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.errors import HeraError
-from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, embed_with_caches
+from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, check_cache_folder, embed_with_caches
 from hera_jax.features.designs import EMBEDDING_SLOTS, TEXT_DESIGNS, TextDesign, combine, embedding_plan
 from hera_jax.features.encoder import DEFAULT_MODEL, EncoderUnavailableError, load_encoder
 from hera_jax.limits import COUNT, POSITIVE
@@ -209,8 +209,7 @@ def featurize_indexed(
     and embedded once, then gathered per row on JAX's default device. Returns a jax.Array (float32[N, input_dim]):
     a million-row table's features are never copied through host memory."""
     cache_dir = Path(cache_dir)
-    if cache_dir.exists() and not cache_dir.is_dir():  # before any embedding, which may take minutes
-        raise FeatureCacheError(f"{cache_dir}: is a file, not a folder for the features cache; pass another folder")
+    check_cache_folder(cache_dir)
     scalars = scalar_features(steps, spec, signals)  # also before: a missing device signal is a one-line error
     cache = open_cache(cache_dir, spec)
     distinct, num_new = text_embeddings(distinct_texts, spec, [cache], encode or sentence_encode_fn(spec.encoder),

@@ -26,6 +26,14 @@ class FeatureCacheError(HeraError, ValueError):
     pass
 
 
+def check_cache_folder(folder: str | Path, flag: str = "") -> None:
+    """Refuse a features-cache folder that is a file, before any embedding or episode (which may take minutes)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FeatureCacheError(f"{flag + ' ' if flag else ''}{folder}: is a file, not a folder for the features "
+                                "cache; pass another folder")
+
+
 def cache_path(cache_dir: str | Path, model: str, text_design: str = "joint") -> Path:
     """The cache file of one encoder and text design; the joint design keeps the original name."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(model).name if Path(model).exists() else model).strip("_")
@@ -47,10 +55,12 @@ class FeatureCache:
         self._index = {k: i for i, k in enumerate(self.keys)}
 
     def _load(self) -> None:
-        self.keys, self.embeddings = self._read()
+        self.keys, self.embeddings, checksummed = self._read()
+        self.checked = checksummed  # else `embed_with_caches` compares a few rows with the encoder once
 
-    def _read(self) -> tuple[list[str], np.ndarray]:
-        """(keys, float32 embeddings) of the file on disk, checked against this cache's encoder and size."""
+    def _read(self) -> tuple[list[str], np.ndarray, bool]:
+        """(keys, float32 embeddings, whether a checksum vouches for them) of the file on disk, checked against this
+        cache's encoder and size."""
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -78,8 +88,7 @@ class FeatureCache:
                 "edited or damaged on disk); delete it to re-embed"
             )
         self.dim = meta["dim"]
-        self.checked = "sha256" in meta  # else `embed_with_caches` compares a few rows with the encoder once
-        return keys, embeddings
+        return keys, embeddings, "sha256" in meta
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         seen: set[str] = set()
@@ -117,9 +126,7 @@ class FeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             if self.path.exists():
-                checked = self.checked
-                disk_keys, disk_embeddings = self._read()
-                self.checked = checked  # what this process checked of its own rows still holds
+                disk_keys, disk_embeddings, _ = self._read()
                 others = [i for i, k in enumerate(disk_keys) if k not in self._index]
                 if others:
                     self.keys.extend(disk_keys[i] for i in others)

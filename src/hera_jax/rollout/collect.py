@@ -14,7 +14,6 @@ from hera_jax.agents.base import Agent
 from hera_jax.envs.base import Env
 from hera_jax.rollout.engine import EngineConfig, Job, WorkerSetup, run_jobs
 from hera_jax.rollout.episode import EpisodeSpec
-from hera_jax.runs import hide_url_secrets
 from hera_jax.rollout.records import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -27,6 +26,7 @@ from hera_jax.rollout.records import (
     summarize,
     write_json_atomic,
 )
+from hera_jax.runs import hide_url_secrets
 
 
 def plan_episodes(

@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jax

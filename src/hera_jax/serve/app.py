@@ -189,8 +189,9 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     batcher = MicroBatcher(router.p_cloud_batch, config.batch_wait_ms / 1000)
     metrics = Metrics()
     log = DecisionLog(config.log_dir, agents={
-        "device": {"name": f"served:{config.device_model}", "kind": "llm", "base_url": redact_url(config.device_base_url)},
-        "cloud": {"name": f"served:{config.cloud_model}", "kind": "llm", "base_url": redact_url(config.cloud_base_url)}},
+        role: {"name": f"served:{model}", "kind": "llm", "base_url": redact_url(url)}
+        for role, model, url in (("device", config.device_model, config.device_base_url),
+                                 ("cloud", config.cloud_model, config.cloud_base_url))},
         settings={"history_k": router.history_k, "max_obs_chars": router.max_obs_chars,
                   "router": router.source})
 
