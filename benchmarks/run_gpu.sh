@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/RESULTS.md, as run on the device machine (no tyro there: carried as wheels in .whl).
-# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels|compile-cache|e2e}; results land in $OUT (default benchmarks/results/gpu).
+# Usage (device tool): bash benchmarks/run_gpu.sh {il|rest|sweep|labels|compile-cache|e2e|scaling}; results land in $OUT (default benchmarks/results/gpu).
 set -u
 OUT=${OUT:-benchmarks/results/gpu}
 mkdir -p "$OUT"
@@ -37,6 +37,10 @@ case "${1:-il}" in
     # and warm (columns cache and compile cache filled by the cold run)
     timeout 590 python3 benchmarks/bench_end_to_end.py --sizes ${E2E_SIZES:-1M,10M} --work /tmp/hera_e2e \
       --out "$OUT/end_to_end.json" 2>&1 | tee "$OUT/end_to_end.log" ;;
+  scaling)
+    # data-parallel IL at 10M states and the 64- / 256-configuration sweeps on 1, 2, 4, 8 of the host's GPUs
+    # (those it has); on a one-GPU machine, the one-device baselines
+    timeout 590 python3 benchmarks/bench_scaling.py --out "$OUT/scaling.json" 2>&1 | tee "$OUT/scaling.log" ;;
   compile-cache)
     # il.py and sweep.py on the shipped ScienceWorld data, twice each with one new compile cache: the first process
     # compiles and fills it, the second reads it
