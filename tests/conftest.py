@@ -41,7 +41,8 @@ def toy_dataset(tmp_path):
         episodes = []
         for split, eps in pairs_by_split.items():
             for j, pairs in enumerate(eps):
-                episodes.append(make_steps(f"{task}/{split}/{j}", task, split, pairs, variation=j))
+                # variations are numbered across splits (one world belongs to one split), as in every environment
+                episodes.append(make_steps(f"{task}/{split}/{j}", task, split, pairs, variation=len(episodes)))
         return write_toy_dataset(tmp_path / "ds", episodes)
 
     return build

@@ -237,3 +237,30 @@ def test_a_token_in_the_endpoint_path_reaches_no_record():
     assert token not in described and "127.0.0.1:9/k/" in described
     settings = json_.dumps(manifest_settings(CollectConfig(agents=AgentsConfig(cloud="openai", cloud_base_url=url))))
     assert token not in settings and "127.0.0.1:9/k/" in settings
+
+
+KEY_LIKE = "tok_4f8a9c2e7b1d6f3a0c5e8b2d7f4a1c9e0b3d5f7a"  # no known provider prefix
+
+
+def test_an_error_body_is_redacted_whole_before_it_is_cut():
+    from hera_jax.agents.openai_cloud import error_excerpt
+
+    # a long token first: once it is redacted the key moves into the first 300 characters
+    filler = "Zq81xLp0Rk2mVb7TnW4cYs9dHf3Ja6Ge" * 128
+    excerpt = error_excerpt(401, f"{filler} {KEY_LIKE} tail".encode(), key="")
+    assert excerpt.startswith("HTTP 401: [redacted] [redacted] tail")
+    assert not any(KEY_LIKE[i:i + 12] in excerpt for i in range(len(KEY_LIKE) - 12))
+
+
+def test_a_key_like_variable_name_is_not_echoed_in_the_unset_warning(capsys):
+    make_agent("http://10.255.255.1:8000/v1", api_key_env=KEY_LIKE)
+    err = capsys.readouterr().err
+    assert "is unset" in err and "looks like a key" in err
+    assert KEY_LIKE[4:20] not in err
+
+
+def test_a_token_in_the_endpoint_path_stays_out_of_request_errors():
+    agent = make_agent(f"http://127.0.0.1:9/k/{KEY_LIKE}/v1", max_retries=0, timeout_s=2.0)
+    with pytest.raises(CloudRequestError) as error:
+        agent.chat([{"role": "user", "content": "hi"}])
+    assert "127.0.0.1:9/k/" in str(error.value) and KEY_LIKE[4:20] not in str(error.value)

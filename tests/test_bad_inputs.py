@@ -323,6 +323,43 @@ def test_checkpoint_meta_without_a_feature_spec_is_one_error_naming_it(tmp_path)
         load_router(tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("field, value", [("embedding_dim", "abc"), ("scalar_features", ["bogus"]),
+                                          ("text_design", "nope")])
+def test_checkpoint_meta_with_a_wrong_feature_spec_value_is_one_error_naming_it(tmp_path, field, value):
+    save_router(tmp_path / "ckpt", 0, _params(), TrainConfig(hidden_sizes=(4,)), SPEC)
+    meta_file = tmp_path / "ckpt" / "0" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["feature_spec"][field] = value
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"ckpt/0/meta: missing or malformed field"):
+        load_router(tmp_path / "ckpt")
+
+
+def test_py4j_logs_about_a_gone_jvm_are_dropped_others_kept():
+    import logging
+
+    from py4j import java_gateway
+    from py4j.protocol import Py4JNetworkError
+
+    from hera_jax.envs.jvm import quiet_lost_gateways
+
+    quiet_lost_gateways()
+    root = logging.getLogger()
+    try:
+        raise Py4JNetworkError("Answer from Java side is empty")
+    except Py4JNetworkError:
+        import sys as sys_
+
+        lost = root.makeRecord("root", logging.ERROR, java_gateway.__file__, 1, "Exception while sending command.",
+                               None, sys_.exc_info())
+    refused = logging.getLogger("py4j.java_gateway").makeRecord(
+        "py4j.java_gateway", logging.ERROR, java_gateway.__file__, 1,
+        "An error occurred while trying to connect to the Java server (127.0.0.1:25333)", None, None)
+    ours = root.makeRecord("root", logging.ERROR, __file__, 1, "Exception while sending command.", None, None)
+    assert not root.filter(lost) and not logging.getLogger("py4j.java_gateway").filter(refused)
+    assert root.filter(ours)
+
+
 # ---- manifests --------------------------------------------------------------------------------------------------
 
 
@@ -443,6 +480,33 @@ def test_a_cache_without_checksum_is_compared_with_the_encoder_once(clean_datase
         return
     with pytest.raises(FeatureCacheError, match=r"carries no checksum, and \d+ of \d+ rows compared differ"):
         build_features(table, SPEC, encode=bag_of_words)
+
+
+def test_a_scaled_row_no_sample_compares_is_found_by_its_norm(clean_dataset, tmp_path):
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    keys = [*cache.keys, "a state no run asks for"]
+    embeddings = np.concatenate([cache.embeddings, 100 * bag_of_words(["a state no run asks for"])])
+    np.savez(path, keys=np.asarray(keys), embeddings=embeddings.astype(np.float16),
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(keys)})))
+    with pytest.raises(FeatureCacheError, match=r"1 of its \d+ rows are not unit-norm .*'a state no run asks for'"):
+        build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+
+
+def test_a_spot_checked_cache_is_not_blessed_with_a_checksum(clean_dataset, tmp_path):
+    """A sample of rows cannot vouch for the others: after a run that compared some rows and added new ones, the
+    cache is still written without a checksum."""
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    np.savez(path, keys=np.asarray(cache.keys[:-3]), embeddings=cache.embeddings[:-3].astype(np.float16),
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys) - 3})))
+    _, num_new = build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+    assert num_new == 3
+    with np.load(path) as data:
+        assert len(data["keys"]) == len(cache.keys)
+        assert "sha256" not in json.loads(str(data["meta"]))
 
 
 def test_a_finalizer_finding_its_pipe_closed_prints_nothing_other_finalizer_errors_still_do():

@@ -122,7 +122,20 @@ def test_an_episode_copied_into_another_split_is_refused(tmp_path):
     train = make_steps("t0/train/0", "t0", "train", [("a", "a"), ("b", "b")], variation=0)
     copied = [dataclasses.replace(s, episode_id="t0/test/copy", split="test") for s in train]
     append_episode(folder / "steps.jsonl", copied)
-    with pytest.raises(DatasetError, match="repeats episode t0/train/0 .* leaks training data"):
+    with pytest.raises(DatasetError, match="like episode t0/train/0 .* leaks training data"):
+        load_il_table(folder, ())
+
+
+def test_the_first_steps_of_an_episode_copied_into_another_split_are_refused(tmp_path):
+    from hera_jax.rollout.records import DatasetError
+
+    folder = _toy(tmp_path)
+    train = make_steps("t0/train/50", "t0", "train", [("a", "a"), ("b", "b"), ("c", "c")], variation=50)
+    prefix = [dataclasses.replace(s, episode_id="t0/test/copy", split="test", done=i == 1, episode_steps=2)
+              for i, s in enumerate(train[:2])]
+    append_episode(folder / "steps.jsonl", train)
+    append_episode(folder / "steps.jsonl", prefix)
+    with pytest.raises(DatasetError, match="task 't0' variation 50 like episode t0/train/50"):
         load_il_table(folder, ())
 
 
@@ -153,16 +166,16 @@ def test_a_features_path_that_is_a_file_is_refused_before_embedding(tmp_path):
 
 
 def test_a_leak_behind_a_look_alike_of_the_same_split_is_still_found(tmp_path):
-    """E1 (test, variation 2), E2 (train, variation 1), E3 (test, variation 1), all state for state the same:
+    """E1 (test, variation 22), E2 (train, variation 11), E3 (test, variation 11), all state for state the same:
     E3 leaks E2 although the first episode with those states is E1."""
     from hera_jax.rollout.records import DatasetError
 
     folder = _toy(tmp_path)
     base = make_steps("t0/x", "t0", "train", [("a", "a"), ("b", "b")], variation=0)
-    for episode, split, variation in (("E1", "test", 2), ("E2", "train", 1), ("E3", "test", 1)):
+    for episode, split, variation in (("E1", "test", 22), ("E2", "train", 11), ("E3", "test", 11)):
         append_episode(folder / "steps.jsonl",
                        [dataclasses.replace(s, episode_id=episode, split=split, variation=variation) for s in base])
-    with pytest.raises(DatasetError, match="E3 .* repeats episode E2"):
+    with pytest.raises(DatasetError, match="E3 .* like episode E2"):
         load_il_table(folder, ())
 
 

@@ -186,6 +186,11 @@ def test_router_arguments_expand_rl_iterations(tmp_path):
     for bad in ("il", "random=" + str(tmp_path), f"x={tmp_path / 'nope'}", f"x={tmp_path}@last"):
         with pytest.raises(HeraError):
             parse_routers((bad,), "scienceworld")
+    # one name twice (also through @all's names) would silently keep only the last
+    for twice in ((f"il={tmp_path / 'checkpoints'}@0", f"il={tmp_path / 'checkpoints'}@1"),
+                  (f"rl={tmp_path / 'checkpoints'}@all", f"rl1={tmp_path / 'checkpoints'}@0")):
+        with pytest.raises(HeraError, match="two routers named"):
+            parse_routers(twice, "scienceworld")
 
 
 def test_interval_tables_pair_methods_and_feed_headline():

@@ -157,3 +157,10 @@ def test_il_main_writes_metrics_plot_and_loadable_checkpoint(tmp_path):
     bundle = load_router(out / "checkpoint", expected_spec=FeatureSpec())
     assert bundle.meta["il_summary"]["agents_are_stand_ins"] is True
     assert bundle.train_config.max_epochs == 4
+
+
+def test_an_env_that_contradicts_the_dataset_is_refused(tmp_path):
+    config = il_cli.ILConfig(env="textworld_express:twc", dataset=SHIPPED_DATASET, out=tmp_path / "run")  # set, not default
+    with pytest.raises(HeraError, match=r"env.name is 'scienceworld', not --env 'textworld_express:twc'"):
+        il_cli.train_il(config)
+    assert not (tmp_path / "run").exists()

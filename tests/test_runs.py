@@ -101,6 +101,15 @@ def test_resume_allows_only_the_declared_fields_to_change(tmp_path):
 
 
 
+def test_a_damaged_settings_file_is_one_error_naming_it(tmp_path):
+    (tmp_path / "config.json").write_text('{"broken')
+    with pytest.raises(RunFolderError, match=r"config.json: not readable as the run's settings"):
+        check_resume(tmp_path, RLConfig(iters=2))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(RunFolderError, match=r"config.json: holds list"):
+        check_resume(tmp_path, RLConfig(iters=2))
+
+
 def test_resume_of_a_run_from_before_a_field_existed_matches_only_at_its_default(tmp_path):
     # stage-2 options were added after runs had been started: their config.json lacks them
     stored = {k: v for k, v in config_json(RLConfig(iters=2)).items() if k not in ("label_rule", "group_weighting")}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hera_jax.envs import check_env_name
+from hera_jax.errors import HeraError
 from hera_jax.envs.profiles import SHIPPED_DATASETS, profile
 from hera_jax.columns import load_columns
 from hera_jax.features import DEVICE_SIGNALS
@@ -188,9 +189,10 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
 
 
 def check_no_split_leak(columns: dict, where: Path, report: LoadReport) -> None:
-    """Refuse an episode of one split that repeats, state for state, an episode of the same task and variation in
-    another split (e.g. a train episode copied under a new id into test): a router would be tested on what it
-    trained on, and no metric would show it. Episodes of *different* variations that play identically (some
+    """Refuse a task and variation (one world: every environment here numbers its variations across splits) played
+    in two splits, and an episode of one split that repeats, state for state, an episode of the same task and
+    variation in another split (e.g. a train episode, or its first steps, copied under a new id into test): a router
+    would be tested on what it trained on, and no metric would show it. Episodes of *different* variations that play identically (some
     environments have look-alike variations in different splits) are reported once as a warning in `report`."""
     episode_codes = columns["episode_id_codes"]
     starts = np.flatnonzero(np.r_[True, episode_codes[1:] != episode_codes[:-1]])
@@ -198,20 +200,21 @@ def check_no_split_leak(columns: dict, where: Path, report: LoadReport) -> None:
     # per episode fingerprint: the first episode seen in each (split, variation)
     seen: dict[bytes, dict[tuple[str, int], int]] = {}
     look_alikes: list[tuple[int, int]] = []
+    split_of_world: dict[tuple[str, int], tuple[str, int]] = {}
     for start, end in zip(starts.tolist(), ends.tolist()):
+        world = (str(columns["task"][start]), int(columns["variation"][start]))
+        first_split, first = split_of_world.setdefault(world, (str(columns["split"][start]), start))
+        if first_split != str(columns["split"][start]):
+            raise DatasetError(
+                f"{where}: episode {columns['episode_id'][start]} ({columns['split'][start]}) plays task "
+                f"{world[0]!r} variation {world[1]} like episode {columns['episode_id'][first]} ({first_split}): one "
+                "world in two splits leaks training data into evaluation; remove one of them")
         fingerprint = columns["state_index"][start:end].tobytes() + b"|" + columns["task"][start].encode()
         split, variation = str(columns["split"][start]), int(columns["variation"][start])
         earlier = seen.setdefault(fingerprint, {})
-        for (other_split, other_variation), other in earlier.items():
-            if other_split == split:
-                continue
-            if other_variation == variation:
-                raise DatasetError(
-                    f"{where}: episode {columns['episode_id'][start]} ({split}) repeats episode "
-                    f"{columns['episode_id'][other]} ({other_split}) of the same task and variation state for "
-                    "state: one episode in two splits leaks training data into evaluation; remove one of them"
-                )
-            look_alikes.append((start, other))
+        for (other_split, _), other in earlier.items():
+            if other_split != split:  # a different variation: a same one was refused above
+                look_alikes.append((start, other))
         earlier.setdefault((split, variation), start)
     if look_alikes:
         start, other = look_alikes[0]
@@ -245,6 +248,15 @@ STATE_FORMAT_FIELDS = ("history_k", "max_obs_chars")
 
 def dataset_env(manifest: dict) -> str | None:
     return (manifest.get("env") or {}).get("name")
+
+
+def check_dataset_env(collected_in: str | None, env: str, dataset: Path) -> None:
+    """A dataset must come from --env (a manifest that names only the base environment, e.g. 'webshop' for
+    'webshop:<url>', matches any of its variants; a dataset without a manifest env matches any)."""
+    if collected_in is None or collected_in == env or (":" not in collected_in and collected_in == env.partition(":")[0]):
+        return
+    raise HeraError(f"{dataset}/manifest.json: env.name is {collected_in!r}, not --env {env!r}; pass --dataset of "
+                    f"that environment, or --env {collected_in}")
 
 
 def resolve_datasets(items: Sequence[str | Path]) -> list[Path]:

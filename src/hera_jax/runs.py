@@ -60,7 +60,14 @@ def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = Non
         path = Path(run_dir) / "config.json"
         if not path.exists():
             return
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunFolderError(f"{path}: not readable as the run's settings ({e}); restore it, or choose a new "
+                                 "--out (the run's other files are untouched)") from None
+        if not isinstance(stored, dict):
+            raise RunFolderError(f"{path}: holds {type(stored).__name__}, not the run's settings; restore it, or "
+                                 "choose a new --out") from None
     # a field added after the run started matches when it keeps its default (the run's behaviour is unchanged)
     added_defaults = {k: json.loads(json.dumps(_plain(f.default), default=str)) for f in dataclasses.fields(config)
                       if (k := f.name) not in stored and f.default is not dataclasses.MISSING}

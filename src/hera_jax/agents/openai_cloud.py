@@ -117,6 +117,19 @@ def redact(text: str, key: str) -> str:
     return redact_secrets(text)
 
 
+ERROR_BODY_BYTES = 1 << 20  # an error body read for its message; anything beyond is not shown anyway
+ERROR_EXCERPT_CHARS = 300
+
+
+def error_excerpt(status: int, payload: bytes, key: str) -> str:
+    """The start of an error reply, redacted as a whole and then cut. Where the body itself had to be cut, its last
+    run of key characters is dropped: a key cut in two would no longer look like one to the redaction."""
+    text = payload[:ERROR_BODY_BYTES].decode("utf-8", "replace")
+    if len(payload) > ERROR_BODY_BYTES:
+        text = re.sub(r"[A-Za-z0-9_\-]+$", "", text)
+    return redact(f"HTTP {status}: {text}", key)[:ERROR_EXCERPT_CHARS]
+
+
 def redact_command(argv: list[str]) -> str:
     """A command line as it may be stored (a manifest's `command`): each argument redacted like outside text (so an
     unknown provider's key is hidden too), except file paths (arguments with a `/` and no `://`), where only known
@@ -187,8 +200,10 @@ class OpenAIChatAgent:
         self.config = config
         host = urllib.parse.urlsplit(config.base_url).hostname or ""
         if not os.environ.get(config.api_key_env) and host not in ("localhost", "127.0.0.1", "::1"):
-            print(f"warning: ${config.api_key_env} is unset: requests to {host} go out without an API key",
-                  file=sys.stderr)
+            name = redact_secrets(config.api_key_env)
+            hint = (" (that looks like a key: pass the NAME of the variable that holds it)"
+                    if name != config.api_key_env else "")
+            print(f"warning: ${name} is unset: requests to {host} go out without an API key{hint}", file=sys.stderr)
         self.prompt = prompt
         self.match_cutoff = match_cutoff
         self.usage = Usage()
@@ -297,7 +312,7 @@ class OpenAIChatAgent:
                     self._failed(messages, reply_cap)
                     target = urllib.parse.urlsplit(headers.get("Location", ""))
                     raise CloudRequestError(
-                        f"{c.base_url}: HTTP {status} redirect to {target.scheme or '?'}://{target.hostname or '?'}; "
+                        f"{redact_url(c.base_url)}: HTTP {status} redirect to {target.scheme or '?'}://{target.hostname or '?'}; "
                         "redirects are not followed, so the key never leaves the configured host: set "
                         "--agents.cloud-base-url to the final endpoint"
                     )
@@ -305,10 +320,10 @@ class OpenAIChatAgent:
                     response = self._decode(payload)
                     self._account(response, messages, reply_cap)
                     return response
-                last_error = redact(f"HTTP {status}: {payload[:4096].decode('utf-8', 'replace')}", key)[:300]
+                last_error = error_excerpt(status, payload, key)
                 if status not in RETRY_STATUS:
                     self._failed(messages, reply_cap)
-                    raise CloudRequestError(f"{c.base_url}: {last_error}")
+                    raise CloudRequestError(f"{redact_url(c.base_url)}: {last_error}")
                 retry_after = headers.get("Retry-After")
             self._failed(messages, reply_cap)
             if attempt < c.max_retries:
@@ -318,7 +333,7 @@ class OpenAIChatAgent:
                 self.usage.retries += 1
                 self._sleep(delay)
         raise CloudRequestError(
-            f"{c.base_url}: gave up after {attempts} attempts in {time.monotonic() - started:.0f}s "
+            f"{redact_url(c.base_url)}: gave up after {attempts} attempts in {time.monotonic() - started:.0f}s "
             f"(--agents.cloud-timeout-s {c.timeout_s:g} per request, {c.max_call_s:g}s per call); last error {last_error}"
         )
 

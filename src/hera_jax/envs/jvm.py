@@ -16,6 +16,7 @@ bounded heap, since a JVM now lives for many episodes).
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from types import ModuleType
 from typing import Any
@@ -26,8 +27,33 @@ JVM_OPTIONS = ("-XX:+UnlockExperimentalVMOptions", "-XX:hashCode=2", "-Xmx1g")
 _lock = threading.Lock()
 
 
+class _LostGatewayFilter(logging.Filter):
+    """Drops py4j's log records about a connection to a JVM that has gone. py4j logs them (some on the root logger)
+    and then raises, and the raise is what the engine handles; when a Ctrl-C stops the JVMs with the process, they
+    would print a hundred lines of tracebacks around the one-line "interrupted" message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_py4j = record.name.startswith("py4j") or record.pathname.replace("\\", "/").find("/py4j/") >= 0
+        lost = isinstance(record.exc_info[1], (ConnectionError, OSError)) if record.exc_info else False
+        lost = lost or "Py4JNetworkError" in repr(record.exc_info[1] if record.exc_info else "")
+        return not (from_py4j and (lost or "connect to the Java server" in record.getMessage()))
+
+
+_FILTER = _LostGatewayFilter()
+
+
+def quiet_lost_gateways() -> None:
+    """Install `_LostGatewayFilter` on the loggers py4j writes to (idempotent)."""
+    for logger in (logging.getLogger(), logging.getLogger("py4j"), logging.getLogger("py4j.java_gateway"),
+                   logging.getLogger("py4j.clientserver")):
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
 def constant_identity_hashes(module: ModuleType) -> None:
-    """Make `module.launch_gateway` start JVMs with `JVM_OPTIONS` (idempotent, thread-safe)."""
+    """Make `module.launch_gateway` start JVMs with `JVM_OPTIONS` (idempotent, thread-safe); py4j's logs about a
+    JVM that has gone are dropped (`quiet_lost_gateways`)."""
+    quiet_lost_gateways()
     with _lock:
         launch = module.launch_gateway
         if getattr(launch, "hera_jvm_options", None) == JVM_OPTIONS:

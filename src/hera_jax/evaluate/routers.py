@@ -32,6 +32,13 @@ def parse_routers(items: Sequence[str], env: str) -> dict[str, tuple[Path, int |
         # the most recently trained (not the last name: runs named with --out sort anywhere)
         return {"il": (max(runs, key=lambda p: (p.stat().st_mtime, str(p))), None)}
     routers: dict[str, tuple[Path, int | None]] = {}
+
+    def add(name: str, item: str, value: tuple[Path, int | None]) -> None:
+        if name in routers:  # a later entry would silently replace the earlier one
+            raise HeraError(f"--routers: two routers named {name!r} ({item!r} and an earlier entry); give each its "
+                            "own name")
+        routers[name] = value
+
     for item in items:
         name, sep, target = item.partition("=")
         path, _, step = target.partition("@")
@@ -46,13 +53,14 @@ def parse_routers(items: Sequence[str], env: str) -> dict[str, tuple[Path, int |
             steps = _checkpoint_steps(path)
             if not steps:
                 raise HeraError(f"router {name}: {path} holds no finished checkpoint steps")
-            routers.update({f"{name}{s}": (path, s) for s in steps})
+            for s in steps:
+                add(f"{name}{s}", item, (path, s))
         elif step:
             if not step.isdigit():
                 raise HeraError(f"router {name}: step must be a number or 'all', got {step!r}")
-            routers[name] = (path, int(step))
+            add(name, item, (path, int(step)))
         else:
-            routers[name] = (path, None)
+            add(name, item, (path, None))
     return routers
 
 

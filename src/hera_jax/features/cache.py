@@ -50,6 +50,7 @@ class FeatureCache:
         self.embeddings = np.zeros((0, dim or 0), np.float32)
         self._dirty = False  # in-memory additions not yet written
         self.checked = True  # its rows are known to be the encoder's (checksummed on disk, or written here)
+        self.spot_checked = False  # an unchecked cache compared with the encoder in this process (never vouches)
         if self.path.exists():
             self._load()
         self._index = {k: i for i, k in enumerate(self.keys)}
@@ -57,6 +58,7 @@ class FeatureCache:
     def _load(self) -> None:
         self.keys, self.embeddings, checksummed = self._read()
         self.checked = checksummed  # else `embed_with_caches` compares a few rows with the encoder once
+        self.spot_checked = False
 
     def _read(self) -> tuple[list[str], np.ndarray, bool]:
         """(keys, float32 embeddings, whether a checksum vouches for them) of the file on disk, checked against this
@@ -175,8 +177,10 @@ SPOT_CHECK_ROWS = 8
 def _spot_check(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str],
                 encode: Callable[[list[str]], np.ndarray]) -> None:
     """A cache written without a checksum (by an older version or another tool) is compared once with the encoder on
-    a few of the rows asked of it: rows permuted, scaled or edited would otherwise train a router silently."""
-    if cache.checked or not keys:
+    a few of the rows asked of it, and, where the encoder's rows are unit-norm, every row's norm is checked: rows
+    permuted, scaled or edited would otherwise train a router silently. A sample cannot vouch for the rows it did
+    not compare, so such a cache stays without a checksum (its flush does not bless a damaged row)."""
+    if cache.checked or cache.spot_checked or not keys:
         return
     from hera_jax.features.encoder import EncoderUnavailableError
 
@@ -193,7 +197,17 @@ def _spot_check(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str
             f"{cache.path}: carries no checksum, and {int(differ.sum())} of {len(sample)} rows compared differ from what "
             f"encoder {cache.model!r} gives for their texts (e.g. {sample[int(np.argmax(differ))]!r}): rows permuted "
             "or edited; delete it to re-embed")
-    cache.checked = True
+    fresh_norms = np.linalg.norm(fresh, axis=1)
+    if np.allclose(fresh_norms, 1.0, atol=1e-2):
+        norms = np.linalg.norm(cache.embeddings, axis=1)
+        off = np.isfinite(norms) & ~np.isclose(norms, 1.0, atol=2e-2)
+        if off.any():
+            first = int(np.argmax(off))
+            raise FeatureCacheError(
+                f"{cache.path}: carries no checksum, and {int(off.sum())} of its {len(norms)} rows are not unit-norm "
+                f"as encoder {cache.model!r}'s rows are (e.g. {cache.keys[first]!r}: norm {norms[first]:.3g}): rows "
+                "scaled or edited; delete it to re-embed")
+    cache.spot_checked = True
 
 
 def embed_with_caches(

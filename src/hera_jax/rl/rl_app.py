@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from hera_jax.agents.config import build_agents
+from hera_jax.dataset import check_dataset_env
 from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
@@ -31,15 +32,6 @@ def resolve_run_dir(config: RLConfig) -> Path:
             raise HeraError(f"--resume: no run under {RUNS} to resume; start one without --resume")
         return runs[-1]
     return new_run_dir(RUNS_ROOT, "rl")
-
-
-def check_dataset_env(collected_in: str | None, env: str, dataset: Path) -> None:
-    """The IL dataset must come from the environment the RL rollouts run in (a manifest that names only the base
-    environment, e.g. 'webshop' for 'webshop:<url>', matches any of its variants)."""
-    if collected_in is None or collected_in == env or (":" not in collected_in and collected_in == env.partition(":")[0]):
-        return
-    raise HeraError(f"{dataset}/manifest.json: env.name is {collected_in!r}, not --env {env!r}; pass --dataset of "
-                    f"that environment, or --env {collected_in}")
 
 
 def train_rl(config: RLConfig) -> list[dict]:

@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.router.model import RouterMLP, p_cloud
+from hera_jax.limits import validate
 from hera_jax.router.train import TrainConfig, nonfinite_leaves
 
 CHECKPOINT_FORMAT = "hera_jax.router/1"
@@ -168,6 +169,18 @@ def latest_step(directory: str | Path) -> int | None:
     return max(steps, default=None)
 
 
+def _check_field_types(config) -> None:
+    """A stored field must have its default's type (an int may stand for a float): a hand-edited meta with
+    `"embedding_dim": "abc"` is refused when loaded, not deep inside the first computation that uses it."""
+    for field in dataclasses.fields(config):
+        default, value = field.default, getattr(config, field.name)
+        if default is dataclasses.MISSING or default is None or value is None:
+            continue
+        expected = (int, float) if isinstance(default, float) else type(default)
+        if not isinstance(value, expected) or (isinstance(value, bool) and not isinstance(default, bool)):
+            raise TypeError(f"{field.name} is {value!r}, expected a {type(default).__name__}")
+
+
 def load_router(
     directory: str | Path, step: int | None = None, expected_spec: FeatureSpec | None = None
 ) -> RouterBundle:
@@ -193,7 +206,11 @@ def load_router(
             # checkpoints from before text designs existed embedded the joint state text
             feature_spec = FeatureSpec(**{"text_design": "joint", **spec_fields,
                                           "scalar_features": tuple(spec_fields["scalar_features"])})
-        except (KeyError, TypeError, ValueError) as e:
+            for config in (train_config, feature_spec):
+                _check_field_types(config)
+                validate(config, "")
+            feature_spec.input_dim  # noqa: B018 (computed from every field: fails here, not at first use)
+        except (KeyError, TypeError, ValueError, HeraError) as e:
             raise CheckpointError(f"{directory}/{step}/meta: missing or malformed field ({e.__class__.__name__}: "
                                   f"{e}); this is not a router saved by hera_jax, or it was damaged") from None
         if expected_spec is not None and feature_spec != expected_spec:

@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
-from hera_jax.dataset import DataConfig, check_trainable, load_union_table, manifest_agents_title, resolve_datasets
+from hera_jax.dataset import (DataConfig, check_dataset_env, check_trainable, dataset_env, load_union_table,
+                              manifest_agents_title, resolve_datasets)
+from hera_jax.rollout.records import read_manifest
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
@@ -84,6 +86,11 @@ def train_il(config: ILConfig) -> dict:
     console = Console() if Console().is_terminal else Console(width=120)
     started = time.perf_counter()
     dataset = config.dataset_dir()
+    # il.py learns its environment from the dataset; an --env set beside --dataset must name the same one (left at
+    # its default it only picks the default dataset). A missing manifest is reported with the dataset's other files.
+    env_default = next(f.default for f in dataclasses.fields(DataConfig) if f.name == "env")
+    if config.env != env_default and (Path(dataset) / "manifest.json").is_file():
+        check_dataset_env(dataset_env(read_manifest(dataset)), config.env, dataset)
     out = config.out or new_run_dir(RUNS_ROOT, "il")
     with locked_run_dir(out, "il.py run"):
         require_empty(out)
