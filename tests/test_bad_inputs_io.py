@@ -149,6 +149,7 @@ def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_a_real_collection_against_the_endpoint_writes_the_key_nowhere(tmp_path, fake):
     """A short real run (TextWorldExpress, cloud = the fake endpoint echoing the key in every reply): the key is
     in every request's header and in no file, no stdout and no stderr."""

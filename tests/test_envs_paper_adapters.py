@@ -394,6 +394,7 @@ def test_appworld_missing_data_message(tmp_path):
 # ---- CLI ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_collect_cli_without_data_prints_install_and_fails(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "ALFWORLD_DATA": str(tmp_path / "none"), "APPWORLD_ROOT": str(tmp_path)}
     for name, hint in [("alfworld", "alfworld-download"), ("webshop:http://127.0.0.1:9", "run_dev.sh"),

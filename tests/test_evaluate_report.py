@@ -167,6 +167,7 @@ def test_compare_to_saves_and_prints_paired_area_differences_against_a_named_met
     assert bad.returncode == 2 and "--compare-to 'rl'" in bad.stderr and "il" in bad.stderr
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--replay-from", str(tmp_path)],

@@ -133,6 +133,7 @@ def test_checkpoint_without_text_design_loads_as_joint_and_designs_change_the_in
         FeatureSpec(text_design="tail_first")
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_only_joint_cuts_the_current_observation_of_real_long_states():
     tokenizer, max_seq_length = load_tokenizer("all-MiniLM-L6-v2")
     texts = list(dict.fromkeys(json.loads(line)["state_text"]

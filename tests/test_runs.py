@@ -179,6 +179,7 @@ def test_rl_table_is_readable_at_80_columns():
         assert explained in " ".join(text.split())
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_il_table_header_states_the_threshold(tmp_path):
     proc = _cli("il.py", "--threshold", "0.3", "--train.max-epochs", "2", "--train.patience", "1",
                 "--out", str(tmp_path / "run"))
@@ -187,6 +188,7 @@ def test_il_table_header_states_the_threshold(tmp_path):
     assert header and "@0.5" not in proc.stdout and "cloud-step" in proc.stdout  # "cloud-step / ratio / @0.3"
 
 
+@pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_sweep_says_what_it_is_doing_before_the_long_steps(tmp_path):
     proc = _cli("sweep.py", "--grid.seeds", "0", "--grid.learning-rates", "0.001", "--train.max-epochs", "2",
                 "--out", str(tmp_path / "sweep"))

@@ -437,6 +437,7 @@ def rich_budget_frontier(method_intervals: pd.DataFrame, budget: float, titles: 
         table.add_row(titles.get(r["method"], r["method"]), short,
                       f"{r['success_at_budget']:.3f} [{r['success_at_budget_low']:.3f}, "
                       f"{r['success_at_budget_high']:.3f}]",
-                      f"{r['retained_at_budget']:.1%} [{r['retained_at_budget_low']:.1%}, "
-                      f"{r['retained_at_budget_high']:.1%}]")
+                      # no share of a cloud-only success of 0: "—", as in the frontier table
+                      f"{_fmt(r['retained_at_budget'], '.1%')} [{_fmt(r['retained_at_budget_low'], '.1%')}, "
+                      f"{_fmt(r['retained_at_budget_high'], '.1%')}]")
     return table
