@@ -110,3 +110,23 @@ def test_prediction_in_chunks_equals_one_pass(monkeypatch):
     chunked = train_module.predict_p_cloud(config, params, x)
     assert chunked.shape == (200,)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6)
+
+
+def test_dev_scores_of_a_dev_set_larger_than_one_chunk_equal_the_scores_of_the_kept_parameters():
+    # The dev set is scored in chunks of DEV_CHUNK_ROWS (with a remainder): the best epoch's dev AUROC and loss must be
+    # the ones of the returned parameters on the whole dev set, every row counted once.
+    from hera_jax.router.model import RouterMLP
+    from hera_jax.router.metrics import weighted_bce
+    from hera_jax.router.train import DEV_CHUNK_ROWS
+
+    num_dev = DEV_CHUNK_ROWS + 1234
+    data = _synthetic(n=5 * num_dev, d=8, seed=4)  # 80/20 split: dev = num_dev rows
+    assert data.x_dev.shape[0] == num_dev
+    config = TrainConfig(hidden_sizes=(16,), max_epochs=3, batch_size=1024, patience=3, pos_weight=1.0)
+    result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(2), data)
+    logits = RouterMLP((16,)).apply({"params": result.params}, data.x_dev)
+    best = int(result.best_epoch)
+    np.testing.assert_allclose(float(result.dev_auroc[best]), float(auroc(jax.nn.sigmoid(logits), data.y_dev)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(result.dev_loss[best]),
+                               float(weighted_bce(logits, data.y_dev, jnp.ones(num_dev), jnp.float32(1.0))), rtol=1e-5)

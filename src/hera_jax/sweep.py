@@ -205,77 +205,50 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     """`sweep(data, rl=None) -> (TrainResult, RLScores | None)` with a leading axis over `grid_points(grid)`; jit it
     once for the whole grid.
 
-    Configurations with the same seed draw the same minibatches (a run's order depends on its seed only), so the
-    grid is vmapped twice: over seeds outside, over everything else inside. The inner vmap sees each seed's
-    minibatch as unbatched: it is gathered once and the first layer of all its configurations is one wide matmul,
-    instead of one gather and one small matmul per configuration.
-
-    `mesh` (router/sharding.py's `config_mesh`) spreads the grid over its devices (TPU cores, GPUs): each seed's
-    configurations, or the seeds where that pads less, padded to a multiple of the device count with copies of the
-    last one, which are cut off again. Parameters come back zero-padded to the widest layers; `unpad_params` cuts one configuration's out.
+    `mesh` (router/sharding.py's `config_mesh`) spreads the configurations over its devices (TPU cores, GPUs): the
+    grid is padded to a multiple of the device count with copies of its last configuration, which are cut off
+    again. Parameters come back zero-padded to the widest layers; `unpad_params` cuts one configuration's out.
     With `rl` (label source 'il+rl'), the first V training rows are RL visits, see `RLRows`.
     """
     points = grid_points(grid)
     num_configs = len(points.seed)
-    num_seeds = len(grid.seeds)
-    per_seed = num_configs // num_seeds  # grid_points puts seeds innermost: config i = k * num_seeds + s
     devices = 1 if mesh is None else mesh.size
-    # Spread the axis that needs less padding to a multiple of the devices (ties: the configurations, so each device
-    # keeps every seed's shared minibatch); padding repeats the axis' last entry and is cut off again.
-    seed_waste, config_waste = -num_seeds % devices, -per_seed % devices
-    spread_seeds = seed_waste < config_waste
-    seed_take = np.minimum(np.arange(num_seeds + (seed_waste if spread_seeds else 0)), num_seeds - 1)
-    take = np.minimum(np.arange(per_seed + (0 if spread_seeds else config_waste)), per_seed - 1)
-    first_of = take * num_seeds  # each inner configuration's point at seed index 0 (its settings but the seed)
-    seed_spec, config_spec = (PartitionSpec(CONFIG_AXIS), PartitionSpec()) if spread_seeds else (
-        PartitionSpec(), PartitionSpec(CONFIG_AXIS))
-    grid_spec = PartitionSpec(CONFIG_AXIS, None) if spread_seeds else PartitionSpec(None, CONFIG_AXIS)
+    take = np.minimum(np.arange(-(-num_configs // devices) * devices), num_configs - 1)  # pad with the last config
     wide = dataclasses.replace(base, hidden_sizes=padded_widths(grid.hidden_sizes))
     train = make_train(wide, num_train, skip_stopped_epochs=False)  # see make_train: cond under vmap copies data
     model = RouterMLP(wide.hidden_sizes)
 
-    def spread(tree, spec: PartitionSpec):
+    def spread(tree):
         if mesh is None:
             return tree
-        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
-
-    def grid_order(tree):
-        """[padded seeds, padded configurations, ...] -> [configurations in grid_points order, ...]."""
-        return jax.tree.map(
-            lambda a: jnp.swapaxes(a[:num_seeds, :per_seed], 0, 1).reshape(num_configs, *a.shape[2:]), tree)
+        return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec(CONFIG_AXIS)))
 
     def sweep(data: TrainData, rl: RLRows | None = None) -> tuple[TrainResult, RLScores | None]:
         if rl is None and points.uses_rl.any():
             raise ValueError("label source 'il+rl' needs RL visits (rl=RLRows)")
-        rngs = jax.vmap(jax.random.key)(jnp.asarray(np.asarray(grid.seeds)[seed_take]))
-        lrs = spread(jnp.asarray(points.learning_rate[first_of], jnp.float32), config_spec)
+        seeds, lrs = jnp.asarray(points.seed[take]), jnp.asarray(points.learning_rate[take], jnp.float32)
+        rngs = jax.vmap(jax.random.key)(seeds)
         example = data.x_train[:1]
         wide_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, example), rngs[0])
-        # One vmapped init per width group (a handful of static shapes), each padded: [widths, seeds, ...], then
-        # each seed's configurations pick their width: [seeds, configurations, ...].
+        # One vmapped init per width group (a handful of static shapes), each padded, then back in grid order.
         init_by_width = [
             jax.vmap(lambda r, h=hidden: pad_params(init_router_params(h, r, example), wide_shapes))(rngs)
             for hidden in grid.hidden_sizes
         ]
-        init_params = spread(jax.tree.map(
-            lambda *per_width: jnp.swapaxes(jnp.stack(per_width)[jnp.asarray(points.width_index[first_of])], 0, 1),
+        init_params = jax.tree.map(
+            lambda *per_width: jnp.stack(per_width)[jnp.asarray(points.width_index[take]), jnp.arange(len(take))],
             *init_by_width,
-        ), grid_spec)
-        rngs = spread(rngs, seed_spec)
+        )
         if rl is None:
-            def one_seed(r, lr, p):
-                return jax.vmap(lambda lr_k, p_k: train(r, data, lr_k, p_k))(lr, p)
-
-            result = jax.vmap(one_seed, in_axes=(0, None, 0))(rngs, lrs, init_params)
-            return grid_order(result), None
+            args = spread((rngs, lrs, init_params))
+            result = jax.vmap(lambda r, lr, p: train(r, data, lr, p))(*args)
+            return jax.tree.map(lambda a: a[:num_configs], result), None
         num_groups = rl.heldout.shape[0]
         num_visits = rl.group.shape[0]
         y_il = data.y_train[num_visits:]
-        # Labels depend on the label variant, not the seed: computed once per inner configuration.
-        uses_rl = jnp.asarray(points.uses_rl[first_of])
-        options = sweep_label_options(grid, points, first_of)
-        labels = spread(jax.vmap(lambda use, o: label_targets(y_il, rl, num_groups, use, o, il_weight))(uses_rl, options),
-                        config_spec)
+        uses_rl = jnp.asarray(points.uses_rl[take])
+        options = sweep_label_options(grid, points, take)
+        labels = jax.vmap(lambda use, o: label_targets(y_il, rl, num_groups, use, o, il_weight))(uses_rl, options)
 
         def train_one(r, lr, p, y, w, pos_weight):
             result = train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight)
@@ -283,11 +256,8 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
             scores = score_heldout(model, result.params, x_visits, rl, num_groups, score_cost_weight)
             return result, RLScores(*scores)
 
-        def one_seed(r, lr, p, labels_k):
-            return jax.vmap(lambda lr_k, p_k, *lab: train_one(r, lr_k, p_k, *lab))(lr, p, *labels_k)
-
-        result, scores = jax.vmap(one_seed, in_axes=(0, None, 0, None))(rngs, lrs, init_params, labels)
-        return grid_order((result, scores))
+        result, scores = jax.vmap(train_one)(*spread((rngs, lrs, init_params, *labels)))
+        return jax.tree.map(lambda a: a[:num_configs], (result, scores))
 
     return sweep
 

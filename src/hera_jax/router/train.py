@@ -87,6 +87,9 @@ def auto_pos_weight(y: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.where(positives > 0, negatives / jnp.maximum(positives, 1e-12), 1.0)
 
 
+DEV_CHUNK_ROWS = 8192  # rows of the dev set scored at once after each epoch
+
+
 def init_router_params(hidden_sizes, rng: jax.Array, example_x: jax.Array) -> dict:
     """The parameters `train(rng, data)` starts from (init half of its split rng); the sweep pads these."""
     init_rng, _ = jax.random.split(rng)
@@ -146,7 +149,9 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
             (p, opt_state), losses = jax.lax.scan(
                 sgd_step, (carry.params, carry.opt_state), order.reshape(steps_per_epoch, batch_size)
             )
-            dev_logits = model.apply({"params": p}, data.x_dev)
+            # In row chunks: a vmapped sweep would otherwise hold [configurations, dev rows, width] activations at
+            # once (tens of GiB for 256 configurations and 100k dev rows).
+            dev_logits = jax.lax.map(lambda x: model.apply({"params": p}, x), data.x_dev, batch_size=DEV_CHUNK_ROWS)
             dev_loss = weighted_bce(dev_logits, data.y_dev, dev_weights, pos_weight)
             dev_auc = auroc(jax.nn.sigmoid(dev_logits), data.y_dev)
             # AUROC is undefined on a one-class dev set; fall back to the loss there.
