@@ -120,8 +120,9 @@ def test_dev_scores_of_a_dev_set_larger_than_one_chunk_equal_the_scores_of_the_k
     from hera_jax.router.train import DEV_CHUNK_ROWS
 
     num_dev = DEV_CHUNK_ROWS + 1234
-    data = _synthetic(n=5 * num_dev, d=8, seed=4)  # 80/20 split: dev = num_dev rows
-    assert data.x_dev.shape[0] == num_dev
+    big = _synthetic(n=num_dev + 640, d=8, seed=4)
+    x, y = jnp.concatenate([big.x_train, big.x_dev]), jnp.concatenate([big.y_train, big.y_dev])
+    data = TrainData(x[:640], y[:640], jnp.ones(640), x[640:], y[640:])  # a small training set, a large dev set
     config = TrainConfig(hidden_sizes=(16,), max_epochs=3, batch_size=1024, patience=3, pos_weight=1.0)
     result = jax.jit(make_train(config, int(data.x_train.shape[0])))(jax.random.key(2), data)
     logits = RouterMLP((16,)).apply({"params": result.params}, data.x_dev)
