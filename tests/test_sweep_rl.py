@@ -41,6 +41,7 @@ def _sweep_config(sweep_cli, dataset, run, out, **kw):
         train=TrainConfig(max_epochs=6, patience=6, batch_size=16), **kw)
 
 
+@pytest.mark.slow  # a whole RL run and sweep command; the label sweep's math is in test_sweep.py's quick tests
 def test_sweep_over_label_sources_and_cost_weights(sweep_cli, rl_run, tmp_path):
     dataset, run = rl_run
     summary = sweep_cli.sweep_experiment(_sweep_config(sweep_cli, dataset, run, tmp_path / "sweep"))
