@@ -15,7 +15,7 @@ import tyro
 
 from hera_jax.compile_cache import enable as enable_compile_cache
 from hera_jax.errors import HeraError
-from hera_jax.limits import validate
+from hera_jax.limits import KEY_PATTERN, validate
 
 ConfigT = TypeVar("ConfigT")
 
@@ -77,9 +77,28 @@ def renamed_flag_problem(args: list[str], config_type: type | None = None) -> st
     return None
 
 
+def key_argument_problem(args: list[str]) -> str | None:
+    """One line, itself redacted, about the first argument that looks like an API key, or None. Checked before tyro
+    parses: tyro echoes an unknown flag or a stray positional value in its error box, key and all."""
+    for position, arg in enumerate(args):
+        if not KEY_PATTERN.search(arg):
+            continue
+        flag, equals, _ = arg.partition("=")
+        if arg.startswith("--") and equals and not KEY_PATTERN.search(flag):
+            where = flag
+        elif position > 0 and args[position - 1].startswith("--") and "=" not in args[position - 1]:
+            where = args[position - 1]
+        else:
+            where = f"argument {position + 1}"
+        return (f"{where} looks like an API key; keys go only in the environment variable named by a "
+                "--*-api-key-env flag, never on the command line (nothing was run)")
+    return None
+
+
 def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], description: str | None = None,
             args: list[str] | None = None) -> None:
-    problem = renamed_flag_problem(sys.argv[1:] if args is None else args, config_type)
+    argv = sys.argv[1:] if args is None else args
+    problem = key_argument_problem(argv) or renamed_flag_problem(argv, config_type)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)

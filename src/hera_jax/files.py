@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hera_jax.errors import HeraError
+
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     path = Path(path)
@@ -17,6 +19,18 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_json_object(path: str | Path, what: str, fix: str) -> dict[str, Any]:
+    """The JSON object in `path`, or a one-line error naming the file, what it should hold and `fix` (what the user
+    can do) when it is unreadable, cut short or not an object."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HeraError(f"{path}: not readable as {what} ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise HeraError(f"{path}: holds a JSON {type(value).__name__}, not {what}; {fix}")
+    return value
 
 
 def sha256_of(path: str | Path) -> str:

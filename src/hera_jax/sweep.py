@@ -229,7 +229,11 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         seeds, lrs = jnp.asarray(points.seed[take]), jnp.asarray(points.learning_rate[take], jnp.float32)
         rngs = jax.vmap(jax.random.key)(seeds)
         example = data.x_train[:1]
-        wide_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, example), rngs[0])
+        out_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, example), rngs[0])
+        # Zero feature columns up to a multiple of 8 (MiniLM's 384 + step_frac = 385): GPU GEMM kernels need aligned
+        # rows. The first kernel's padded rows start at zero and get zero gradients, so they stay zero.
+        data = data._replace(x_train=_pad_columns(data.x_train), x_dev=_pad_columns(data.x_dev))
+        wide_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, data.x_train[:1]), rngs[0])
         # One vmapped init per width group (a handful of static shapes), each padded, then back in grid order.
         init_by_width = [
             jax.vmap(lambda r, h=hidden: pad_params(init_router_params(h, r, example), wide_shapes))(rngs)
@@ -242,7 +246,7 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         if rl is None:
             args = spread((rngs, lrs, init_params))
             result = jax.vmap(lambda r, lr, p: train(r, data, lr, p))(*args)
-            return jax.tree.map(lambda a: a[:num_configs], result), None
+            return _cut(jax.tree.map(lambda a: a[:num_configs], result), out_shapes), None
         num_groups = rl.heldout.shape[0]
         num_visits = rl.group.shape[0]
         y_il = data.y_train[num_visits:]
@@ -257,9 +261,20 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
             return result, RLScores(*scores)
 
         result, scores = jax.vmap(train_one)(*spread((rngs, lrs, init_params, *labels)))
-        return jax.tree.map(lambda a: a[:num_configs], (result, scores))
+        return _cut(jax.tree.map(lambda a: a[:num_configs], result), out_shapes), jax.tree.map(
+            lambda a: a[:num_configs], scores)
 
     return sweep
+
+
+def _pad_columns(x: jax.Array, multiple: int = 8) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (0, -x.shape[1] % multiple)))
+
+
+def _cut(result: TrainResult, shapes: dict) -> TrainResult:
+    """Parameters without the zero rows `_pad_columns` added to the first kernel (leading axis: configurations)."""
+    return result._replace(params=jax.tree.map(
+        lambda a, shape: a[(slice(None), *(slice(0, n) for n in shape.shape))], result.params, shapes))
 
 
 def sweep_label_options(grid: SweepGrid, points: SweepPoint, take: np.ndarray | None = None) -> LabelOptions:

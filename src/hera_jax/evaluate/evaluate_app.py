@@ -38,9 +38,9 @@ from hera_jax.evaluate.runner import EvalPlan, MethodPoint, eval_context, plan_e
 from hera_jax.features.cache import check_cache_folder
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
-from hera_jax.files import write_json_atomic
+from hera_jax.files import read_json_object, write_json_atomic
 from hera_jax.rollout.records import read_manifest, read_steps
-from hera_jax.runs import RUNS_ROOT, check_resume, config_json, locked_run_dir, new_run_dir
+from hera_jax.runs import RUNS_ROOT, RunFolderError, check_resume, config_json, locked_run_dir, new_run_dir
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 
@@ -226,7 +226,9 @@ def replay(config: EvalConfig, console) -> dict:
     source = config.replay_from
     if not (source / ROLLOUTS_FILE).exists():
         raise HeraError(f"{source}: no {ROLLOUTS_FILE}; --replay-from needs a folder written by experiments/evaluate.py")
-    recorded = json.loads((source / "config.json").read_text()) if (source / "config.json").exists() else {}
+    recorded = (read_json_object(source / "config.json", "the evaluation's settings",
+                                 "restore it from the run, or delete it to replay without the recorded settings")
+                if (source / "config.json").exists() else {})
     rows, report = read_steps(source / ROLLOUTS_FILE)
     for problem in report.problems:
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
@@ -320,9 +322,36 @@ def evaluate(config: EvalConfig) -> dict:
         console.print(f"evaluation run folder: {out}  (rerun with --out {out} to resume)")
     with locked_run_dir(out, "evaluate.py run"):
         if (out / "config.json").exists():
-            check_resume(out, config, stored=json.loads((out / "config.json").read_text()).get("config", {}))
+            recorded = read_json_object(out / "config.json", "the evaluation's settings",
+                                        "restore it, or choose a new --out (the run's other files are untouched)")
+            check_resume(out, config, stored=recorded.get("config", {}))
+            check_same_routers(out, recorded, router_checkpoints(router_paths, bundles))
         return evaluate_into(config, out, console, started, dataset, settings, router_paths, bundles, training,
                              unseen, table, seen)
+
+
+def router_checkpoints(router_paths: dict, bundles: dict) -> dict[str, dict]:
+    """Which checkpoint each router loaded: its folder@step and the digest of its parameters (None for routers
+    saved before the digest existed)."""
+    return {name: {"checkpoint": f"{path}@{step}", "params_sha256": bundles[name].meta.get("params_sha256")}
+            for name, (path, step) in router_paths.items()}
+
+
+def check_same_routers(out: Path, recorded: dict, loaded: dict[str, dict]) -> None:
+    """A resumed evaluation must score with the checkpoints it started with: a router given without @STEP loads
+    its folder's newest step, which moves when training goes on, and one run must not mix two steps' episodes."""
+    diffs = []
+    for name, now in loaded.items():
+        was = recorded.get("routers", {}).get(name)
+        if was is not None and was != now["checkpoint"]:
+            diffs.append(f"router {name}: the run used {was}, now {now['checkpoint']}")
+            continue
+        digest = recorded.get("router_params_sha256", {}).get(name)
+        if digest and now["params_sha256"] and digest != now["params_sha256"]:
+            diffs.append(f"router {name}: the parameters of {now['checkpoint']} changed since the run started")
+    if diffs:
+        raise RunFolderError(f"{out}: {'; '.join(diffs)}; resume with the same checkpoint (NAME=DIR@STEP) or choose "
+                             "a new --out")
 
 
 def evaluate_into(config: EvalConfig, out: Path, console, started: float, dataset, settings: dict,
@@ -398,6 +427,8 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         write_json_atomic(out / "config.json", {
             "config": config_json(config), "agents": agents,
             "routers": {k: f"{p}@{step}" for k, (p, step) in router_paths.items()},
+            "router_params_sha256": {name: loaded["params_sha256"]
+                                     for name, loaded in router_checkpoints(router_paths, bundles).items()},
             "router_training": training,
             "router_thresholds": thresholds,
             "dataset": str(dataset), "seen_tasks": list(seen), "unseen_tasks": list(unseen),

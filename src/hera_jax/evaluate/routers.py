@@ -11,6 +11,7 @@ from pathlib import Path
 from hera_jax.dataset import STATE_FORMAT_FIELDS, dataset_env
 from hera_jax.envs.profiles import profile
 from hera_jax.errors import HeraError
+from hera_jax.files import read_json_object
 from hera_jax.evaluate.baselines import METHOD_MODULES
 from hera_jax.rollout.records import read_manifest
 from hera_jax.runs import RUNS_ROOT
@@ -68,7 +69,7 @@ def _trained_on(checkpoint: Path, env: str) -> bool:
     """Whether `router_training` says the router saw `env`; an unreadable run folder is no candidate."""
     try:
         return any(source.get("env") == env for source in router_training(checkpoint, {}))
-    except (OSError, ValueError):
+    except (OSError, ValueError, HeraError):
         return False
 
 
@@ -91,7 +92,8 @@ def rl_run_hint(env: str, il_checkpoint: Path) -> str | None:
 
 def _router_run_info(checkpoint: Path) -> dict:
     metrics = checkpoint.parent / "metrics.json"
-    return json.loads(metrics.read_text()) if metrics.exists() else {}
+    return (read_json_object(metrics, "the IL run's metrics", "restore it, or retrain the router with experiments/il.py")
+            if metrics.exists() else {})
 
 
 def _dataset_source(dataset: str | Path, unseen: list[str] | None = None) -> dict:
@@ -118,7 +120,8 @@ def router_training(checkpoint: Path, meta: dict) -> list[dict]:
         return [_dataset_source(info["dataset"], info.get("unseen_tasks"))]
     rl_config = checkpoint.parent / "config.json"
     if rl_config.exists():
-        config = json.loads(rl_config.read_text())
+        config = read_json_object(rl_config, "the RL run's settings",
+                                  "restore it, or pass a router whose run folder is intact")
         env = config.get("env")
         dataset = config.get("dataset") or (profile(env).dataset if env else None)
         if dataset:

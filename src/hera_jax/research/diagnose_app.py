@@ -312,7 +312,7 @@ def capped(config: DiagnoseConfig) -> dict:
     it with `evaluate.py --replay-from <out>/capped` for the table with paired intervals."""
     from hera_jax.research.diagnosis import cap_episode_rows
     from hera_jax.evaluate.episodes import parse_episode_id
-    from hera_jax.files import write_json_atomic
+    from hera_jax.files import read_json_object, write_json_atomic
     from hera_jax.rollout.records import read_steps
 
     if config.eval_run is None:
@@ -337,7 +337,8 @@ def capped(config: DiagnoseConfig) -> dict:
     with open(folder / "rollouts.jsonl", "w") as f:
         for r in out_rows:
             f.write(json.dumps(r) + "\n")
-    recorded = json.loads((config.eval_run / "config.json").read_text())
+    recorded = read_json_object(config.eval_run / "config.json", "the evaluation's settings",
+                                "restore it from the evaluation run folder")
     write_json_atomic(folder / "config.json", {**recorded, "notes": recorded.get("notes", []) + [
         f"episodes cut after {config.cap_factor} x their gold length by experiments/diagnose.py --sections capped"]})
     lengths: dict[str, int] = {}

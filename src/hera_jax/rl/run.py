@@ -33,7 +33,7 @@ from hera_jax.features.cache import cache_path, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
 from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, EpisodeSettings
-from hera_jax.files import write_json_atomic
+from hera_jax.files import read_json_object, write_json_atomic
 from hera_jax.rollout.records import read_steps
 from hera_jax.router.checkpoint import RouterBundle, load_router
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
@@ -188,7 +188,7 @@ def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any
     config_file = run_dir / "config.json"
     if not config_file.exists():
         raise RunFolderError(f"{run_dir}: no config.json; not a run folder of experiments/rl_iter.py")
-    settings = json.loads(config_file.read_text(encoding="utf-8"))
+    settings = read_json_object(config_file, "the RL run's settings", "restore it, or pass another RL run folder")
     last = finished_iterations(run_dir)
     if last < 1:
         raise RunFolderError(f"{run_dir}: no finished RL iteration (iter_001/metrics.json); run rl_iter.py first")

@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,7 @@ def save_router(
         **(extra_meta or {}),
     }
     try:
-        with _manager(directory) as manager, _quiet_write_failures():
+        with _manager(directory) as manager, _quiet_orbax_failures(lambda e: _write_failure(e) is not None):
             try:
                 saved = manager.save(
                     step,
@@ -110,16 +110,17 @@ def save_router(
 
 
 @contextlib.contextmanager
-def _quiet_write_failures():
-    """A refused write reaches the caller as one CheckpointError; what orbax and TensorStore print about the same
-    failure from their own threads is dropped: the failing thread's traceback (absl), the write task "never
-    retrieved" (asyncio), and the "Event loop is closed" of callbacks that outlive orbax's event loop (unraisable).
-    After a failure the filters stay: those stragglers may still come after the caller's error."""
+def _quiet_orbax_failures(expected: Callable[[BaseException], bool]):
+    """A refused write or a failed restore reaches the caller as one CheckpointError; what orbax and TensorStore
+    print about the same failure (`expected` says which errors) from their own threads is dropped: the failing
+    thread's traceback (absl), the task "never retrieved" (asyncio), and the "Event loop is closed" of callbacks
+    that outlive orbax's event loop (unraisable). After a failure the filters stay: those stragglers may still come
+    after the caller's error."""
     loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
 
     def keep(record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return error is None or _write_failure(error) is None
+        return error is None or not expected(error)
 
     previous_hook = sys.unraisablehook
 
@@ -240,9 +241,9 @@ def load_router(
                 f"{train_config.hidden_sizes}, input {feature_spec.input_dim}): stored {_shapes(stored)}"
             )
         try:
-            params = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))[
-                "params"
-            ]
+            with _quiet_orbax_failures(lambda e: True):  # the restore's own error is reported below, once
+                restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+            params = restored["params"]
         except Exception as e:  # the shapes matched above: the array data itself is cut or damaged
             detail = str(e).split("See full TensorStore details")[0].strip().splitlines()[0][:200]
             raise CheckpointError(

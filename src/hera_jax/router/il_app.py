@@ -9,6 +9,7 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -24,7 +25,7 @@ from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
 from hera_jax.files import write_json_atomic
-from hera_jax.router.checkpoint import save_router
+from hera_jax.router.checkpoint import CheckpointError, save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.sharding import data_mesh
 from hera_jax.router.train import TrainConfig
@@ -163,7 +164,13 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         "trained_on": trained_on,
     }
     t0 = time.perf_counter()
-    save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
+    try:
+        save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
+    except CheckpointError:
+        # nothing else is written before the checkpoint: with its unfinished folder gone the run folder is empty
+        # again, so the advice "free space and rerun" works with the same --out
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        raise
     summary["timings_s"]["checkpoint"] = time.perf_counter() - t0
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
