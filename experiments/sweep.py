@@ -5,8 +5,8 @@
     python experiments/sweep.py --grid.seeds 0 1 --grid.learning-rates 1e-3 3e-3
 
 IL-only vs IL+RL labels, and the RL stage's label options: give the rollouts of an RL run (experiments/rl_iter.py)
-and the label sources to compare; each cost weight x label rule x group weighting (RLConfig's --cost-weight,
---label-rule, --group-weighting) is one more label variant, trained in the same program.
+and the label sources to compare; each cost weight x label rule x group weighting (rl_iter.py's --preference.cost-weight,
+--preference.rule, --preference.group-weighting) is one more label variant, trained in the same program.
 
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl --grid.cost-weights 0 0.02 0.05
     python experiments/sweep.py --rl-run runs/rl/<ts> --grid.label-sources il il+rl \

@@ -16,7 +16,8 @@ from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.envs.base import Observation, StepResult
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
-from hera_jax.rl.loop import label_options, preference_data
+from hera_jax.rl.config import ExplorationConfig, PreferenceConfig
+from hera_jax.rl.loop import preference_data, preference_options
 from hera_jax.rl.rollouts import pooled_rows
 from hera_jax.runs import RunFolderError
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
@@ -108,7 +109,8 @@ def collect_keyroom_dataset(folder: Path) -> Path:
 
 def _config(out: Path, iters: int) -> RLConfig:
     return RLConfig(
-        iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=0.3, cost_weight=0.02,
+        iters=iters, rollouts_per_task=3, train_variations=3, eval_variations=2, exploration=ExplorationConfig(rate=0.3),
+        preference=PreferenceConfig(cost_weight=0.02),
         env="keyroom", unseen_tasks=(), features=FeatureSpec("toy-bag-of-words", DIM, text_design="joint"), max_steps=12, out=out,
         il_train=TrainConfig(hidden_sizes=(16,), max_epochs=8, patience=8, batch_size=16),
         train=PreferenceTrainConfig(epochs=6, batch_size=32, learning_rate=1e-3), progress=False, engine=EngineConfig(batch_size=1),
@@ -162,7 +164,7 @@ def test_run_writes_iterations_checkpoints_and_stand_in_labels(straight_run):
     assert history[2]["groups"]["visits"] > first["groups"]["visits"]  # window 0 pools all iterations so far
     assert history[0]["baselines"]["cloud_only"]["success_rate"] == 1.0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["agents_are_stand_ins"] is True and "STAND-INS" in summary["agents_label"]
+    assert summary["agents_are_stand_ins"] is True and "STAND-INS" in summary["agents_title"]
     assert (out / "features" / "embeddings_toy-bag-of-words.npz").exists()
 
 
@@ -209,9 +211,8 @@ def test_resume_after_a_crash_inside_an_iteration(straight_run, il_dataset, tmp_
 
 def test_resuming_with_other_settings_is_refused(straight_run, il_dataset):
     out, _ = straight_run
-    changed = _config(out, 2)
-    changed = type(changed)(**{**changed.__dict__, "cost_weight": 0.5})
-    with pytest.raises(RunFolderError, match="cost_weight"):
+    changed = dataclasses.replace(_config(out, 2), preference=PreferenceConfig(cost_weight=0.5))
+    with pytest.raises(RunFolderError, match=r"preference.cost_weight: run has 0.02, now 0.5"):
         _run(changed, il_dataset)
 
 
@@ -243,8 +244,8 @@ def test_default_tasks_are_the_shortest_seen_ones_in_dataset_order():
 def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_dataset, label_rule, group_weighting):
     """One builder of preference rows: the loop's fine-tune rows equal the sweep's IL+RL label variant."""
     out, _ = straight_run
-    config = dataclasses.replace(_config(out, 2), label_rule=label_rule, group_weighting=group_weighting,
-                                 return_tolerance=0.1)
+    config = dataclasses.replace(_config(out, 2), preference=PreferenceConfig(
+        cost_weight=0.02, rule=label_rule, group_weighting=group_weighting, return_tolerance=0.1))
     run = open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
                    PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset,
                    il_dataset / "features", encode=bag_of_words)
@@ -252,14 +253,14 @@ def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_datas
     rows = pooled_rows(run, 2)
     loop_rows = preference_data(run, load_router(out / "checkpoints", step=1), rows)
 
-    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
     il_mask = run.table.mask("train")
     il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
     rl = RLRows(jnp.asarray(grouped.group), jnp.asarray(grouped.visits.chose_cloud), jnp.asarray(grouped.returns),
                 jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
                 jnp.zeros(len(grouped.keys), bool))
     sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
-                               jnp.bool_(True), label_options(config), config.il_weight)
+                               jnp.bool_(True), preference_options(config), config.il_weight)
     assert loop_rows.num_visits == len(grouped.visits) and loop_rows.stats["groups_valid"] > 0
     np.testing.assert_array_equal(np.asarray(sweep_rows.y), np.asarray(loop_rows.data.target).astype(np.int32))
     np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(loop_rows.data.weight), rtol=1e-6, atol=1e-9)
@@ -281,7 +282,7 @@ def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_f
     stopped = preference_data(run, bundle, rows)
     full = preference_data(dataclasses.replace(run, config=_config(out, 2)), bundle, rows)
 
-    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
     heldout = heldout_groups(grouped.keys, 40)
     il_mask = run.table.mask("train")
     il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
@@ -289,7 +290,7 @@ def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_f
                 jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
                 jnp.asarray(heldout))
     sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
-                               jnp.bool_(True), label_options(config), config.il_weight)
+                               jnp.bool_(True), preference_options(config), config.il_weight)
     np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(stopped.data.weight), rtol=1e-6, atol=1e-9)
     n_v = stopped.num_visits
     in_heldout = heldout[np.asarray(grouped.group)]

@@ -11,7 +11,7 @@ import tyro
 
 from hera_jax.rl.config import RLConfig
 from hera_jax.rl.exploration import exploration_rate
-from hera_jax.rl.loss import LabelOptions, PreferenceRows, Visits, preference_rows, preference_targets
+from hera_jax.rl.loss import PreferenceOptions, PreferenceRows, Visits, preference_rows, preference_targets
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, GroupPreferences, group_preferences, group_weights
 from hera_jax.sweep import SweepGrid, grid_points, label_variants, sweep_label_options, variant_name
 
@@ -102,7 +102,7 @@ def test_weightings_in_the_loss_rows(weighting):
     group = rng.integers(0, num_groups, n)
     visits = Visits(jnp.asarray(group, jnp.int32), jnp.asarray(rng.random(n) < 0.5),
                     jnp.asarray(rng.random(n), jnp.float32), jnp.asarray(rng.integers(0, 5, n), jnp.float32))
-    options = LabelOptions(jnp.float32(0.05), jnp.int32(0), jnp.float32(0.0),
+    options = PreferenceOptions(jnp.float32(0.05), jnp.int32(0), jnp.float32(0.0),
                            jnp.int32(GROUP_WEIGHTINGS.index(weighting)))
     il_group = jnp.asarray(np.where(rng.random(50) < 0.5, -1, rng.integers(0, num_groups, 50)), jnp.int32)
     il_label = jnp.asarray(rng.integers(0, 2, 50), jnp.int32)
@@ -144,15 +144,15 @@ def test_exploration_schedules():
 
 def test_config_flags_parse_and_default_to_todays_behaviour():
     default = RLConfig()
-    assert (default.label_rule, default.group_weighting, default.exploration_schedule) == (
+    assert (default.preference.rule, default.preference.group_weighting, default.exploration.schedule) == (
         "linear", "margin", "constant")
-    assert default.return_estimate == "lookahead" and default.window == 0 and default.il_weight == 0.2
-    parsed = tyro.cli(RLConfig, args=["--label-rule", "lexicographic", "--return-tolerance", "0.05",
-                                      "--group-weighting", "class_balanced", "--exploration-schedule", "linear",
-                                      "--exploration-final", "0.1", "--exploration-decay-iters", "4"])
-    assert (parsed.label_rule, parsed.return_tolerance, parsed.group_weighting) == (
+    assert default.preference.return_estimate == "lookahead" and default.window == 0 and default.il_weight == 0.2
+    parsed = tyro.cli(RLConfig, args=["--preference.rule", "lexicographic", "--preference.return-tolerance", "0.05",
+                                      "--preference.group-weighting", "class_balanced", "--exploration.schedule",
+                                      "linear", "--exploration.final-rate", "0.1", "--exploration.decay-iters", "4"])
+    assert (parsed.preference.rule, parsed.preference.return_tolerance, parsed.preference.group_weighting) == (
         "lexicographic", 0.05, "class_balanced")
-    assert (parsed.exploration_schedule, parsed.exploration_final, parsed.exploration_decay_iters) == (
+    assert (parsed.exploration.schedule, parsed.exploration.final_rate, parsed.exploration.decay_iters) == (
         "linear", 0.1, 4)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import ConfigError, validate
-from hera_jax.rl.config import RLConfig
+from hera_jax.rl.config import MOVED_FIELDS, ExplorationConfig, PreferenceConfig, RLConfig, stored_preference
 from hera_jax.rl.report import iteration_table
 from hera_jax.router.checkpoint import CheckpointError, save_router
 from hera_jax.router.model import RouterMLP
@@ -96,8 +96,8 @@ def test_new_run_dirs_never_collide(tmp_path):
 def test_resume_allows_only_the_declared_fields_to_change(tmp_path):
     write_json_atomic(tmp_path / "config.json", config_json(RLConfig(iters=2)))
     check_resume(tmp_path, RLConfig(iters=5, progress=False))  # declared in RLConfig.MAY_CHANGE_ON_RESUME
-    with pytest.raises(RunFolderError, match=r"exploration: run has 0.25, now 0.5"):
-        check_resume(tmp_path, RLConfig(iters=2, exploration=0.5))
+    with pytest.raises(RunFolderError, match=r"exploration.rate: run has 0.25, now 0.5"):
+        check_resume(tmp_path, RLConfig(iters=2, exploration=ExplorationConfig(rate=0.5)))
 
 
 
@@ -112,17 +112,37 @@ def test_a_damaged_settings_file_is_one_error_naming_it(tmp_path):
 
 def test_resume_of_a_run_from_before_a_field_existed_matches_only_at_its_default(tmp_path):
     # stage-2 options were added after runs had been started: their config.json lacks them
-    stored = {k: v for k, v in config_json(RLConfig(iters=2)).items() if k not in ("label_rule", "group_weighting")}
+    stored = config_json(RLConfig(iters=2))
+    stored["preference"] = {k: v for k, v in stored["preference"].items() if k != "group_weighting"}
     write_json_atomic(tmp_path / "config.json", stored)
     check_resume(tmp_path, RLConfig(iters=3))
-    with pytest.raises(RunFolderError, match=r"group_weighting: run has 'margin', now 'uniform'"):
-        check_resume(tmp_path, RLConfig(iters=3, group_weighting="uniform"))
+    with pytest.raises(RunFolderError, match=r"preference.group_weighting: run has 'margin', now 'uniform'"):
+        check_resume(tmp_path, RLConfig(iters=3, preference=PreferenceConfig(group_weighting="uniform")))
+
+
+def test_resume_of_a_run_from_before_fields_moved_into_groups_compares_them_at_their_new_place(tmp_path):
+    # config.json of a run started when exploration and preference settings were top-level fields
+    now = config_json(RLConfig(iters=2))
+    stored = {k: v for k, v in now.items() if k not in ("exploration", "preference")}
+    for old, new in MOVED_FIELDS.items():
+        group, _, field = new.partition(".")
+        stored[old] = now[group][field]
+    stored.update(exploration=0.3, cost_weight=0.05)  # the old spelling of --exploration.rate, --preference.cost-weight
+    write_json_atomic(tmp_path / "config.json", stored)
+    same = RLConfig(iters=3, exploration=ExplorationConfig(rate=0.3), preference=PreferenceConfig(cost_weight=0.05))
+    check_resume(tmp_path, same)
+    with pytest.raises(RunFolderError, match=r"preference.cost_weight: run has 0.05, now 0.02"):
+        check_resume(tmp_path, RLConfig(iters=3, exploration=ExplorationConfig(rate=0.3)))
+    assert stored_preference(stored) == same.preference
+    assert stored_preference(config_json(same)) == same.preference
 
 # -- finding 9: flag ranges at parse time ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script, args, message", [
     ("rl_iter.py", ("--iters", "-1"), "--iters must be >= 0, got -1"),
-    ("rl_iter.py", ("--exploration", "1.5"), "--exploration must be <= 1, got 1.5"),
+    ("rl_iter.py", ("--exploration.rate", "1.5"), "--exploration.rate must be <= 1, got 1.5"),
+    ("rl_iter.py", ("--exploration", "0.3"), "--exploration was renamed: use --exploration.rate"),
+    ("rl_iter.py", ("--label-rule", "linear"), "--label-rule was renamed: use --preference.rule"),
     ("il.py", ("--threshold", "2"), "--threshold must be <= 1, got 2.0"),
     ("il.py", ("--train.max-epochs", "0"), "--train.max-epochs must be >= 1, got 0"),
     ("il.py", ("--train.patience", "0"), "--train.patience must be >= 1, got 0"),

@@ -54,7 +54,7 @@ def test_widths_of_different_depth_are_rejected():
 
 # --- IL-only vs IL+RL labels and the RL cost weight -------------------------------------------------------------
 
-from hera_jax.rl.loss import LabelOptions, PreferenceRows, preference_targets  # noqa: E402
+from hera_jax.rl.loss import PreferenceOptions, PreferenceRows, preference_targets  # noqa: E402
 from hera_jax.rl.preferences import group_preferences  # noqa: E402
 from hera_jax.router.model import RouterMLP  # noqa: E402
 from hera_jax.sweep import RLRows, label_targets, score_heldout, sweep_label_options  # noqa: E402
@@ -92,13 +92,13 @@ def test_label_variants_are_the_il_labels_and_the_rl_stage_targets():
     heldout_state = np.asarray((rl.il_group >= 0) & rl.heldout[jnp.clip(rl.il_group, 0)])
     assert heldout_state.any()
 
-    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(False), LabelOptions(jnp.float32(0.05)), 1.0)
+    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(False), PreferenceOptions(jnp.float32(0.05)), 1.0)
     np.testing.assert_array_equal(np.asarray(y[num_visits:]), np.asarray(y_il))
     np.testing.assert_array_equal(np.asarray(w), np.concatenate([np.zeros(160), ~heldout_state]).astype(np.float32))
     kept = y_il[~heldout_state]
     np.testing.assert_allclose(float(pos_weight), float(auto_pos_weight(kept, jnp.ones(kept.shape[0]))), rtol=1e-6)
 
-    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(True), LabelOptions(jnp.float32(0.05)), 0.7)
+    y, w, pos_weight = label_targets(y_il, rl, num_groups, jnp.bool_(True), PreferenceOptions(jnp.float32(0.05)), 0.7)
     prefs = group_preferences(rl.group, rl.chose_cloud, rl.returns, rl.future_calls, num_groups, 0.05)
     rows = PreferenceRows(jnp.concatenate([rl.group, rl.il_group]),
                           jnp.concatenate([jnp.ones(160, bool), jnp.zeros(y_il.shape[0], bool)]),
@@ -120,7 +120,7 @@ def test_cost_weight_flips_a_group_to_the_device():
     rl = RLRows(jnp.zeros(4, jnp.int32), jnp.asarray([True, True, False, False]), jnp.asarray([1.0, 1.0, 0.9, 0.9]),
                 jnp.asarray([3.0, 3.0, 1.0, 1.0]), jnp.zeros(0, jnp.int32), jnp.asarray([False]))
     for cost, want in ((0.0, 1), (0.1, 0)):
-        y, w, _ = label_targets(jnp.zeros(0, jnp.int32), rl, 1, jnp.bool_(True), LabelOptions(jnp.float32(cost)), 1.0)
+        y, w, _ = label_targets(jnp.zeros(0, jnp.int32), rl, 1, jnp.bool_(True), PreferenceOptions(jnp.float32(cost)), 1.0)
         np.testing.assert_array_equal(np.asarray(y), [want] * 4)
         np.testing.assert_allclose(np.asarray(w), [0.25] * 4, rtol=1e-6)
 

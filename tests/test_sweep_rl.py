@@ -52,7 +52,7 @@ def test_sweep_over_label_sources_and_cost_weights(sweep_cli, rl_run, tmp_path):
     assert frame["heldout_rl_agreement"].between(0, 1).all() and frame["heldout_cloud_ratio"].between(0, 1).all()
     rl = summary["rl"]
     run_settings = json.loads((run / "config.json").read_text())
-    assert rl["score_cost_weight"] == run_settings["cost_weight"]  # scored at the run's own price by default
+    assert rl["score_cost_weight"] == run_settings["preference"]["cost_weight"]  # scored at the run's own price by default
     assert 0 < rl["heldout_groups"] < rl["groups"] and rl["visits"] > 0
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
     # each label variant trains differently (same widths and seeds, in the same order)

@@ -68,10 +68,15 @@ RENAMED_FLAGS: dict[str, str] = {
 
 def renamed_flag_problem(args: list[str], config_type: type | None = None) -> str | None:
     """One line naming the new spelling of the first flag in `args` that was renamed, or None. A flag that is a
-    top-level field of `config_type` (e.g. a benchmark's own --batch-size) is that field, not a renamed one."""
+    top-level field of `config_type` (e.g. a benchmark's own --batch-size) is that field, not a renamed one; the
+    fields `config_type.MOVED_FIELDS` moved into its nested configs are renamed flags of that command only."""
     own = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config_type)} if config_type else set()
+    moved = {f"--{old.replace('_', '-')}": f"--{new.replace('_', '-')}"
+             for old, new in getattr(config_type, "MOVED_FIELDS", {}).items()}
     for arg in args:
         flag = arg.partition("=")[0]
+        if flag in moved:
+            return f"{flag} was renamed: use {moved[flag]}"
         if flag in RENAMED_FLAGS and flag not in own:
             return f"{flag} was renamed: use {RENAMED_FLAGS[flag]}"
     return None

@@ -68,11 +68,19 @@ def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = Non
         if not isinstance(stored, dict):
             raise RunFolderError(f"{path}: holds {type(stored).__name__}, not the run's settings; restore it, or "
                                  "choose a new --out") from None
-    # a field added after the run started matches when it keeps its default (the run's behaviour is unchanged)
-    added_defaults = {k: json.loads(json.dumps(_plain(f.default), default=str)) for f in dataclasses.fields(config)
-                      if (k := f.name) not in stored and f.default is not dataclasses.MISSING}
     # settings stored before URLs were redacted compare as they would be stored now
-    stored, record = _flat(hide_url_secrets({**added_defaults, **stored})), _flat(record)
+    stored, record = _flat(hide_url_secrets(stored)), _flat(record)
+    # a field that moved into a nested config since the run started is compared at its new place
+    for old_key, new_key in getattr(type(config), "MOVED_FIELDS", {}).items():
+        if old_key in stored:
+            stored[new_key] = stored.pop(old_key)
+    # a field added after the run started (top-level or in a nested config) matches when it keeps its default:
+    # the run's behaviour is unchanged
+    defaults = _flat({f.name: json.loads(json.dumps(_plain(f.default), default=str))
+                      for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING})
+    for key, value in defaults.items():
+        if key not in stored and not any(key.startswith(f"{other}.") for other in stored):
+            stored[key] = value
     keys = dict.fromkeys([*stored, *record])
     diffs = [f"{k}: run has {stored.get(k)!r}, now {record.get(k)!r}"
              for k in keys if not _may_change(k, may_change) and stored.get(k) != record.get(k)]

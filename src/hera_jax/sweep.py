@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hera_jax.rl.loss import LabelOptions, Visits, preference_rows
+from hera_jax.rl.loss import PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
 from hera_jax.rollout.routing import routes_to_cloud
@@ -59,11 +59,11 @@ class SweepGrid:
     cost_weights: tuple[float, ...] = (0.02,)
     """RL cost weights swept by the 'il+rl' label source (price of one cloud call in units of return)."""
     label_rules: tuple[Literal["linear", "lexicographic"], ...] = ("linear",)
-    """RL label rules swept by 'il+rl' (RLConfig.label_rule)."""
+    """RL label rules swept by 'il+rl' (RLConfig.preference.rule)."""
     group_weightings: tuple[Literal["margin", "uniform", "class_balanced"], ...] = ("margin",)
-    """RL group weightings swept by 'il+rl' (RLConfig.group_weighting)."""
+    """RL group weightings swept by 'il+rl' (RLConfig.preference.group_weighting)."""
     return_tolerance: float = 0.0
-    """Return tolerance of the 'lexicographic' rule (RLConfig.return_tolerance)."""
+    """Return tolerance of the 'lexicographic' rule (RLConfig.preference.return_tolerance)."""
 
     LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE,
                               "return_tolerance": NON_NEGATIVE}
@@ -161,7 +161,7 @@ class LabelTargets(NamedTuple):
     pos_weight: jax.Array  # weight of positive rows in make_train's loss
 
 
-def label_targets(y_il: jax.Array, rl: RLRows, num_groups: int, uses_rl: jax.Array, options: LabelOptions,
+def label_targets(y_il: jax.Array, rl: RLRows, num_groups: int, uses_rl: jax.Array, options: PreferenceOptions,
                   il_weight: float) -> LabelTargets:
     """Targets of one label variant over the rows [RL visits; IL training states].
 
@@ -277,10 +277,10 @@ def _cut(result: TrainResult, shapes: dict) -> TrainResult:
         lambda a, shape: a[(slice(None), *(slice(0, n) for n in shape.shape))], result.params, shapes))
 
 
-def sweep_label_options(grid: SweepGrid, points: SweepPoint, take: np.ndarray | None = None) -> LabelOptions:
+def sweep_label_options(grid: SweepGrid, points: SweepPoint, take: np.ndarray | None = None) -> PreferenceOptions:
     """The configurations' RL label options as stacked arrays (IL-only rows get harmless placeholders)."""
     take = np.arange(len(points.seed)) if take is None else take
-    return LabelOptions(
+    return PreferenceOptions(
         cost_weight=jnp.asarray(np.nan_to_num(points.cost_weight[take]), jnp.float32),
         label_rule=jnp.asarray(points.label_rule[take], jnp.int32),
         return_tolerance=jnp.full(len(take), grid.return_tolerance, jnp.float32),

@@ -30,6 +30,7 @@ from hera_jax.dataset import DataConfig, StepTable, check_trainable, load_il_tab
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
+from hera_jax.rl.config import stored_preference
 from hera_jax.rl.run import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
@@ -60,7 +61,7 @@ class SweepConfig(DataConfig):
     """Weight of the IL part against the RL part in the 'il+rl' loss (rl/loss.py). rl_iter.py fine-tunes an
     IL router with 0.2; a sweep trains from scratch, so both parts weigh the same by default."""
     score_cost_weight: float | None = None
-    """Cost weight of the held-out scoring labels (default: the RL run's --cost-weight)."""
+    """Cost weight of the held-out scoring preferences (default: the RL run's --preference.cost-weight)."""
     spread_configs: bool = True
     """With several local devices, spread the configurations over them (one config mesh; see router/sharding.py)."""
     compile_cache: Path | None = DEFAULT_COMPILE_CACHE
@@ -79,9 +80,9 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
     if settings.get("env") != dataset_env:
         raise HeraError(f"{run_dir}/config.json: env {settings.get('env')!r} differs from the dataset's "
                         f"{dataset_env!r}; give an RL run of the same environment")
-    # the return and estimate the run's own labels used
-    visits, gid, keys, returns, future_calls = grouped_visits(rows, settings.get("return_kind", "success"),
-                                                              settings.get("return_estimate", "lookahead"))
+    # the return and estimate the run's own preferences used
+    preference = stored_preference(settings)
+    visits, gid, keys, returns, future_calls = grouped_visits(rows, preference.return_kind, preference.return_estimate)
     x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
     train = table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(table.state_key, train) if m], keys)
@@ -153,7 +154,7 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
         data, rl, rl_settings, rl_stats = rl_train_data(table, features, config.rl_run, spec,
                                                         config.heldout_groups_percent)
         if score_cost_weight is None:
-            score_cost_weight = float(rl_settings.get("cost_weight", 0.02))
+            score_cost_weight = float(stored_preference(rl_settings).cost_weight)
         rl_stats["score_cost_weight"] = score_cost_weight
     else:
         data = il_train_data(table, features)
@@ -172,7 +173,7 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
     agents = table.manifest.get("agents", {})
     agents_title = manifest_agents_title(agents)  # the labels come from these agents; stand-ins say so
     plot_sweep(rows, out / "sweep.png", title=f"Router sweep on {Path(dataset).name}\n{agents_title}")
-    summary = {"dataset": str(dataset), "agents": agents, "agents_label": agents_title,
+    summary = {"dataset": str(dataset), "agents": agents, "agents_title": agents_title,
                "agents_are_stand_ins": any(a.get("kind") == "stand-in" for a in agents.values()),
                "num_configs": len(rows), "newly_embedded_states": num_new,
                "timings_s": seconds, "devices": [str(d) for d in devices],

@@ -184,7 +184,7 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
                                method_intervals)
     result = {
         "agents": agents,
-        "agents_label": agents_title,
+        "agents_title": agents_title,
         "cloud_budget": config.cloud_budget,
         "prices": dataclasses.asdict(config.prices),
         "tokens_estimated": bool(episodes.tokens_estimated.any()),

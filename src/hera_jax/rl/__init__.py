@@ -8,13 +8,15 @@ rollouts.py (exploration rollouts, held-out evaluation, baselines through the en
 loop.py (one iteration and the iterations); rl_app.py (the rl_iter.py command).
 """
 
-from hera_jax.rl.config import RLConfig
+from hera_jax.rl.config import ExplorationConfig, PreferenceConfig, RLConfig
 from hera_jax.rl.loop import run_rl
 from hera_jax.rl.report import iteration_table
 from hera_jax.rl.run import RLRun, finished_iterations, open_run
 from hera_jax.rl.visits import VisitTable, future_sums, group_ids, visit_table
 
 __all__ = [
+    "ExplorationConfig",
+    "PreferenceConfig",
     "RLConfig",
     "RLRun",
     "VisitTable",

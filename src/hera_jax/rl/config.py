@@ -19,6 +19,70 @@ from hera_jax.router.train import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
+class ExplorationConfig:
+    """Exploration of the RL rollouts: the probability of flipping the router's choice at a step."""
+
+    rate: float = 0.25
+    """The flip probability (of iteration 1 when --exploration.schedule decays it)."""
+    schedule: Literal["constant", "linear", "exponential"] = "constant"
+    """Rate over iterations (rl/exploration.py): constant --exploration.rate, or a linear / exponential decay from
+    it at iteration 1 to --exploration.final-rate at --exploration.decay-iters, constant after."""
+    final_rate: float = 0.05
+    """Rate at the end of a decay."""
+    decay_iters: int = 5
+    """Iteration at which a decaying schedule reaches --exploration.final-rate (fixed, so --iters can grow on
+    resume)."""
+
+    LIMITS: ClassVar[dict] = {"rate": PROBABILITY, "final_rate": PROBABILITY, "decay_iters": COUNT}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+    """Stage 2's preference for a group of identical states (rl/visits.py, rl/preferences.py): which routing choice
+    it prefers, and how much the group weighs in the fine-tune. (IL's "labels" are the device/cloud agreement.)"""
+
+    cost_weight: float = 0.02
+    """Price of one cloud call in units of return: a choice's score is mean return - cost_weight * future calls
+    (--preference.rule linear); with 'lexicographic' it only scales the margins of groups decided by their calls."""
+    rule: Literal["linear", "lexicographic"] = "linear"
+    """'linear' = the choice with the higher mean return - cost_weight * mean future cloud calls (Hera);
+    'lexicographic' = the higher mean return, and within --preference.return-tolerance the fewer mean future cloud
+    calls. Ties go to the device."""
+    return_tolerance: float = 0.0
+    """'lexicographic' only: mean returns closer than this count as equal (then the cloud calls decide)."""
+    return_kind: Literal["success", "score"] = "success"
+    """Return from a step on: episode success (0/1), or the environment's score progress still made (0..1)."""
+    return_estimate: Literal["lookahead", "monte-carlo"] = "lookahead"
+    """How a visit's return and future cloud calls are estimated: 'monte-carlo' = what followed in its own episode;
+    'lookahead' = its step plus the mean over all visits of the next state (choices reaching the same state get the
+    same continuation, so later luck does not decide the preference; see rl/visits.py)."""
+    group_weighting: Literal["margin", "uniform", "class_balanced"] = "margin"
+    """Weight of each group in the loss: its margin (Hera), the same for all, or class-balanced ("prefer cloud" and
+    "prefer device" groups carry equal total weight)."""
+
+    LIMITS: ClassVar[dict] = {"cost_weight": NON_NEGATIVE, "return_tolerance": NON_NEGATIVE}
+
+
+# RLConfig fields that moved into the groups above: their place in a run's config.json written before (resuming
+# such a run compares them at their new place) and on the command line.
+MOVED_FIELDS: dict[str, str] = {
+    "exploration": "exploration.rate", "exploration_schedule": "exploration.schedule",
+    "exploration_final": "exploration.final_rate", "exploration_decay_iters": "exploration.decay_iters",
+    "cost_weight": "preference.cost_weight", "label_rule": "preference.rule",
+    "return_tolerance": "preference.return_tolerance", "return_kind": "preference.return_kind",
+    "return_estimate": "preference.return_estimate", "group_weighting": "preference.group_weighting",
+}
+
+
+def stored_preference(settings: dict) -> PreferenceConfig:
+    """The preference settings of an RL run's config.json, from before or after they moved into `preference`."""
+    fields = {f.name for f in dataclasses.fields(PreferenceConfig)}
+    flat = {new.partition(".")[2]: settings[old] for old, new in MOVED_FIELDS.items()
+            if new.startswith("preference.") and old in settings}
+    return PreferenceConfig(**{k: v for k, v in {**flat, **settings.get("preference", {})}.items() if k in fields})
+
+
+@dataclasses.dataclass(frozen=True)
 class RLConfig(DataConfig):
     """Hera stage 2, iterated: roll out the routed hybrid agent with exploration, group identical states, label
     each group by the routing choice with the higher return net of future cloud calls, fine-tune the router,
@@ -41,18 +105,10 @@ class RLConfig(DataConfig):
     episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""
     num_tasks: int = 6
     """With no --tasks: how many seen tasks to use (0 = all tasks not held out as unseen)."""
-    exploration: float = 0.25
-    """Probability of flipping the router's choice at a step during RL rollouts (seeded; none in evaluation); the
-    rate of iteration 1 when --exploration-schedule decays it."""
-    cost_weight: float = 0.02
-    """Price of one cloud call in units of return: a choice's score is mean return - cost_weight * future calls
-    (--label-rule linear); with 'lexicographic' it only scales the margins of groups decided by their calls."""
-    return_kind: Literal["success", "score"] = "success"
-    """Return from a step on: episode success (0/1), or the environment's score progress still made (0..1)."""
-    return_estimate: Literal["lookahead", "monte-carlo"] = "lookahead"
-    """How a visit's return and future cloud calls are estimated: 'monte-carlo' = what followed in its own episode;
-    'lookahead' = its step plus the mean over all visits of the next state (choices reaching the same state get the
-    same continuation, so later luck does not decide the label; see rl/visits.py)."""
+    exploration: ExplorationConfig = ExplorationConfig()
+    """How often the router's choice is flipped during RL rollouts (seeded; never in evaluation), per iteration."""
+    preference: PreferenceConfig = PreferenceConfig()
+    """How each group of identical states gets its preference (device or cloud) and its weight in the fine-tune."""
     il_weight: float = 0.2
     """IL mixing weight: weight of the IL loss on IL training states that no valid RL group covers, against 1 for
     the RL groups' loss (keeps the router from forgetting what RL says nothing about; 0 = RL labels only)."""
@@ -65,24 +121,6 @@ class RLConfig(DataConfig):
     warm-started network otherwise learns the draws of the states it trained on."""
     window: int = 0
     """Iterations whose rollouts are pooled into the groups (0 = all so far; 1 = only the current one)."""
-    # --- stage-2 design choices: label rule, group weighting, exploration schedule ---------------------------------
-    # (rollouts per task, tasks and variations per iteration, --window, --return-estimate and --il-weight above)
-    label_rule: Literal["linear", "lexicographic"] = "linear"
-    """How a group of identical states is labelled (rl/preferences.py): 'linear' = the choice with the higher mean
-    return - cost_weight * mean future cloud calls (Hera); 'lexicographic' = the higher mean return, and within
-    --return-tolerance the fewer mean future cloud calls. Ties go to the device."""
-    return_tolerance: float = 0.0
-    """'lexicographic' only: mean returns closer than this count as equal (then the cloud calls decide)."""
-    group_weighting: Literal["margin", "uniform", "class_balanced"] = "margin"
-    """Weight of each labelled group in the loss: its margin (Hera), the same for all, or class-balanced ("prefer
-    cloud" and "prefer device" groups carry equal total weight)."""
-    exploration_schedule: Literal["constant", "linear", "exponential"] = "constant"
-    """Exploration rate over iterations (rl/exploration.py): constant --exploration, or a linear / exponential decay
-    from --exploration at iteration 1 to --exploration-final at --exploration-decay-iters, constant after."""
-    exploration_final: float = 0.05
-    """Exploration rate at the end of a decay."""
-    exploration_decay_iters: int = 5
-    """Iteration at which a decaying schedule reaches --exploration-final (fixed, so --iters can grow on resume)."""
     threshold: float = 0.5
     """p(cloud) at or above which the router sends a step to the cloud."""
     agents: AgentsConfig = AgentsConfig()
@@ -123,12 +161,11 @@ class RLConfig(DataConfig):
                                                        "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"iters": NON_NEGATIVE, "rollouts_per_task": COUNT, "train_variations": COUNT,
-                              "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "exploration": PROBABILITY,
-                              "cost_weight": NON_NEGATIVE, "il_weight": NON_NEGATIVE, "il_pos_weight": POSITIVE,
-                              "window": NON_NEGATIVE, "threshold": PROBABILITY,
+                              "eval_variations": COUNT, "num_tasks": NON_NEGATIVE, "il_weight": NON_NEGATIVE,
+                              "il_pos_weight": POSITIVE, "window": NON_NEGATIVE, "threshold": PROBABILITY,
                               "early_stopping_groups_percent": Range(0, 99),
-                              "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE, "return_tolerance": NON_NEGATIVE,
-                              "exploration_final": PROBABILITY, "exploration_decay_iters": COUNT}
+                              "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE}
+    MOVED_FIELDS: ClassVar[dict[str, str]] = MOVED_FIELDS
 
     def __post_init__(self):
         # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.rl.config import RLConfig
-from hera_jax.rl.loss import LabelOptions, PreferenceBatch, Visits, preference_rows
+from hera_jax.rl.loss import PreferenceBatch, PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.report import print_report
 from hera_jax.rl.rollouts import baselines, episode_summary, evaluate_held_out, pooled_rows, rollouts
@@ -53,13 +53,14 @@ def start_router(run: RLRun) -> RouterBundle:
     return load_router(ckpt_dir, step=0, expected_spec=run.spec)
 
 
-def label_options(config: RLConfig) -> LabelOptions:
-    """The label rule's settings of a config, as the (vmappable) arrays the pure label code takes."""
-    return LabelOptions(
-        cost_weight=jnp.float32(config.cost_weight),
-        label_rule=jnp.int32(LABEL_RULES.index(config.label_rule)),
-        return_tolerance=jnp.float32(config.return_tolerance),
-        group_weighting=jnp.int32(GROUP_WEIGHTINGS.index(config.group_weighting)),
+def preference_options(config: RLConfig) -> PreferenceOptions:
+    """The preference settings of a config, as the (vmappable) arrays the pure preference code takes."""
+    preference = config.preference
+    return PreferenceOptions(
+        cost_weight=jnp.float32(preference.cost_weight),
+        label_rule=jnp.int32(LABEL_RULES.index(preference.rule)),
+        return_tolerance=jnp.float32(preference.return_tolerance),
+        group_weighting=jnp.int32(GROUP_WEIGHTINGS.index(preference.group_weighting)),
     )
 
 
@@ -74,7 +75,7 @@ class PreferenceSet(NamedTuple):
 def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]) -> PreferenceSet:
     """Visits -> groups -> labels -> per-row targets and weights (RL visits, then the IL training states)."""
     config = run.config
-    grouped = grouped_visits(rows, config.return_kind, config.return_estimate)
+    grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
     visits = grouped.visits
     scorer = run.scorer(bundle)
     x_visits = scorer.features(visits.state_text, visits.step)  # rounded like the cache
@@ -84,7 +85,7 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     build = jax.jit(preference_rows, static_argnames="num_groups")
     arrays = (Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
                      jnp.asarray(grouped.future_calls)),
-              jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), label_options(config))
+              jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), preference_options(config))
     weights = {"num_groups": num_groups, "il_weight": config.il_weight, "il_pos_weight": config.il_pos_weight}
     batch: PreferenceBatch = build(*arrays, **weights)
     heldout_weight, train_batch = None, batch

@@ -104,8 +104,8 @@ class Visits(NamedTuple):
     future_calls: jax.Array  # float[V] cloud calls from the visit on (estimate, this one included)
 
 
-class LabelOptions(NamedTuple):
-    """The label rule's settings (RLConfig's fields); rule and weighting as indices into LABEL_RULES /
+class PreferenceOptions(NamedTuple):
+    """The preference settings (RLConfig.preference); rule and weighting as indices into LABEL_RULES /
     GROUP_WEIGHTINGS, so a stack of options can be vmapped (the sweep's label variants)."""
 
     cost_weight: float | jax.Array
@@ -126,7 +126,7 @@ def preference_rows(
     visits: Visits,
     il_group: jax.Array,
     il_label: jax.Array,
-    options: LabelOptions,
+    options: PreferenceOptions,
     num_groups: int,
     il_weight: float | jax.Array,
     il_pos_weight: float | jax.Array | None = None,

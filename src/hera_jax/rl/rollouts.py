@@ -114,9 +114,9 @@ def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
     the number of states newly embedded."""
     config = run.config
     # the constant schedule keeps the exact Python float (exploration_rate computes in float32)
-    epsilon = config.exploration if config.exploration_schedule == "constant" else float(exploration_rate(
-        iteration, config.exploration, config.exploration_final, config.exploration_schedule,
-        config.exploration_decay_iters))
+    exploration = config.exploration
+    epsilon = exploration.rate if exploration.schedule == "constant" else float(exploration_rate(
+        iteration, exploration.rate, exploration.final_rate, exploration.schedule, exploration.decay_iters))
     policies = {f"r{k}": ("routed", config.threshold, epsilon, exploration_seed(config.seed, iteration, k))
                 for k in range(config.rollouts_per_task)}
     jobs = [Job(EpisodeSpec(run.env.name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")

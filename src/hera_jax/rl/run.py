@@ -95,7 +95,7 @@ class RLRun:
     def meta(self) -> dict[str, Any]:
         return {
             "agents": {"cloud": self.cloud.describe(), "device": self.device.describe()},
-            "agents_label": agents_title(self.cloud, self.device),
+            "agents_title": agents_title(self.cloud, self.device),
             "agents_are_stand_ins": bool(self.cloud.is_stand_in or self.device.is_stand_in),
         }
 

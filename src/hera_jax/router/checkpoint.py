@@ -114,8 +114,8 @@ def _quiet_orbax_failures(expected: Callable[[BaseException], bool]):
     """A refused write or a failed restore reaches the caller as one CheckpointError; what orbax and TensorStore
     print about the same failure (`expected` says which errors) from their own threads is dropped: the failing
     thread's traceback (absl), the task "never retrieved" (asyncio), and the "Event loop is closed" of callbacks
-    that outlive orbax's event loop (unraisable). After a failure the filters stay: those stragglers may still come
-    after the caller's error."""
+    that outlive orbax's event loop and read coroutines collected with their error (unraisable). After a failure
+    the filters stay: those stragglers may still come after the caller's error."""
     loggers = [logging.getLogger("absl"), logging.getLogger("asyncio")]
 
     def keep(record: logging.LogRecord) -> bool:
@@ -126,7 +126,8 @@ def _quiet_orbax_failures(expected: Callable[[BaseException], bool]):
 
     def hook(unraisable):
         value = unraisable.exc_value
-        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+        if not ((isinstance(value, RuntimeError) and str(value) == "Event loop is closed")
+                or (value is not None and expected(value))):  # a read's coroutine collected with its error
             previous_hook(unraisable)
 
     for logger in loggers:
@@ -149,6 +150,11 @@ def _write_failure(error: Exception) -> str | None:
         return error.strerror or str(error)
     code = re.search(r"os_error_code='(\d+)'", str(error))
     return os.strerror(int(code.group(1))) if code else None
+
+
+def _read_failure(error: BaseException) -> bool:
+    """Whether `error` is TensorStore failing to read a parameter array (what orbax's read tasks raise)."""
+    return "reading array index" in str(error) or "TensorStore" in str(error)
 
 
 def _shapes(tree: Any) -> Any:
@@ -241,7 +247,7 @@ def load_router(
                 f"{train_config.hidden_sizes}, input {feature_spec.input_dim}): stored {_shapes(stored)}"
             )
         try:
-            with _quiet_orbax_failures(lambda e: True):  # the restore's own error is reported below, once
+            with _quiet_orbax_failures(_read_failure):  # the restore's own error is reported below, once
                 restored = manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
             params = restored["params"]
         except Exception as e:  # the shapes matched above: the array data itself is cut or damaged

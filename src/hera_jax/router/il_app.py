@@ -136,7 +136,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
 
     agents = table.manifest.get("agents", {})
     stand_in = any(a.get("kind") == "stand-in" for a in agents.values())
-    agent_label = manifest_agents_title(agents).removeprefix("agents: ")
+    agents_title = manifest_agents_title(agents).removeprefix("agents: ")
     summary = {
         "dataset": str(dataset),
         "datasets": [str(d) for d in datasets],
@@ -175,9 +175,9 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     summary["timings_s"]["total"] = time.perf_counter() - started
     write_json_atomic(out / "metrics.json", summary)
     write_json_atomic(out / "config.json", config_json(config))
-    plot_training_curve(result, out / "training_curve.png", f"IL router — {agent_label}")
+    plot_training_curve(result, out / "training_curve.png", f"IL router — {agents_title}")
 
-    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — {agent_label}"
+    title = f"IL router on {' + '.join(Path(d).name for d in datasets)} — {agents_title}"
     rich_table = Table(title=title)
     # headers broken where they may be, so that the table fits 80 columns with no cell cut short
     columns = ("states", "needs\ncloud\nrate", "accuracy", "majority\naccuracy", "AUROC",
