@@ -465,7 +465,8 @@ def test_collect_without_out_writes_a_new_run_folder_never_the_shipped_dataset(t
 
 @pytest.mark.parametrize("damage", ["none", "permuted", "scaled"])
 def test_a_cache_without_checksum_is_compared_with_the_encoder_once(clean_dataset, tmp_path, damage):
-    """Caches from older versions or other tools carry no checksum: a few rows are re-embedded and compared."""
+    """Caches from older versions or other tools carry no checksum: the rows asked of them are re-embedded and
+    compared."""
     dataset = _copy(clean_dataset, tmp_path / "ds")
     path = cache_path(dataset / "features", ENCODER)
     cache = FeatureCache(path, ENCODER, DIM)
@@ -494,19 +495,43 @@ def test_a_scaled_row_no_sample_compares_is_found_by_its_norm(clean_dataset, tmp
         build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
 
 
-def test_a_spot_checked_cache_is_not_blessed_with_a_checksum(clean_dataset, tmp_path):
-    """A sample of rows cannot vouch for the others: after a run that compared some rows and added new ones, the
-    cache is still written without a checksum."""
+def test_two_swapped_rows_of_a_cache_without_checksum_are_found(clean_dataset, tmp_path):
+    """Every row asked of an unchecked cache is compared, not a sample: two rows swapped (which a sample of every
+    n-th row need not draw) are refused."""
     dataset = _copy(clean_dataset, tmp_path / "ds")
     path = cache_path(dataset / "features", ENCODER)
     cache = FeatureCache(path, ENCODER, DIM)
-    np.savez(path, keys=np.asarray(cache.keys[:-3]), embeddings=cache.embeddings[:-3].astype(np.float16),
-             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys) - 3})))
+    embeddings = cache.embeddings.copy()
+    other = next(j for j in range(2, len(embeddings)) if not np.allclose(embeddings[j], embeddings[1], atol=0.05))
+    embeddings[[1, other]] = embeddings[[other, 1]]
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=embeddings.astype(np.float16),
+             meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(cache.keys)})))
+    with pytest.raises(FeatureCacheError, match=r"carries no checksum, and 2 of \d+ rows compared differ"):
+        build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+
+
+def test_an_unchecked_cache_gets_a_checksum_only_once_every_row_was_compared(clean_dataset, tmp_path):
+    """A run that compared every row of an unchecked cache (and added new ones) writes it with a checksum, so later
+    runs compare nothing; a row no run asked for keeps the cache without one."""
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+
+    def legacy(keys, embeddings):
+        np.savez(path, keys=np.asarray(keys), embeddings=embeddings.astype(np.float16),
+                 meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(keys)})))
+
+    def checksummed() -> bool:
+        with np.load(path) as data:
+            return "sha256" in json.loads(str(data["meta"]))
+
+    extra = "a state no run asks for"
+    legacy([*cache.keys[:-3], extra], np.concatenate([cache.embeddings[:-3], bag_of_words([extra])]))
     _, num_new = build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
-    assert num_new == 3
-    with np.load(path) as data:
-        assert len(data["keys"]) == len(cache.keys)
-        assert "sha256" not in json.loads(str(data["meta"]))
+    assert num_new == 3 and not checksummed()  # the extra row was never compared
+    legacy(cache.keys[:-3], cache.embeddings[:-3])
+    _, num_new = build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+    assert num_new == 3 and checksummed() and FeatureCache(path, ENCODER, DIM).checked
 
 
 def test_a_finalizer_finding_its_pipe_closed_prints_nothing_other_finalizer_errors_still_do():

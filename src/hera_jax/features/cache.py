@@ -50,15 +50,15 @@ class FeatureCache:
         self.embeddings = np.zeros((0, dim or 0), np.float32)
         self._dirty = False  # in-memory additions not yet written
         self.checked = True  # its rows are known to be the encoder's (checksummed on disk, or written here)
-        self.spot_checked = False  # an unchecked cache compared with the encoder in this process (never vouches)
+        self.verified: set[str] = set()  # rows of an unchecked cache compared with the encoder in this process
         if self.path.exists():
             self._load()
         self._index = {k: i for i, k in enumerate(self.keys)}
 
     def _load(self) -> None:
         self.keys, self.embeddings, checksummed = self._read()
-        self.checked = checksummed  # else `embed_with_caches` compares a few rows with the encoder once
-        self.spot_checked = False
+        self.checked = checksummed  # else `embed_with_caches` compares the rows asked of it with the encoder
+        self.verified = set()
 
     def _read(self) -> tuple[list[str], np.ndarray, bool]:
         """(keys, float32 embeddings, whether a checksum vouches for them) of the file on disk, checked against this
@@ -128,9 +128,10 @@ class FeatureCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             if self.path.exists():
-                disk_keys, disk_embeddings, _ = self._read()
+                disk_keys, disk_embeddings, disk_checked = self._read()
                 others = [i for i, k in enumerate(disk_keys) if k not in self._index]
                 if others:
+                    self.checked = self.checked and disk_checked  # rows nobody compared get no checksum
                     self.keys.extend(disk_keys[i] for i in others)
                     self.embeddings = np.concatenate([self.embeddings, disk_embeddings[others]])
                     self._index = {k: i for i, k in enumerate(self.keys)}
@@ -171,34 +172,33 @@ def round_like_cache(embeddings: np.ndarray) -> np.ndarray:
     return np.asarray(embeddings, np.float16).astype(np.float32)
 
 
-SPOT_CHECK_ROWS = 8
-
-
-def _spot_check(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str],
-                encode: Callable[[list[str]], np.ndarray]) -> None:
-    """A cache written without a checksum (by an older version or another tool) is compared once with the encoder on
-    a few of the rows asked of it, and, where the encoder's rows are unit-norm, every row's norm is checked: rows
-    permuted, scaled or edited would otherwise train a router silently. A sample cannot vouch for the rows it did
-    not compare, so such a cache stays without a checksum (its flush does not bless a damaged row)."""
-    if cache.checked or cache.spot_checked or not keys:
+def _verify_unchecked(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str],
+                      encode: Callable[[list[str]], np.ndarray]) -> None:
+    """A cache written without a checksum (by an older version or another tool) has every row asked of it
+    re-embedded and compared with the encoder, once per process: a sample would pass two swapped rows it did not
+    draw, and rows permuted, scaled or edited would train a router silently. Where the encoder's rows are unit-norm,
+    every row's norm is checked too. Once every row of the cache has been compared it is known to be the encoder's,
+    and its next flush writes a checksum (later runs compare nothing); until then it stays without one."""
+    if cache.checked or not keys:
         return
     from hera_jax.features.encoder import EncoderUnavailableError
 
-    sample = list(keys[:: max(1, len(keys) // SPOT_CHECK_ROWS)][:SPOT_CHECK_ROWS])
+    todo = [k for k in dict.fromkeys(keys) if k not in cache.verified]
+    if not todo:
+        return
     try:
-        fresh = round_like_cache(np.asarray(encode([text_of[k] for k in sample]), np.float32))
+        fresh = round_like_cache(np.asarray(encode([text_of[k] for k in todo]), np.float32))
     except EncoderUnavailableError:
         return  # nothing to compare with offline; every row asked for was cached, so the run needs no encoder
-    cached = cache.lookup(sample)
+    cached = cache.lookup(todo)
     # a NaN/inf row is left to check_finite_embeddings, which names the state
     differ = np.isfinite(cached).all(axis=1) & ~np.isclose(cached, fresh, atol=2e-2).all(axis=1)
     if differ.any():
         raise FeatureCacheError(
-            f"{cache.path}: carries no checksum, and {int(differ.sum())} of {len(sample)} rows compared differ from what "
-            f"encoder {cache.model!r} gives for their texts (e.g. {sample[int(np.argmax(differ))]!r}): rows permuted "
+            f"{cache.path}: carries no checksum, and {int(differ.sum())} of {len(todo)} rows compared differ from what "
+            f"encoder {cache.model!r} gives for their texts (e.g. {todo[int(np.argmax(differ))]!r}): rows permuted "
             "or edited; delete it to re-embed")
-    fresh_norms = np.linalg.norm(fresh, axis=1)
-    if np.allclose(fresh_norms, 1.0, atol=1e-2):
+    if not cache.verified and np.allclose(np.linalg.norm(fresh, axis=1), 1.0, atol=1e-2):
         norms = np.linalg.norm(cache.embeddings, axis=1)
         off = np.isfinite(norms) & ~np.isclose(norms, 1.0, atol=2e-2)
         if off.any():
@@ -207,7 +207,9 @@ def _spot_check(cache: FeatureCache, keys: Sequence[str], text_of: dict[str, str
                 f"{cache.path}: carries no checksum, and {int(off.sum())} of its {len(norms)} rows are not unit-norm "
                 f"as encoder {cache.model!r}'s rows are (e.g. {cache.keys[first]!r}: norm {norms[first]:.3g}): rows "
                 "scaled or edited; delete it to re-embed")
-    cache.spot_checked = True
+    cache.verified.update(todo)
+    if len(cache.verified) == len(cache.keys):
+        cache.checked, cache._dirty = True, True  # every row is the encoder's: the next flush adds the checksum
 
 
 def embed_with_caches(
@@ -227,12 +229,12 @@ def embed_with_caches(
         absent = set(cache.missing(wanted))
         present = [k for k in wanted if k not in absent]
         if present:
-            _spot_check(cache, present, text_of, encode)
+            _verify_unchecked(cache, present, text_of, encode)
             found.update(zip(present, cache.lookup(present)))
         wanted = [k for k in wanted if k in absent]
     own = caches[-1]
     new_keys = own.missing(wanted)
-    _spot_check(own, [k for k in wanted if k not in set(new_keys)], text_of, encode)
+    _verify_unchecked(own, [k for k in wanted if k not in set(new_keys)], text_of, encode)
     if new_keys:
         own.add(new_keys, encode([text_of[k] for k in new_keys]), save=False)
     if wanted:
