@@ -22,7 +22,7 @@ from hera_jax.rollout.records import append_episode, write_json_atomic
 from hera_jax.router.checkpoint import save_router
 from hera_jax.router.model import RouterMLP
 from hera_jax.router.train import TrainConfig
-from hera_jax.runs import RunFolderError
+from hera_jax.runs import RunFolderError, check_resume, config_json
 from tests.conftest import ROOT
 from tests.test_evaluate_report import constructed_rollouts
 
@@ -65,6 +65,14 @@ def test_replay_from_a_folder_with_a_damaged_config_is_one_line(tmp_path, config
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_a_resumed_evaluation_may_name_the_step_it_started_with(tmp_path):
+    """The refusal's advice works: --routers il=DIR@STEP resumes a run started with il=DIR at that step."""
+    write_json_atomic(tmp_path / "config.json", {"config": config_json(EvalConfig(routers=("il=ckpt",)))})
+    check_resume(tmp_path, EvalConfig(routers=("il=ckpt@3",)),
+                 stored=read_json_object(tmp_path / "config.json", "settings", "restore it")["config"])
+    check_same_routers(tmp_path, {"routers": {"il": "ckpt@3"}}, {"il": {"checkpoint": "ckpt@3", "params_sha256": None}})
+
+
 def test_a_resumed_evaluation_refuses_a_router_whose_checkpoint_moved_or_changed(tmp_path):
     recorded = {"routers": {"il": "ckpt@3", "rl": "rl@1"}, "router_params_sha256": {"il": "aa", "rl": None}}
     same = {"il": {"checkpoint": "ckpt@3", "params_sha256": "aa"}, "rl": {"checkpoint": "rl@1", "params_sha256": "cc"}}
@@ -73,6 +81,8 @@ def test_a_resumed_evaluation_refuses_a_router_whose_checkpoint_moved_or_changed
     moved = {**same, "il": {"checkpoint": "ckpt@5", "params_sha256": "bb"}}
     with pytest.raises(RunFolderError, match=r"router il: the run used ckpt@3, now ckpt@5; resume with the same"):
         check_same_routers(tmp_path, recorded, moved)
+    with pytest.raises(RunFolderError, match=r"routers: the run has il, rl, now il; resume with the same"):
+        check_same_routers(tmp_path, recorded, {"il": same["il"]})  # a router dropped or renamed
     retrained = {**same, "il": {"checkpoint": "ckpt@3", "params_sha256": "bb"}}
     with pytest.raises(RunFolderError, match=r"router il: the parameters of ckpt@3 changed since the run started"):
         check_same_routers(tmp_path, recorded, retrained)

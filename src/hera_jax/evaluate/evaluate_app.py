@@ -124,8 +124,9 @@ class EvalConfig(DataConfig):
     (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
+    # --routers may be spelled otherwise (DIR@STEP for DIR) on resume: check_same_routers compares what they load
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("compile_cache", "out", "progress", "cloud_budget",
-                                                       "compare_to", "prices", "engine",
+                                                       "compare_to", "prices", "engine", "routers",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))
     LIMITS: ClassVar[dict] = {"dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
                               "unseen_per_task": NON_NEGATIVE, "thresholds": PROBABILITY,
@@ -341,6 +342,9 @@ def check_same_routers(out: Path, recorded: dict, loaded: dict[str, dict]) -> No
     """A resumed evaluation must score with the checkpoints it started with: a router given without @STEP loads
     its folder's newest step, which moves when training goes on, and one run must not mix two steps' episodes."""
     diffs = []
+    if "routers" in recorded and sorted(recorded["routers"]) != sorted(loaded):
+        diffs.append(f"routers: the run has {', '.join(sorted(recorded['routers'])) or 'none'}, now "
+                     f"{', '.join(sorted(loaded)) or 'none'}")
     for name, now in loaded.items():
         was = recorded.get("routers", {}).get(name)
         if was is not None and was != now["checkpoint"]:
