@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -493,6 +494,23 @@ def test_a_scaled_row_no_sample_compares_is_found_by_its_norm(clean_dataset, tmp
              meta=np.asarray(json.dumps({"model": ENCODER, "dim": DIM, "count": len(keys)})))
     with pytest.raises(FeatureCacheError, match=r"1 of its \d+ rows are not unit-norm .*'a state no run asks for'"):
         build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+
+
+def test_a_scaled_row_under_a_rewritten_checksum_is_found_by_its_norm(clean_dataset, tmp_path):
+    """A checksum shows damage, not an edit whose writer recomputed it: one row scaled in a cache with a valid
+    checksum is refused when the cache loads, because all its other rows are unit-norm."""
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    assert cache.checked and len(cache.keys) >= 20
+    embeddings = cache.embeddings.copy()
+    embeddings[7] *= 60000 / np.linalg.norm(embeddings[7])
+    stored = embeddings.astype(np.float16)
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=stored, meta=np.asarray(json.dumps(
+        {"model": ENCODER, "dim": DIM, "count": len(cache.keys), "sha256": content_digest(cache.keys, stored)})))
+    with pytest.raises(FeatureCacheError, match=rf"1 of its {len(cache.keys)} rows are not unit-norm as all the "
+                                                rf"others are .*{re.escape(repr(cache.keys[7]))}: norm 6e\+04"):
+        FeatureCache(path, ENCODER, DIM)
 
 
 def test_two_swapped_rows_of_a_cache_without_checksum_are_found(clean_dataset, tmp_path):

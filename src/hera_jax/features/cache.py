@@ -89,6 +89,7 @@ class FeatureCache:
                 f"{self.path}: its keys and embeddings do not match the checksum written with them (rows permuted, "
                 "edited or damaged on disk); delete it to re-embed"
             )
+        check_row_norms(self.path, keys, embeddings)
         self.dim = meta["dim"]
         return keys, embeddings, "sha256" in meta
 
@@ -158,6 +159,23 @@ class FeatureCache:
         if missing:
             raise KeyError(f"{len(missing)} state keys are not in the cache, e.g. {missing[0]}")
         return self.embeddings[[self._index[k] for k in keys]]
+
+
+def check_row_norms(path: Path, keys: Sequence[str], embeddings: np.ndarray) -> None:
+    """Refuse a cache whose rows are unit-norm (a normalising encoder's, as MiniLM's are) but for a few: those few
+    were scaled or edited, whatever the checksum says (a checksum shows damage, not an edit whose writer rewrote
+    it). A non-normalising encoder's rows have no common norm, and NaN rows are left to check_finite_embeddings."""
+    norms = np.linalg.norm(embeddings, axis=1)
+    finite = np.isfinite(norms)
+    unit = np.isclose(norms, 1.0, atol=2e-2)
+    if finite.sum() < 20 or unit.sum() < 0.9 * finite.sum():
+        return
+    off = finite & ~unit
+    if off.any():
+        first = int(np.argmax(off))
+        raise FeatureCacheError(
+            f"{path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm as all the others are (e.g. "
+            f"{keys[first]!r}: norm {norms[first]:.3g}): rows scaled or edited; delete it to re-embed")
 
 
 def content_digest(keys: Sequence[str], embeddings: np.ndarray) -> str:
