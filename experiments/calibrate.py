@@ -4,7 +4,6 @@
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.serve.calibrate import CalibrateConfig, calibrate
 
 if __name__ == "__main__":
-    run_cli(calibrate, CalibrateConfig)
+    run_cli("hera_jax.serve.calibrate:calibrate", "hera_jax.serve.calibrate:CalibrateConfig")

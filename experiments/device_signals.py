@@ -4,7 +4,6 @@
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.research.device_signals import DeviceSignalsConfig, device_signals
 
 if __name__ == "__main__":
-    run_cli(device_signals, DeviceSignalsConfig)
+    run_cli("hera_jax.research.device_signals:device_signals", "hera_jax.research.device_signals:DeviceSignalsConfig")

@@ -6,7 +6,6 @@ il-states, routed, features, harm-router, capped (hera_jax.research.diagnose_app
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.research.diagnose_app import DiagnoseConfig, diagnose
 
 if __name__ == "__main__":
-    run_cli(diagnose, DiagnoseConfig)
+    run_cli("hera_jax.research.diagnose_app:diagnose", "hera_jax.research.diagnose_app:DiagnoseConfig")

@@ -13,7 +13,6 @@ says so.
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.evaluate.evaluate_app import EvalConfig, evaluate
 
 if __name__ == "__main__":
-    run_cli(evaluate, EvalConfig)
+    run_cli("hera_jax.evaluate.evaluate_app:evaluate", "hera_jax.evaluate.evaluate_app:EvalConfig")

@@ -10,7 +10,6 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.router.il_app import ILConfig, train_il
 
 if __name__ == "__main__":
-    run_cli(train_il, ILConfig)
+    run_cli("hera_jax.router.il_app:train_il", "hera_jax.router.il_app:ILConfig")

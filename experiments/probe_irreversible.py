@@ -6,7 +6,6 @@
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.research.probe_app import ProbeConfig, probe_mistakes
 
 if __name__ == "__main__":
-    run_cli(probe_mistakes, ProbeConfig)
+    run_cli("hera_jax.research.probe_app:probe_mistakes", "hera_jax.research.probe_app:ProbeConfig")

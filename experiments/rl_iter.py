@@ -10,8 +10,6 @@ with state-dependent mistakes. Rerunning with the same --out (or --resume) conti
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.rl.rl_app import train_rl
-from hera_jax.rl.config import RLConfig
 
 if __name__ == "__main__":
-    run_cli(train_rl, RLConfig)
+    run_cli("hera_jax.rl.rl_app:train_rl", "hera_jax.rl.config:RLConfig")

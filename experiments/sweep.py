@@ -14,7 +14,6 @@ and the label sources to compare; each cost weight x label rule x group weightin
 """
 
 from hera_jax.cli import run_cli
-from hera_jax.sweep_app import SweepConfig, sweep_experiment
 
 if __name__ == "__main__":
-    run_cli(sweep_experiment, SweepConfig)
+    run_cli("hera_jax.sweep_app:sweep_experiment", "hera_jax.sweep_app:SweepConfig")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -428,27 +429,73 @@ def test_evaluate_refuses_a_features_cache_that_is_a_file_before_running_anythin
     assert not (tmp_path / "run").exists()
 
 
-def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
-    """SIGINT while a command is running: no traceback, exit 130, and how to resume."""
+def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: float = 0.2) -> tuple[int, str]:
+    """Run `program`, send SIGINT `delay_s` after it prints `after`; (exit status, stderr)."""
     import signal
     import time
 
     # SIGINT as a terminal's Ctrl-C raises it (a runner started in the background may have it ignored)
-    proc = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
-                             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-                             "from hera_jax.cli import run_cli\n"
-                             "from hera_jax.router.il_app import ILConfig\n"
-                             "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), ILConfig, args=[])"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "started"
-    time.sleep(0.2)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal\n"
+                             "signal.signal(signal.SIGINT, signal.default_int_handler)\n" + program],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert proc.stdout.readline().strip() == after
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     try:
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=30)  # the programs sleep 60 s where a Ctrl-C is lost
     finally:
         proc.kill()
-    assert proc.returncode == 130 and "Traceback" not in stderr
-    assert stderr.startswith("interrupted:") and "resume" in stderr and stderr.count("\n") == 1
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("config, says", [
+    ("hera_jax.router.il_app:ILConfig", "interrupted: nothing of this run is kept; rerun the command to start it again"),
+    ("hera_jax.rl.config:RLConfig", "interrupted: finished iterations and episodes are kept; to resume, rerun the "
+                                    "same command with --out OUT"),
+])
+def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path, config, says):
+    """SIGINT while a command is running: no traceback, exit 130, what is kept and how to resume (il.py keeps
+    nothing; rl_iter.py resumes from its --out)."""
+    status, stderr = _interrupted(tmp_path, "import time\nfrom hera_jax.cli import run_cli\n"
+                                  "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), "
+                                  f"{config!r}, args=['--out', 'OUT'])")
+    assert status == 130 and "Traceback" not in stderr
+    assert stderr == says + "\n"
+
+
+def test_ctrl_c_while_the_command_imports_its_modules_is_one_line(tmp_path):
+    """A Ctrl-C in the seconds a script imports JAX: one line, no traceback of the import machinery."""
+    (tmp_path / "slow_to_import.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(60)\n")
+    status, stderr = _interrupted(tmp_path, "from hera_jax.cli import run_cli\n"
+                                  "run_cli('slow_to_import:main', 'slow_to_import:Config', args=[])", after="importing")
+    assert (status, stderr) == (130, "interrupted before the run started\n")
+
+
+def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path):
+    """Python swallows an exception raised in a finalizer or a garbage-collector callback (JAX has one): a Ctrl-C
+    landing there would be printed as "Exception ignored" and the run would go on. It stops the run."""
+    status, stderr = _interrupted(tmp_path, "import time\nfrom hera_jax.cli import run_cli\n"
+                                  "class Slow:\n"
+                                  "    def __del__(self):\n"
+                                  "        print('finalizing', flush=True)\n"
+                                  "        time.sleep(3)\n"
+                                  "def main(config):\n"
+                                  "    Slow()\n"
+                                  "    time.sleep(60)\n"
+                                  "run_cli(main, 'hera_jax.rl.config:RLConfig', args=[])", after="finalizing")
+    assert status == 130 and "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert stderr.startswith("interrupted: finished iterations") and stderr.count("\n") == 1
+
+
+def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_path):
+    (tmp_path / "never_imported.py").write_text("raise SystemExit('imported')\n")
+    proc = subprocess.run([sys.executable, "-c", "from hera_jax.cli import run_cli\n"
+                           "run_cli('never_imported:main', 'never_imported:Config', args=['--env', 'scienceworldd'])"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: unknown environment 'scienceworldd'; did you mean 'scienceworld'? available: "
+                           "alfworld, appworld, scienceworld, textworld_express, webshop\n")
 
 
 def test_collect_without_out_writes_a_new_run_folder_never_the_shipped_dataset(tmp_path, monkeypatch, capsys):

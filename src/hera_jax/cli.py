@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import inspect
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -100,16 +104,23 @@ def key_argument_problem(args: list[str]) -> str | None:
     return None
 
 
-def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], description: str | None = None,
-            args: list[str] | None = None) -> None:
+def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] | str,
+            description: str | None = None, args: list[str] | None = None) -> None:
+    """Parse `config_type` from the command line, check it and run `main(config)`; user errors, OS errors and Ctrl-C
+    end in one line. `main` and `config_type` may be given as "module:name", imported only once a Ctrl-C during the
+    import (seconds of JAX) is handled and a mistyped --env is refused (a script then starts checking at once)."""
     argv = sys.argv[1:] if args is None else args
-    problem = key_argument_problem(argv) or renamed_flag_problem(argv, config_type)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        raise SystemExit(2)
     previous_hook = sys.unraisablehook
     sys.unraisablehook = ours = _quiet_closed_pipes(previous_hook)
+    config = None
     try:
+        problem = key_argument_problem(argv) or env_name_problem(argv)
+        if problem:
+            _fail(f"error: {problem}", 2)
+        main, config_type = _resolve(main), _resolve(config_type)
+        problem = renamed_flag_problem(argv, config_type)
+        if problem:
+            _fail(f"error: {problem}", 2)
         with _help_joins_docstring_lines():
             config = tyro.cli(config_type, description=description, args=args)
         validate(config)
@@ -122,21 +133,65 @@ def run_cli(main: Callable[[ConfigT], object], config_type: type[ConfigT], descr
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"error: {where}{e.strerror or e}", 2)
     except KeyboardInterrupt:
-        _fail("interrupted: finished episodes and iterations are kept; rerun the same command with --out set to "
-              "the run folder (printed when the run started) to resume", 130)
+        _fail(interrupted_line(config), 130)
     finally:
         if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
             sys.unraisablehook = previous_hook
+
+
+def _resolve(target):
+    """A "module:name" string as the object it names; anything else as it is."""
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def env_name_problem(args: list[str]) -> str | None:
+    """One line about a mistyped --env value, found before the command's modules load (seconds)."""
+    from hera_jax.envs import UnknownEnvError, check_env_name  # no JAX behind it
+
+    for position, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag != "--env":
+            continue
+        value = value if equals else (args[position + 1] if position + 1 < len(args) else "")
+        try:
+            check_env_name(value)
+        except UnknownEnvError as e:
+            return str(e)
+    return None
+
+
+def interrupted_line(config: object | None) -> str:
+    """What a Ctrl-C leaves, and how to go on: a run whose config declares `RESUMES` (what it keeps) continues when
+    the same command runs again with the same --out."""
+    if config is None:
+        return "interrupted before the run started"
+    kept = getattr(config, "RESUMES", None)
+    if kept is None:
+        return "interrupted: nothing of this run is kept; rerun the command to start it again"
+    out = getattr(config, "out", None)
+    where = f"--out {out}" if out is not None else "--out set to the run folder it printed when it started"
+    return f"interrupted: {kept}; to resume, rerun the same command with {where}"
 
 
 def _quiet_closed_pipes(previous: Callable) -> Callable:
     """An unraisable-exception hook for the run: a simulator's finalizer that finds its JVM's pipe already closed
     (ScienceWorld's gateway `__del__` while a Ctrl-C unwinds, the JVM stopped first) raises BrokenPipeError where
     nothing can catch it, and Python would print it as "Exception ignored in ..." over the one-line message. Those
-    are dropped; any other exception in a finalizer goes to `previous`."""
+    are dropped. A Ctrl-C that lands inside a finalizer or a garbage-collector callback (JAX has one) would be
+    swallowed there and the run would go on: it is raised again as a fresh SIGINT, which the main code receives.
+    Any other exception in a finalizer goes to `previous`."""
 
     def hook(unraisable):
-        if not isinstance(unraisable.exc_value, (BrokenPipeError, ConnectionResetError)):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                # from another thread, a moment later: raised here it would be swallowed again, by this hook
+                again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+                again.daemon = True
+                again.start()
+        elif not isinstance(unraisable.exc_value, (BrokenPipeError, ConnectionResetError)):
             previous(unraisable)
 
     return hook
