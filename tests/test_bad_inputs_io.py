@@ -118,6 +118,8 @@ def test_an_unset_key_variable_is_warned_about_for_a_remote_endpoint(monkeypatch
     ("api_key_env", "gsk_" + "9f3kQ2xLm8Vb1Rt7Yw4Zp6Nc", "--agents.cloud-api-key-env must be the NAME"),
     ("base_url", "http://127.0.0.1:9/k/hf_" + "aBcD1234eFgH5678iJkL9012/v1", "--agents.cloud-base-url looks like"),
     ("model", "AIza" + "SyA1b2C3d4E5f6G7h8I9j0KlMnOp", "--agents.cloud-model looks like an API key"),
+    # an unknown provider's key: random letters of both cases and digits, no separator
+    ("model", "Zx9fK2mQ7vL4pR8s" + "T1wY6uN3bH5jC0dE", "--agents.cloud-model looks like an API key"),
 ])
 def test_key_in_a_wrong_field_is_refused_without_echoing_it(key, field, value, message):
     with pytest.raises(AgentUnavailableError, match=message) as error:
@@ -139,13 +141,14 @@ def _everything_written(folder) -> str:
     ["--agents.cloud-base-url", f"http://127.0.0.1:9/v1?key={KEY}"],
     ["--agents.cloud-api-key-env", KEY],
     ["--tasks", KEY],
+    ["--agents.cloud-model", "Zx9fK2mQ7vL4pR8s" + "T1wY6uN3bH5jC0dE"],  # an unknown provider's key shape
 ])
 def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_path, flags):
     out = tmp_path / "ds"
     proc = _collect("--out", str(out), "--agents.cloud", "openai", *flags, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --")
-    assert KEY not in proc.stdout + proc.stderr
+    assert KEY not in proc.stdout + proc.stderr and flags[-1] not in proc.stdout + proc.stderr
     assert not out.exists()
 
 

@@ -20,7 +20,10 @@ from hera_jax.errors import HeraError
 # Face hf_; xAI; GitHub; Replicate; Perplexity; Google AIza; AWS AKIA), and bearer tokens in text.
 KEY_PATTERN = re.compile(
     r"(?<![A-Za-z0-9])(?:sk-|gsk_|hf_|xai-|ghp_|gho_|github_pat_|r8_|pplx-|AIza|AKIA)[A-Za-z0-9_\-]{16,}"
-    r"|Bearer\s+\S+")
+    r"|Bearer\s+\S+"
+    # an unknown provider's key: 24+ random letters (both cases) and 3+ digits; model names and paths have separators
+    r"|(?<![A-Za-z0-9_\-])(?=(?:[A-Za-z]*[0-9]){3})(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}"
+    r"(?![A-Za-z0-9_\-])")
 # What redaction also hides in text from outside (error bodies): any long run of key characters with a digit in it.
 # A key of an unknown provider looks like this; so may a request id, which costs nothing to hide.
 TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{28,}")
