@@ -176,6 +176,15 @@ def test_replay_of_a_folder_without_rollouts_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and len(proc.stderr.splitlines()) == 1
 
 
+def test_replay_refuses_routers_it_cannot_apply(tmp_path):
+    """A replay recomputes the recorded routers' outputs: another --routers would be ignored, so it is refused."""
+    from hera_jax.errors import HeraError
+    from hera_jax.evaluate.evaluate_app import EvalConfig, evaluate
+
+    with pytest.raises(HeraError, match=r"--routers does not apply with --replay-from: the replay recomputes"):
+        evaluate(EvalConfig(replay_from=tmp_path, routers=("il=elsewhere/checkpoint",)))
+
+
 def test_router_arguments_expand_rl_iterations(tmp_path):
     from hera_jax.errors import HeraError
     from hera_jax.evaluate.routers import parse_routers

@@ -226,6 +226,9 @@ def write_outputs(out: Path, rows: list[dict], config: EvalConfig, agents: dict,
 
 def replay(config: EvalConfig, console) -> dict:
     source = config.replay_from
+    if config.routers:  # a replay scores the recorded rollouts: another router's choices were never made there
+        raise HeraError(f"--routers does not apply with --replay-from: the replay recomputes the routers recorded in "
+                        f"{source}; drop --routers, or evaluate those routers without --replay-from")
     if not (source / ROLLOUTS_FILE).exists():
         raise HeraError(f"{source}: no {ROLLOUTS_FILE}; --replay-from needs a folder written by experiments/evaluate.py")
     recorded = (read_json_object(source / "config.json", "the evaluation's settings",
@@ -245,7 +248,7 @@ def replay(config: EvalConfig, console) -> dict:
     finished = isinstance(recorded_summary, dict) and not recorded_summary.get("timings_s", {}).get("partial")
     if not finished:
         partial = (f"PARTIAL: {source} is an interrupted evaluation; these results cover only the {report.num_episodes} "
-                   f"episodes that finished (rerun `python experiments/evaluate.py --out {source}` to complete it)")
+                   f"episodes that finished (rerun the command that started it, with --out {source}, to complete it)")
         console.print(f"[yellow]warning[/]: {escape(partial)}")
         notes.append(partial)
     with locked_run_dir(out, "evaluate.py run"):
