@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from hera_jax.rollout.records import DatasetError, append_episode, completed_episode_ids, load_dataframe, read_steps
+from hera_jax.rollout.records import (DatasetError, append_episode, completed_episode_ids, load_dataframe, read_steps,
+                                     shown_problems)
 from tests.conftest import make_steps
 
 
@@ -180,3 +181,18 @@ def test_an_unpack_killed_before_it_removed_the_gz_is_recovered(tmp_path):
     append_episode(path, make_steps("e2", "t", "train", [("b", "b")]))  # appended after the rename
     rows, _ = read_steps(path)
     assert [r["episode_id"] for r in rows] == ["e1", "e2"] and not (tmp_path / "steps.jsonl.gz").exists()
+
+
+def test_many_skipped_lines_are_shown_as_a_few_and_a_count_and_other_problems_in_full(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    lines = []
+    for k in range(12):  # a bad line between good ones: no two bad lines in a row, so each is its own problem
+        lines += ["{not json", json.dumps({"episode_id": f"e{k}"})]
+    path.write_text("\n".join(lines) + "\n")
+    _, report = read_steps(path)
+    assert len(report.problems) >= 12
+    problems = [*report.problems, "4 episode(s) play state for state like an episode of another split; kept"]
+    shown = shown_problems(problems)
+    assert shown[:5] == problems[:5] and problems[-1] in shown
+    assert len(shown) == 7 and shown[-1].startswith(f"... and {len(problems) - 6} more skipped line(s)")
+    assert shown_problems(problems[:5]) == problems[:5]

@@ -39,7 +39,7 @@ from hera_jax.features.cache import check_cache_folder
 from hera_jax.limits import COUNT, NON_NEGATIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig, states_embedded
 from hera_jax.files import read_json_object, write_json_atomic
-from hera_jax.rollout.records import read_manifest, read_steps
+from hera_jax.rollout.records import read_manifest, read_steps, shown_problems
 from hera_jax.runs import RUNS_ROOT, RunFolderError, check_resume, config_json, locked_run_dir, new_run_dir
 
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -235,7 +235,7 @@ def replay(config: EvalConfig, console) -> dict:
                                  "restore it from the run, or delete it to replay without the recorded settings")
                 if (source / "config.json").exists() else {})
     rows, report = read_steps(source / ROLLOUTS_FILE)
-    for problem in report.problems:
+    for problem in shown_problems(report.problems):
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     out = config.out or source
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
@@ -453,7 +453,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         worker.flush()
         env.close()
     rows, report = read_steps(out / ROLLOUTS_FILE)
-    for problem in report.problems:
+    for problem in shown_problems(report.problems):
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
                "states_embedded": states_embedded(ran.accounting), **counts}

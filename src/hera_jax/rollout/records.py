@@ -231,6 +231,17 @@ class LoadReport:
     problems: list[str] = dataclasses.field(default_factory=list)  # "file:line: what" for each skipped thing
 
 
+def shown_problems(problems: Sequence[str], limit: int = 5) -> list[str]:
+    """The problems to print: of the skipped lines and episodes the first `limit` and one line counting the rest (64
+    bad lines are not 64 warnings; the file names where they are), every other problem (a look-alike) in full."""
+    skipped = [p for p in problems if "skipped" in p]
+    if len(skipped) <= limit:
+        return list(problems)
+    hidden = set(skipped[limit:])
+    return [*(p for p in problems if p not in hidden),
+            f"... and {len(hidden)} more skipped line(s) or episode(s) like these in the same file(s)"]
+
+
 def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], LoadReport]:
     """Read complete episodes from a steps file.
 

@@ -20,7 +20,7 @@ import numpy as np
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import (DataConfig, check_dataset_env, check_trainable, dataset_env, load_union_table,
                               manifest_agents_title, resolve_datasets)
-from hera_jax.rollout.records import read_manifest
+from hera_jax.rollout.records import read_manifest, shown_problems
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
@@ -110,7 +110,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     unseen = table.unseen_tasks
     # before embedding anything: fail fast on one-class or empty splits
     check_trainable(table, " + ".join(str(d) for d in datasets))
-    for problem in table.report.problems:  # escaped: a reported row value may look like rich markup
+    for problem in shown_problems(table.report.problems):  # escaped: a reported row value may look like rich markup
         console.print(f"[yellow]warning[/]: {escape(problem)}")
     spec = config.features
     t0 = time.perf_counter()
