@@ -277,3 +277,12 @@ def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken():
                          text=True, env=wide, timeout=120).stdout
     # two source lines of --extra-datasets' docstring, on one line of --help
     assert "names of shipped datasets (e.g. textworld_express:twc). Each keeps its own splits" in out
+
+
+def test_tables_written_to_a_file_take_columns_from_the_environment(monkeypatch):
+    from hera_jax.cli import report_console
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert report_console(160).width == 80  # COLUMNS=80 python experiments/evaluate.py > log
+    monkeypatch.delenv("COLUMNS")
+    assert report_console(160).width == 160  # a log viewer shows wide tables whole

@@ -139,6 +139,15 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
             sys.unraisablehook = previous_hook
 
 
+def report_console(width_in_a_file: int):
+    """A rich Console for a command's tables: the terminal's width; written to a file, $COLUMNS if set, else
+    `width_in_a_file` (rich's own 80 would wrap wide tables that a log viewer shows whole)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=width_in_a_file)
+
+
 def _resolve(target):
     """A "module:name" string as the object it names; anything else as it is."""
     if not isinstance(target, str):

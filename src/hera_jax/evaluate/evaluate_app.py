@@ -27,6 +27,7 @@ from hera_jax.agents.config import AgentsConfig, agent_factories
 from hera_jax.dataset import (STATE_FORMAT_FIELDS, DataConfig, dataset_env, hold_out_tasks, load_il_table,
                               manifest_agents_title)
 from hera_jax.envs.profiles import profile
+from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, baseline_knobs, task_level, with_baseline_knobs
 from hera_jax.evaluate.episodes import PriceTable, episode_table
@@ -260,9 +261,7 @@ def replay(config: EvalConfig, console) -> dict:
 
 def evaluate(config: EvalConfig) -> dict:
     """Run (or resume, or with --replay-from recompute) an evaluation and write its run folder."""
-    from rich.console import Console
-
-    console = Console() if Console().is_terminal else Console(width=100)  # tables fit 80 columns
+    console = report_console(100)  # tables fit 80 columns
     if config.replay_from is not None:
         return replay(config, console)
     started = time.perf_counter()

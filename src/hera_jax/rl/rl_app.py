@@ -13,6 +13,7 @@ from hera_jax.agents.config import build_agents
 from hera_jax.dataset import check_dataset_env
 from hera_jax.envs import simulator_factory
 from hera_jax.envs.profiles import profile
+from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loop import run_rl
@@ -36,9 +37,7 @@ def resolve_run_dir(config: RLConfig) -> Path:
 
 def train_rl(config: RLConfig) -> list[dict]:
     """Run (or resume) the RL stage in its run folder; returns the per-iteration history."""
-    from rich.console import Console
-
-    console = Console() if Console().is_terminal else Console(width=160)
+    console = report_console(160)
     started = time.perf_counter()
     dataset, features_dir = config.dataset_dir(), config.features_path()
     run_dir = resolve_run_dir(config)

@@ -21,6 +21,7 @@ from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import (DataConfig, check_dataset_env, check_trainable, dataset_env, load_union_table,
                               manifest_agents_title, resolve_datasets)
 from hera_jax.rollout.records import read_manifest, shown_problems
+from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import PROBABILITY
@@ -82,9 +83,7 @@ def plot_training_curve(result, path: Path, title: str) -> None:
 
 def train_il(config: ILConfig) -> dict:
     """Train the IL router into a new run folder; returns the summary written to metrics.json."""
-    from rich.console import Console
-
-    console = Console() if Console().is_terminal else Console(width=120)
+    console = report_console(120)
     started = time.perf_counter()
     dataset = config.dataset_dir()
     # il.py learns its environment from the dataset; an --env set beside --dataset must name the same one (left at
