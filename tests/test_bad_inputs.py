@@ -419,6 +419,21 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path, clean_dataset):
     assert proc.stderr.count("\n") == 1 and str(dataset / "steps.jsonl") in proc.stderr
 
 
+def test_rl_refuses_a_features_folder_that_is_a_file_before_embedding_anything(tmp_path, clean_dataset):
+    """A file where the dataset's features folder should be would have every IL state embedded anew (minutes)."""
+    from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
+    from hera_jax.errors import HeraError
+    from hera_jax.rl import open_run
+    from tests.test_rl_loop import _config
+
+    (tmp_path / "afile").write_text("")
+    config = _config(tmp_path / "run", 1)
+    with pytest.raises(HeraError, match=f"--features-dir {tmp_path / 'afile'}: is a file, not a folder"):
+        open_run(config, config.out, KeyRoomEnv(), GoldPathOracle(), PerturbedGoldDevice(seed=0), clean_dataset,
+                 tmp_path / "afile", encode=bag_of_words)
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_refuses_a_features_cache_that_is_a_file_before_running_anything(tmp_path):
     from hera_jax.errors import HeraError
     from hera_jax.evaluate.evaluate_app import EvalConfig, evaluate

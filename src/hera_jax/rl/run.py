@@ -29,7 +29,7 @@ from hera_jax.dataset import StepTable, load_il_table
 from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureCacheError, FeatureSpec, featurize_indexed
-from hera_jax.features.cache import cache_path, round_like_cache
+from hera_jax.features.cache import cache_path, check_cache_folder, round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rollout.engine import EngineConfig, single_env
 from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, EpisodeSettings
@@ -119,6 +119,7 @@ def open_run(
     from rich.console import Console
 
     console = console or Console()
+    check_cache_folder(features_dir, "--features-dir")  # a file there would have every IL state embedded anew
     check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
