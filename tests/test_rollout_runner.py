@@ -22,6 +22,7 @@ from hera_jax.rollout.engine import (
     LockstepWorker,
     Policy,
     WorkerSetup,
+    engine_session,
     run_episode,
     run_jobs,
 )
@@ -110,9 +111,16 @@ def lines_without_timings(path) -> list[dict]:
 
 
 def test_ray_workers_write_the_same_file_as_in_process(in_process_records, tmp_path):
-    report = run_jobs(JOBS, tmp_path / "ray.jsonl", make_setup, EngineConfig(batch_size=2, workers=2),
-                      show_progress=False)
-    assert report.episodes_run == len(JOBS) and len(report.accounting["workers"]) == 2
+    config = EngineConfig(batch_size=2, workers=2)
+    with engine_session(config):  # the second call runs on the first call's actors, with records unchanged
+        report = run_jobs(JOBS, tmp_path / "ray.jsonl", make_setup, config, show_progress=False)
+        again = run_jobs(JOBS[:2], tmp_path / "again.jsonl", make_setup, config, show_progress=False)
+    processes = sorted(w["process"] for w in report.accounting["workers"])
+    assert report.episodes_run == len(JOBS) and len(set(processes)) == 2
+    assert sorted(w["process"] for w in again.accounting["workers"]) == processes
+    first_two = {job.spec.episode_id for job in JOBS[:2]}
+    assert lines_without_timings(tmp_path / "again.jsonl") == [
+        r for r in lines_without_timings(tmp_path / "ray.jsonl") if r["episode_id"] in first_two]
     run_jobs(JOBS, tmp_path / "local.jsonl", make_setup, EngineConfig(), show_progress=False)
     assert lines_without_timings(tmp_path / "ray.jsonl") == lines_without_timings(tmp_path / "local.jsonl")
     by_id = {}

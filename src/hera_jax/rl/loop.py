@@ -23,6 +23,7 @@ from hera_jax.rl.run import CHECKPOINTS, RLRun, finished_iterations, iter_dir, l
 from hera_jax.rl.train import PreferenceData, make_preference_train
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
+from hera_jax.rollout.engine import engine_session
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
 from hera_jax.router.train import predict_p_cloud
 from hera_jax.runs import config_json
@@ -186,6 +187,11 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
 
 def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[dict[str, Any]]:
     """Run (or resume) up to `config.iters` iterations; returns the metrics of iterations 0..iters."""
+    with engine_session(run.engine):  # Ray workers, if any, started once for every rollout phase of the run
+        return _run_iterations(run, on_iteration_done)
+
+
+def _run_iterations(run: RLRun, on_iteration_done: IterationHook | None) -> list[dict[str, Any]]:
     config = run.config
     done = finished_iterations(run.run_dir)
     if done >= 0:

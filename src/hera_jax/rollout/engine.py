@@ -30,8 +30,10 @@ retried.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import sys
 import threading
 import time
@@ -490,39 +492,89 @@ def _answers(agent: Agent, states: list) -> list[AgentStep | Exception]:
 
 
 class _RayLockstepWorker:
-    """A `LockstepWorker` as a Ray actor, built in the actor from the caller's picklable `make_setup`."""
+    """A `LockstepWorker` as a Ray actor; each engine call builds its worker in the actor from the caller's
+    picklable `make_setup`, so one actor (its process and imports) can serve every call of a run."""
 
-    def __init__(self, make_setup: Callable[[], WorkerSetup], config: EngineConfig):
+    def __init__(self) -> None:
+        self.worker: LockstepWorker | None = None
+
+    def start(self, make_setup: Callable[[], WorkerSetup], config: EngineConfig) -> None:
         self.worker = LockstepWorker(make_setup(), config)
 
     def run(self, jobs: list[tuple[int, Job]]) -> list[tuple[int, list[StepRecord]]]:
         return list(self.worker.run(jobs))
 
     def accounting(self) -> dict[str, Any]:
-        return self.worker.accounting()
+        return {**self.worker.accounting(), "process": os.getpid()}
 
     def close(self) -> None:
-        self.worker.close()
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
 
-def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
-                 todo: list[tuple[int, Job]], accounting: dict[str, Any]) -> Iterator[tuple[int, list[StepRecord]]]:
-    """Jobs in chunks of `batch_size` over `workers` Ray actors; yields episodes as chunks return."""
+def _import_ray():
     try:
         import ray
     except ImportError as e:
         raise HeraError("Ray is not installed: pip install 'hera_jax[rollouts]'") from e
+    return ray
+
+
+def _init_ray(ray, config: EngineConfig) -> None:
+    if config.ray_address:
+        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def engine_session(config: EngineConfig) -> Iterator[None]:
+    """Keep Ray and the engine's worker actors up for every engine call inside the block (with `workers` > 1): a
+    stage-2 run calls the engine 3 + 2 x iterations times, and starting Ray and its actors costs seconds each time.
+    Records do not change: each call builds its workers anew inside the kept actors."""
+    if config.workers <= 1:
+        yield
+        return
+    ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        if config.ray_address:
-            ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
+        _init_ray(ray, config)
+    try:
+        yield
+    finally:
+        for i in range(config.workers):
+            _quietly(lambda i=i: ray.kill(ray.get_actor(_worker_name(i))))
+        if started_here:
+            ray.shutdown()
+
+
+def _worker_name(index: int) -> str:
+    """A session's worker actor, found by name in this driver's own (anonymous) Ray namespace."""
+    return f"hera-engine-worker-{index}"
+
+
+def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
+                 todo: list[tuple[int, Job]], accounting: dict[str, Any]) -> Iterator[tuple[int, list[StepRecord]]]:
+    """Jobs in chunks of `batch_size` over `workers` Ray actors; yields episodes as chunks return. Inside an
+    `engine_session` the actors are the session's (found by name in this driver's own namespace) and outlive the
+    call; otherwise Ray and the actors live for this call only."""
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init_ray(ray, config)
     actor_class = ray.remote(num_cpus=1)(_RayLockstepWorker)
-    actors = [actor_class.remote(make_setup, config) for _ in range(config.workers)]
+    if started_here:
+        actors = [actor_class.remote() for _ in range(config.workers)]
+    else:
+        # detached: Ray would end a named actor with the call's last handle; the session ends them
+        actors = [actor_class.options(name=_worker_name(i), get_if_exists=True, lifetime="detached").remote()
+                  for i in range(config.workers)]
     chunks = deque(todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size))
     running: dict[Any, Any] = {}
+    finished = False
     try:
+        ray.get([actor.start.remote(make_setup, config) for actor in actors])
         for actor in actors:
             if chunks:
                 running[actor.run.remote(chunks.popleft())] = actor
@@ -533,10 +585,12 @@ def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
                 running[actor.run.remote(chunks.popleft())] = actor
             yield from ray.get(ready)
         accounting["workers"] = ray.get([a.accounting.remote() for a in actors])
+        finished = True
     finally:
         for actor in actors:
             _quietly(lambda a=actor: ray.get(a.close.remote()))
-            _quietly(lambda a=actor: ray.kill(a))
+            if started_here or not finished:  # an actor left mid-call is not handed to the next call
+                _quietly(lambda a=actor: ray.kill(a))
         if started_here:
             ray.shutdown()
 
