@@ -98,8 +98,8 @@ def test_kill_9_then_rerun_keeps_finished_redoes_partial_and_duplicates_nothing(
 
 # --- the same with the real scoring device (Gemma-3-270M through llama.cpp) ---------------------------------------
 
-SCORE_ARGS = ["--env", "textworld_express:twc", "--tasks", "twc-easy", "--train-per-task", "3", "--dev-per-task",
-              "0", "--test-per-task", "1", "--max-steps", "5", "--no-progress", "--engine.batch-size", "1",
+SCORE_ARGS = ["--env", "textworld_express:twc", "--tasks", "twc-easy", "--train-per-task", "2", "--dev-per-task",
+              "0", "--test-per-task", "1", "--max-steps", "4", "--no-progress", "--engine.batch-size", "1",
               "--engine.workers", "1", "--agents.device", "gguf-score"]
 
 
@@ -111,7 +111,7 @@ def test_scoring_device_collection_killed_and_rerun_equals_a_straight_one(tmp_pa
     straight = tmp_path / "straight"
     finish(collect(straight, SCORE_ARGS))
     reference = episodes(straight / "steps.jsonl")
-    assert len(reference) == 4 and all(r["device_p_top"] is not None for rows in reference.values() for r in rows)
+    assert len(reference) == 3 and all(r["device_p_top"] is not None for rows in reference.values() for r in rows)
     memo = straight / "features" / "device_decisions_gemma-3-270m-q4_k_m.jsonl"
     assert memo.read_text().count("\n") >= len({r["state_key"] for rows in reference.values() for r in rows})
 
@@ -120,7 +120,7 @@ def test_scoring_device_collection_killed_and_rerun_equals_a_straight_one(tmp_pa
     # decisions of the episode in flight may already be in the memo when the kill lands
     kill_9_once_an_episode_is_on_disk(collect(out, SCORE_ARGS), steps)
     kept = episodes(steps)
-    assert 1 <= len(kept) < 4
+    assert 1 <= len(kept) < 3
     finish(collect(out, SCORE_ARGS))
     resumed = episodes(steps)
     assert set(resumed) == set(reference)
