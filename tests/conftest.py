@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import runpy
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,3 +53,23 @@ def toy_dataset(tmp_path):
 
 def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def script_in_process(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run `python experiments/<script> ARGS` in this process and return (exit status, stdout, stderr): for a
+    command that stops at its flags or inputs, the test pays no interpreter start and no JAX import of its own."""
+
+    def run(script: str, *args: str) -> tuple[int, str, str]:
+        path = ROOT / "experiments" / script
+        monkeypatch.setattr(sys, "argv", [str(path), *args])
+        capsys.readouterr()
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -263,11 +263,9 @@ def test_non_positive_horizon_is_refused(horizon):
         FeatureSpec(horizon=horizon)
 
 
-def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--features.horizon", "0",
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: horizon must be a positive number of steps, got 0.0"], proc.stderr
+def test_il_cli_horizon_0_exits_2_with_one_line(tmp_path, script_in_process):
+    code, _, err = script_in_process("il.py", "--features.horizon", "0", "--out", str(tmp_path / "run"))
+    assert (code, err) == (2, "error: horizon must be a positive number of steps, got 0.0\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -404,9 +402,9 @@ def _cli(script: str, *args: str, **popen) -> subprocess.CompletedProcess:
     ("rl_iter.py", ["--env", "textworld_express:cookinworld"],
      "error: no shipped dataset for env 'textworld_express:cookinworld'; did you mean 'textworld_express:cookingworld'?"),
 ])
-def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script, args, expected):
-    proc = _cli(script, *args, "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, proc.stderr
+def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script_in_process, script, args, expected):
+    code, _, err = script_in_process(script, *args, "--out", str(tmp_path / "out"))
+    assert code == 2 and err.startswith(expected) and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
 
 
@@ -464,19 +462,36 @@ def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: 
     return proc.returncode, stderr
 
 
-@pytest.mark.parametrize("config, says", [
-    ("hera_jax.router.il_app:ILConfig", "interrupted: nothing of this run is kept; rerun the command to start it again"),
-    ("hera_jax.rl.config:RLConfig", "interrupted: finished iterations and episodes are kept; to resume, rerun the "
-                                    "same command with --out OUT"),
-])
-def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path, config, says):
-    """SIGINT while a command is running: no traceback, exit 130, what is kept and how to resume (il.py keeps
-    nothing; rl_iter.py resumes from its --out)."""
-    status, stderr = _interrupted(tmp_path, "import time\nfrom hera_jax.cli import run_cli\n"
-                                  "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), "
-                                  f"{config!r}, args=['--out', 'OUT'])")
-    assert status == 130 and "Traceback" not in stderr
-    assert stderr == says + "\n"
+LIGHT_CONFIG = ("import dataclasses, typing\n"
+                "@dataclasses.dataclass(frozen=True)\n"
+                "class Config:\n"
+                "    RESUMES: typing.ClassVar[str] = 'finished episodes are kept'\n"
+                "    out: str | None = None\n")
+
+
+def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path):
+    """SIGINT while a command is running: no traceback, exit 130, what is kept and how to resume."""
+    status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom hera_jax.cli import run_cli\n"
+                                  "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), Config, "
+                                  "args=['--out', 'OUT'])")
+    assert (status, stderr) == (130, "interrupted: finished episodes are kept; to resume, rerun the same command "
+                                     "with --out OUT\n")
+
+
+def test_each_command_says_what_a_ctrl_c_keeps():
+    from hera_jax.cli import interrupted_line
+    from hera_jax.evaluate.evaluate_app import EvalConfig
+    from hera_jax.rl.config import RLConfig
+    from hera_jax.rollout.collect_app import CollectConfig
+    from hera_jax.router.il_app import ILConfig
+
+    assert interrupted_line(ILConfig()) == "interrupted: nothing of this run is kept; rerun the command to start it again"
+    assert interrupted_line(RLConfig(out=Path("OUT"))) == ("interrupted: finished iterations and episodes are kept; "
+                                                          "to resume, rerun the same command with --out OUT")
+    for config in (EvalConfig(), CollectConfig()):
+        assert interrupted_line(config) == ("interrupted: finished episodes are kept; to resume, rerun the same "
+                                            "command with --out set to the run folder it printed when it started")
+    assert interrupted_line(None) == "interrupted before the run started"
 
 
 def test_ctrl_c_while_the_command_imports_its_modules_is_one_line(tmp_path):
@@ -490,7 +505,7 @@ def test_ctrl_c_while_the_command_imports_its_modules_is_one_line(tmp_path):
 def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path):
     """Python swallows an exception raised in a finalizer or a garbage-collector callback (JAX has one): a Ctrl-C
     landing there would be printed as "Exception ignored" and the run would go on. It stops the run."""
-    status, stderr = _interrupted(tmp_path, "import time\nfrom hera_jax.cli import run_cli\n"
+    status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom hera_jax.cli import run_cli\n"
                                   "class Slow:\n"
                                   "    def __del__(self):\n"
                                   "        print('finalizing', flush=True)\n"
@@ -498,9 +513,9 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path):
                                   "def main(config):\n"
                                   "    Slow()\n"
                                   "    time.sleep(60)\n"
-                                  "run_cli(main, 'hera_jax.rl.config:RLConfig', args=[])", after="finalizing")
+                                  "run_cli(main, Config, args=[])", after="finalizing")
     assert status == 130 and "Traceback" not in stderr and "Exception ignored" not in stderr
-    assert stderr.startswith("interrupted: finished iterations") and stderr.count("\n") == 1
+    assert stderr.startswith("interrupted: finished episodes are kept") and stderr.count("\n") == 1
 
 
 def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_path):

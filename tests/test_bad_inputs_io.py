@@ -143,12 +143,12 @@ def _everything_written(folder) -> str:
     ["--tasks", KEY],
     ["--agents.cloud-model", "Zx9fK2mQ7vL4pR8s" + "T1wY6uN3bH5jC0dE"],  # an unknown provider's key shape
 ])
-def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_path, flags):
+def test_collect_refuses_a_key_typed_into_a_flag_before_writing_anything(tmp_path, script_in_process, flags):
     out = tmp_path / "ds"
-    proc = _collect("--out", str(out), "--agents.cloud", "openai", *flags, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: --")
-    assert KEY not in proc.stdout + proc.stderr and flags[-1] not in proc.stdout + proc.stderr
+    code, stdout, stderr = script_in_process("collect.py", "--out", str(out), "--agents.cloud", "openai", *flags)
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: --")
+    assert KEY not in stdout + stderr and flags[-1] not in stdout + stderr
     assert not out.exists()
 
 

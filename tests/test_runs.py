@@ -150,10 +150,9 @@ def test_resume_of_a_run_from_before_fields_moved_into_groups_compares_them_at_t
     ("evaluate.py", ("--thresholds", "0.5", "1.5"), "--thresholds must be <= 1, got 1.5"),
     ("sweep.py", ("--grid.learning-rates", "0"), "--grid.learning-rates must be > 0, got 0.0"),
 ])
-def test_out_of_range_flags_are_one_line_errors_with_exit_2(tmp_path, script, args, message):
-    proc = _cli(script, *args, "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2
-    assert proc.stderr == f"error: {message}\n"
+def test_out_of_range_flags_are_one_line_errors_with_exit_2(tmp_path, script_in_process, script, args, message):
+    code, _, err = script_in_process(script, *args, "--out", str(tmp_path / "out"))
+    assert (code, err) == (2, f"error: {message}\n")
     assert not (tmp_path / "out").exists()
 
 
