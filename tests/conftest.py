@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import sys
@@ -60,6 +61,13 @@ def script_in_process(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]
     """Run `python experiments/<script> ARGS` in this process and return (exit status, stdout, stderr): for a
     command that stops at its flags or inputs, the test pays no interpreter start and no JAX import of its own."""
 
+    import jax
+
+    # a command that gets past its flags turns on the persistent compile cache: for this process, not the others
+    global_options = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                      "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in global_options}
+
     def run(script: str, *args: str) -> tuple[int, str, str]:
         path = ROOT / "experiments" / script
         monkeypatch.setattr(sys, "argv", [str(path), *args])
@@ -69,6 +77,13 @@ def script_in_process(monkeypatch, capsys) -> Callable[..., tuple[int, str, str]
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            for name, value in before.items():
+                jax.config.update(name, value)
+            with contextlib.suppress(ImportError, AttributeError):  # JAX keeps the cache it opened first
+                from jax._src import compilation_cache
+
+                compilation_cache.reset_cache()
         out, err = capsys.readouterr()
         return code, out, err
 

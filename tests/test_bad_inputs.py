@@ -161,21 +161,18 @@ def test_bad_row_in_rl_rollouts_is_reported_and_redone(tmp_path, kind, field, ho
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, clean))
 
 
-def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_dataset, tmp_path):
+def test_il_cli_on_a_damaged_dataset_reports_file_line_field_and_exits_0(clean_dataset, tmp_path, script_in_process):
     dataset = _copy(clean_dataset, tmp_path / "ds")
     steps = dataset / "steps.jsonl"
     _damage(steps, lambda r: {**r, "step": "one"})
     with open(steps, "ab") as f:
         f.write(b'{"episode_id": "x", "state_text": "caf\xe9"}\n')  # latin-1, not UTF-8
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "il.py"), "--dataset", str(dataset), "--out", str(tmp_path / "run"),
-         "--features.encoder", ENCODER, "--features.embedding-dim", str(DIM), "--features.text-design", "joint",
-         "--train.hidden-sizes", "16", "--train.max-epochs", "3",
-         "--train.batch-size", "16"],
-        capture_output=True, text=True, timeout=300,
-    )
-    output = " ".join((proc.stdout + proc.stderr).split())  # rich may wrap long lines
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, stdout, stderr = script_in_process(
+        "il.py", "--dataset", str(dataset), "--out", str(tmp_path / "run"), "--features.encoder", ENCODER,
+        "--features.embedding-dim", str(DIM), "--features.text-design", "joint", "--train.hidden-sizes", "16",
+        "--train.max-epochs", "3", "--train.batch-size", "16")
+    output = " ".join((stdout + stderr).split())  # rich may wrap long lines
+    assert code == 0, stdout + stderr
     assert "Traceback" not in output
     assert f"{steps}:{BAD_LINE}: step: Input should be a valid integer" in output
     num_lines = len(steps.read_bytes().splitlines())
@@ -390,11 +387,6 @@ def test_collect_refuses_to_append_to_steps_whose_manifest_is_missing(clean_data
 # ---- one line instead of a traceback, at the CLI ------------------------------------------------------------------
 
 
-def _cli(script: str, *args: str, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], capture_output=True,
-                          text=True, timeout=300, **popen)
-
-
 @pytest.mark.parametrize("script, args, expected", [
     ("il.py", ["--features.scalar-features", "bogus"], "error: unknown scalar feature(s) ['bogus']; available:"),
     ("collect.py", ["--env", "scienceworl"], "error: unknown environment 'scienceworl'; did you mean 'scienceworld'?"),
@@ -408,13 +400,13 @@ def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script_in_p
     assert not (tmp_path / "out").exists()
 
 
-def test_an_os_error_is_one_line_naming_the_path(tmp_path, clean_dataset):
+def test_an_os_error_is_one_line_naming_the_path(tmp_path, clean_dataset, script_in_process):
     dataset = _copy(clean_dataset, tmp_path / "ds")
     (dataset / "steps.jsonl").unlink()
     (dataset / "steps.jsonl").mkdir()  # a folder where the records should be
-    proc = _cli("il.py", "--dataset", str(dataset), "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.count("\n") == 1 and str(dataset / "steps.jsonl") in proc.stderr
+    code, _, err = script_in_process("il.py", "--dataset", str(dataset), "--out", str(tmp_path / "run"))
+    assert code == 2 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and str(dataset / "steps.jsonl") in err
 
 
 def test_rl_refuses_a_features_folder_that_is_a_file_before_embedding_anything(tmp_path, clean_dataset):

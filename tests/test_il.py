@@ -1,8 +1,6 @@
 """IL stage end to end on the shipped dataset, and the bad inputs a user can hit."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -89,16 +87,10 @@ def test_checkpoint_whose_params_do_not_match_its_config_is_refused(tmp_path):
         load_router(tmp_path / "ckpt")
 
 
-def _run_il(*args):
-    return subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), *args], capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_cli_missing_dataset_is_one_clear_line(tmp_path):
-    proc = _run_il("--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error:") and "dataset folder not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_missing_dataset_is_one_clear_line(tmp_path, script_in_process):
+    code, _, err = script_in_process("il.py", "--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert err.startswith("error:") and "dataset folder not found" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 

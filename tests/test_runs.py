@@ -66,14 +66,14 @@ def test_a_busy_folder_is_refused_and_an_unused_new_one_is_removed(tmp_path):
     ("evaluate.py", ("--routers", "ROUTER")),
     ("collect.py", ("--env", "textworld_express:twc")),
 ])
-def test_every_cli_refuses_a_folder_another_run_is_writing(tmp_path, script, args):
+def test_every_cli_refuses_a_folder_another_run_is_writing(tmp_path, script_in_process, script, args):
     out = tmp_path / "busy"
     args = tuple(f"il={_tiny_router(tmp_path / 'router')}" if a == "ROUTER" else a for a in args)
-    with locked_run_dir(out):
+    with locked_run_dir(out):  # (a lock on its own open file: the command in this process finds it held too)
         write_json_atomic(out / "first_run.json", {"mine": True})
-        proc = _cli(script, *args, "--out", str(out))
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        assert proc.stderr.count("\n") == 1 and "busy" in proc.stderr and "Traceback" not in proc.stderr
+        code, _, err = script_in_process(script, *args, "--out", str(out))
+        assert code == 2, err[-2000:]
+        assert err.count("\n") == 1 and "busy" in err and "Traceback" not in err
         assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, "first_run.json"])  # nothing mixed in
 
 

@@ -259,11 +259,7 @@ def test_the_data_fields_are_declared_once_and_resolve_the_same_way(tmp_path):
         assert tyro.cli(config_type, args=["--env", "alfworld", "--features-dir", str(tmp_path)]).features_dir == tmp_path
 
 
-def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken():
-    import os
-    import subprocess
-    import sys
-
+def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken(monkeypatch, script_in_process):
     from hera_jax.cli import _join_lines
 
     assert _join_lines("First line of it\n    and the rest.\n\n    Second paragraph\n    - item one\n    - item two") == \
@@ -272,9 +268,9 @@ def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken():
         "Steps:\n1. collect\n2. train\n  indented code and on."
     import tyro
     assert tyro._strings.remove_single_line_breaks is not _join_lines  # only while a command parses its flags
-    wide = {**os.environ, "COLUMNS": "400"}
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "il.py"), "--help"], capture_output=True,
-                         text=True, env=wide, timeout=120).stdout
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = script_in_process("il.py", "--help")
+    assert code == 0
     # two source lines of --extra-datasets' docstring, on one line of --help
     assert "names of shipped datasets (e.g. textworld_express:twc). Each keeps its own splits" in out
 
