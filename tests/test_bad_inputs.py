@@ -648,3 +648,13 @@ def test_adding_rows_to_an_unchecked_cache_does_not_vouch_for_its_old_rows(clean
         assert "sha256" not in json.loads(str(data["meta"]))  # still unchecked: the next run compares them
     with pytest.raises(FeatureCacheError, match="carries no checksum"):
         build_features(load_il_table(dataset, ()), SPEC, encode=bag_of_words)
+
+
+@pytest.mark.slow  # a whole interpreter and the CLI's imports
+def test_help_into_a_closed_pipe_ends_quietly():
+    """`rl_iter.py --help | head -2`: the reader closes the pipe early; no "error: Broken pipe", no traceback."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "rl_iter.py"), "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    _, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stderr) == (141, b"")

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -130,6 +131,9 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
     except HeraError as e:
         _fail(f"error: {e}", 2)
     except OSError as e:  # the file system or the network: a full disk, a path that is a folder, no permission
+        if isinstance(e, BrokenPipeError) and _stdout_gone():  # `--help | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint at exit either
+            raise SystemExit(141) from None  # as a shell reports a process ended by SIGPIPE
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"error: {where}{e.strerror or e}", 2)
     except KeyboardInterrupt:
@@ -137,6 +141,16 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
     finally:
         if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
             sys.unraisablehook = previous_hook
+
+
+def _stdout_gone() -> bool:
+    """Whether the reader of stdout has closed it (the BrokenPipeError was stdout's, not a simulator's pipe)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll (Windows) or no real stdout: not a closed reader
+        return False
 
 
 def report_console(width_in_a_file: int):
