@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -57,6 +58,16 @@ def test_a_busy_folder_is_refused_and_an_unused_new_one_is_removed(tmp_path):
         with locked_run_dir(tmp_path / "failed"):
             raise ValueError("bad input before anything was written")
     assert not (tmp_path / "failed").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line_naming_out(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(RunFolderError, match=r"afile: is a file, not a run folder; pass another --out"):
+        with locked_run_dir(tmp_path / "afile"):
+            pass
+    with pytest.raises(RunFolderError, match=r"/proc/hera-run: cannot make the run folder there \(.*\); pass another --out"):
+        with locked_run_dir(Path("/proc/hera-run")):
+            pass
 
 
 @pytest.mark.parametrize("script, args", [

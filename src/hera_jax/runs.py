@@ -124,7 +124,12 @@ def locked_run_dir(run_dir: Path, what: str = "run") -> Iterator[Path]:
     leaves nothing behind."""
     run_dir = Path(run_dir)
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: is a file, not a run folder; pass another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file there, no permission, a read-only or virtual file system (/proc)
+        raise RunFolderError(f"{run_dir}: cannot make the run folder there ({e.strerror}); pass another --out") from None
     lock_path = run_dir / LOCK_FILE
     lock = filelock.FileLock(lock_path, timeout=0, thread_local=False, is_singleton=False, preserve_lock_file=True)
     try:
