@@ -9,4 +9,5 @@ with state-dependent mistakes. Rerunning the same command resumes: finished epis
 from hera_jax.cli import run_cli
 
 if __name__ == "__main__":
-    run_cli("hera_jax.rollout.collect_app:collect_dataset", "hera_jax.rollout.collect_app:CollectConfig")  # a missing env package/data/server prints its install command and exits 2
+    # a missing env package, data or server prints its install command and exits 2
+    run_cli("hera_jax.rollout.collect_app:collect_dataset", "hera_jax.rollout.collect_app:CollectConfig")

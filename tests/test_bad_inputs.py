@@ -457,7 +457,7 @@ def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: 
 LIGHT_CONFIG = ("import dataclasses, typing\n"
                 "@dataclasses.dataclass(frozen=True)\n"
                 "class Config:\n"
-                "    RESUMES: typing.ClassVar[str] = 'finished episodes are kept'\n"
+                "    KEPT_ON_INTERRUPT: typing.ClassVar[str] = 'finished episodes are kept'\n"
                 "    out: str | None = None\n")
 
 
@@ -518,6 +518,10 @@ def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_pa
     assert proc.returncode == 2
     assert proc.stderr == ("error: unknown environment 'scienceworldd'; did you mean 'scienceworld'? available: "
                            "alfworld, appworld, scienceworld, textworld_express, webshop\n")
+    from hera_jax.cli import env_name_problem
+
+    assert env_name_problem(["--env", "--help"]) is None  # no value: the parser reports it, with the help
+    assert env_name_problem(["--env=alfworld", "--env", "textworld_express:twc"]) is None
 
 
 def test_collect_without_out_writes_a_new_run_folder_never_the_shipped_dataset(tmp_path, monkeypatch, capsys):

@@ -112,9 +112,13 @@ def lines_without_timings(path) -> list[dict]:
 
 def test_ray_workers_write_the_same_file_as_in_process(in_process_records, tmp_path):
     config = EngineConfig(batch_size=2, workers=2)
-    with engine_session(config):  # the second call runs on the first call's actors, with records unchanged
-        report = run_jobs(JOBS, tmp_path / "ray.jsonl", make_setup, config, show_progress=False)
-        again = run_jobs(JOBS[:2], tmp_path / "again.jsonl", make_setup, config, show_progress=False)
+    with engine_session(config) as session:  # the second call runs on the first call's actors, records unchanged
+        report = run_jobs(JOBS, tmp_path / "ray.jsonl", make_setup, config, show_progress=False, session=session)
+        again = run_jobs(JOBS[:2], tmp_path / "again.jsonl", make_setup, config, show_progress=False,
+                         session=session)
+        with pytest.raises(ValueError, match="the engine session has 2 workers, this call asks for 3"):
+            run_jobs(JOBS[:1], tmp_path / "three.jsonl", make_setup, EngineConfig(batch_size=2, workers=3),
+                     show_progress=False, session=session)
     processes = sorted(w["process"] for w in report.accounting["workers"])
     assert report.episodes_run == len(JOBS) and len(set(processes)) == 2
     assert sorted(w["process"] for w in again.accounting["workers"]) == processes

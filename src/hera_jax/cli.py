@@ -20,7 +20,7 @@ import tyro
 
 from hera_jax.compile_cache import enable as enable_compile_cache
 from hera_jax.errors import HeraError
-from hera_jax.limits import KEY_PATTERN, validate
+from hera_jax.limits import looks_like_a_key, validate
 
 ConfigT = TypeVar("ConfigT")
 
@@ -91,10 +91,10 @@ def key_argument_problem(args: list[str]) -> str | None:
     """One line, itself redacted, about the first argument that looks like an API key, or None. Checked before tyro
     parses: tyro echoes an unknown flag or a stray positional value in its error box, key and all."""
     for position, arg in enumerate(args):
-        if not KEY_PATTERN.search(arg):
+        if not looks_like_a_key(arg):
             continue
         flag, equals, _ = arg.partition("=")
-        if arg.startswith("--") and equals and not KEY_PATTERN.search(flag):
+        if arg.startswith("--") and equals and not looks_like_a_key(flag):
             where = flag
         elif position > 0 and args[position - 1].startswith("--") and "=" not in args[position - 1]:
             where = args[position - 1]
@@ -112,7 +112,8 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
     import (seconds of JAX) is handled and a mistyped --env is refused (a script then starts checking at once)."""
     argv = sys.argv[1:] if args is None else args
     previous_hook = sys.unraisablehook
-    sys.unraisablehook = ours = _quiet_closed_pipes(previous_hook)
+    redeliveries: list[threading.Timer] = []
+    sys.unraisablehook = ours = _quiet_closed_pipes(previous_hook, redeliveries)
     config = None
     try:
         problem = key_argument_problem(argv) or env_name_problem(argv)
@@ -139,6 +140,8 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
     except KeyboardInterrupt:
         _fail(interrupted_line(config), 130)
     finally:
+        for pending in redeliveries:  # the run is over: a Ctrl-C sent again now would land after its last line
+            pending.cancel()
         if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
             sys.unraisablehook = previous_hook
 
@@ -159,7 +162,8 @@ def report_console(width_in_a_file: int):
     from rich.console import Console
 
     console = Console()
-    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=width_in_a_file)
+    set_in_env = os.environ.get("COLUMNS", "").isdigit()  # rich reads it (a non-number it ignores)
+    return console if console.is_terminal or set_in_env else Console(width=width_in_a_file)
 
 
 def _resolve(target):
@@ -179,6 +183,8 @@ def env_name_problem(args: list[str]) -> str | None:
         if flag != "--env":
             continue
         value = value if equals else (args[position + 1] if position + 1 < len(args) else "")
+        if value.startswith("-"):  # no value (`--env --help`): the parser says so
+            continue
         try:
             check_env_name(value)
         except UnknownEnvError as e:
@@ -187,11 +193,11 @@ def env_name_problem(args: list[str]) -> str | None:
 
 
 def interrupted_line(config: object | None) -> str:
-    """What a Ctrl-C leaves, and how to go on: a run whose config declares `RESUMES` (what it keeps) continues when
-    the same command runs again with the same --out."""
+    """What a Ctrl-C leaves, and how to go on: a run whose config declares `KEPT_ON_INTERRUPT` (what it keeps)
+    continues when the same command runs again with the same --out."""
     if config is None:
         return "interrupted before the run started"
-    kept = getattr(config, "RESUMES", None)
+    kept = getattr(config, "KEPT_ON_INTERRUPT", None)
     if kept is None:
         return "interrupted: nothing of this run is kept; rerun the command to start it again"
     out = getattr(config, "out", None)
@@ -199,7 +205,7 @@ def interrupted_line(config: object | None) -> str:
     return f"interrupted: {kept}; to resume, rerun the same command with {where}"
 
 
-def _quiet_closed_pipes(previous: Callable) -> Callable:
+def _quiet_closed_pipes(previous: Callable, redeliveries: list[threading.Timer]) -> Callable:
     """An unraisable-exception hook for the run: a simulator's finalizer that finds its JVM's pipe already closed
     (ScienceWorld's gateway `__del__` while a Ctrl-C unwinds, the JVM stopped first) raises BrokenPipeError where
     nothing can catch it, and Python would print it as "Exception ignored in ..." over the one-line message. Those
@@ -213,6 +219,7 @@ def _quiet_closed_pipes(previous: Callable) -> Callable:
                 # from another thread, a moment later: raised here it would be swallowed again, by this hook
                 again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
                 again.daemon = True
+                redeliveries.append(again)
                 again.start()
         elif not isinstance(unraisable.exc_value, (BrokenPipeError, ConnectionResetError)):
             previous(unraisable)

@@ -18,12 +18,14 @@ from hera_jax.errors import HeraError
 
 # What API keys look like, by their providers' prefixes (OpenAI, DashScope/Qwen, Anthropic sk-; Groq gsk_; Hugging
 # Face hf_; xAI; GitHub; Replicate; Perplexity; Google AIza; AWS AKIA), and bearer tokens in text.
-KEY_PATTERN = re.compile(
+PROVIDER_KEY_PATTERN = re.compile(
     r"(?<![A-Za-z0-9])(?:sk-|gsk_|hf_|xai-|ghp_|gho_|github_pat_|r8_|pplx-|AIza|AKIA)[A-Za-z0-9_\-]{16,}"
-    r"|Bearer\s+\S+"
-    # an unknown provider's key: 24+ random letters (both cases) and 3+ digits; model names and paths have separators
-    r"|(?<![A-Za-z0-9_\-])(?=(?:[A-Za-z]*[0-9]){3})(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}"
+    r"|Bearer\s+\S+")
+# An unknown provider's key: 24+ random letters (both cases) and 3+ digits; model names and paths have separators.
+UNKNOWN_KEY_PATTERN = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?=(?:[A-Za-z]*[0-9]){3})(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}"
     r"(?![A-Za-z0-9_\-])")
+KEY_PATTERN = re.compile(f"{PROVIDER_KEY_PATTERN.pattern}|{UNKNOWN_KEY_PATTERN.pattern}")
 # What redaction also hides in text from outside (error bodies): any long run of key characters with a digit in it.
 # A key of an unknown provider looks like this; so may a request id, which costs nothing to hide.
 TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{28,}")
@@ -94,9 +96,15 @@ COUNT = Range(low=1)  # a number of things that must happen at least once
 PROBABILITY = Range(0.0, 1.0)
 
 
+def looks_like_a_key(text: str) -> bool:
+    """Whether `text` holds something key-like. In a URL only a known provider's key counts: an endpoint's path may
+    carry its own token, which is accepted and redacted wherever the URL is written (`redact_url`)."""
+    return (PROVIDER_KEY_PATTERN if "://" in text else KEY_PATTERN).search(text) is not None
+
+
 def secret_problem(text: str) -> str | None:
     """Why `text` (a flag's value) must not be used: it looks like an API key; or None."""
-    if KEY_PATTERN.search(text):
+    if looks_like_a_key(text):
         return ("looks like an API key; keys go only in the environment variable named by the --*-api-key-env flag "
                 "and are never passed as a flag (nothing was written)")
     return None

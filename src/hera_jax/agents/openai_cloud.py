@@ -132,8 +132,9 @@ def error_excerpt(status: int, payload: bytes, key: str) -> str:
 
 def redact_command(argv: list[str]) -> str:
     """A command line as it may be stored (a manifest's `command`): each argument redacted like outside text (so an
-    unknown provider's key is hidden too), except file paths (arguments with a `/` and no `://`), where only known
-    providers' key shapes are, so dataset paths such as `data/textworld_express_twc_gemma270m` stay readable. A
+    unknown provider's key is hidden too), except file paths (arguments with a `/` and no `://`), where only key
+    shapes are (a known provider's, or random letters of both cases with digits), so dataset paths such as
+    `data/textworld_express_twc_gemma270m` stay readable. A
     `Bearer` split from its token hides the token. Every part is shell-quoted: the command still parses."""
     parts = []
     for i, arg in enumerate(argv):

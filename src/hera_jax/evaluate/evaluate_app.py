@@ -124,7 +124,7 @@ class EvalConfig(DataConfig):
     workers embed their own new states and write none to --features-cache. The batch size defaults per --env
     (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
-    RESUMES: ClassVar[str] = "finished episodes are kept"  # what a Ctrl-C leaves (cli.py)
+    KEPT_ON_INTERRUPT: ClassVar[str] = "finished episodes are kept"  # what a Ctrl-C leaves (cli.py)
     # Fields that may differ when an existing run folder is resumed (they change the report, not the episodes).
     # --routers may be spelled otherwise (DIR@STEP for DIR) on resume: check_same_routers compares what they load
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("compile_cache", "out", "progress", "cloud_budget",

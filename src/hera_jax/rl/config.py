@@ -157,7 +157,7 @@ class RLConfig(DataConfig):
     batch size defaults per --env (ScienceWorld 2, TextWorldExpress 8: hera_jax.envs.profiles)."""
 
     # Fields that may differ between a run and its resumption; everything else must match (hera_jax.runs).
-    RESUMES: ClassVar[str] = "finished iterations and episodes are kept"  # what a Ctrl-C leaves (cli.py)
+    KEPT_ON_INTERRUPT: ClassVar[str] = "finished iterations and episodes are kept"  # what a Ctrl-C leaves (cli.py)
     MAY_CHANGE_ON_RESUME: ClassVar[tuple[str, ...]] = ("compile_cache", "iters", "out", "resume", "progress",
                                                        "engine",
                                                        *(f"agents.{name}" for name in AgentsConfig.RUN_ONLY))

@@ -6,6 +6,7 @@ groups' labels, loss weights, training) is pure jax; these modules are the file/
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -187,8 +188,8 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
 
 def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[dict[str, Any]]:
     """Run (or resume) up to `config.iters` iterations; returns the metrics of iterations 0..iters."""
-    with engine_session(run.engine):  # Ray workers, if any, started once for every rollout phase of the run
-        return _run_iterations(run, on_iteration_done)
+    with engine_session(run.engine) as ray_workers:  # Ray workers, if any, started once for every rollout phase
+        return _run_iterations(dataclasses.replace(run, ray_workers=ray_workers), on_iteration_done)
 
 
 def _run_iterations(run: RLRun, on_iteration_done: IterationHook | None) -> list[dict[str, Any]]:

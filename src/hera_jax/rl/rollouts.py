@@ -61,7 +61,7 @@ def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyP
     setup = make_setup(True) if in_process else None
     try:
         report = run_jobs(jobs, path, functools.partial(make_setup, False), run.engine, label, config.progress,
-                          setup=setup)
+                          setup=setup, session=run.ray_workers)
     finally:
         if setup is not None and setup.close is not None:
             setup.close()

@@ -31,7 +31,7 @@ from hera_jax.errors import HeraError
 from hera_jax.features import FeatureCacheError, FeatureSpec, featurize_indexed
 from hera_jax.features.cache import cache_path, check_cache_folder, round_like_cache
 from hera_jax.rl.config import RLConfig
-from hera_jax.rollout.engine import EngineConfig, single_env
+from hera_jax.rollout.engine import EngineConfig, EngineSession, single_env
 from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, EpisodeSettings
 from hera_jax.files import read_json_object, write_json_atomic
 from hera_jax.rollout.records import read_steps
@@ -84,6 +84,7 @@ class RLRun:
     console: Any
     make_env: Callable[[], Env]  # one simulator per engine slot (Ray workers call it too: keep it picklable)
     engine: EngineConfig
+    ray_workers: EngineSession | None = None  # set by run_rl for the run's engine calls (workers > 1)
 
     @property
     def features_dir(self) -> Path:

@@ -69,7 +69,7 @@ class CollectConfig:
         # the environment's default Ray workers, resolved here so every user of the config sees a number
         object.__setattr__(self, "engine", self.engine.with_defaults(1, profile(self.env).engine_workers))
 
-    RESUMES: ClassVar[str] = "finished episodes are kept"  # what a Ctrl-C leaves (cli.py)
+    KEPT_ON_INTERRUPT: ClassVar[str] = "finished episodes are kept"  # what a Ctrl-C leaves (cli.py)
     LIMITS: ClassVar[dict] = {
         "train_per_task": NON_NEGATIVE, "dev_per_task": NON_NEGATIVE, "test_per_task": NON_NEGATIVE,
         "max_seconds": NON_NEGATIVE, "history_k": NON_NEGATIVE,

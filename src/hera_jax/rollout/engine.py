@@ -528,48 +528,60 @@ def _init_ray(ray, config: EngineConfig) -> None:
         ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False)
 
 
+@dataclasses.dataclass
+class EngineSession:
+    """Ray worker actors kept for several engine calls (`engine_session`); pass it to `run_jobs` as `session`."""
+
+    ray: Any
+    actors: list
+    workers: int
+
+
 @contextlib.contextmanager
-def engine_session(config: EngineConfig) -> Iterator[None]:
-    """Keep Ray and the engine's worker actors up for every engine call inside the block (with `workers` > 1): a
+def engine_session(config: EngineConfig) -> Iterator[EngineSession | None]:
+    """Ray and `workers` worker actors for every engine call that is given the yielded session (None in-process): a
     stage-2 run calls the engine 3 + 2 x iterations times, and starting Ray and its actors costs seconds each time.
-    Records do not change: each call builds its workers anew inside the kept actors."""
+    Records do not change: each call builds its workers anew inside the kept actors. The actors belong to this
+    driver (Ray ends them with it) and are ended with the block."""
+    config = config.with_defaults()
     if config.workers <= 1:
-        yield
+        yield None
         return
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         _init_ray(ray, config)
+    session = EngineSession(ray, _new_actors(ray, config.workers), config.workers)
     try:
-        yield
+        yield session
     finally:
-        for i in range(config.workers):
-            _quietly(lambda i=i: ray.kill(ray.get_actor(_worker_name(i))))
+        _end(ray, session.actors)
         if started_here:
             ray.shutdown()
 
 
-def _worker_name(index: int) -> str:
-    """A session's worker actor, found by name in this driver's own (anonymous) Ray namespace."""
-    return f"hera-engine-worker-{index}"
+def _new_actors(ray, workers: int) -> list:
+    actor_class = ray.remote(num_cpus=1)(_RayLockstepWorker)
+    return [actor_class.remote() for _ in range(workers)]
 
 
-def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
-                 todo: list[tuple[int, Job]], accounting: dict[str, Any]) -> Iterator[tuple[int, list[StepRecord]]]:
-    """Jobs in chunks of `batch_size` over `workers` Ray actors; yields episodes as chunks return. Inside an
-    `engine_session` the actors are the session's (found by name in this driver's own namespace) and outlive the
-    call; otherwise Ray and the actors live for this call only."""
-    ray = _import_ray()
-    started_here = not ray.is_initialized()
+def _end(ray, actors: list) -> None:
+    for actor in actors:
+        _quietly(lambda a=actor: ray.kill(a))
+
+
+def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig, todo: list[tuple[int, Job]],
+                 accounting: dict[str, Any], session: EngineSession | None
+                 ) -> Iterator[tuple[int, list[StepRecord]]]:
+    """Jobs in chunks of `batch_size` over `workers` Ray actors; yields episodes as chunks return. With a session
+    the actors are the session's and serve the next call too; otherwise Ray and the actors live for this call."""
+    if session is not None and session.workers != config.workers:
+        raise ValueError(f"the engine session has {session.workers} workers, this call asks for {config.workers}")
+    ray = session.ray if session is not None else _import_ray()
+    started_here = session is None and not ray.is_initialized()
     if started_here:
         _init_ray(ray, config)
-    actor_class = ray.remote(num_cpus=1)(_RayLockstepWorker)
-    if started_here:
-        actors = [actor_class.remote() for _ in range(config.workers)]
-    else:
-        # detached: Ray would end a named actor with the call's last handle; the session ends them
-        actors = [actor_class.options(name=_worker_name(i), get_if_exists=True, lifetime="detached").remote()
-                  for i in range(config.workers)]
+    actors = session.actors if session is not None else _new_actors(ray, config.workers)
     chunks = deque(todo[i:i + config.batch_size] for i in range(0, len(todo), config.batch_size))
     running: dict[Any, Any] = {}
     finished = False
@@ -587,10 +599,13 @@ def _ray_results(make_setup: Callable[[], WorkerSetup], config: EngineConfig,
         accounting["workers"] = ray.get([a.accounting.remote() for a in actors])
         finished = True
     finally:
-        for actor in actors:
-            _quietly(lambda a=actor: ray.get(a.close.remote()))
-            if started_here or not finished:  # an actor left mid-call is not handed to the next call
-                _quietly(lambda a=actor: ray.kill(a))
+        if finished:
+            for actor in actors:
+                _quietly(lambda a=actor: ray.get(a.close.remote()))
+        if session is None or not finished:
+            _end(ray, actors)
+            if session is not None:  # a call cut short leaves work queued in them: the next call gets new ones
+                session.actors = _new_actors(ray, session.workers)
         if started_here:
             ray.shutdown()
 
@@ -612,11 +627,13 @@ def run_jobs(
     show_progress: bool = True,
     setup: WorkerSetup | None = None,
     on_episode: Callable[[list[StepRecord]], None] | None = None,
+    session: EngineSession | None = None,
 ) -> EngineReport:
     """Run the jobs not yet complete in `out_path`, appending each finished episode (in job order).
 
     In-process (`config.workers == 1`) the worker uses `setup` when given (the caller keeps ownership of it and
-    closes it), else builds one with `make_setup()`; Ray workers always call `make_setup()` themselves.
+    closes it), else builds one with `make_setup()`; Ray workers always call `make_setup()` themselves, in the
+    actors of `session` when given (`engine_session`), else in actors started for this call.
     """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -632,7 +649,7 @@ def run_jobs(
     accounting: dict[str, Any] = {}
     worker = None
     if config.workers > 1:
-        results = _ray_results(make_setup, config, todo, accounting)
+        results = _ray_results(make_setup, config, todo, accounting, session)
     else:
         worker = LockstepWorker(setup if setup is not None else make_setup(), config)
         results = worker.run(todo)
