@@ -521,6 +521,7 @@ def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_pa
     from hera_jax.cli import env_name_problem
 
     assert env_name_problem(["--env", "--help"]) is None  # no value: the parser reports it, with the help
+    assert env_name_problem(["--out", "x", "--env"]) is None
     assert env_name_problem(["--env=alfworld", "--env", "textworld_express:twc"]) is None
 
 

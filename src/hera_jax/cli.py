@@ -183,7 +183,7 @@ def env_name_problem(args: list[str]) -> str | None:
         if flag != "--env":
             continue
         value = value if equals else (args[position + 1] if position + 1 < len(args) else "")
-        if value.startswith("-"):  # no value (`--env --help`): the parser says so
+        if not value or value.startswith("-"):  # no value (`--env --help`): the parser says so
             continue
         try:
             check_env_name(value)
