@@ -165,17 +165,21 @@ def check_row_norms(path: Path, keys: Sequence[str], embeddings: np.ndarray) -> 
     """Refuse a cache whose rows are unit-norm (a normalising encoder's, as MiniLM's are) but for a few: those few
     were scaled or edited, whatever the checksum says (a checksum shows damage, not an edit whose writer rewrote
     it). A non-normalising encoder's rows have no common norm, and NaN rows are left to check_finite_embeddings."""
-    norms = np.linalg.norm(embeddings, axis=1)
+    norms, off = _off_unit_norm(embeddings)
     finite = np.isfinite(norms)
-    unit = np.isclose(norms, 1.0, atol=2e-2)
-    if finite.sum() < 20 or unit.sum() < 0.9 * finite.sum():
+    if finite.sum() < 20 or (finite & ~off).sum() < 0.9 * finite.sum():
         return
-    off = finite & ~unit
     if off.any():
         first = int(np.argmax(off))
         raise FeatureCacheError(
             f"{path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm as all the others are (e.g. "
             f"{keys[first]!r}: norm {norms[first]:.3g}): rows scaled or edited; delete it to re-embed")
+
+
+def _off_unit_norm(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's norm, which finite rows are not unit-norm); NaN rows are left to check_finite_embeddings."""
+    norms = np.linalg.norm(embeddings, axis=1)
+    return norms, np.isfinite(norms) & ~np.isclose(norms, 1.0, atol=2e-2)
 
 
 def content_digest(keys: Sequence[str], embeddings: np.ndarray) -> str:
@@ -217,8 +221,7 @@ def _verify_unchecked(cache: FeatureCache, keys: Sequence[str], text_of: dict[st
             f"encoder {cache.model!r} gives for their texts (e.g. {todo[int(np.argmax(differ))]!r}): rows permuted "
             "or edited; delete it to re-embed")
     if not cache.verified and np.allclose(np.linalg.norm(fresh, axis=1), 1.0, atol=1e-2):
-        norms = np.linalg.norm(cache.embeddings, axis=1)
-        off = np.isfinite(norms) & ~np.isclose(norms, 1.0, atol=2e-2)
+        norms, off = _off_unit_norm(cache.embeddings)
         if off.any():
             first = int(np.argmax(off))
             raise FeatureCacheError(
