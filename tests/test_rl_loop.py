@@ -254,12 +254,12 @@ def test_rl_loop_and_sweep_build_the_same_preference_rows(straight_run, il_datas
     loop_rows = preference_data(run, load_router(out / "checkpoints", step=1), rows)
 
     grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
-    il_mask = run.table.mask("train")
-    il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
+    il_mask = run.il.table.mask("train")
+    il_keys = [k for k, m in zip(run.il.table.state_key, il_mask) if m]
     rl = RLRows(jnp.asarray(grouped.group), jnp.asarray(grouped.visits.chose_cloud), jnp.asarray(grouped.returns),
                 jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
                 jnp.zeros(len(grouped.keys), bool))
-    sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
+    sweep_rows = label_targets(jnp.asarray(run.il.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
                                jnp.bool_(True), preference_options(config), config.il_weight)
     assert loop_rows.num_visits == len(grouped.visits) and loop_rows.stats["groups_valid"] > 0
     np.testing.assert_array_equal(np.asarray(sweep_rows.y), np.asarray(loop_rows.data.target).astype(np.int32))
@@ -284,12 +284,12 @@ def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_f
 
     grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
     heldout = heldout_groups(grouped.keys, 40)
-    il_mask = run.table.mask("train")
-    il_keys = [k for k, m in zip(run.table.state_key, il_mask) if m]
+    il_mask = run.il.table.mask("train")
+    il_keys = [k for k, m in zip(run.il.table.state_key, il_mask) if m]
     rl = RLRows(jnp.asarray(grouped.group), jnp.asarray(grouped.visits.chose_cloud), jnp.asarray(grouped.returns),
                 jnp.asarray(grouped.future_calls), jnp.asarray(groups_of_keys(il_keys, grouped.keys)),
                 jnp.asarray(heldout))
-    sweep_rows = label_targets(jnp.asarray(run.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
+    sweep_rows = label_targets(jnp.asarray(run.il.table.label[il_mask], jnp.int32), rl, len(grouped.keys),
                                jnp.bool_(True), preference_options(config), config.il_weight)
     np.testing.assert_allclose(np.asarray(sweep_rows.w), np.asarray(stopped.data.weight), rtol=1e-6, atol=1e-9)
     n_v = stopped.num_visits

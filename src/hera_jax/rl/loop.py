@@ -47,7 +47,7 @@ def start_router(run: RLRun) -> RouterBundle:
         from hera_jax.router.il import train_and_evaluate
 
         dataset = config.dataset or "dataset"
-        params, _, metrics, _ = train_and_evaluate(run.table, run.il_features, config.il_train, dataset,
+        params, _, metrics, _ = train_and_evaluate(run.il.table, run.il.features, config.il_train, dataset,
                                                    config.threshold)
         bundle = RouterBundle(params, config.il_train, run.spec, {})
         meta = {"rl_start": "IL router trained in-process", "il_metrics": metrics}
@@ -81,13 +81,13 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     visits = grouped.visits
     scorer = run.scorer(bundle)
     x_visits = scorer.features(visits.state_text, visits.step)  # rounded like the cache
-    il_mask = run.table.mask("train")
-    il_group = groups_of_keys([k for k, m in zip(run.table.state_key, il_mask) if m], grouped.keys)
+    il_mask = run.il.table.mask("train")
+    il_group = groups_of_keys([k for k, m in zip(run.il.table.state_key, il_mask) if m], grouped.keys)
     num_groups = len(grouped.keys)
     build = jax.jit(preference_rows, static_argnames="num_groups")
     arrays = (Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
                      jnp.asarray(grouped.future_calls)),
-              jnp.asarray(il_group), jnp.asarray(run.table.label[il_mask].astype(np.int32)), preference_options(config))
+              jnp.asarray(il_group), jnp.asarray(run.il.table.label[il_mask].astype(np.int32)), preference_options(config))
     weights = {"num_groups": num_groups, "il_weight": config.il_weight, "il_pos_weight": config.il_pos_weight}
     batch: PreferenceBatch = build(*arrays, **weights)
     heldout_weight, train_batch = None, batch
@@ -100,7 +100,7 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
         heldout_weight = batch.weight * jnp.concatenate([jnp.asarray(heldout)[grouped.group],
                                                          jnp.zeros(len(il_group), bool)])
     n_v, n_il = len(visits), len(il_group)
-    x = np.concatenate([x_visits, run.il_features[il_mask]]).astype(np.float32)
+    x = np.concatenate([x_visits, run.il.features[il_mask]]).astype(np.float32)
     prefer_cloud, valid = np.asarray(batch.preferences.prefer_cloud), np.asarray(batch.preferences.valid)
     margin, il_mixed = np.asarray(batch.preferences.margin), int((np.asarray(batch.weight)[n_v:] > 0).sum())
     stats = {
@@ -188,8 +188,9 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
 
 def run_rl(run: RLRun, on_iteration_done: IterationHook | None = None) -> list[dict[str, Any]]:
     """Run (or resume) up to `config.iters` iterations; returns the metrics of iterations 0..iters."""
-    with engine_session(run.engine) as ray_workers:  # Ray workers, if any, started once for every rollout phase
-        return _run_iterations(dataclasses.replace(run, ray_workers=ray_workers), on_iteration_done)
+    with engine_session(run.episodes.engine) as session:  # Ray workers, if any, started once for every rollout phase
+        episodes = dataclasses.replace(run.episodes, session=session)
+        return _run_iterations(dataclasses.replace(run, episodes=episodes), on_iteration_done)
 
 
 def _run_iterations(run: RLRun, on_iteration_done: IterationHook | None) -> list[dict[str, Any]]:

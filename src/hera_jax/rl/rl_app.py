@@ -52,8 +52,8 @@ def train_rl(config: RLConfig) -> list[dict]:
         try:
             run = open_run(config, run_dir, env, cloud, device, Path(dataset), Path(features_dir), console=console,
                            make_env=make_simulator)
-            console.print(f"{len(run.tasks)} tasks, {len(run.train_pairs)} training variations x "
-                          f"{config.rollouts_per_task} rollouts per iteration, {len(run.eval_pairs)} held-out "
+            console.print(f"{len(run.plan.tasks)} tasks, {len(run.plan.train)} training variations x "
+                          f"{config.rollouts_per_task} rollouts per iteration, {len(run.plan.held_out)} held-out "
                           "variations")
             history = run_rl(run)
         finally:

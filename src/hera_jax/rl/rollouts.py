@@ -11,7 +11,7 @@ from hera_jax.agents.base import Agent
 from hera_jax.envs.base import Env
 from hera_jax.features import FeatureSpec
 from hera_jax.rl.exploration import exploration_rate
-from hera_jax.rl.run import CHECKPOINTS, RLRun, iter_dir
+from hera_jax.rl.run import CHECKPOINTS, EpisodeSetup, RLRun, iter_dir
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, states_embedded
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
 from hera_jax.rollout.records import read_steps
@@ -49,19 +49,18 @@ def worker_setup(make_env: Callable[[], Env], cloud: Agent, device: Agent, setti
                        close=scorer.embedder.flush if scorer is not None and write_cache else None)
 
 
-def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyPlan], router_step: int | None,
-                 path: Path, label: str) -> tuple[list[dict[str, Any]], int]:
+def run_episodes(episodes: EpisodeSetup, jobs: Sequence[Job], policies: Mapping[str, PolicyPlan],
+                 router: tuple[Path, int, FeatureSpec] | None, path: Path, label: str
+                 ) -> tuple[list[dict[str, Any]], int]:
     """Run the jobs not yet complete in `path` with the engine; return all their rows (in job order) and the number
-    of states newly embedded."""
-    config = run.config
-    router = None if router_step is None else (run.run_dir / CHECKPOINTS, router_step, run.spec)
-    make_setup = functools.partial(worker_setup, run.make_env, run.cloud, run.device, run.settings, policies, router,
-                                   run.features_dir, run.encode)
-    in_process = config.engine.workers == 1
+    of states newly embedded. Routed policies score with checkpoint `router` = (folder, step, spec)."""
+    make_setup = functools.partial(worker_setup, episodes.make_env, episodes.cloud, episodes.device,
+                                   episodes.settings, policies, router, episodes.features_dir, episodes.encode)
+    in_process = episodes.engine.workers == 1
     setup = make_setup(True) if in_process else None
     try:
-        report = run_jobs(jobs, path, functools.partial(make_setup, False), run.engine, label, config.progress,
-                          setup=setup, session=run.ray_workers)
+        report = run_jobs(jobs, path, functools.partial(make_setup, False), episodes.engine, label,
+                          episodes.progress, setup=setup, session=episodes.session)
     finally:
         if setup is not None and setup.close is not None:
             setup.close()
@@ -69,6 +68,10 @@ def run_episodes(run: RLRun, jobs: Sequence[Job], policies: Mapping[str, PolicyP
     rows, _ = read_steps(path) if path.exists() else ([], None)
     rows = sorted((r for r in rows if r["episode_id"] in order), key=lambda r: (order[r["episode_id"]], r["step"]))
     return rows, states_embedded(report.accounting)
+
+
+def checkpoint_of(run: RLRun, step: int) -> tuple[Path, int, FeatureSpec]:
+    return run.run_dir / CHECKPOINTS, step, run.spec
 
 
 def episode_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -91,9 +94,10 @@ def episode_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def evaluate_held_out(run: RLRun, iteration: int) -> dict[str, float]:
     """Greedy router (no exploration) of checkpoint `iteration` on the held-out variations (the engine's workers
     load the checkpoint themselves)."""
-    jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), "greedy")
-            for t, v in run.eval_pairs]
-    rows, _ = run_episodes(run, jobs, {"greedy": ("routed", run.config.threshold, 0.0, 0)}, iteration,
+    jobs = [Job(EpisodeSpec(run.plan.env_name, t, v, "test", f"eval/iter{iteration}/{t}/{v}"), "greedy")
+            for t, v in run.plan.held_out]
+    rows, _ = run_episodes(run.episodes, jobs, {"greedy": ("routed", run.config.threshold, 0.0, 0)},
+                           checkpoint_of(run, iteration),
                            iter_dir(run.run_dir, iteration) / "eval.jsonl", f"eval iter {iteration}")
     return episode_summary(rows)
 
@@ -101,9 +105,9 @@ def evaluate_held_out(run: RLRun, iteration: int) -> dict[str, float]:
 def baselines(run: RLRun) -> dict[str, dict[str, float]]:
     out = {}
     for actor in ("cloud", "device"):
-        jobs = [Job(EpisodeSpec(run.env.name, t, v, "test", f"eval/{actor}-only/{t}/{v}"), actor)
-                for t, v in run.eval_pairs]
-        rows, _ = run_episodes(run, jobs, {actor: ("always", actor)}, None,
+        jobs = [Job(EpisodeSpec(run.plan.env_name, t, v, "test", f"eval/{actor}-only/{t}/{v}"), actor)
+                for t, v in run.plan.held_out]
+        rows, _ = run_episodes(run.episodes, jobs, {actor: ("always", actor)}, None,
                                iter_dir(run.run_dir, 0) / f"{actor}_only.jsonl", f"{actor}-only baseline")
         out[f"{actor}_only"] = episode_summary(rows)
     return out
@@ -119,9 +123,9 @@ def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
         iteration, exploration.rate, exploration.final_rate, exploration.schedule, exploration.decay_iters))
     policies = {f"r{k}": ("routed", config.threshold, epsilon, exploration_seed(config.seed, iteration, k))
                 for k in range(config.rollouts_per_task)}
-    jobs = [Job(EpisodeSpec(run.env.name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
-            for t, v in run.train_pairs for k in range(config.rollouts_per_task)]
-    return run_episodes(run, jobs, policies, iteration - 1, iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
+    jobs = [Job(EpisodeSpec(run.plan.env_name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
+            for t, v in run.plan.train for k in range(config.rollouts_per_task)]
+    return run_episodes(run.episodes, jobs, policies, checkpoint_of(run, iteration - 1), iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
                         f"rollouts iter {iteration}")
 
 

@@ -64,40 +64,69 @@ def agents_title(cloud: Agent, device: Agent) -> str:
     return manifest_agents_title({"cloud": cloud.describe(), "device": device.describe()}).removeprefix("agents: ")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class ILData:
+    """The IL dataset a run starts from: its step table, the features of every table row (rounded like the cache)
+    and the router inputs they were built with."""
+
+    table: StepTable
+    features: np.ndarray
+    spec: FeatureSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class VariationPlan:
+    """Which episodes the run plays: the tasks, and the (task, variation) pairs of the rollouts and of the held-out
+    evaluation."""
+
+    env_name: str
+    tasks: list[str]
+    train: list[tuple[str, int]]
+    held_out: list[tuple[str, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeSetup:
+    """How the run plays episodes: one simulator per engine slot from `make_env` (Ray workers call it too: keep it
+    picklable), the two agents, the episode settings, the engine and, while `run_rl` runs, its Ray session. Routed
+    policies embed their states into `features_dir` with `encode`."""
+
+    make_env: Callable[[], Env]
+    cloud: Agent
+    device: Agent
+    settings: EpisodeSettings
+    engine: EngineConfig
+    features_dir: Path
+    encode: Callable | None
+    progress: bool
+    session: EngineSession | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class RLRun:
     """Everything one RL run works with; built once by `open_run`, used by every iteration."""
 
     config: RLConfig
     run_dir: Path
-    env: Env
-    cloud: Agent
-    device: Agent
-    table: StepTable
-    il_features: np.ndarray  # features of every IL table row (rounded like the cache)
-    spec: FeatureSpec
-    settings: EpisodeSettings
-    tasks: list[str]
-    train_pairs: list[tuple[str, int]]
-    eval_pairs: list[tuple[str, int]]
-    encode: Callable | None
+    il: ILData
+    plan: VariationPlan
+    episodes: EpisodeSetup
     console: Any
-    make_env: Callable[[], Env]  # one simulator per engine slot (Ray workers call it too: keep it picklable)
-    engine: EngineConfig
-    ray_workers: EngineSession | None = None  # set by run_rl for the run's engine calls (workers > 1)
 
     @property
-    def features_dir(self) -> Path:
-        return self.run_dir / FEATURES
+    def spec(self) -> FeatureSpec:
+        return self.il.spec
 
     def scorer(self, bundle: RouterBundle) -> RouterScorer:
-        return RouterScorer(bundle, StateEmbedder(self.spec, self.features_dir, encode=self.encode))
+        embedder = StateEmbedder(self.spec, self.episodes.features_dir, encode=self.episodes.encode)
+        return RouterScorer(bundle, embedder)
 
     def meta(self) -> dict[str, Any]:
+        cloud, device = self.episodes.cloud, self.episodes.device
         return {
-            "agents": {"cloud": self.cloud.describe(), "device": self.device.describe()},
-            "agents_title": agents_title(self.cloud, self.device),
-            "agents_are_stand_ins": bool(self.cloud.is_stand_in or self.device.is_stand_in),
+            "agents": {"cloud": cloud.describe(), "device": device.describe()},
+            "agents_title": agents_title(cloud, device),
+            "agents_are_stand_ins": bool(cloud.is_stand_in or device.is_stand_in),
         }
 
 
@@ -169,8 +198,10 @@ def open_run(
     eval_pairs = [(t, v) for t in tasks for v in env.variations(t, "test")[: config.eval_variations]]
     if not train_pairs or not eval_pairs:
         raise HeraError(f"no training or held-out variations for tasks {tasks}; check --tasks and the variation counts")
-    return RLRun(config, run_dir, env, cloud, device, table, round_like_cache(features), spec, episode_settings,
-                 tasks, train_pairs, eval_pairs, encode, console, make_env or single_env(env), engine)
+    episodes = EpisodeSetup(make_env or single_env(env), cloud, device, episode_settings, engine,
+                            run_dir / FEATURES, encode, config.progress)
+    return RLRun(config, run_dir, ILData(table, round_like_cache(features), spec),
+                 VariationPlan(env.name, tasks, train_pairs, eval_pairs), episodes, console)
 
 
 def shortest_tasks(table: StepTable, tasks: Sequence[str], count: int) -> list[str]:
