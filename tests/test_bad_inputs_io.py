@@ -83,6 +83,22 @@ def test_a_key_straddling_the_error_cut_is_redacted_whole():
         "state_key 3f9a0c1d2b4e5f60 and a/path/file.json stay")
 
 
+def test_a_jwt_and_short_secrets_named_as_such_are_redacted_from_error_bodies():
+    """Someone else's credentials in a server's error body: a JSON Web Token of any length, and short values of fields
+    named as secrets. Counts and plain words stay readable."""
+    from hera_jax.agents.openai_cloud import redact
+
+    jwt = "eyJhbGciOiJIUzI1NiJ9" + ".eyJzdWIiOiJ1In0" + ".c2lnbmF0dXJl"
+    body = (f'{{"error": "expired {jwt}", "api_key": "ab12cd", "detail": "token=x9y&page=2", '
+            f'"password": "hunter2", "usage": {{"prompt_tokens": 5, "max_tokens": 100}}}}')
+    text = redact(f"HTTP 401: {body}", "")
+    for secret in ("eyJhbGciOiJIUzI1NiJ9", "c2lnbmF0dXJl", "ab12cd", "x9y", "hunter2"):
+        assert secret not in text
+    assert '"prompt_tokens": 5' in text and '"max_tokens": 100' in text and "page=2" in text
+    assert redact("authentication failed: the auth header is missing", "") == (
+        "authentication failed: the auth header is missing")
+
+
 def test_a_stored_command_hides_keys_but_keeps_dataset_paths():
     from hera_jax.agents.openai_cloud import redact_command
 

@@ -29,14 +29,22 @@ KEY_PATTERN = re.compile(f"{PROVIDER_KEY_PATTERN.pattern}|{UNKNOWN_KEY_PATTERN.p
 # What redaction also hides in text from outside (error bodies): any long run of key characters with a digit in it.
 # A key of an unknown provider looks like this; so may a request id, which costs nothing to hide.
 TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_\-])(?=[A-Za-z_\-]*[0-9])[A-Za-z0-9_\-]{28,}")
+# A JSON Web Token (three base64url parts, the first an encoded '{"'), whatever its parts' lengths.
+JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+# The value of a field named as a secret (api_key=..., "token": "...", password: ...), however short it is.
+SECRET_FIELD_PATTERN = re.compile(
+    r"""(?i)((?<![A-Za-z0-9])(?:[a-z]+[_\-])?(?:api[_\-]?key|token|secret|password|passwd|auth|authorization)"""
+    r"""["']?\s*[:=]\s*["']?)(?!\[redacted\])([^"'\s,;&}\]]+)""")
 
 
 REDACTED = "[redacted]"
 
 
 def redact_secrets(text: str) -> str:
-    """`text` with anything key-like (a known provider's key, a bearer token, a long token with a digit) hidden."""
-    return TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, text))
+    """`text` with anything key-like hidden: a known provider's key, a bearer token, a JSON Web Token, a long token
+    with a digit, and the value of a field named as a secret (`api_key=...`, `"token": "..."`)."""
+    text = TOKEN_PATTERN.sub(REDACTED, KEY_PATTERN.sub(REDACTED, JWT_PATTERN.sub(REDACTED, text)))
+    return SECRET_FIELD_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def redact_url(url: str) -> str:
