@@ -383,3 +383,14 @@ def test_progress_goes_to_a_log_as_plain_lines_with_an_eta(tmp_path, capsys, mon
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("collect:")]
     assert len(lines) == len(jobs) and lines[-1].startswith(f"collect: {len(jobs)}/{len(jobs)} episodes, success")
     assert all("elapsed" in line and "ETA" in line for line in lines) and lines[-1].endswith("ETA 0m00s")
+
+
+def test_the_eta_waits_for_as_many_episodes_as_run_at_once_then_uses_the_average_rate():
+    from hera_jax.rollout.engine import eta_text
+
+    # 8 slots: the first finished episode says nothing about the rate (7 more are about to finish with it)
+    assert eta_text(60.0, 1, 100, parallel=8) == "…"
+    assert eta_text(60.0, 7, 100, parallel=8) == "…"
+    assert eta_text(60.0, 8, 100, parallel=8) == "11m30s"  # 60 s / 8 episodes x 92 left
+    assert eta_text(60.0, 1, 100, parallel=1) == "1h39m"
+    assert eta_text(5.0, 100, 100, parallel=8) == "0m00s"

@@ -636,8 +636,7 @@ def run_jobs(
     actors of `session` when given (`engine_session`), else in actors started for this call.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     validate(config, "--engine.")  # the CLIs check it at parse time; library callers are checked here
     config = config.with_defaults()
@@ -662,10 +661,9 @@ def run_jobs(
     started = last_line = time.monotonic()
     try:
         with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), disable=not show_progress or not todo or plain,
-                      console=console, transient=True) as progress:
-            bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="")
+                      TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+                      disable=not show_progress or not todo or plain, console=console, transient=True) as progress:
+            bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="", eta="…")
             for index, records in results:
                 finished[index] = records
                 while order and order[0] in finished:  # append in job order
@@ -679,13 +677,14 @@ def run_jobs(
                     done_now = len(todo) - len(order)
                     stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(steps, 1):.0%}  "
                              f"steps {steps}")
-                    progress.update(bar, advance=1, stats=stats)
                     now = time.monotonic()
+                    eta = eta_text(now - started, done_now + len(finished), len(todo),
+                                   config.batch_size * config.workers)
+                    progress.update(bar, advance=1, stats=stats, eta=eta)
                     if plain and (now - last_line >= PLAIN_PROGRESS_S or done_now == len(todo)):
                         last_line = now
-                        eta = (now - started) / done_now * (len(todo) - done_now)
                         print(f"{label}: {done_now}/{len(todo)} episodes, {stats}, elapsed {_clock(now - started)}, "
-                              f"ETA {_clock(eta)}", file=sys.stderr, flush=True)
+                              f"ETA {eta}", file=sys.stderr, flush=True)
     finally:
         if worker is not None:
             accounting.update(worker.accounting())
@@ -697,6 +696,16 @@ def run_jobs(
 
 
 PLAIN_PROGRESS_S = 30.0
+
+
+def eta_text(elapsed_s: float, finished: int, total: int, parallel: int) -> str:
+    """Time left at the run's average rate so far. Shown once as many episodes have finished as run at once ("…"
+    before): the first ones finish alone, and a rate from them alone would put the end `parallel` times too far."""
+    if finished >= total:
+        return _clock(0)
+    if finished < max(parallel, 1):
+        return "…"
+    return _clock(elapsed_s / finished * (total - finished))
 
 
 def _clock(seconds: float) -> str:
