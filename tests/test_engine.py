@@ -394,3 +394,75 @@ def test_the_eta_waits_for_as_many_episodes_as_run_at_once_then_uses_the_average
     assert eta_text(60.0, 8, 100, parallel=8) == "11m30s"  # 60 s / 8 episodes x 92 left
     assert eta_text(60.0, 1, 100, parallel=1) == "1h39m"
     assert eta_text(5.0, 100, 100, parallel=8) == "0m00s"
+
+
+def test_a_ctrl_c_does_not_wait_for_a_simulator_that_is_still_starting(tmp_path):
+    """One slot's episode is interrupted while the other slot's simulator loads (its process sleeps 60 s, as a JVM
+    takes seconds): run_jobs ends within seconds and the loading simulator's process is killed, not waited for."""
+    import subprocess
+    import sys
+
+    from hera_jax.envs.base import register_simulator_process
+
+    launched: list = []
+
+    class SlowSecondStart(KeyRoomEnv):
+        built = 0
+
+        def __init__(self):
+            SlowSecondStart.built += 1
+            if SlowSecondStart.built == 2:
+                process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                register_simulator_process(process)
+                launched.append(process)
+                process.wait()  # loading until it is done or killed
+                raise RuntimeError("the simulator's process ended while it loaded")
+            super().__init__()
+
+    class InterruptedCloud(GoldPathOracle):
+        def act(self, state):
+            deadline = time.monotonic() + 10
+            while not launched and time.monotonic() < deadline:  # the Ctrl-C comes while the other slot loads
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+
+    setup = WorkerSetup(make_env=SlowSecondStart, cloud=InterruptedCloud(), device=GoldPathOracle(),
+                        policies={"cloud": Policy(always("cloud"))}, settings=SETTINGS)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(keyroom_jobs(["cloud"]), tmp_path / "steps.jsonl", lambda: setup,
+                 EngineConfig(batch_size=2, workers=1, fresh_env_per_episode=True), show_progress=False, setup=setup)
+    assert launched, "the second simulator never started loading"
+    assert launched[0].wait(timeout=5) is not None  # killed, not left to load for 60 s
+    assert time.monotonic() - started < 20
+
+
+def test_simulator_processes_killed_include_those_launched_after_the_kill():
+    import subprocess
+    import sys
+    import threading
+
+    from hera_jax.envs.base import SimulatorProcesses, register_simulator_process
+
+    group = SimulatorProcesses()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    first, late, outside = [], [], subprocess.Popen(sleeper)
+
+    def launch(into):
+        group.adopt()
+        process = subprocess.Popen(sleeper)
+        register_simulator_process(process)
+        into.append(process)
+
+    thread = threading.Thread(target=launch, args=(first,))
+    thread.start()
+    thread.join()
+    register_simulator_process(outside)  # this thread never adopted the group: not its process
+    assert group.kill() == 1 and first[0].wait(timeout=5) is not None
+    thread = threading.Thread(target=launch, args=(late,))
+    thread.start()
+    thread.join()
+    assert late[0].wait(timeout=5) is not None  # launched after the kill: killed at once
+    assert outside.poll() is None
+    outside.kill()
+    outside.wait()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from hera_jax.errors import HeraError
 
+import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class StaleActionsError(RuntimeError):
@@ -120,3 +122,51 @@ class UnknownTaskError(HeraError, ValueError):
 
 class EnvUnavailableError(HeraError, RuntimeError):
     """The environment's package, data or server is missing; the message names the install command."""
+
+
+class SimulatorProcesses:
+    """The processes (a simulator's JVM) that a group of threads launches: an engine worker's, whose threads call
+    `adopt()` first. After a Ctrl-C, `kill()` ends them, those still starting included, and any launched later, so
+    the run need not wait seconds for a JVM to load or to close."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: list[Any] = []
+        self.killed = False
+
+    def adopt(self) -> None:
+        """Make the processes the calling thread launches from now on (`register_simulator_process`) this group's."""
+        _launcher.group = self
+
+    def add(self, process: Any) -> None:
+        with self._lock:
+            self._processes = [p for p in self._processes if p.poll() is None] + [process]
+            killed = self.killed
+        if killed:
+            _kill(process)
+
+    def kill(self) -> int:
+        """Kill every live process of the group, and from now on every one it launches; returns how many now."""
+        with self._lock:
+            self.killed = True
+            processes, self._processes = self._processes, []
+        return sum(_kill(p) for p in processes)
+
+
+_launcher = threading.local()
+
+
+def register_simulator_process(process: Any) -> None:
+    """Called by an adapter for each process (with `poll()` and `kill()`) it launches for a simulator: it joins the
+    calling thread's `SimulatorProcesses`, if any."""
+    group = getattr(_launcher, "group", None)
+    if group is not None:
+        group.add(process)
+
+
+def _kill(process: Any) -> bool:
+    with contextlib.suppress(OSError):
+        if process.poll() is None:
+            process.kill()
+            return True
+    return False

@@ -21,6 +21,8 @@ import threading
 from types import ModuleType
 from typing import Any
 
+from hera_jax.envs.base import register_simulator_process
+
 # -Xmx1g: a reused ScienceWorld JVM's heap grew to 1.3 GB resident after ~50 episodes under the default limit (a
 # quarter of RAM), and 8 simulators + 2 Ray workers ran a 24 GB machine out of memory.
 JVM_OPTIONS = ("-XX:+UnlockExperimentalVMOptions", "-XX:hashCode=2", "-Xmx1g")
@@ -60,8 +62,10 @@ def constant_identity_hashes(module: ModuleType) -> None:
             return
 
         @functools.wraps(launch)
-        def launch_gateway(*args: Any, javaopts: Any = (), **kwargs: Any) -> Any:
-            return launch(*args, javaopts=[*JVM_OPTIONS, *javaopts], **kwargs)
+        def launch_gateway(*args: Any, javaopts: Any = (), return_proc: bool = False, **kwargs: Any) -> Any:
+            port, process = launch(*args, javaopts=[*JVM_OPTIONS, *javaopts], return_proc=True, **kwargs)
+            register_simulator_process(process)  # an engine worker's: a Ctrl-C kills it (envs/base.py)
+            return (port, process) if return_proc else port
 
         launch_gateway.hera_jvm_options = JVM_OPTIONS  # type: ignore[attr-defined]
         module.launch_gateway = launch_gateway

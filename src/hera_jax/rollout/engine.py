@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hera_jax.agents.base import Agent, AgentStep, CloudBudgetExhausted, act_batch
-from hera_jax.envs.base import Env, LazyActions, Observation, StepResult
+from hera_jax.envs.base import Env, LazyActions, Observation, SimulatorProcesses, StepResult
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, validate
 from hera_jax.rollout.episode import Choice, Chooser, EpisodeProgress, EpisodeSettings, EpisodeSpec
@@ -223,12 +223,16 @@ class LockstepWorker:
         # With a fresh simulator per episode, the next one starts in the background while episodes run (a
         # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
-        self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start")
+        self.processes = SimulatorProcesses()  # of the simulators this worker's threads start
+        self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start",
+                                           initializer=self.processes.adopt)
         # The simulators of the slots decided together step at the same time, and a slot whose episode ended
         # resets (a ScienceWorld reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in
         # parallel with this thread. Each slot's calls stay in order, so the records do not change.
-        self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step")
-        self._start_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-reset")
+        self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step",
+                                             initializer=self.processes.adopt)
+        self._start_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-reset",
+                                              initializer=self.processes.adopt)
         self.restarts = 0
 
     def _env(self, slot: int) -> GuardedEnv:
@@ -440,6 +444,23 @@ class LockstepWorker:
     def close(self) -> None:
         self.release()
         if self.setup.close is not None:
+            self.setup.close()
+
+    def abandon(self, close_setup: bool) -> None:
+        """After a Ctrl-C: kill the simulators, those still starting included, and wait for none of them (a
+        ScienceWorld JVM takes seconds to start or to close). Finished episodes are already on disk."""
+        self.processes.kill()
+        for pool in (self._starter, self._slot_pool, self._start_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        for slot, env in enumerate(self._envs):
+            self._envs[slot] = None
+            if env is not None:
+                _quietly(getattr(env.env, "kill", None) or env.env.close)
+        while self._spares:
+            spare = self._spares.popleft()
+            if spare.done() and spare.exception() is None:
+                _quietly(getattr(spare.result(), "kill", None) or spare.result().close)
+        if close_setup and self.setup.close is not None:
             self.setup.close()
 
 
@@ -659,6 +680,7 @@ def run_jobs(
     # a log file gets a plain line every PLAIN_PROGRESS_S instead of a bar it cannot show
     plain = bool(show_progress and todo and not console.is_terminal)
     started = last_line = time.monotonic()
+    interrupted = False
     try:
         with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
@@ -685,10 +707,15 @@ def run_jobs(
                         last_line = now
                         print(f"{label}: {done_now}/{len(todo)} episodes, {stats}, elapsed {_clock(now - started)}, "
                               f"ETA {eta}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
         if worker is not None:
             accounting.update(worker.accounting())
-            if setup is None:
+            if interrupted:
+                worker.abandon(close_setup=setup is None)
+            elif setup is None:
                 worker.close()
             else:
                 worker.release()
