@@ -64,10 +64,9 @@ def llama_server():
 
 
 class FaultProxy:
-    """A real HTTP reverse proxy on loopback. `plan` is consumed one entry per request:
-    an int status (answered by the proxy with that status), ("hang", seconds) (sleep, then close without an
-    answer), or
-    "pass" (forward). Every request's headers are recorded; when the plan is empty requests are forwarded."""
+    """A real HTTP reverse proxy on loopback. `plan` is consumed one entry per request: an int status (answered by
+    the proxy with that status), "garbage" (a 200 that is not JSON), "drop" (close without an answer), ("hang",
+    seconds) (sleep, then close without an answer), or "pass" (forward). Every request's headers are recorded; when the plan is empty requests are forwarded."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
@@ -93,6 +92,16 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+                    return
+                if action == "garbage":  # a 200 that is not JSON (a captive portal, a misrouted page)
+                    payload = b"<html>not json</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if action == "drop":  # the connection closes without an answer
+                    self.close_connection = True
                     return
                 if isinstance(action, tuple) and action[0] == "hang":  # never answers in time; not forwarded, so
                     time.sleep(action[1])                                # the server is not kept busy by it

@@ -19,6 +19,7 @@ from hera_jax.serve.app import ServeConfig, create_app
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold, share_threshold
 from hera_jax.serve.messages import RequestError, episode_id, step_from_messages
 from hera_jax.serve.router_api import Router, StepInput
+from tests.test_agents_openai import llama_server  # noqa: F401 (fixture: llama.cpp's server on loopback)
 
 KEY = "sk-test-secret-key-0123456789"
 
@@ -397,6 +398,70 @@ def test_fault_soak_500_requests_16_clients_every_reply_well_formed_and_logged(t
     # one logged step per answered request (a 502 reached no upstream: nothing to log), none twice
     assert len(steps) == 500 - outcomes["502"] and len({e["episode_id"] for e in steps}) == len(steps)
     assert sum(e["status"] == 502 for e in steps) == outcomes["cut"]
+
+
+@pytest.mark.slow
+def test_fault_soak_against_the_real_llama_cpp_server(tmp_path, llama_server, monkeypatch):
+    """llama.cpp's server (Gemma-3-270M on loopback) as both upstreams, each behind a real HTTP proxy that fails 30 %
+    of its requests (HTTP 500, a hang past the timeout, a 200 that is not JSON, a dropped connection): 60 requests
+    from 4 clients, over real sockets. Every reply is the model's 200 (possibly after failover) or a one-line 502;
+    one logged step per answered request, none twice; the cloud key reaches the cloud's host and no log; afterwards
+    a clean request is still served."""
+    from tests.test_agents_openai import FaultProxy
+
+    rng = np.random.default_rng(0)
+    faults = [500, ("hang", 4.0), "garbage", "drop"]
+    proxies = {route: FaultProxy(llama_server) for route in ("device", "cloud")}
+    for proxy in proxies.values():
+        proxy.plan = [faults[rng.integers(4)] if rng.random() < 0.3 else "pass" for _ in range(200)]
+    monkeypatch.setenv("CLOUD_KEY", KEY)
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url=proxies["device"].url,
+                         cloud_base_url=proxies["cloud"].url, device_model="gemma-270m", cloud_model="gemma-270m",
+                         cloud_api_key_env="CLOUD_KEY", log_dir=tmp_path / "log", threshold=0.5, timeout_s=3.0,
+                         breaker_failures=10**6)  # keep both upstreams in play: the breaker is tested on its own
+    app = create_app(config, Router(TextScorer(), 0.5, 3, 400))
+
+    async def run(count: int, clients: int):
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
+                                         timeout=120) as client:
+                limit = asyncio.Semaphore(clients)
+
+                async def one(i):
+                    body = chat(f"n{i} difficulty 0.{i % 10}", max_tokens=8, temperature=0)
+                    async with limit:
+                        return i, await client.post("/v1/chat/completions", json=body,
+                                                    headers={"x-hera-episode": f"e{i}"})
+
+                return await asyncio.gather(*(one(i) for i in range(count)))
+
+    try:
+        replies = asyncio.run(run(60, 4))
+        outcomes = {"ok": 0, "failover": 0, "502": 0}
+        for _, reply in replies:
+            if reply.status_code == 502:
+                assert "\n" not in reply.json()["error"]["message"]
+                outcomes["502"] += 1
+                continue
+            assert reply.status_code == 200, reply.text
+            assert isinstance(reply.json()["choices"][0]["message"]["content"], str)
+            outcomes["failover" if reply.headers["x-hera-reason"] == "failover" else "ok"] += 1
+        assert outcomes["ok"] > 0 and outcomes["failover"] > 0, outcomes
+        injected = {route: sum(1 for _ in proxy.requests) - proxy.forwarded for route, proxy in proxies.items()}
+        assert min(injected.values()) > 0, injected
+        log = tmp_path / "log" / "decisions.jsonl"
+        steps = [e for e in map(json.loads, log.read_text().splitlines()) if e.get("kind") == "step"]
+        assert len(steps) == 60 - outcomes["502"] and len({e["episode_id"] for e in steps}) == len(steps)
+        sent = [{k.lower(): v for k, v in r["headers"].items()} for r in proxies["cloud"].requests]
+        assert all(h.get("authorization") == f"Bearer {KEY}" for h in sent)
+        assert not any(KEY in f.read_text(errors="replace") for f in (tmp_path / "log").rglob("*") if f.is_file())
+        for proxy in proxies.values():
+            proxy.plan = []
+        [(_, after)] = asyncio.run(run(1, 1))
+        assert after.status_code == 200, after.text
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
 
 
 # ---- a real checkpoint -------------------------------------------------------------------------------------------
