@@ -12,9 +12,13 @@ run:
 collect:
     python experiments/collect.py
 
-# the test suite, as CI runs it
+# the test suite, as CI runs it (on both cores)
 test:
-    python -m pytest -q
+    python -m pytest -q -n 2
+
+# the quick loop: everything but whole runs, simulators, LLMs and notebooks
+quick:
+    python -m pytest -q -n 2 -m "not slow"
 
 # stage 2: cost-aware RL from the IL router, 5 iterations (resumable with --out)
 rl:

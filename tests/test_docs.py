@@ -22,4 +22,6 @@ def test_readme_is_short_and_keeps_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200
     assert 'pip install -e ".[rollouts]" && python experiments/il.py' in readme
-    assert 'pip install -e ".[all]" && python -m pytest -q' in readme
+    test_command = 'pip install -e ".[all]" && python -m pytest -q -n 2'
+    assert test_command in readme
+    assert test_command in (ROOT / ".ci" / "run").read_text()  # CI runs the README's test command
