@@ -146,7 +146,7 @@ def test_look_alike_variations_in_two_splits_are_reported_not_refused(tmp_path):
     append_episode(folder / "steps.jsonl", look_alike)
     table = load_il_table(folder, ())
     assert "t0/test/other" in table.episode_id.tolist()
-    assert any("look-alike" in p and "t0/test/other" in p for p in table.report.problems)
+    assert any("look-alike" in p and "t0/test/other" in p for p in table.report.notes)
 
 
 def test_a_features_path_that_is_a_file_is_refused_before_embedding(tmp_path):

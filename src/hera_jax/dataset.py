@@ -193,7 +193,7 @@ def check_no_split_leak(columns: dict, where: Path, report: LoadReport) -> None:
     in two splits, and an episode of one split that repeats, state for state, an episode of the same task and
     variation in another split (e.g. a train episode, or its first steps, copied under a new id into test): a router
     would be tested on what it trained on, and no metric would show it. Episodes of *different* variations that play identically (some
-    environments have look-alike variations in different splits) are reported once as a warning in `report`."""
+    environments have look-alike variations in different splits) are reported once as a note in `report`."""
     episode_codes = columns["episode_id_codes"]
     starts = np.flatnonzero(np.r_[True, episode_codes[1:] != episode_codes[:-1]])
     ends = np.r_[starts[1:], len(episode_codes)]
@@ -218,7 +218,7 @@ def check_no_split_leak(columns: dict, where: Path, report: LoadReport) -> None:
         earlier.setdefault((split, variation), start)
     if look_alikes:
         start, other = look_alikes[0]
-        report.problems.append(
+        report.notes.append(
             f"{where}: {len(look_alikes)} episode(s) play state for state like an episode of another split with a "
             f"different variation (e.g. {columns['episode_id'][start]} ({columns['split'][start]}) and "
             f"{columns['episode_id'][other]} ({columns['split'][other]})): look-alike variations of the environment, "
@@ -230,7 +230,7 @@ def hold_out_tasks(table: StepTable, unseen_tasks: Sequence[str]) -> StepTable:
     known = set(table.task.tolist())
     unknown = sorted(set(unseen_tasks) - known)
     if unknown:
-        problems = [p for p in table.report.problems if "look-alike" not in p]
+        problems = table.report.problems
         raise DatasetError(
             f"unseen task(s) {unknown} are not in {', '.join(table.datasets)}; "
             f"its tasks are: {', '.join(sorted(known))}"
@@ -333,6 +333,7 @@ def load_union_table(dataset_dirs: Sequence[str | Path], unseen_tasks: Sequence[
         num_steps=sum(t.report.num_steps for t in tables),
         num_episodes=sum(t.report.num_episodes for t in tables),
         problems=[p for t in tables for p in t.report.problems],
+        notes=[n for t in tables for n in t.report.notes],
     )
     manifest = {
         "env": {"name": " + ".join(dataset_env(m) for m in manifests)},

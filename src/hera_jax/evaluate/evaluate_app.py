@@ -236,7 +236,7 @@ def replay(config: EvalConfig, console) -> dict:
                                  "restore it from the run, or delete it to replay without the recorded settings")
                 if (source / "config.json").exists() else {})
     rows, report = read_steps(source / ROLLOUTS_FILE)
-    for problem in shown_problems(report.problems):
+    for problem in shown_problems(report):
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     out = config.out or source
     notes = list(recorded.get("notes", [])) + [f"replayed offline from {source} (no agent or simulator was called)"]
@@ -452,7 +452,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         worker.flush()
         env.close()
     rows, report = read_steps(out / ROLLOUTS_FILE)
-    for problem in shown_problems(report.problems):
+    for problem in shown_problems(report):
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
                "states_embedded": states_embedded(ran.accounting), **counts}

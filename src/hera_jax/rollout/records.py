@@ -229,17 +229,17 @@ class LoadReport:
     num_steps: int = 0
     num_episodes: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)  # "file:line: what" for each skipped thing
+    notes: list[str] = dataclasses.field(default_factory=list)  # loaded, but worth knowing (look-alike variations)
 
 
-def shown_problems(problems: Sequence[str], limit: int = 5) -> list[str]:
-    """The problems to print: of the skipped lines and episodes the first `limit` and one line counting the rest (64
-    bad lines are not 64 warnings; the file names where they are), every other problem (a look-alike) in full."""
-    skipped = [p for p in problems if "skipped" in p]
-    if len(skipped) <= limit:
-        return list(problems)
-    hidden = set(skipped[limit:])
-    return [*(p for p in problems if p not in hidden),
-            f"... and {len(hidden)} more skipped line(s) or episode(s) like these in the same file(s)"]
+def shown_problems(report: LoadReport, limit: int = 5) -> list[str]:
+    """What to print of a load: the first `limit` skipped lines and episodes and one line counting the rest (64 bad
+    lines are not 64 warnings; the file names where they are), then every note in full."""
+    problems = report.problems
+    if len(problems) > limit:
+        problems = [*problems[:limit],
+                    f"... and {len(problems) - limit} more skipped line(s) or episode(s) like these in the same file(s)"]
+    return [*problems, *report.notes]
 
 
 def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], LoadReport]:

@@ -109,7 +109,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     unseen = table.unseen_tasks
     # before embedding anything: fail fast on one-class or empty splits
     check_trainable(table, " + ".join(str(d) for d in datasets))
-    for problem in shown_problems(table.report.problems):  # escaped: a reported row value may look like rich markup
+    for problem in shown_problems(table.report):  # escaped: a reported row value may look like rich markup
         console.print(f"[yellow]warning[/]: {escape(problem)}")
     spec = config.features
     t0 = time.perf_counter()
