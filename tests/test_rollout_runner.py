@@ -261,3 +261,12 @@ def test_routed_steps_fall_back_to_the_device_when_the_cloud_budget_is_spent(env
     assert cloud.usage.calls == 0
     with pytest.raises(CloudBudgetExhausted):
         run_episode(env, spec, cloud, PerturbedGoldDevice(), always("cloud"), max_steps=4)
+
+
+def test_a_collect_manifest_keeps_the_workers_accounting_but_not_their_process_ids():
+    from hera_jax.rollout.collect import without_process_ids
+
+    accounting = {"states_embedded": 3, "workers": [{"process": 4242, "restarts": 1}, {"process": 4243, "restarts": 0}]}
+    assert without_process_ids(accounting) == {"states_embedded": 3, "workers": [{"restarts": 1}, {"restarts": 0}]}
+    assert accounting["workers"][0]["process"] == 4242  # the run's own report is left as it was
+    assert without_process_ids({"steps": 1}) == {"steps": 1}

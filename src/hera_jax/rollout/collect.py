@@ -29,6 +29,14 @@ from hera_jax.rollout.records import (
 from hera_jax.runs import hide_url_secrets
 
 
+def without_process_ids(accounting: dict[str, Any]) -> dict[str, Any]:
+    """The engine's accounting as a manifest keeps it: without its Ray workers' process ids, which mean nothing once
+    the run is over."""
+    if "workers" not in accounting:
+        return accounting
+    return {**accounting, "workers": [{k: v for k, v in w.items() if k != "process"} for w in accounting["workers"]]}
+
+
 def plan_episodes(
     env: Env, tasks: Sequence[str], per_split: dict[str, int], mode: str, seed: int
 ) -> list[EpisodeSpec]:
@@ -97,7 +105,7 @@ def collect(
     summary = {**summarize(rows), **llm_summary(rows)}
     # the command of the run that last added episodes: datasets grow by a rerun with larger counts
     final = {**read_manifest(out), "summary": summary, "updated": now_iso(), "load_problems": problems.problems,
-             "last_run_accounting": report.accounting,
+             "last_run_accounting": without_process_ids(report.accounting),
              **({"command": manifest["command"]} if report.episodes_run and "command" in manifest else {})}
     write_json_atomic(out / MANIFEST_FILE, final)
     return {**summary, "new_episodes": report.episodes_run, "skipped_existing": report.episodes_resumed}
