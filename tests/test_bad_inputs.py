@@ -416,12 +416,18 @@ def test_rl_refuses_a_features_folder_that_is_a_file_before_embedding_anything(t
     from hera_jax.rl import open_run
     from tests.test_rl_loop import _config
 
+    import dataclasses
+    import re
+
     (tmp_path / "afile").write_text("")
-    config = _config(tmp_path / "run", 1)
-    with pytest.raises(HeraError, match=f"--features-dir {tmp_path / 'afile'}: is a file, not a folder"):
-        open_run(config, config.out, KeyRoomEnv(), GoldPathOracle(), PerturbedGoldDevice(seed=0), clean_dataset,
-                 tmp_path / "afile", encode=bag_of_words)
-    assert not (tmp_path / "run").exists()
+    default = _config(tmp_path / "run", 1)
+    passed = dataclasses.replace(default, features_dir=tmp_path / "afile")
+    for config, named in ((passed, "--features-dir"),
+                          (default, "the dataset's features folder (the default of --features-dir)")):
+        with pytest.raises(HeraError, match=re.escape(f"{named} {tmp_path / 'afile'}: is a file, not a folder")):
+            open_run(config, config.out, KeyRoomEnv(), GoldPathOracle(), PerturbedGoldDevice(seed=0), clean_dataset,
+                     tmp_path / "afile", encode=bag_of_words)
+        assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_refuses_a_features_cache_that_is_a_file_before_running_anything(tmp_path):

@@ -149,7 +149,9 @@ def open_run(
     from rich.console import Console
 
     console = console or Console()
-    check_cache_folder(features_dir, "--features-dir")  # a file there would have every IL state embedded anew
+    # a file there would have every IL state embedded anew
+    check_cache_folder(features_dir, "--features-dir" if config.features_dir is not None
+                       else "the dataset's features folder (the default of --features-dir)")
     check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
