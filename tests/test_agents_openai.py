@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -60,7 +61,11 @@ def llama_server():
     base = f"http://127.0.0.1:{port}/v1"
     yield base
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a loaded machine: do not fail the module's last test for its teardown
+        proc.kill()
+        proc.wait()
 
 
 class FaultProxy:

