@@ -452,14 +452,12 @@ class LockstepWorker:
         self.processes.kill()
         for pool in (self._starter, self._slot_pool, self._start_pool):
             pool.shutdown(wait=False, cancel_futures=True)
-        for slot, env in enumerate(self._envs):
-            self._envs[slot] = None
-            if env is not None:
-                _quietly(getattr(env.env, "kill", None) or env.env.close)
+        for slot in range(len(self._envs)):
+            self._discard(slot, kill=True)
         while self._spares:
             spare = self._spares.popleft()
             if spare.done() and spare.exception() is None:
-                _quietly(getattr(spare.result(), "kill", None) or spare.result().close)
+                kill_env(spare.result())
         if close_setup and self.setup.close is not None:
             self.setup.close()
 
