@@ -71,7 +71,8 @@ def llama_server():
 class FaultProxy:
     """A real HTTP reverse proxy on loopback. `plan` is consumed one entry per request: an int status (answered by
     the proxy with that status), "garbage" (a 200 that is not JSON), "drop" (close without an answer), ("hang",
-    seconds) (sleep, then close without an answer), or "pass" (forward). Every request's headers are recorded; when the plan is empty requests are forwarded."""
+    seconds) (sleep, then close without an answer), or "pass" (forward). Every request's headers are recorded; when
+    the plan is empty requests are forwarded."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")

@@ -335,6 +335,26 @@ def test_concurrent_requests_are_micro_batched_and_none_is_lost(tmp_path, upstre
     assert scorer.calls < 64  # concurrent requests shared embedding batches
 
 
+def post_concurrently(app, bodies: list[dict], clients: int) -> list[tuple[int, httpx.Response]]:
+    """POST each body to the app's chat endpoint as episode e<i>, `clients` at a time, inside the app's lifespan;
+    returns (i, reply) in body order."""
+
+    async def run():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
+                                         timeout=120) as client:
+                limit = asyncio.Semaphore(clients)
+
+                async def one(i, body):
+                    async with limit:
+                        return i, await client.post("/v1/chat/completions", json=body,
+                                                    headers={"x-hera-episode": f"e{i}"})
+
+                return await asyncio.gather(*(one(i, body) for i, body in enumerate(bodies)))
+
+    return asyncio.run(run())
+
+
 class FlakyUpstreams(Upstreams):
     """Each request fails at random (seeded): dead, timeout, 500, garbage, or cut mid-stream; else answers."""
 
@@ -361,21 +381,8 @@ def test_fault_soak_500_requests_16_clients_every_reply_well_formed_and_logged(t
     upstreams = FlakyUpstreams(seed=0, failure_rate=0.3)
     app = create_app(config, Router(TextScorer(), 0.5, 3, 400), transport=httpx.MockTransport(upstreams))
 
-    async def run():
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
-                limit = asyncio.Semaphore(16)
-
-                async def one(i):
-                    body = chat(f"n{i} difficulty 0.{i % 10}", stream=i % 4 == 0)
-                    async with limit:
-                        reply = await client.post("/v1/chat/completions", json=body,
-                                                  headers={"x-hera-episode": f"e{i}"})
-                        return i, reply
-
-                return await asyncio.gather(*(one(i) for i in range(500)))
-
-    replies = asyncio.run(run())
+    bodies = [chat(f"n{i} difficulty 0.{i % 10}", stream=i % 4 == 0) for i in range(500)]
+    replies = post_concurrently(app, bodies, clients=16)
     outcomes = {"ok": 0, "failover": 0, "502": 0, "cut": 0}
     for i, reply in replies:
         if reply.status_code == 502:
@@ -421,22 +428,11 @@ def test_fault_soak_against_the_real_llama_cpp_server(tmp_path, llama_server, mo
                          breaker_failures=10**6)  # keep both upstreams in play: the breaker is tested on its own
     app = create_app(config, Router(TextScorer(), 0.5, 3, 400))
 
-    async def run(count: int, clients: int):
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
-                                         timeout=120) as client:
-                limit = asyncio.Semaphore(clients)
-
-                async def one(i):
-                    body = chat(f"n{i} difficulty 0.{i % 10}", max_tokens=8, temperature=0)
-                    async with limit:
-                        return i, await client.post("/v1/chat/completions", json=body,
-                                                    headers={"x-hera-episode": f"e{i}"})
-
-                return await asyncio.gather(*(one(i) for i in range(count)))
+    def bodies(count: int) -> list[dict]:
+        return [chat(f"n{i} difficulty 0.{i % 10}", max_tokens=8, temperature=0) for i in range(count)]
 
     try:
-        replies = asyncio.run(run(60, 4))
+        replies = post_concurrently(app, bodies(60), clients=4)
         outcomes = {"ok": 0, "failover": 0, "502": 0}
         for _, reply in replies:
             if reply.status_code == 502:
@@ -457,7 +453,7 @@ def test_fault_soak_against_the_real_llama_cpp_server(tmp_path, llama_server, mo
         assert not any(KEY in f.read_text(errors="replace") for f in (tmp_path / "log").rglob("*") if f.is_file())
         for proxy in proxies.values():
             proxy.plan = []
-        [(_, after)] = asyncio.run(run(1, 1))
+        [(_, after)] = post_concurrently(app, bodies(1), clients=1)
         assert after.status_code == 200, after.text
     finally:
         for proxy in proxies.values():

@@ -87,7 +87,8 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     build = jax.jit(preference_rows, static_argnames="num_groups")
     arrays = (Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
                      jnp.asarray(grouped.future_calls)),
-              jnp.asarray(il_group), jnp.asarray(run.il.table.label[il_mask].astype(np.int32)), preference_options(config))
+              jnp.asarray(il_group), jnp.asarray(run.il.table.label[il_mask].astype(np.int32)),
+              preference_options(config))
     weights = {"num_groups": num_groups, "il_weight": config.il_weight, "il_pos_weight": config.il_pos_weight}
     batch: PreferenceBatch = build(*arrays, **weights)
     heldout_weight, train_batch = None, batch

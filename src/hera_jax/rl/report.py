@@ -9,7 +9,8 @@ from hera_jax.rl.run import RLRun, agents_title, load_history
 
 
 def print_report(run: RLRun) -> None:
-    run.console.print(iteration_table(load_history(run.run_dir), agents_title(run.episodes.cloud, run.episodes.device)))
+    agents = agents_title(run.episodes.cloud, run.episodes.device)
+    run.console.print(iteration_table(load_history(run.run_dir), agents))
 
 
 def iteration_table(history: Sequence[dict[str, Any]], agents: str):

@@ -71,6 +71,7 @@ def run_episodes(episodes: EpisodeSetup, jobs: Sequence[Job], policies: Mapping[
 
 
 def checkpoint_of(run: RLRun, step: int) -> tuple[Path, int, FeatureSpec]:
+    """The run's router checkpoint `step`, as `run_episodes` takes it."""
     return run.run_dir / CHECKPOINTS, step, run.spec
 
 
@@ -125,8 +126,8 @@ def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
                 for k in range(config.rollouts_per_task)}
     jobs = [Job(EpisodeSpec(run.plan.env_name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
             for t, v in run.plan.train for k in range(config.rollouts_per_task)]
-    return run_episodes(run.episodes, jobs, policies, checkpoint_of(run, iteration - 1), iter_dir(run.run_dir, iteration) / "rollouts.jsonl",
-                        f"rollouts iter {iteration}")
+    return run_episodes(run.episodes, jobs, policies, checkpoint_of(run, iteration - 1),
+                        iter_dir(run.run_dir, iteration) / "rollouts.jsonl", f"rollouts iter {iteration}")
 
 
 def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:

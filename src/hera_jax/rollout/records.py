@@ -237,8 +237,9 @@ def shown_problems(report: LoadReport, limit: int = 5) -> list[str]:
     lines are not 64 warnings; the file names where they are), then every note in full."""
     problems = report.problems
     if len(problems) > limit:
+        hidden = len(problems) - limit
         problems = [*problems[:limit],
-                    f"... and {len(problems) - limit} more skipped line(s) or episode(s) like these in the same file(s)"]
+                    f"... and {hidden} more skipped line(s) or episode(s) like these in the same file(s)"]
     return [*problems, *report.notes]
 
 
