@@ -89,7 +89,8 @@ def test_a_resumed_evaluation_refuses_a_router_whose_checkpoint_moved_or_changed
 
 
 @pytest.mark.parametrize("args, where", [
-    (["--agents.cloud-api-key", KEY], "--agents.cloud-api-key"),  # a flag that does not exist
+    (["--agents.cloud-api-key", KEY], "argument 2 (after --agents.cloud-api-key)"),  # a flag that does not exist
+    (["--engine.fresh-env-per-episode", KEY], "argument 2 (after --engine.fresh-env-per-episode)"),  # a switch
     ([f"--agents.cloud-api-key={KEY}"], "--agents.cloud-api-key"),
     (["--out", "x", KEY], "argument 3"),  # a stray positional value
     (["--out", "x", f"Authorization: Bearer {KEY}"], "argument 3"),
@@ -110,6 +111,10 @@ def test_a_key_anywhere_on_the_command_line_is_refused_before_parsing_and_never_
 def test_ordinary_arguments_are_not_taken_for_keys():
     assert key_argument_problem(["--out", "runs/il/2026-12-05T11-21-33/checkpoint", "--routers",
                                  "il=runs/il/x/checkpoint@3", "--tasks", "task-1-boil"]) is None
+    # model names without separators: words and numbers, not random characters
+    for name in ("Qwen2p5Max20250125Preview", "GPT4oMini20240718Preview", "Llama3p1Instruct70BTurbo2024"):
+        assert key_argument_problem(["--agents.cloud-model", name]) is None, name
+    assert key_argument_problem(["--agents.cloud-model", "Zx9fK2mQ7vL4pR8s" + "T1wY6uN3bH5jC0dE"]) is not None
 
 
 def test_a_command_loading_a_cut_checkpoint_prints_only_its_one_line(tmp_path):
@@ -134,3 +139,17 @@ def test_a_command_loading_a_cut_checkpoint_prints_only_its_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if "Warning" not in line and line.strip()]
     assert len(lines) == 1 and "cut or damaged" in lines[0], proc.stderr[-3000:]
 
+
+
+def test_resuming_an_rl_run_whose_iteration_metrics_are_emptied_is_one_line_naming_the_iteration(tmp_path):
+    from hera_jax.rl.run import iter_dir, load_history
+
+    for i in range(2):
+        write_json_atomic(iter_dir(tmp_path, i) / "metrics.json", {"iteration": i})
+    assert [m["iteration"] for m in load_history(tmp_path)] == [0, 1]
+    (iter_dir(tmp_path, 1) / "metrics.json").write_text("")
+    with pytest.raises(HeraError) as error:
+        load_history(tmp_path)
+    message = str(error.value)
+    assert message.startswith(str(iter_dir(tmp_path, 1) / "metrics.json")) and "\n" not in message
+    assert f"delete that iteration's folder ({iter_dir(tmp_path, 1)})" in message

@@ -97,7 +97,8 @@ def key_argument_problem(args: list[str]) -> str | None:
         if arg.startswith("--") and equals and not looks_like_a_key(flag):
             where = flag
         elif position > 0 and args[position - 1].startswith("--") and "=" not in args[position - 1]:
-            where = args[position - 1]
+            # the flag before may be a boolean switch that takes no value: name the position, and the flag as a guide
+            where = f"argument {position + 1} (after {args[position - 1]})"
         else:
             where = f"argument {position + 1}"
         return (f"{where} looks like an API key; keys go only in the environment variable named by a "

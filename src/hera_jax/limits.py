@@ -106,8 +106,24 @@ PROBABILITY = Range(0.0, 1.0)
 
 def looks_like_a_key(text: str) -> bool:
     """Whether `text` holds something key-like. In a URL only a known provider's key counts: an endpoint's path may
-    carry its own token, which is accepted and redacted wherever the URL is written (`redact_url`)."""
-    return (PROVIDER_KEY_PATTERN if "://" in text else KEY_PATTERN).search(text) is not None
+    carry its own token, which is accepted and redacted wherever the URL is written (`redact_url`). A run without
+    separators counts only if it also looks random (`_looks_random`): `Qwen2p5Max20250125Preview` is a model name."""
+    if PROVIDER_KEY_PATTERN.search(text):
+        return True
+    return "://" not in text and any(_looks_random(m.group()) for m in UNKNOWN_KEY_PATTERN.finditer(text))
+
+
+def _looks_random(word: str) -> bool:
+    """Random key characters switch class (lower, upper, digit) at ~62 % of neighbours; a name built of words and
+    numbers (`Llama3p1Instruct70BTurbo2024`) keeps its runs and switches far less often."""
+    classes = ["d" if c.isdigit() else "u" if c.isupper() else "l" for c in word]
+    switches = sum(a != b for a, b in zip(classes, classes[1:]))
+    return switches >= RANDOM_SWITCH_SHARE * (len(word) - 1)
+
+
+# Below this share of class switches a separator-free run reads as a name; about 1 % of random 24-character keys
+# (fewer of longer ones) fall below it; model names such as `GPT4oMini20240718Preview` stay well below it.
+RANDOM_SWITCH_SHARE = 0.4
 
 
 def secret_problem(text: str) -> str | None:

@@ -15,7 +15,6 @@ Run folder layout (everything a resumed run needs is on disk; a finished iterati
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -234,5 +233,7 @@ def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 def load_history(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads((iter_dir(run_dir, i) / "metrics.json").read_text(encoding="utf-8"))
+    return [read_json_object(iter_dir(run_dir, i) / "metrics.json", "an iteration's metrics",
+                             f"delete that iteration's folder ({iter_dir(run_dir, i)}) and rerun the same command "
+                             "to redo it")
             for i in range(finished_iterations(run_dir) + 1)]
