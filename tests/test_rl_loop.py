@@ -302,6 +302,23 @@ def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_f
     assert full.data.heldout_weight is None
 
 
+def test_agreement_is_none_not_zero_when_no_visit_carries_an_rl_label(straight_run, il_dataset):
+    """The RL table's "agreement" is a share of labelled visits: with none (0 valid groups) it is unknown ("—"),
+    never 0.000, and with some it is a share."""
+    from hera_jax.rl.loop import fine_tune
+
+    out, _ = straight_run
+    run = open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
+                   PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset,
+                   il_dataset / "features", encode=bag_of_words)
+    bundle = load_router(out / "checkpoints", step=1)
+    rows = preference_data(run, bundle, pooled_rows(run, 2))
+    labelled = fine_tune(run, bundle, rows.data, rows.num_visits, 2).stats["margin_weighted_label_agreement"]
+    assert 0.0 <= labelled <= 1.0
+    unlabelled = rows.data._replace(weight=rows.data.weight.at[:rows.num_visits].set(0.0))
+    assert fine_tune(run, bundle, unlabelled, rows.num_visits, 2).stats["margin_weighted_label_agreement"] is None
+
+
 def test_an_rl_run_with_early_stopping_reports_the_kept_epoch(il_dataset, tmp_path):
     config = dataclasses.replace(_config(tmp_path / "stopped", 1), early_stopping_groups_percent=40)
     history, _ = _run(config, il_dataset)

@@ -207,6 +207,11 @@ def test_rl_table_is_readable_at_80_columns():
     for explained in ("rollout: this iteration's exploring rollouts", "IL rows mixed: IL train states",
                       "agreement: share of labelled visits"):
         assert explained in " ".join(text.split())
+    # an iteration with no valid group has no agreement to show: a dash, not 0.000
+    history[1]["train"]["margin_weighted_label_agreement"] = None
+    console.print(iteration_table(history, "stand-ins"))
+    labels_row = [line for line in console.export_text().splitlines() if "1234" in line][-1]
+    assert labels_row.rstrip(" │").endswith("—") and "0.000" not in labels_row
 
 
 @pytest.mark.slow  # among the slowest of the quick loop; CI runs it

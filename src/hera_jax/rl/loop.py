@@ -140,7 +140,8 @@ def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_
     stats = {
         # share of the RL-labelled visits (weighted as in the loss: by margin by default) that the fine-tuned
         # router routes as labelled at its threshold
-        "margin_weighted_label_agreement": float(agree),
+        # (None when no visit carries an RL label: nothing to agree with)
+        "margin_weighted_label_agreement": float(agree) if float(jnp.sum(rl_w)) > 0 else None,
         "loss_first_epoch": float(result.epoch_loss[0]),
         "loss_last_epoch": float(result.epoch_loss[-1]),
         # early stopping: which epoch was kept (-1: none beat the start) and the held-out loss along the way
