@@ -186,6 +186,15 @@ def test_a_real_collection_against_the_endpoint_writes_the_key_nowhere(tmp_path,
     assert KEY not in written and KEY not in proc.stdout + proc.stderr
     # the echoed replies name no valid action: said at the end, not only counted in the summary
     assert re.search(r"warning: (\d+) of \1 cloud replies could not be parsed into a valid action", proc.stderr)
+    n = len(server.requests)
+    assert re.search(r"cloud LLM, all (\d+) episodes of the dataset \(\1 collected by this run\)", proc.stdout)
+    # resumed with nothing left to do: no call is made, and the totals shown are not claimed for this run
+    again = _collect("--out", str(out), "--env", "textworld_express:twc", "--mode", "cloud", "--agents.cloud", "openai",
+                     "--agents.cloud-base-url", server.url, "--agents.cloud-api-key-env", "HERA_PLANTED_KEY",
+                     "--agents.cloud-model", "fake-model", "--train-per-task", "1", "--dev-per-task", "0",
+                     "--test-per-task", "0", "--max-steps", "2", "--no-progress", env=env)
+    assert again.returncode == 0 and len(server.requests) == n, again.stderr[-2000:]
+    assert re.search(r"cloud LLM, all \d+ episodes of the dataset \(0 collected by this run\)", again.stdout)
 
 
 # -- finding 8: deadlines and malformed replies ---------------------------------------------------------------------

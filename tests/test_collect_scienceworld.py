@@ -50,4 +50,6 @@ def test_collect_writes_complete_replayed_episodes_and_resumes(tmp_path):
 
     other = _collect(out, "--agents.device-seed", "5")
     assert other.returncode == 2 and "collected with other settings" in other.stderr
+    # the one differing field is named with both values, not two whole settings dicts
+    assert "agents.device.seed: on disk 0, now 5" in other.stderr and "model_sha256" not in other.stderr, other.stderr
     assert (out / "steps.jsonl").read_text() == lines_before

@@ -69,14 +69,14 @@ def check_resume(run_dir: Path, config: Any, stored: dict[str, Any] | None = Non
             raise RunFolderError(f"{path}: holds {type(stored).__name__}, not the run's settings; restore it, or "
                                  "choose a new --out") from None
     # settings stored before URLs were redacted compare as they would be stored now
-    stored, record = _flat(hide_url_secrets(stored)), _flat(record)
+    stored, record = flat_settings(hide_url_secrets(stored)), flat_settings(record)
     # a field that moved into a nested config since the run started is compared at its new place
     for old_key, new_key in getattr(type(config), "MOVED_FIELDS", {}).items():
         if old_key in stored:
             stored[new_key] = stored.pop(old_key)
     # a field added after the run started (top-level or in a nested config) matches when it keeps its default:
     # the run's behaviour is unchanged
-    defaults = _flat({f.name: json.loads(json.dumps(_plain(f.default), default=str))
+    defaults = flat_settings({f.name: json.loads(json.dumps(_plain(f.default), default=str))
                       for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING})
     for key, value in defaults.items():
         if key not in stored and not any(key.startswith(f"{other}.") for other in stored):
@@ -93,12 +93,12 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
-def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested settings as one level of dotted keys ("agents.cloud_max_calls")."""
     flat: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flat_settings(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

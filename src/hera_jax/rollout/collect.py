@@ -26,7 +26,7 @@ from hera_jax.rollout.records import (
     summarize,
     write_json_atomic,
 )
-from hera_jax.runs import hide_url_secrets
+from hera_jax.runs import flat_settings, hide_url_secrets
 
 
 def without_process_ids(accounting: dict[str, Any]) -> dict[str, Any]:
@@ -64,11 +64,11 @@ def check_or_write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     """Refuse to mix collections: an existing dataset must have been collected with the same settings."""
     if (out / MANIFEST_FILE).exists():
         old = hide_url_secrets(read_manifest(out))  # as it would be stored now (older manifests hold raw URLs)
-        diffs = [
-            f"{k}: on disk {old.get(k)!r}, now {manifest[k]!r}"
-            for k in ("env", "agents", "settings")
-            if old.get(k) != manifest[k]
-        ]
+        # name each differing field ("agents.device.model_sha256"), not two whole settings dicts
+        on_disk = flat_settings({k: old.get(k) for k in ("env", "agents", "settings")})
+        now = flat_settings({k: manifest[k] for k in ("env", "agents", "settings")})
+        diffs = [f"{k}: on disk {on_disk.get(k)!r}, now {now.get(k)!r}"
+                 for k in dict.fromkeys([*on_disk, *now]) if on_disk.get(k) != now.get(k)]
         if diffs:
             raise DatasetError(
                 f"{out / MANIFEST_FILE}: this dataset was collected with other settings ("

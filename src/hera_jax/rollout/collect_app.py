@@ -128,7 +128,9 @@ def collect_into(config: CollectConfig) -> None:
         f"[{manifest_agents_title(agents_manifest(cloud, device)).removeprefix('agents: ')}]"
     )
     for role, numbers in summary.get("llm", {}).items():
-        print(f"  {role} LLM: {numbers}")
+        # dataset totals: a resumed run that added nothing made none of these calls
+        print(f"  {role} LLM, all {summary['num_episodes']} episodes of the dataset "
+              f"({summary['new_episodes']} collected by this run): {numbers}")
         if numbers["unparseable_replies"]:  # such a step's action is the fallback, not the model's
             print(f"warning: {numbers['unparseable_replies']} of {numbers['llm_steps']} {role} replies could not be "
                   f"parsed into a valid action (the rows' {role}_parse_ok is false)", file=sys.stderr)
