@@ -20,7 +20,7 @@ import pytest
 
 from hera_jax.agents import GoldPathOracle, PerturbedGoldDevice
 from hera_jax.dataset import load_il_table
-from hera_jax.features import FeatureCache, FeatureCacheError, FeatureSpec, FeatureSpecError
+from hera_jax.features import FeatureCache, FeatureCacheError, FeatureSpec, FeatureSpecError, sentence_encode_fn
 from hera_jax.features.cache import cache_path, content_digest
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, single_env
@@ -591,6 +591,30 @@ def test_a_scaled_row_under_a_rewritten_checksum_is_found_by_its_norm(clean_data
     with pytest.raises(FeatureCacheError, match=rf"1 of its {len(cache.keys)} rows are not unit-norm as all the "
                                                 rf"others are .*{re.escape(repr(cache.keys[7]))}: norm 6e\+04"):
         FeatureCache(path, ENCODER, DIM)
+
+
+def test_every_row_scaled_under_a_rewritten_checksum_is_refused_for_a_normalising_encoder(clean_dataset, tmp_path):
+    """All rows scaled alike (no unit-norm majority to stand out from) with a recomputed checksum: a cache of a
+    normalising encoder (sentence-transformers with normalize_embeddings) is refused; the same file passes for an
+    encoder that declares nothing, whose rows may have any norm."""
+    dataset = _copy(clean_dataset, tmp_path / "ds")
+    path = cache_path(dataset / "features", ENCODER)
+    cache = FeatureCache(path, ENCODER, DIM)
+    stored = (cache.embeddings * 30).astype(np.float16)
+    np.savez(path, keys=np.asarray(cache.keys), embeddings=stored, meta=np.asarray(json.dumps(
+        {"model": ENCODER, "dim": DIM, "count": len(cache.keys), "sha256": content_digest(cache.keys, stored)})))
+
+    def normalising(texts):
+        return bag_of_words(texts)
+
+    normalising.unit_norm_rows = True
+    table = load_il_table(dataset, ())
+    with pytest.raises(FeatureCacheError, match=rf"{len(cache.keys)} of its {len(cache.keys)} rows are not unit-norm "
+                                                rf"\(e.g. .*: norm 30\), but encoder '{ENCODER}' gives unit-norm rows"):
+        build_features(table, SPEC, encode=normalising)
+    features, num_new = build_features(table, SPEC, encode=bag_of_words)
+    assert num_new == 0 and np.abs(features).max() > 5  # undeclared encoder: loaded as stored
+    assert sentence_encode_fn().unit_norm_rows  # the real encoder declares it
 
 
 def test_two_swapped_rows_of_a_cache_without_checksum_are_found(clean_dataset, tmp_path):

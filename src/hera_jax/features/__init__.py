@@ -130,6 +130,7 @@ def sentence_encode_fn(model: str = DEFAULT_MODEL, batch_size: int = 64, show_pr
             show_progress_bar=show_progress and sys.stderr.isatty(),  # no bar redrawn into log files
         ).astype(np.float32)
 
+    encode.unit_norm_rows = True  # normalize_embeddings: a cache of its rows must hold unit-norm rows only
     return encode
 
 

@@ -51,6 +51,7 @@ class FeatureCache:
         self._dirty = False  # in-memory additions not yet written
         self.checked = True  # its rows are known to be the encoder's (checksummed on disk, or written here)
         self.verified: set[str] = set()  # rows of an unchecked cache compared with the encoder in this process
+        self.norms_checked = False  # every row found unit-norm in this process (check_all_unit_norm)
         if self.path.exists():
             self._load()
         self._index = {k: i for i, k in enumerate(self.keys)}
@@ -59,6 +60,7 @@ class FeatureCache:
         self.keys, self.embeddings, checksummed = self._read()
         self.checked = checksummed  # else `embed_with_caches` compares the rows asked of it with the encoder
         self.verified = set()
+        self.norms_checked = False
 
     def _read(self) -> tuple[list[str], np.ndarray, bool]:
         """(keys, float32 embeddings, whether a checksum vouches for them) of the file on disk, checked against this
@@ -136,6 +138,7 @@ class FeatureCache:
                     self.keys.extend(disk_keys[i] for i in others)
                     self.embeddings = np.concatenate([self.embeddings, disk_embeddings[others]])
                     self._index = {k: i for i, k in enumerate(self.keys)}
+                    self.norms_checked = False  # other writers' rows: not yet looked at here
             stored = self.embeddings.astype(np.float16)
             # a checksum vouches for rows known to be the encoder's: an unchecked cache stays without one
             meta = json.dumps({"model": self.model, "dim": self.dim, "count": len(self.keys),
@@ -174,6 +177,22 @@ def check_row_norms(path: Path, keys: Sequence[str], embeddings: np.ndarray) -> 
         raise FeatureCacheError(
             f"{path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm as all the others are (e.g. "
             f"{keys[first]!r}: norm {norms[first]:.3g}): rows scaled or edited; delete it to re-embed")
+
+
+def check_all_unit_norm(cache: FeatureCache) -> None:
+    """Refuse a cache of a normalising encoder (`encode.unit_norm_rows`) holding any finite row that is not
+    unit-norm: every row scaled alike (or written by another encoder under this one's name) passes the checksum
+    its writer recomputed and check_row_norms' majority rule, but not this."""
+    if cache.norms_checked:
+        return
+    norms, off = _off_unit_norm(cache.embeddings)
+    if off.any():
+        first = int(np.argmax(off))
+        raise FeatureCacheError(
+            f"{cache.path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm (e.g. {cache.keys[first]!r}: "
+            f"norm {norms[first]:.3g}), but encoder {cache.model!r} gives unit-norm rows: rows scaled, or written by "
+            "another encoder; delete it to re-embed")
+    cache.norms_checked = True
 
 
 def _off_unit_norm(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,6 +262,9 @@ def embed_with_caches(
     are encoded in one batch and added in memory to the last cache (flush it to write). Returns (array, num_new)."""
     if not caches:
         raise ValueError("embed_with_caches needs at least one cache (the last one receives new embeddings)")
+    if getattr(encode, "unit_norm_rows", False):
+        for cache in caches:
+            check_all_unit_norm(cache)
     text_of = dict(zip(keys, texts))
     found: dict[str, np.ndarray] = {}
     wanted = list(dict.fromkeys(keys))
