@@ -516,6 +516,30 @@ def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_the_run(tmp_path):
     assert stderr.startswith("interrupted: finished episodes are kept") and stderr.count("\n") == 1
 
 
+def test_a_library_failing_in_its_cleanup_while_a_ctrl_c_unwinds_is_still_one_interrupted_line(tmp_path):
+    """py4j, interrupted while it connects to a simulator's JVM (which the same Ctrl-C stopped), logs the interrupt
+    with its traceback on the root logger, then fails in its own cleanup (AttributeError): that is the Ctrl-C, one
+    line and exit 130. A library error with no interrupt behind it still propagates as itself."""
+    library = ("import logging, time\n"
+               "def connect(config):\n"
+               "    try:\n"
+               "        print('connecting', flush=True)\n"
+               "        time.sleep(60)\n"
+               "    except KeyboardInterrupt:\n"
+               "        logging.exception('KeyboardInterrupt while sending command.')\n"
+               "        None.shutdown_socket()\n")
+    status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + library + "from hera_jax.cli import run_cli\n"
+                                  "run_cli(connect, Config, args=['--out', 'OUT'])", after="connecting")
+    assert (status, stderr) == (130, "interrupted: finished episodes are kept; to resume, rerun the same command "
+                                     "with --out OUT\n")
+    from hera_jax.cli import raised_by_an_interrupt
+
+    try:
+        None.shutdown_socket()
+    except AttributeError as e:
+        assert not raised_by_an_interrupt(e)
+
+
 def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_path):
     (tmp_path / "never_imported.py").write_text("raise SystemExit('imported')\n")
     proc = subprocess.run([sys.executable, "-c", "from hera_jax.cli import run_cli\n"

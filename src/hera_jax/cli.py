@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
+import logging
 import os
 import re
 import select
@@ -129,22 +130,55 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
         validate(config)
         if hasattr(config, "compile_cache"):
             enable_compile_cache(config.compile_cache)
-        main(config)
-    except HeraError as e:
-        _fail(f"error: {e}", 2)
-    except OSError as e:  # the file system or the network: a full disk, a path that is a folder, no permission
-        if isinstance(e, BrokenPipeError) and _stdout_gone():  # `--help | head`: the reader has all it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint at exit either
-            raise SystemExit(141) from None  # as a shell reports a process ended by SIGPIPE
-        where = f"{e.filename}: " if e.filename else ""
-        _fail(f"error: {where}{e.strerror or e}", 2)
-    except KeyboardInterrupt:
-        _fail(interrupted_line(config), 130)
+        with _interrupts_logged_once():
+            main(config)
+    except (KeyboardInterrupt, Exception) as e:
+        if raised_by_an_interrupt(e):
+            _fail(interrupted_line(config), 130)
+        if isinstance(e, HeraError):
+            _fail(f"error: {e}", 2)
+        if isinstance(e, OSError):  # the file system or the network: a full disk, a folder path, no permission
+            if isinstance(e, BrokenPipeError) and _stdout_gone():  # `--help | head`: the reader has all it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint at exit either
+                raise SystemExit(141) from None  # as a shell reports a process ended by SIGPIPE
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"error: {where}{e.strerror or e}", 2)
+        raise
     finally:
         for pending in redeliveries:  # the run is over: a Ctrl-C sent again now would land after its last line
             pending.cancel()
         if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
             sys.unraisablehook = previous_hook
+
+
+def raised_by_an_interrupt(error: BaseException) -> bool:
+    """Whether `error` is a Ctrl-C, or was raised while one unwound: a library's cleanup failing on the way (py4j's
+    `GatewayConnection` has no `shutdown_socket` when the interrupt came while it connected to a simulator's JVM,
+    which the same Ctrl-C stopped) is the interrupt, not a new error."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _NoInterruptRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and raised_by_an_interrupt(record.exc_info[1]))
+
+
+@contextlib.contextmanager
+def _interrupts_logged_once() -> Iterator[None]:
+    """A library logging a Ctrl-C with its traceback on the root logger (py4j: "KeyboardInterrupt while sending
+    command.") is dropped there: run_cli reports the interrupt in one line. Every other record goes on as before."""
+    root, dropped = logging.getLogger(), _NoInterruptRecords()
+    root.addFilter(dropped)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
 
 
 def _stdout_gone() -> bool:
