@@ -540,6 +540,40 @@ def test_a_library_failing_in_its_cleanup_while_a_ctrl_c_unwinds_is_still_one_in
         assert not raised_by_an_interrupt(e)
 
 
+def test_a_ctrl_c_during_the_sweeps_compile_or_training_stops_it_at_once(tmp_path):
+    """A compile or a compiled program returns to Python only when done (minutes on a CPU): the sweep waits on it
+    from a thread, so a Ctrl-C ends the command at once, in one line, with no teardown crash under the running work.
+    (The work here is a thread that would sleep 60 s; the helper gives the program 30 s to end.)"""
+    import time
+
+    started = time.monotonic()
+    status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom rich.console import Console\n"
+                                  "from hera_jax.cli import run_cli\nfrom hera_jax.sweep_app import waiting_on\n"
+                                  "def main(config):\n"
+                                  "    print('started', flush=True)\n"
+                                  "    waiting_on(Console(stderr=True))(lambda: time.sleep(60), 'training')\n"
+                                  "run_cli(main, Config, args=['--out', 'OUT'])")
+    assert (status, stderr) == (130, "interrupted: finished episodes are kept; to resume, rerun the same command "
+                                     "with --out OUT\n")
+    assert time.monotonic() - started < 20
+
+
+def test_the_sweeps_wait_returns_the_work_raises_its_error_and_says_how_long_in_a_log(tmp_path):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from hera_jax.sweep_app import waiting_on
+
+    log = io.StringIO()
+    wait = waiting_on(Console(file=log, width=80), plain_every_s=0.1)
+    assert wait(lambda: (time.sleep(0.45), 7)[1], "training") == 7
+    assert 2 <= log.getvalue().count("training: ") <= 5 and log.getvalue().endswith("s so far\n")
+    with pytest.raises(ValueError, match="widths"):
+        wait(lambda: (_ for _ in ()).throw(ValueError("widths of different depth")), "compiling")
+
+
 def test_a_mistyped_env_is_refused_before_the_command_imports_its_modules(tmp_path):
     (tmp_path / "never_imported.py").write_text("raise SystemExit('imported')\n")
     proc = subprocess.run([sys.executable, "-c", "from hera_jax.cli import run_cli\n"

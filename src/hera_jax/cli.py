@@ -20,7 +20,7 @@ from typing import TypeVar
 import tyro
 
 from hera_jax.compile_cache import enable as enable_compile_cache
-from hera_jax.errors import HeraError
+from hera_jax.errors import ComputationAbandoned, HeraError
 from hera_jax.limits import looks_like_a_key, validate
 
 ConfigT = TypeVar("ConfigT")
@@ -134,6 +134,10 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
             main(config)
     except (KeyboardInterrupt, Exception) as e:
         if raised_by_an_interrupt(e):
+            if isinstance(e, ComputationAbandoned):  # work still runs in a thread: no teardown to wait on it
+                print(interrupted_line(config), file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(130)
             _fail(interrupted_line(config), 130)
         if isinstance(e, HeraError):
             _fail(f"error: {e}", 2)

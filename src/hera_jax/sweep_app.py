@@ -16,10 +16,11 @@ grouped preference says, and the cloud-step ratio that costs. Those scoring labe
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ import numpy as np
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import DataConfig, StepTable, check_trainable, load_il_table, manifest_agents_title
-from hera_jax.errors import HeraError
+from hera_jax.errors import ComputationAbandoned, HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.limits import NON_NEGATIVE, Range
 from hera_jax.rl.config import stored_preference
@@ -39,6 +40,9 @@ from hera_jax.router.sharding import config_mesh
 from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
+
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,19 +109,60 @@ def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: F
 
 def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid, rl: RLRows | None = None, mesh=None,
               il_weight: float = 1.0, score_cost_weight: float = 0.02,
-              say: Callable[[str], None] = lambda message: None) -> tuple[list[dict], object, dict]:
+              say: Callable[[str], None] = lambda message: None,
+              wait: Callable[[Callable[[], T], str], T] = lambda work, what: work(),
+              ) -> tuple[list[dict], object, dict]:
     """Compile once, train the whole grid; returns (tidy rows, stacked TrainResult, timings in seconds).
-    `say` gets a line before the compile and before the training (they take minutes on a CPU)."""
+    `say` gets a line before the compile and before the training (they take minutes on a CPU); `wait(work, what)`
+    runs each of the two (see `waiting_on`)."""
     num_train = int(data.x_train.shape[0])
     sweep = make_sweep(base, grid, num_train, mesh=mesh, il_weight=il_weight, score_cost_weight=score_cost_weight)
     say(f"compiling the sweep: one program for the whole grid, {num_train} training rows ...")
     t0 = time.perf_counter()
-    compiled = jax.jit(sweep).lower(data, rl).compile()
+    compiled = wait(lambda: jax.jit(sweep).lower(data, rl).compile(), "compiling")
     t1 = time.perf_counter()
     say(f"compiled in {t1 - t0:.1f}s; training every configuration (up to {base.max_epochs} epochs) ...")
-    result, scores = jax.block_until_ready(compiled(data, rl))
+    result, scores = wait(lambda: jax.block_until_ready(compiled(data, rl)), "training")
     t2 = time.perf_counter()
     return sweep_table(grid, result, scores), result, {"compile": t1 - t0, "run": t2 - t1}
+
+
+def waiting_on(console, plain_every_s: float = 30.0) -> Callable[[Callable[[], T], str], T]:
+    """A `wait` for run_sweep: the work runs in a daemon thread while the main thread waits in short sleeps, so a
+    Ctrl-C is taken at once (a compile or a compiled program returns to Python only when done, minutes on a CPU)
+    and ends the command (ComputationAbandoned); the wait shows its elapsed time: a spinner on a terminal, a plain
+    line every `plain_every_s` in a log file."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    def wait(work: Callable[[], T], what: str) -> T:
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as e:  # handed to the main thread, raised there
+                outcome["error"] = e
+
+        worker = threading.Thread(target=run, name=f"sweep {what}", daemon=True)
+        started = last_line = time.monotonic()
+        worker.start()
+        try:
+            with Progress(SpinnerColumn(), TextColumn(what), TimeElapsedColumn(), console=console, transient=True,
+                          disable=not console.is_terminal) as progress:
+                progress.add_task(what, total=None)
+                while worker.is_alive():
+                    worker.join(0.2)
+                    now = time.monotonic()
+                    if not console.is_terminal and now - last_line >= plain_every_s:
+                        last_line = now
+                        console.print(f"{what}: {now - started:.0f}s so far")
+        except KeyboardInterrupt:
+            raise ComputationAbandoned() from None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return wait
 
 
 def sweep_experiment(config: SweepConfig) -> dict:
@@ -163,7 +208,7 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
     try:
         rows, result, seconds = run_sweep(data, config.train, config.grid, rl, mesh, config.il_weight,
                                           score_cost_weight if score_cost_weight is not None else 0.0,
-                                          say=console.print)
+                                          say=console.print, wait=waiting_on(console))
     except ValueError as e:  # e.g. widths of different depth, unknown label source
         raise HeraError(str(e)) from None
 
