@@ -275,6 +275,17 @@ def test_help_joins_a_docstrings_lines_so_sentences_are_not_broken(monkeypatch, 
     assert "names of shipped datasets (e.g. textworld_express:twc). Each keeps its own splits" in out
 
 
+@pytest.mark.parametrize("script", ["il.py", "rl_iter.py", "evaluate.py", "collect.py", "sweep.py"])
+def test_help_fits_an_80_column_terminal_description_included(monkeypatch, script_in_process, script):
+    """tyro prints a command's description as given: each paragraph is wrapped to the terminal, not one long line."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = script_in_process(script, "--help")
+    assert code == 0
+    description = out.split("\n\n")[1]
+    assert len(description.splitlines()) >= 2, description
+    assert max(len(line) for line in out.splitlines()) <= 80, max(out.splitlines(), key=len)
+
+
 def test_tables_written_to_a_file_take_columns_from_the_environment(monkeypatch):
     from hera_jax.cli import report_console
 

@@ -11,8 +11,10 @@ import logging
 import os
 import re
 import select
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -41,16 +43,27 @@ def _join_lines(helptext: str) -> str:
 
 
 @contextlib.contextmanager
-def _help_joins_docstring_lines() -> Iterator[None]:
+def _help_joins_docstring_lines(description: str | None = None) -> Iterator[None]:
     """tyro (1.0) joins a docstring's lines before removing their indentation, so every indented continuation line
     starts a new line in --help and sentences break mid-way. While a command's flags are parsed, its joining step is
-    one that dedents first (nothing changes where a tyro release no longer has that step)."""
+    one that dedents first (nothing changes where a tyro release no longer has that step). The command's
+    `description`, which tyro prints as it is (one line per paragraph, however wide), is wrapped to the terminal."""
     strings = getattr(tyro, "_strings", None)
     original = getattr(strings, "remove_single_line_breaks", None)
     if original is None:
         yield
         return
-    strings.remove_single_line_breaks = _join_lines
+    wrapped_one = inspect.cleandoc(description) if description else None
+
+    def join(helptext: str) -> str:
+        joined = _join_lines(helptext)
+        if wrapped_one is None or inspect.cleandoc(helptext) != wrapped_one:
+            return joined
+        width = max(40, min(shutil.get_terminal_size().columns, 120) - 2)
+        return "\n".join(textwrap.fill(line, width, subsequent_indent=re.match(r"\s*", line).group())
+                         if line.strip() else line for line in joined.split("\n"))
+
+    strings.remove_single_line_breaks = join
     try:
         yield
     finally:
@@ -125,7 +138,7 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
         problem = renamed_flag_problem(argv, config_type)
         if problem:
             _fail(f"error: {problem}", 2)
-        with _help_joins_docstring_lines():
+        with _help_joins_docstring_lines(description or inspect.getdoc(config_type)):
             config = tyro.cli(config_type, description=description, args=args)
         validate(config)
         if hasattr(config, "compile_cache"):
