@@ -15,4 +15,4 @@ says so.
 from hera_jax.cli import run_cli
 
 if __name__ == "__main__":
-    run_cli("hera_jax.evaluate.evaluate_app:evaluate", "hera_jax.evaluate.evaluate_app:EvalConfig")
+    run_cli("hera_jax.evaluate.evaluate_app:evaluate", "hera_jax.evaluate.config:EvalConfig")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -284,6 +286,23 @@ def test_help_fits_an_80_column_terminal_description_included(monkeypatch, scrip
     description = out.split("\n\n")[1]
     assert len(description.splitlines()) >= 2, description
     assert max(len(line) for line in out.splitlines()) <= 80, max(out.splitlines(), key=len)
+
+
+def test_every_commands_flags_parse_without_importing_jax():
+    """run_cli imports a command's config module, parses and checks the flags, and only then imports its code: a
+    mistyped flag is reported in about a second, not after seconds of JAX (and torch, pandas) imports."""
+    scripts = sorted((ROOT / "experiments").glob("*.py"))
+    configs = set()
+    for script in scripts:
+        configs.update(re.findall(r'run_cli\("[^"]+", "([^"]+)"\)', script.read_text()))
+    assert len(configs) >= 8, configs  # il, rl_iter, evaluate, collect, sweep, calibrate, research tools
+    heavy = ("jax", "flax", "optax", "orbax", "torch", "pandas", "matplotlib")
+    for config in sorted(configs):
+        module = config.partition(":")[0]
+        proc = subprocess.run([sys.executable, "-c", f"import sys, {module}\n"
+                               f"print(sorted(m for m in {heavy!r} if m in sys.modules))"],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 0 and proc.stdout.strip() == "[]", (config, proc.stdout, proc.stderr[-1000:])
 
 
 def test_tables_written_to_a_file_take_columns_from_the_environment(monkeypatch):

@@ -142,10 +142,13 @@ def test_resolve_datasets_takes_folders_and_env_names(tmp_path):
 def test_il_cli_trains_on_the_union_and_names_every_dataset(two, tmp_path):
     a, b = two
     rng = np.random.default_rng(0)
-    for folder in (a, b):  # distinct random vectors so the router has something to learn from
+    def unit_random(texts):  # distinct vectors so the router has something to learn from; unit-norm as MiniLM's
+        rows = rng.normal(size=(len(texts), DIM)).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    for folder in (a, b):
         table = load_il_table(folder, ())
-        featurize(table.state_key, table.state_text, table.step, SPEC, folder / "features",
-                  encode=lambda texts: rng.normal(size=(len(texts), DIM)).astype(np.float32))
+        featurize(table.state_key, table.state_text, table.step, SPEC, folder / "features", encode=unit_random)
     out = tmp_path / "run"
     summary = il_cli.train_il(il_cli.ILConfig(
         dataset=a, extra_datasets=(str(b),), features=FeatureSpec("toy", DIM), unseen_tasks=(),

@@ -124,7 +124,8 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
             description: str | None = None, args: list[str] | None = None) -> None:
     """Parse `config_type` from the command line, check it and run `main(config)`; user errors, OS errors and Ctrl-C
     end in one line. `main` and `config_type` may be given as "module:name", imported only once a Ctrl-C during the
-    import (seconds of JAX) is handled and a mistyped --env is refused (a script then starts checking at once)."""
+    import is handled and a mistyped --env is refused; the config's module is light (no JAX), and `main`'s (seconds
+    of JAX) is imported only once the flags are checked, so a mistyped flag is reported at once."""
     argv = sys.argv[1:] if args is None else args
     previous_hook = sys.unraisablehook
     redeliveries: list[threading.Timer] = []
@@ -134,13 +135,14 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
         problem = key_argument_problem(argv) or env_name_problem(argv)
         if problem:
             _fail(f"error: {problem}", 2)
-        main, config_type = _resolve(main), _resolve(config_type)
+        config_type = _resolve(config_type)  # a light module: the flags are checked before `main` imports JAX
         problem = renamed_flag_problem(argv, config_type)
         if problem:
             _fail(f"error: {problem}", 2)
         with _help_joins_docstring_lines(description or inspect.getdoc(config_type)):
             config = tyro.cli(config_type, description=description, args=args)
         validate(config)
+        main = _resolve(main)
         if hasattr(config, "compile_cache"):
             enable_compile_cache(config.compile_cache)
         with _interrupts_logged_once():

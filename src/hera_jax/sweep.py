@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import ClassVar, Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hera_jax.rl.loss import PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
-from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
+from hera_jax.sweep_config import SweepGrid  # noqa: F401  (re-exported)
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.sharding import CONFIG_AXIS
@@ -43,30 +43,6 @@ from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos
 
 
 LABEL_SOURCES = ("il", "il+rl")
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepGrid:
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
-    """PRNG seeds (initialisation and minibatch order)."""
-    learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
-    """Peak learning rates of the warmup-cosine schedule."""
-    hidden_sizes: tuple[tuple[int, ...], ...] = ((32, 16), (64, 32), (128, 64), (256, 128))
-    """Hidden-layer widths; all entries need the same depth (they are zero-padded to the widest)."""
-    label_sources: tuple[Literal["il", "il+rl"], ...] = ("il",)
-    """Training labels: 'il' = IL labels only; 'il+rl' = the RL stage's grouped preferences (one variant per
-    --cost-weights entry) over IL labels, as in experiments/rl_iter.py's loss. 'il+rl' needs RL rollouts."""
-    cost_weights: tuple[float, ...] = (0.02,)
-    """RL cost weights swept by the 'il+rl' label source (price of one cloud call in units of return)."""
-    label_rules: tuple[Literal["linear", "lexicographic"], ...] = ("linear",)
-    """RL label rules swept by 'il+rl' (RLConfig.preference.rule)."""
-    group_weightings: tuple[Literal["margin", "uniform", "class_balanced"], ...] = ("margin",)
-    """RL group weightings swept by 'il+rl' (RLConfig.preference.group_weighting)."""
-    return_tolerance: float = 0.0
-    """Return tolerance of the 'lexicographic' rule (RLConfig.preference.return_tolerance)."""
-
-    LIMITS: ClassVar[dict] = {"learning_rates": POSITIVE, "hidden_sizes": COUNT, "cost_weights": NON_NEGATIVE,
-                              "return_tolerance": NON_NEGATIVE}
 
 
 class LabelVariant(NamedTuple):

@@ -15,22 +15,19 @@ grouped preference says, and the cloud-step ratio that costs. Those scoring labe
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
-from hera_jax.dataset import DataConfig, StepTable, check_trainable, load_il_table, manifest_agents_title
+from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest_agents_title
 from hera_jax.errors import ComputationAbandoned, HeraError
 from hera_jax.features import FeatureSpec, featurize
-from hera_jax.limits import NON_NEGATIVE, Range
 from hera_jax.rl.config import stored_preference
 from hera_jax.rl.run import FEATURES, load_run_rollouts
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
@@ -40,41 +37,10 @@ from hera_jax.router.sharding import config_mesh
 from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
+from hera_jax.sweep_config import SweepConfig  # noqa: F401  (re-exported)
 
 
 T = TypeVar("T")
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepConfig(DataConfig):
-    """Sweep the router over seeds x learning rates x hidden widths (x IL-only / IL+RL labels x RL cost weights)
-    in one compiled program. States missing from --features-dir are embedded into it."""
-
-    features: FeatureSpec = FeatureSpec()
-    """How states become the router's input: encoder, embedding size, scalar features, text design."""
-    grid: SweepGrid = SweepGrid()
-    train: TrainConfig = TrainConfig()
-    """The trainer's other settings (epochs, batch size, patience, ...); its hidden sizes, learning rate and seed come
-    from --grid, so --train.hidden-sizes, --train.learning-rate and --train.seed are refused here."""
-    rl_run: Path | None = None
-    """Run folder of experiments/rl_iter.py on the same dataset: its exploration rollouts (all finished iterations)
-    are the RL visits of the 'il+rl' label source and of the held-out RL scores. Required for 'il+rl'."""
-    heldout_groups_percent: int = 25
-    """Share of the RL run's state groups (by a hash of the state key) kept out of training and used for scoring."""
-    il_weight: float = 1.0
-    """Weight of the IL part against the RL part in the 'il+rl' loss (rl/loss.py). rl_iter.py fine-tunes an
-    IL router with 0.2; a sweep trains from scratch, so both parts weigh the same by default."""
-    score_cost_weight: float | None = None
-    """Cost weight of the held-out scoring preferences (default: the RL run's --preference.cost-weight)."""
-    spread_configs: bool = True
-    """With several local devices, spread the configurations over them (one config mesh; see router/sharding.py)."""
-    compile_cache: Path | None = DEFAULT_COMPILE_CACHE
-    """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
-    out: Path | None = None
-    """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
-
-    LIMITS: ClassVar[dict] = {"heldout_groups_percent": Range(1, 99),
-                              "il_weight": NON_NEGATIVE, "score_cost_weight": NON_NEGATIVE}
 
 
 def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: FeatureSpec, percent: int):

@@ -3,34 +3,15 @@ metrics (success, score, cloud steps, tokens, estimated cost) from step records,
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from hera_jax.limits import NON_NEGATIVE, POSITIVE
+from hera_jax.evaluate.config import PriceTable  # noqa: F401  (re-exported)
 
 EVAL_SPLITS = ("dev", "test", "test_unseen")
 _PREFIX = "eval"
-
-
-@dataclasses.dataclass(frozen=True)
-class PriceTable:
-    """Cloud prices for the cost estimate. Token counts come from the cloud backend; where it reports none
-    (stand-ins), input tokens are estimated from the prompt text and output tokens are a fixed guess."""
-
-    model: str = "gpt-4o (list price, assumed)"
-    usd_per_million_input: float = 2.50
-    usd_per_million_output: float = 10.00
-    chars_per_token: float = 4.0
-    prompt_overhead_tokens: int = 500  # instructions and valid-action hints around the state text
-    est_output_tokens: int = 10
-
-    LIMITS: ClassVar[dict] = {"usd_per_million_input": NON_NEGATIVE, "usd_per_million_output": NON_NEGATIVE,
-                              "chars_per_token": POSITIVE, "prompt_overhead_tokens": NON_NEGATIVE,
-                              "est_output_tokens": NON_NEGATIVE}
 
 
 def param_tag(param: float | None) -> str:

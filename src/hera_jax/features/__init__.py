@@ -9,14 +9,16 @@ cached states give the same input.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 from hera_jax.errors import HeraError
 from hera_jax.features.cache import FeatureCache, FeatureCacheError, cache_path, check_cache_folder, embed_with_caches
@@ -217,16 +219,23 @@ def featurize_indexed(
                                         keys=distinct_keys)
     cache.flush()
     check_finite_embeddings(distinct, distinct_keys, spec, cache.path)
-    rows = _gather_rows(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
-                        jnp.asarray(scalars))
+    import jax.numpy as jnp
+
+    rows = _gather_rows()(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
+                          jnp.asarray(scalars))
     return rows, num_new
 
 
-@jax.jit
-def _gather_rows(distinct: jax.Array, state_index: jax.Array, scalars: jax.Array) -> jax.Array:
-    # one fused program writes each row once, on the device the router trains on (numpy's take is several
-    # times slower, and a host copy of a million rows is gigabytes)
-    return jnp.concatenate([jnp.take(distinct, state_index, axis=0), scalars], axis=1)
+@functools.cache
+def _gather_rows():
+    """One fused program that writes each row once, on the device the router trains on (numpy's take is several
+    times slower, and a host copy of a million rows is gigabytes). Built on first use: importing the features
+    module (the commands' flags need FeatureSpec) does not import JAX."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda distinct, state_index, scalars: jnp.concatenate(
+        [jnp.take(distinct, state_index, axis=0), scalars], axis=1))
 
 
 def check_finite_embeddings(embedded: np.ndarray, keys: Sequence[str], spec: FeatureSpec, cache_file: Path) -> None:

@@ -16,8 +16,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: the command's flags parse without it
+    import pandas as pd
 
 from hera_jax.dataset import load_il_table
 from hera_jax.errors import HeraError
@@ -94,11 +98,15 @@ def step_kind(action: str) -> str:
 
 
 def agreement_by_kind(cloud_actions: pd.Series, needs_cloud: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame({"kind": cloud_actions.map(step_kind), "agree": ~np.asarray(needs_cloud, bool)})
     return frame.groupby("kind").agree.agg(["size", "mean"]).rename(columns={"size": "states", "mean": "agreement"})
 
 
 def device_signals(config: DeviceSignalsConfig) -> dict:
+    import pandas as pd
+
     table = load_il_table(config.dataset)
     if np.isnan(table.device_signals["device_p_top"]).all():
         raise HeraError(f"{config.dataset}: its device reports no confidence (collect with --agents.device "

@@ -8,11 +8,20 @@ rollouts.py (exploration rollouts, held-out evaluation, baselines through the en
 loop.py (one iteration and the iterations); rl_app.py (the rl_iter.py command).
 """
 
+import importlib
+
 from hera_jax.rl.config import ExplorationConfig, PreferenceConfig, RLConfig
-from hera_jax.rl.loop import run_rl
-from hera_jax.rl.report import iteration_table
-from hera_jax.rl.run import RLRun, finished_iterations, open_run
-from hera_jax.rl.visits import VisitTable, future_sums, group_ids, visit_table
+
+# the rest loads on first use: rl_iter.py parses its flags (RLConfig) before JAX is imported
+_LAZY = {"run_rl": "loop", "iteration_table": "report", "RLRun": "run", "finished_iterations": "run",
+         "open_run": "run", "VisitTable": "visits", "future_sums": "visits", "group_ids": "visits",
+         "visit_table": "visits"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"hera_jax.rl.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'hera_jax.rl' has no attribute {name!r}")
 
 __all__ = [
     "ExplorationConfig",

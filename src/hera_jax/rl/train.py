@@ -11,35 +11,15 @@ Epochs and minibatches are `lax.scan`s; every epoch visits each row once, so the
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE
+from hera_jax.rl.config import PreferenceTrainConfig  # noqa: F401  (re-exported)
 from hera_jax.router.model import RouterMLP
 from hera_jax.rl.loss import weighted_bce_sum
-
-
-@dataclasses.dataclass(frozen=True)
-class PreferenceTrainConfig:
-    learning_rate: float = 3e-4
-    """Constant AdamW learning rate of the fine-tune (after a one-epoch warmup)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    batch_size: int = 256
-    """Rows per minibatch (capped at the number of rows)."""
-    epochs: int = 5
-    """Epochs per RL iteration (each warm-starts from the last). A group's label is one draw of the device's dice,
-    and long fine-tunes fit the draws: short fine-tunes gained more frontier area than 40 epochs on TWC and
-    ScienceWorld (README, RL, and its results folder)."""
-    seed: int = 0
-    """PRNG seed of the minibatch order."""
-
-    LIMITS: ClassVar[dict] = {"learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "batch_size": COUNT,
-                              "epochs": COUNT}
 
 
 class PreferenceData(NamedTuple):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used: evaluate.py's flags (this module's knob) parse without JAX
+    import jax
 
 from hera_jax.evaluate.baselines.knob import Knob
 from hera_jax.limits import PROBABILITY
@@ -31,6 +33,9 @@ TITLE = "task-level router"
 
 def episode_targets(episode: np.ndarray, labels: np.ndarray, num_episodes: int) -> jax.Array:
     """float[E]: mean IL label (1 = needs cloud) of each episode's steps; `episode[i]` indexes step i's episode."""
+    import jax
+    import jax.numpy as jnp
+
     totals = jax.ops.segment_sum(jnp.asarray(labels, jnp.float32), episode, num_segments=num_episodes)
     counts = jax.ops.segment_sum(jnp.ones(len(labels), jnp.float32), episode, num_segments=num_episodes)
     return totals / jnp.maximum(counts, 1.0)
@@ -38,6 +43,8 @@ def episode_targets(episode: np.ndarray, labels: np.ndarray, num_episodes: int) 
 
 def fit(x: jax.Array, y: jax.Array, l2: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """Ridge regression in closed form (centred, so the bias is not penalised): (weights[D], bias)."""
+    import jax.numpy as jnp
+
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
     x_mean, y_mean = x.mean(0), y.mean()
     xc = x - x_mean
@@ -46,6 +53,8 @@ def fit(x: jax.Array, y: jax.Array, l2: float = 1.0) -> tuple[jax.Array, jax.Arr
 
 
 def predict(params: tuple[jax.Array, jax.Array], x: jax.Array) -> jax.Array:
+    import jax.numpy as jnp
+
     weights, bias = params
     return jnp.asarray(x, jnp.float32) @ weights + bias
 
