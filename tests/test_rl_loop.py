@@ -302,6 +302,32 @@ def test_early_stopping_holds_out_the_sweeps_groups_and_scores_them_with_their_f
     assert full.data.heldout_weight is None
 
 
+def test_a_run_from_init_checkpoint_records_the_checkpoints_inputs_and_refuses_other_feature_flags(straight_run,
+                                                                                                   il_dataset, tmp_path):
+    """The run keeps --init-checkpoint's router inputs: config.json says so (not the --features defaults), and a
+    --features.* flag asking for other inputs is refused in one line instead of being ignored."""
+    from hera_jax.errors import HeraError
+
+    out, _ = straight_run
+    checkpoint = out / "checkpoints"
+    used = load_router(checkpoint).feature_spec
+    assert used != FeatureSpec()  # the toy inputs, not the defaults
+    agents = (KeyRoomEnv(), GoldPathOracle(), PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8))
+    config = dataclasses.replace(_config(tmp_path / "from_ckpt", 1), features=FeatureSpec(), init_checkpoint=checkpoint)
+    run = open_run(config, config.out, *agents, il_dataset, il_dataset / "features", encode=bag_of_words)
+    assert run.config.features == used == run.spec
+    assert json.loads((config.out / "config.json").read_text())["features"] == dataclasses.asdict(used) | {
+        k: list(v) for k, v in dataclasses.asdict(used).items() if isinstance(v, tuple)}
+    # the same command again resumes (the recorded inputs are the ones it resolves to)
+    open_run(config, config.out, *agents, il_dataset, il_dataset / "features", encode=bag_of_words)
+    other = dataclasses.replace(config, out=tmp_path / "other",
+                                features=dataclasses.replace(used, text_design="segments"))
+    with pytest.raises(HeraError, match=r"keeps its inputs, but --features.text-design 'segments' "
+                                        r"\(checkpoint: 'joint'\); drop those flags"):
+        open_run(other, other.out, *agents, il_dataset, il_dataset / "features", encode=bag_of_words)
+    assert not (tmp_path / "other").exists()
+
+
 def test_agreement_is_none_not_zero_when_no_visit_carries_an_rl_label(straight_run, il_dataset):
     """The RL table's "agreement" is a share of labelled visits: with none (0 valid groups) it is unknown ("—"),
     never 0.000, and with some it is a share."""

@@ -146,7 +146,8 @@ class RLConfig(DataConfig):
     init_checkpoint: Path | None = None
     """Start from this IL router checkpoint folder (experiments/il.py's <run>/checkpoint); default: train it here."""
     features: FeatureSpec = FeatureSpec()
-    """State features of an IL router trained here (a loaded checkpoint brings its own)."""
+    """State features of an IL router trained here. With --init-checkpoint the run uses (and records) the
+    checkpoint's; a --features.* flag that differs from them is refused."""
     il_train: TrainConfig = TrainConfig()
     """Settings of the IL router trained here when no --init-checkpoint is given."""
     train: PreferenceTrainConfig = PreferenceTrainConfig()

@@ -63,6 +63,20 @@ def agents_title(cloud: Agent, device: Agent) -> str:
     return manifest_agents_title({"cloud": cloud.describe(), "device": device.describe()}).removeprefix("agents: ")
 
 
+def start_features(config: RLConfig) -> FeatureSpec:
+    """The router inputs of --init-checkpoint: the run uses them, and records them as its --features. A --features.*
+    flag that asks for other inputs is refused (it would be ignored)."""
+    spec = load_router(config.init_checkpoint).feature_spec
+    if config.features != FeatureSpec() and config.features != spec:
+        differ = [f"--features.{f.name.replace('_', '-')} {getattr(config.features, f.name)!r} (checkpoint: "
+                  f"{getattr(spec, f.name)!r})" for f in dataclasses.fields(spec)
+                  if getattr(config.features, f.name) != getattr(spec, f.name)]
+        raise HeraError(f"{config.init_checkpoint}: the router starts from this checkpoint and keeps its inputs, but "
+                        f"{'; '.join(differ)}; drop those flags (the run uses the checkpoint's) or pass another "
+                        "--init-checkpoint")
+    return spec
+
+
 @dataclasses.dataclass(frozen=True)
 class ILData:
     """The IL dataset a run starts from: its step table, the features of every table row (rounded like the cache)
@@ -151,6 +165,8 @@ def open_run(
     # a file there would have every IL state embedded anew
     check_cache_folder(features_dir, "--features-dir" if config.features_dir is not None
                        else "the dataset's features folder (the default of --features-dir)")
+    if config.init_checkpoint is not None:
+        config = dataclasses.replace(config, features=start_features(config))
     check_resume(run_dir, config)
     table = load_il_table(dataset, config.unseen_tasks)
     settings = table.manifest.get("settings", {})
@@ -161,10 +177,7 @@ def open_run(
     engine = config.engine
     if make_env is None and (engine.batch_size > 1 or engine.workers > 1):
         raise HeraError("open_run: batch_size or workers > 1 need make_env (one simulator per slot)")
-    if config.init_checkpoint is not None:
-        spec = load_router(config.init_checkpoint).feature_spec
-    else:
-        spec = config.features
+    spec = config.features
     if spec.device_signals:  # refused before anything is written or embedded
         raise HeraError(
             f"router inputs {list(spec.device_signals)} are the device's confidence in its proposal; stage 2 does "
