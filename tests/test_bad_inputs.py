@@ -469,6 +469,7 @@ LIGHT_CONFIG = ("import dataclasses, typing\n"
 
 def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path):
     """SIGINT while a command is running: no traceback, exit 130, what is kept and how to resume."""
+    (tmp_path / "OUT").mkdir()  # the run folder the command made
     status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom hera_jax.cli import run_cli\n"
                                   "run_cli(lambda c: (print('started', flush=True), time.sleep(60)), Config, "
                                   "args=['--out', 'OUT'])")
@@ -476,8 +477,11 @@ def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path):
                                      "with --out OUT\n")
 
 
-def test_each_command_says_what_a_ctrl_c_keeps():
+def test_each_command_says_what_a_ctrl_c_keeps(tmp_path, monkeypatch):
     from hera_jax.cli import interrupted_line
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "OUT").mkdir()
     from hera_jax.evaluate.evaluate_app import EvalConfig
     from hera_jax.rl.config import RLConfig
     from hera_jax.rollout.collect_app import CollectConfig
@@ -490,6 +494,12 @@ def test_each_command_says_what_a_ctrl_c_keeps():
         assert interrupted_line(config) == ("interrupted: finished episodes are kept; to resume, rerun the same "
                                             "command with --out set to the run folder it printed when it started")
     assert interrupted_line(None) == "interrupted before the run started"
+    # no folder yet (stopped before the run made it): nothing is kept, whatever the command keeps otherwise
+    assert interrupted_line(RLConfig(out=Path("not made yet"))) == ("interrupted before the run wrote anything; "
+                                                                    "rerun the command to start it")
+    # a path with spaces is quoted so that the line can be pasted into a shell
+    (tmp_path / "runs ü" / "rl 1").mkdir(parents=True)
+    assert interrupted_line(RLConfig(out=Path("runs ü/rl 1"))).endswith("with --out 'runs ü/rl 1'")
 
 
 def test_ctrl_c_while_the_command_imports_its_modules_is_one_line(tmp_path):
@@ -528,6 +538,7 @@ def test_a_library_failing_in_its_cleanup_while_a_ctrl_c_unwinds_is_still_one_in
                "    except KeyboardInterrupt:\n"
                "        logging.exception('KeyboardInterrupt while sending command.')\n"
                "        None.shutdown_socket()\n")
+    (tmp_path / "OUT").mkdir()
     status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + library + "from hera_jax.cli import run_cli\n"
                                   "run_cli(connect, Config, args=['--out', 'OUT'])", after="connecting")
     assert (status, stderr) == (130, "interrupted: finished episodes are kept; to resume, rerun the same command "
@@ -546,6 +557,7 @@ def test_a_ctrl_c_during_the_sweeps_compile_or_training_stops_it_at_once(tmp_pat
     (The work here is a thread that would sleep 60 s; the helper gives the program 30 s to end.)"""
     import time
 
+    (tmp_path / "OUT").mkdir()
     started = time.monotonic()
     status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom rich.console import Console\n"
                                   "from hera_jax.cli import run_cli\nfrom hera_jax.sweep_app import waiting_on\n"

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import sys
@@ -255,7 +256,10 @@ def interrupted_line(config: object | None) -> str:
     if kept is None:
         return "interrupted: nothing of this run is kept; rerun the command to start it again"
     out = getattr(config, "out", None)
-    where = f"--out {out}" if out is not None else "--out set to the run folder it printed when it started"
+    if out is not None and not os.path.exists(out):  # stopped before the run made its folder: nothing to resume
+        return "interrupted before the run wrote anything; rerun the command to start it"
+    where = (f"--out {shlex.quote(str(out))}" if out is not None
+             else "--out set to the run folder it printed when it started")
     return f"interrupted: {kept}; to resume, rerun the same command with {where}"
 
 

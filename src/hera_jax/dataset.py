@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def load_il_table(dataset_dir: str | Path, unseen_tasks: Sequence[str] | None = 
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise DatasetError(
-            f"{dataset_dir}: dataset folder not found; collect one with experiments/collect.py --out {dataset_dir}"
+            f"{dataset_dir}: dataset folder not found; collect one with experiments/collect.py --out {shlex.quote(str(dataset_dir))}"
         )
     manifest = read_manifest(dataset_dir)
     if unseen_tasks is None:

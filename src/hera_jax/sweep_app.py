@@ -137,13 +137,6 @@ def sweep_experiment(config: SweepConfig) -> dict:
 
     console = Console()
     dataset = config.dataset_dir()
-    grid_flags = {"hidden_sizes": "--grid.hidden-sizes.0 ...", "learning_rate": "--grid.learning-rates",
-                  "seed": "--grid.seeds"}
-    for field, grid_flag in grid_flags.items():  # the grid's values replace these: a value here would be ignored
-        if getattr(config.train, field) != getattr(TrainConfig(), field):
-            raise HeraError(f"--train.{field.replace('_', '-')} is set by the grid in a sweep; use {grid_flag}")
-    if "il+rl" in config.grid.label_sources and config.rl_run is None:
-        raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
     out = config.out or new_run_dir(RUNS_ROOT, "sweep")
     with locked_run_dir(out, "sweep.py run"):
         require_empty(out)

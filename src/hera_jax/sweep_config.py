@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import DataConfig
+from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, Range
 from hera_jax.router.config import TrainConfig
@@ -65,6 +66,16 @@ class SweepConfig(DataConfig):
     """Persistent XLA compile cache folder (a second run skips compiling); None turns it off."""
     out: Path | None = None
     """New run folder (default: runs/sweep/<timestamp>). Must not exist yet."""
+
+    def __post_init__(self):
+        # checked with the flags (before the sweep's modules load): the grid's values replace these
+        grid_flags = {"hidden_sizes": "--grid.hidden-sizes.0 ...", "learning_rate": "--grid.learning-rates",
+                      "seed": "--grid.seeds"}
+        for field, grid_flag in grid_flags.items():
+            if getattr(self.train, field) != getattr(TrainConfig(), field):
+                raise HeraError(f"--train.{field.replace('_', '-')} is set by the grid in a sweep; use {grid_flag}")
+        if "il+rl" in self.grid.label_sources and self.rl_run is None:
+            raise HeraError("--grid.label-sources il+rl needs --rl-run (a run folder of experiments/rl_iter.py)")
 
     LIMITS: ClassVar[dict] = {"heldout_groups_percent": Range(1, 99),
                               "il_weight": NON_NEGATIVE, "score_cost_weight": NON_NEGATIVE}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def replay(config: EvalConfig, console) -> dict:
     finished = isinstance(recorded_summary, dict) and not recorded_summary.get("timings_s", {}).get("partial")
     if not finished:
         partial = (f"PARTIAL: {source} is an interrupted evaluation; these results cover only the {report.num_episodes} "
-                   f"episodes that finished (rerun the command that started it, with --out {source}, to complete it)")
+                   f"episodes that finished (rerun the command that started it, with --out {shlex.quote(str(source))}, to complete it)")
         console.print(f"[yellow]warning[/]: {escape(partial)}")
         notes.append(partial)
     with locked_run_dir(out, "evaluate.py run"):
@@ -220,7 +221,7 @@ def evaluate(config: EvalConfig) -> dict:
 
     out = config.out or new_run_dir(RUNS_ROOT, "evaluate")
     if config.out is None:  # so that an interrupted run can be resumed
-        console.print(f"evaluation run folder: {out}  (rerun with --out {out} to resume)")
+        console.print(f"evaluation run folder: {out}  (rerun with --out {shlex.quote(str(out))} to resume)")
     with locked_run_dir(out, "evaluate.py run"):
         if (out / "config.json").exists():
             recorded = read_json_object(out / "config.json", "the evaluation's settings",

@@ -6,6 +6,7 @@ variations. Rerunning with the same --out (or --resume) continues after the last
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def train_rl(config: RLConfig) -> list[dict]:
     env_options = profile(config.env).env_options(manifest)
     with locked_run_dir(run_dir, "rl_iter.py run"):
         cloud, device = build_agents(config.agents, config.env, memo_dir=Path(features_dir))
-        console.print(f"RL run folder: {run_dir}  (rerun with --out {run_dir} to resume after a crash)")
+        console.print(f"RL run folder: {run_dir}  (rerun with --out {shlex.quote(str(run_dir))} to resume after a crash)")
         make_simulator = simulator_factory(config.env, config.max_steps, **env_options)
         env = make_simulator()
         try:

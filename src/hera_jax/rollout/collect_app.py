@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shlex
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -82,7 +83,7 @@ def collect_dataset(config: CollectConfig) -> None:
     check_env_name(config.env)
     if config.out is None:  # never the shipped dataset by default: extending it is a choice made with --out
         config = dataclasses.replace(config, out=new_run_dir(RUNS_ROOT, "collect"))
-        print(f"collecting into {config.out} (rerun with --out {config.out} to resume)")
+        print(f"collecting into {config.out} (rerun with --out {shlex.quote(str(config.out))} to resume)")
     with locked_run_dir(config.out, "collect.py run into this dataset"):
         collect_into(config)
 
