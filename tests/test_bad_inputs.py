@@ -440,8 +440,9 @@ def test_evaluate_refuses_a_features_cache_that_is_a_file_before_running_anythin
     assert not (tmp_path / "run").exists()
 
 
-def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: float = 0.2) -> tuple[int, str]:
-    """Run `program`, send SIGINT `delay_s` after it prints `after`; (exit status, stderr)."""
+def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: float = 0.2,
+                 sent: str = "SIGINT") -> tuple[int, str]:
+    """Run `program`, send SIGINT (or `sent`) `delay_s` after it prints `after`; (exit status, stderr)."""
     import signal
     import time
 
@@ -452,7 +453,7 @@ def _interrupted(tmp_path: Path, program: str, after: str = "started", delay_s: 
                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert proc.stdout.readline().strip() == after
     time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sent))
     try:
         _, stderr = proc.communicate(timeout=30)  # the programs sleep 60 s where a Ctrl-C is lost
     finally:
@@ -475,6 +476,24 @@ def test_ctrl_c_is_one_line_saying_what_is_kept_and_how_to_go_on(tmp_path):
                                   "args=['--out', 'OUT'])")
     assert (status, stderr) == (130, "interrupted: finished episodes are kept; to resume, rerun the same command "
                                      "with --out OUT\n")
+
+
+def test_sigterm_stops_a_run_like_a_ctrl_c_with_the_status_a_shell_reports(tmp_path):
+    """`kill` or a batch scheduler's time limit: the same one line as a Ctrl-C (what is kept, how to resume), exit
+    143; the command's own cleanup (the engine's simulators) runs as for a Ctrl-C."""
+    (tmp_path / "OUT").mkdir()
+    status, stderr = _interrupted(tmp_path, LIGHT_CONFIG + "import time\nfrom hera_jax.cli import run_cli\n"
+                                  "def main(config):\n"
+                                  "    print('started', flush=True)\n"
+                                  "    try:\n"
+                                  "        time.sleep(60)\n"
+                                  "    except KeyboardInterrupt:\n"
+                                  "        open('cleaned-up', 'w').close()\n"
+                                  "        raise\n"
+                                  "run_cli(main, Config, args=['--out', 'OUT'])", sent="SIGTERM")
+    assert (status, stderr) == (143, "interrupted: finished episodes are kept; to resume, rerun the same command "
+                                     "with --out OUT\n")
+    assert (tmp_path / "cleaned-up").exists()
 
 
 def test_each_command_says_what_a_ctrl_c_keeps(tmp_path, monkeypatch):

@@ -132,7 +132,9 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
     redeliveries: list[threading.Timer] = []
     sys.unraisablehook = ours = _quiet_closed_pipes(previous_hook, redeliveries)
     config = None
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(_sigterm_as_interrupt())
         problem = key_argument_problem(argv) or env_name_problem(argv)
         if problem:
             _fail(f"error: {problem}", 2)
@@ -150,11 +152,12 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
             main(config)
     except (KeyboardInterrupt, Exception) as e:
         if raised_by_an_interrupt(e):
+            status = 143 if _in_chain(e, Terminated) else 130  # as a shell reports SIGTERM / SIGINT
             if isinstance(e, ComputationAbandoned):  # work still runs in a thread: no teardown to wait on it
                 print(interrupted_line(config), file=sys.stderr, flush=True)
                 sys.stdout.flush()
-                os._exit(130)
-            _fail(interrupted_line(config), 130)
+                os._exit(status)
+            _fail(interrupted_line(config), status)
         if isinstance(e, HeraError):
             _fail(f"error: {e}", 2)
         if isinstance(e, OSError):  # the file system or the network: a full disk, a folder path, no permission
@@ -165,6 +168,7 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
             _fail(f"error: {where}{e.strerror or e}", 2)
         raise
     finally:
+        stack.close()
         for pending in redeliveries:  # the run is over: a Ctrl-C sent again now would land after its last line
             pending.cancel()
         if sys.unraisablehook is ours:  # (`_fail` keeps its own, silent one for the exit)
@@ -172,16 +176,44 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
 
 
 def raised_by_an_interrupt(error: BaseException) -> bool:
-    """Whether `error` is a Ctrl-C, or was raised while one unwound: a library's cleanup failing on the way (py4j's
-    `GatewayConnection` has no `shutdown_socket` when the interrupt came while it connected to a simulator's JVM,
-    which the same Ctrl-C stopped) is the interrupt, not a new error."""
+    """Whether `error` is a Ctrl-C (or a SIGTERM, taken as one), or was raised while one unwound: a library's cleanup
+    failing on the way (py4j's `GatewayConnection` has no `shutdown_socket` when the interrupt came while it
+    connected to a simulator's JVM, which the same Ctrl-C stopped) is the interrupt, not a new error."""
+    return _in_chain(error, KeyboardInterrupt)
+
+
+def _in_chain(error: BaseException | None, kind: type[BaseException]) -> bool:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, kind):
             return True
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch scheduler's time limit), taken like a Ctrl-C: the run stops the same way, keeps what a
+    Ctrl-C keeps and says how to resume; the exit status is 143, as a shell reports SIGTERM."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises Terminated in the main thread (left alone where the process already
+    handles it, or off the main thread, where no handler can be set)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _NoInterruptRecords(logging.Filter):
