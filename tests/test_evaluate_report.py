@@ -315,6 +315,14 @@ def test_headline_tables_fit_80_columns_with_whole_rows():
     assert "success" in text and "vs random" in text and "unseen" in text
     for row in text.splitlines():  # every number cell is whole: no "0.4" on one line and "2" on the next
         assert not row.rstrip().endswith(("±", "[", "+", "-0.", "0."))
+    # an undefined share (retained, where cloud-only never succeeds) is a dash without a unit
+    from hera_jax.evaluate.report import _pm
+
+    assert _pm({"success_retained": None}, "success_retained", ".0f", 100.0, "%") == "—"
+    assert _pm({"success_retained": float("nan")}, "success_retained", ".0f", 100.0, "%") == "—"
+    assert _pm({"success_retained": 0.5, "success_retained_ci": [0.4, 0.6]}, "success_retained", ".0f", 100.0,
+               "%") == "50% ±10"
+    assert "—%" not in text
 
 
 def test_seen_test_episodes_from_the_dev_split_come_after_the_dev_episodes():

@@ -324,7 +324,10 @@ def _fmt(value, spec: str = ".3f") -> str:
 def _pm(row, key: str, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     """'value ±half-width' of a summary entry and its `_ci` (the half-width of the 95 % interval), or the value."""
     value = row.get(key, np.nan)
-    text = _fmt(scale * value if value is not None else np.nan, spec) + suffix
+    value = np.nan if value is None else scale * value
+    if isinstance(value, (int, float, np.number)) and not np.isfinite(value):  # undefined (e.g. retained when cloud-only never succeeds): a dash, no unit
+        return _fmt(np.nan, spec)
+    text = _fmt(value, spec) + suffix
     interval = row.get(f"{key}_ci")
     if isinstance(interval, (list, tuple)) and len(interval) == 2:
         text += f" ±{_fmt(scale * (interval[1] - interval[0]) / 2, spec)}"
