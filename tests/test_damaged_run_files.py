@@ -152,4 +152,5 @@ def test_resuming_an_rl_run_whose_iteration_metrics_are_emptied_is_one_line_nami
         load_history(tmp_path)
     message = str(error.value)
     assert message.startswith(str(iter_dir(tmp_path, 1) / "metrics.json")) and "\n" not in message
-    assert f"delete that iteration's folder ({iter_dir(tmp_path, 1)})" in message
+    assert f"delete {iter_dir(tmp_path, 1)} and the later iter_* folders, and {tmp_path / 'checkpoints' / '1'}" \
+        in message

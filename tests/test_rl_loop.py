@@ -328,6 +328,20 @@ def test_a_run_from_init_checkpoint_records_the_checkpoints_inputs_and_refuses_o
     assert not (tmp_path / "other").exists()
 
 
+def test_resuming_over_a_cut_iteration_metrics_file_stops_before_any_new_rollout(straight_run, il_dataset, tmp_path):
+    import shutil
+
+    from hera_jax.errors import HeraError
+
+    out = tmp_path / "copy"
+    shutil.copytree(straight_run[0], out)
+    metrics = out / "iter_001" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])
+    with pytest.raises(HeraError, match=r"iter_001/metrics.json: not readable as an iteration's metrics"):
+        _run(_config(out, 3), il_dataset)
+    assert not (out / "iter_003").exists()
+
+
 def test_agreement_is_none_not_zero_when_no_visit_carries_an_rl_label(straight_run, il_dataset):
     """The RL table's "agreement" is a share of labelled visits: with none (0 valid groups) it is unknown ("—"),
     never 0.000, and with some it is a share."""

@@ -199,6 +199,7 @@ def _run_iterations(run: RLRun, on_iteration_done: IterationHook | None) -> list
     config = run.config
     done = finished_iterations(run.run_dir)
     if done >= 0:
+        load_history(run.run_dir)  # a damaged metrics file is reported now, not after another iteration's rollouts
         run.console.print(f"resuming {run.run_dir}: iterations 0..{done} finished, continuing at {done + 1}")
     bundle = start_router(run) if done < 0 else load_router(run.run_dir / CHECKPOINTS, step=done,
                                                                expected_spec=run.spec)

@@ -246,7 +246,9 @@ def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 def load_history(run_dir: Path) -> list[dict[str, Any]]:
+    # later iterations and checkpoints grew from the damaged one: redo them all
     return [read_json_object(iter_dir(run_dir, i) / "metrics.json", "an iteration's metrics",
-                             f"delete that iteration's folder ({iter_dir(run_dir, i)}) and rerun the same command "
-                             "to redo it")
+                             f"delete {iter_dir(run_dir, i)} and the later iter_* folders, and "
+                             f"{run_dir / CHECKPOINTS / str(i)} and the later checkpoints, then rerun the same "
+                             "command to redo those iterations")
             for i in range(finished_iterations(run_dir) + 1)]
