@@ -173,10 +173,9 @@ def check_row_norms(path: Path, keys: Sequence[str], embeddings: np.ndarray) -> 
     if finite.sum() < 20 or (finite & ~off).sum() < 0.9 * finite.sum():
         return
     if off.any():
-        first = int(np.argmax(off))
-        raise FeatureCacheError(
-            f"{path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm as all the others are (e.g. "
-            f"{keys[first]!r}: norm {norms[first]:.3g}): rows scaled or edited; delete it to re-embed")
+        count, example = _rows_off_unit_norm(keys, embeddings)
+        raise FeatureCacheError(f"{path}: {count} are not unit-norm as all the others are (e.g. {example}): rows "
+                                "scaled or edited; delete it to re-embed")
 
 
 def check_all_unit_norm(cache: FeatureCache) -> None:
@@ -185,14 +184,21 @@ def check_all_unit_norm(cache: FeatureCache) -> None:
     its writer recomputed and check_row_norms' majority rule, but not this."""
     if cache.norms_checked:
         return
-    norms, off = _off_unit_norm(cache.embeddings)
-    if off.any():
-        first = int(np.argmax(off))
+    off = _rows_off_unit_norm(cache.keys, cache.embeddings)
+    if off:
         raise FeatureCacheError(
-            f"{cache.path}: {int(off.sum())} of its {len(norms)} rows are not unit-norm (e.g. {cache.keys[first]!r}: "
-            f"norm {norms[first]:.3g}), but encoder {cache.model!r} gives unit-norm rows: rows scaled, or written by "
-            "another encoder; delete it to re-embed")
+            f"{cache.path}: {off[0]} are not unit-norm (e.g. {off[1]}), but encoder {cache.model!r} gives unit-norm "
+            "rows: rows scaled, or written by another encoder; delete it to re-embed")
     cache.norms_checked = True
+
+
+def _rows_off_unit_norm(keys: Sequence[str], embeddings: np.ndarray) -> tuple[str, str] | None:
+    """("N of its M rows", "'key': norm X" of the first) for the finite rows that are not unit-norm, or None."""
+    norms, off = _off_unit_norm(embeddings)
+    if not off.any():
+        return None
+    first = int(np.argmax(off))
+    return f"{int(off.sum())} of its {len(norms)} rows", f"{keys[first]!r}: norm {norms[first]:.3g}"
 
 
 def _off_unit_norm(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,13 +246,11 @@ def _verify_unchecked(cache: FeatureCache, keys: Sequence[str], text_of: dict[st
             f"encoder {cache.model!r} gives for their texts (e.g. {todo[int(np.argmax(differ))]!r}): rows permuted "
             "or edited; delete it to re-embed")
     if not cache.verified and np.allclose(np.linalg.norm(fresh, axis=1), 1.0, atol=1e-2):
-        norms, off = _off_unit_norm(cache.embeddings)
-        if off.any():
-            first = int(np.argmax(off))
+        off = _rows_off_unit_norm(cache.keys, cache.embeddings)
+        if off:
             raise FeatureCacheError(
-                f"{cache.path}: carries no checksum, and {int(off.sum())} of its {len(norms)} rows are not unit-norm "
-                f"as encoder {cache.model!r}'s rows are (e.g. {cache.keys[first]!r}: norm {norms[first]:.3g}): rows "
-                "scaled or edited; delete it to re-embed")
+                f"{cache.path}: carries no checksum, and {off[0]} are not unit-norm as encoder {cache.model!r}'s rows "
+                f"are (e.g. {off[1]}): rows scaled or edited; delete it to re-embed")
     cache.verified.update(todo)
     if len(cache.verified) == len(cache.keys):
         cache.checked, cache._dirty = True, True  # every row is the encoder's: the next flush adds the checksum
