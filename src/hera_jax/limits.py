@@ -114,15 +114,15 @@ def looks_like_a_key(text: str) -> bool:
 
 
 def _looks_random(word: str) -> bool:
-    """Random key characters switch class (lower, upper, digit) at ~62 % of neighbours; a name built of words and
-    numbers (`Llama3p1Instruct70BTurbo2024`) keeps its runs and switches far less often."""
+    """Random key characters switch class (lower, upper, digit) at 1 - (26² + 26² + 10²) / 62² of neighbours; a name
+    built of words and numbers (`Llama3p1Instruct70BTurbo2024`) keeps its runs and switches far less often."""
     classes = ["d" if c.isdigit() else "u" if c.isupper() else "l" for c in word]
     switches = sum(a != b for a, b in zip(classes, classes[1:]))
     return switches >= RANDOM_SWITCH_SHARE * (len(word) - 1)
 
 
-# Below this share of class switches a separator-free run reads as a name; about 1 % of random 24-character keys
-# (fewer of longer ones) fall below it; model names such as `GPT4oMini20240718Preview` stay well below it.
+# Below this share of class switches a separator-free run reads as a name: few random keys of 24 or more
+# characters fall below it, and model names such as `GPT4oMini20240718Preview` stay well below it.
 RANDOM_SWITCH_SHARE = 0.4
 
 
