@@ -141,3 +141,18 @@ def profile(env: str) -> EnvProfile:
         return PROFILES[env]
     base = env.partition(":")[0]
     return PROFILES[base] if base in PROFILES else EnvProfile(env)
+
+
+def fill_run_defaults(config: Any, sizes: str) -> None:
+    """Resolve a frozen run config's per-environment defaults in place, so config.json (and resuming) sees plain
+    numbers: each field of the profile's `sizes` record ("eval_sizes", "rl_sizes") left None, the gold-length cap,
+    and the engine's batch size and workers. For the __post_init__ of evaluate's and rl_iter's configs."""
+    env_profile = profile(config.env)
+    record = getattr(env_profile, sizes)
+    for field in dataclasses.fields(record):
+        if getattr(config, field.name) is None:
+            object.__setattr__(config, field.name, getattr(record, field.name))
+    if config.max_steps_gold_factor is None:
+        object.__setattr__(config, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
+    object.__setattr__(config, "engine", config.engine.with_defaults(env_profile.engine_batch_size,
+                                                                     env_profile.engine_workers))

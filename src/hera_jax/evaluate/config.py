@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.dataset import DataConfig
-from hera_jax.envs.profiles import profile
+from hera_jax.envs.profiles import fill_run_defaults
 from hera_jax.evaluate.baselines import with_baseline_knobs
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from hera_jax.rollout.engine import EngineConfig
@@ -125,12 +125,4 @@ class EvalConfig(DataConfig):
                               "max_steps": COUNT, "max_steps_gold_factor": NON_NEGATIVE}
 
     def __post_init__(self):
-        # per-environment sizes, resolved here so config.json (and resuming) sees plain numbers
-        env_profile = profile(self.env)
-        for name in ("dev_per_task", "test_per_task", "unseen_per_task"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(env_profile.eval_sizes, name))
-        if self.max_steps_gold_factor is None:
-            object.__setattr__(self, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
-        object.__setattr__(self, "engine", self.engine.with_defaults(env_profile.engine_batch_size,
-                                                                         env_profile.engine_workers))
+        fill_run_defaults(self, "eval_sizes")

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from hera_jax.compile_cache import DEFAULT_DIR as DEFAULT_COMPILE_CACHE
 from hera_jax.agents.config import AgentsConfig
 from hera_jax.dataset import DataConfig
-from hera_jax.envs.profiles import profile
+from hera_jax.envs.profiles import fill_run_defaults
 from hera_jax.rollout.episode import DEFAULT_MAX_STEPS
 from hera_jax.features import FeatureSpec
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Range
@@ -188,12 +188,4 @@ class RLConfig(DataConfig):
     MOVED_FIELDS: ClassVar[dict[str, str]] = MOVED_FIELDS
 
     def __post_init__(self):
-        # Resolve per-environment defaults here, so every user of the config (and config.json) sees plain numbers.
-        env_profile = profile(self.env)
-        for name in ("train_variations", "eval_variations"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(env_profile.rl_sizes, name))
-        if self.max_steps_gold_factor is None:
-            object.__setattr__(self, "max_steps_gold_factor", env_profile.max_steps_gold_factor)
-        object.__setattr__(self, "engine", self.engine.with_defaults(env_profile.engine_batch_size,
-                                                                         env_profile.engine_workers))
+        fill_run_defaults(self, "rl_sizes")
