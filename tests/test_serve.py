@@ -488,3 +488,48 @@ def test_router_load_scores_like_the_engine(tmp_path):
     assert decision.p_cloud == pytest.approx(float(engine.score([state_text(state, 2, 200)], [2])[0]), abs=1e-7)
     assert decision.route == ("cloud" if decision.p_cloud >= 0.5 else "device") and not math.isnan(decision.p_cloud)
     assert router.route("Open the door.", history, "You hold a key.", threshold=0.0).route == "cloud"
+
+
+def test_micro_batcher_scores_an_idle_request_at_once_and_batches_those_that_arrive_meanwhile():
+    import threading
+
+    from hera_jax.serve.app import MicroBatcher
+
+    release, sizes = threading.Event(), []
+
+    def score_batch(steps):
+        sizes.append(len(steps))
+        if len(sizes) == 1:
+            assert release.wait(10)  # the first batch is still being scored while the others arrive
+        return [float(s.step) for s in steps]
+
+    async def run():
+        batcher = MicroBatcher(score_batch)  # no wait
+        first = asyncio.ensure_future(batcher.score(StepInput("t", (), "o", 0)))
+        while not sizes:  # the lone request went to the scorer without waiting for company
+            await asyncio.sleep(0.001)
+        later = [asyncio.ensure_future(batcher.score(StepInput("t", (), "o", i))) for i in range(1, 6)]
+        await asyncio.sleep(0.05)
+        assert sizes == [1]  # they wait for the batch in flight ...
+        release.set()
+        return await first, await asyncio.gather(*later), batcher.batches
+
+    first, later, batches = asyncio.run(run())
+    assert sizes == [1, 5] and batches == 2  # ... and then go together
+    assert first == 0.0 and later == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_replies_say_how_long_the_upstream_took(tmp_path, monkeypatch):
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.15)
+        return httpx.Response(200, json=completion("Action: device move"))
+
+    monkeypatch.setenv("CLOUD_KEY", KEY)
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5)
+    app = create_app(config, Router(TextScorer(), 0.5, 3, 400), transport=httpx.MockTransport(slow))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json=chat("A table. difficulty 0.2"))
+    assert reply.status_code == 200 and reply.headers["x-hera-route"] == "device"
+    upstream_ms, decision_ms = float(reply.headers["x-hera-upstream-ms"]), float(reply.headers["x-hera-decision-ms"])
+    assert 150 <= upstream_ms < 5000 and 0 <= decision_ms < 150

@@ -1,7 +1,8 @@
 """`hera-serve`: an OpenAI-compatible proxy that routes each step of an agent's episode to a device or a cloud model.
 
     POST /v1/chat/completions   (stream or not) -> the routed upstream's reply, with headers x-hera-route,
-                                x-hera-p-cloud, x-hera-threshold, x-hera-reason, x-hera-episode
+                                x-hera-p-cloud, x-hera-threshold, x-hera-reason, x-hera-episode, x-hera-decision-ms
+                                (request received to route chosen), x-hera-upstream-ms (time in upstream calls)
     GET  /v1/models             hera (the checkpoint at its threshold) and hera-<threshold>
     GET  /health                liveness, the upstreams' circuit breakers
     GET  /metrics               Prometheus: decisions, p_cloud, upstream latency and errors, served cloud share
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 from fastapi import Request  # at module level: the handlers' annotations are resolved from here
 
 from hera_jax.agents.openai_cloud import env_name_problem, url_problem
-from hera_jax.limits import COUNT, POSITIVE, PROBABILITY, Check, redact_url
+from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, Check, redact_url
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold
 from hera_jax.serve.log import DecisionLog, ServedStep
@@ -75,8 +76,9 @@ class ServeConfig:
     """... for this long."""
     max_body_bytes: int = 1_000_000
     """Larger requests get 413."""
-    batch_wait_ms: float = 2.0
-    """Concurrent requests arriving within this window share one embedding batch and router forward."""
+    batch_wait_ms: float = 0.0
+    """Extra wait before scoring a request that finds the scorer idle, so near-simultaneous requests share its
+    batch (requests that arrive while a batch is scored always share the next one; 0 = no wait)."""
     log_dir: Path = Path("runs/serve")
     """Decision log (decisions.jsonl) and the served episodes as a dataset (steps.jsonl, manifest.json)."""
     features_cache: Path | None = None
@@ -87,7 +89,7 @@ class ServeConfig:
     LIMITS: ClassVar[dict] = {
         "threshold": PROBABILITY, "cloud_share": PROBABILITY, "share_window": COUNT, "share_warmup": COUNT,
         "episode_cloud_cap": COUNT, "timeout_s": POSITIVE, "breaker_failures": COUNT,
-        "breaker_cooldown_s": POSITIVE, "max_body_bytes": COUNT, "batch_wait_ms": POSITIVE,
+        "breaker_cooldown_s": POSITIVE, "max_body_bytes": COUNT, "batch_wait_ms": NON_NEGATIVE,
         "device_base_url": Check(url_problem, echo=False), "cloud_base_url": Check(url_problem, echo=False),
         "cloud_api_key_env": Check(_optional_env_name, echo=False),
         "device_api_key_env": Check(_optional_env_name, echo=False),
@@ -95,35 +97,43 @@ class ServeConfig:
 
 
 class MicroBatcher:
-    """Requests scored within `wait_s` of each other share one `score_batch` call (run off the event loop)."""
+    """Shares `score_batch` calls (run off the event loop) between concurrent requests, without a fixed wait: a request
+    that finds the scorer idle is scored after `wait_s` (0: at once); requests that arrive while a batch is being
+    scored wait for it and then go together in the next. So one client pays no batching delay, and under load the
+    batches grow by themselves."""
 
-    def __init__(self, score_batch, wait_s: float):
+    def __init__(self, score_batch, wait_s: float = 0.0):
         self.score_batch, self.wait_s = score_batch, wait_s
         self._waiting: list[tuple[StepInput, asyncio.Future]] = []
-        self._lock = asyncio.Lock()
+        self._draining = False  # one scorer call at a time: its memo and caches are not thread-safe
         self.batches = 0
 
     async def score(self, step: StepInput) -> float:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((step, future))
-        if len(self._waiting) == 1:
-            asyncio.get_running_loop().call_later(self.wait_s, lambda: asyncio.ensure_future(self._flush()))
+        if not self._draining:
+            self._draining = True
+            asyncio.ensure_future(self._drain())
         return await future
 
-    async def _flush(self) -> None:
-        async with self._lock:  # one scorer call at a time: its memo and caches are not thread-safe
-            batch, self._waiting = self._waiting, []
-            if not batch:
-                return
-            try:
-                scores = await asyncio.to_thread(self.score_batch, [s for s, _ in batch])
-                self.batches += 1
-                for (_, future), p in zip(batch, scores):
-                    future.set_result(float(p))
-            except Exception as e:  # every waiting request gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
+    async def _drain(self) -> None:
+        try:
+            if self.wait_s > 0:
+                await asyncio.sleep(self.wait_s)
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    scores = await asyncio.to_thread(self.score_batch, [s for s, _ in batch])
+                    self.batches += 1
+                    for (_, future), p in zip(batch, scores):
+                        if not future.done():
+                            future.set_result(float(p))
+                except Exception as e:  # every request of the batch gets the error
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+        finally:
+            self._draining = False
 
 
 class Metrics:
@@ -337,6 +347,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         text, index = router.text(step)
         stream = bool(body.get("stream"))
         problems = []
+        upstream_started = time.perf_counter()
         for attempt, route in enumerate(order):
             payload["model"] = upstreams[route][1]
             why = reason if attempt == 0 and route == routed else "failover"
@@ -353,6 +364,9 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             except UpstreamFailure as e:
                 problems.append(str(e))
                 continue
+            # the upstream attempts' time (for a stream: until its headers), so a client can tell the proxy's own
+            # share of its latency
+            headers["x-hera-upstream-ms"] = f"{(time.perf_counter() - upstream_started) * 1000:.3f}"
             metrics.decisions.labels(route, why).inc()
             metrics.p_cloud.observe(p_cloud)
             metrics.served_by(route)
