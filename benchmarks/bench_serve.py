@@ -3,7 +3,9 @@ the proxy spent in upstream calls, its `x-hera-upstream-ms` header), with the st
 state) and without it (repeated states: the router's memo), at 1 and 16 concurrent
 clients; throughput; the router forward alone; the served cloud share against --cloud-share on a shifted mix.
 
-The upstreams are two stub OpenAI endpoints (uvicorn, answering at once), so the numbers are the proxy's own cost;
+The upstreams are two stub OpenAI endpoints (uvicorn, answering at once), so the numbers are the proxy's own cost.
+The proxy and the stubs run in processes of their own, as in a deployment (in one process their threads would share
+the client's GIL);
 with `--device-upstream llama-server` the device is a real local model instead (llama.cpp's OpenAI-compatible server
 with the shipped Gemma-3-270M, started here on loopback), which shows the proxy's cost next to a real model's.
 
@@ -18,7 +20,6 @@ import asyncio
 import dataclasses
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -72,15 +73,46 @@ def _stub_app(name: str):
     return app
 
 
-def _start(app, port: int):
+def _serve_stub(name: str, port: int) -> None:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    return server
+    uvicorn.run(_stub_app(name), host="127.0.0.1", port=port, log_level="error")
+
+
+def _serve_proxy(port: int, router_kwargs: dict, serve_kwargs: dict) -> None:
+    import uvicorn
+
+    from hera_jax.serve.app import ServeConfig, create_app
+    from hera_jax.serve.router_api import Router
+
+    router = Router.load(**router_kwargs, features_cache=Path(tempfile.mkdtemp()))
+    uvicorn.run(create_app(ServeConfig(**serve_kwargs), router), host="127.0.0.1", port=port, log_level="error")
+
+
+def _start(target, port: int, *args, timeout_s: float = 300.0):
+    """Run `target(*args)` (a uvicorn server on `port`) in a fresh process; return it once the port answers."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    process.start()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            if not process.is_alive() or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"{target.__name__} on port {port} did not start") from None
+            time.sleep(0.1)
+
+
+def _cpu_seconds(process) -> float:
+    """User + system CPU time of a child process so far."""
+    import psutil
+
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
 
 
 def _request(i: int, unique: bool, hard: bool, max_tokens: int = 8) -> dict:
@@ -115,17 +147,19 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
 
 def main(cfg: BenchServeConfig) -> dict:
     from hera_jax.agents.models import start_llama_server
-    from hera_jax.serve.app import ServeConfig, create_app
     from hera_jax.serve.router_api import Router
 
     ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
     real_device = cfg.device_upstream == "llama-server"
     llama = start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
-    servers = [_start(_stub_app(name), ports[name]) for name in (("cloud",) if real_device else ("device", "cloud"))]
-    router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
+    servers = [_start(_serve_stub, ports[name], name, ports[name])
+               for name in (("cloud",) if real_device else ("device", "cloud"))]
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
                 cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
-    servers.append(_start(create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp())), router), ports["proxy"]))
+    router_kwargs = dict(checkpoint=cfg.checkpoint)
+    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], router_kwargs,
+                   dict(base, log_dir=Path(tempfile.mkdtemp())))
+    servers.append(proxy)
     results = []
     offset = 0
     for concurrency in cfg.concurrency if "load" in cfg.parts else ():
@@ -134,9 +168,11 @@ def main(cfg: BenchServeConfig) -> dict:
                                                   model="device"))
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
             # the proxy's device route only: its overhead is measured against the same upstream called directly
+            proxy_cpu, client_cpu = _cpu_seconds(proxy), time.process_time()
             lat, routes, wall, upstream = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
                                                  concurrency, unique, offset, max_tokens=cfg.max_tokens,
                                                  model="hera-1.0"))
+            proxy_cpu, client_cpu = _cpu_seconds(proxy) - proxy_cpu, time.process_time() - client_cpu
             assert set(routes) == {"device"}, set(routes)
             offset += cfg.requests
             results.append({"concurrency": concurrency, "case": what, "requests": cfg.requests,
@@ -144,9 +180,12 @@ def main(cfg: BenchServeConfig) -> dict:
                             "overhead_p50_ms": float(np.percentile(lat - upstream, 50) * 1e3),
                             "overhead_p99_ms": float(np.percentile(lat - upstream, 99) * 1e3),
                             "requests_per_s": cfg.requests / wall,
+                            "proxy_cpu_ms_per_request": proxy_cpu / cfg.requests * 1e3,
+                            "client_cpu_ms_per_request": client_cpu / cfg.requests * 1e3,
                             "direct_p50_ms": float(np.percentile(direct, 50) * 1e3),
                             "direct_p99_ms": float(np.percentile(direct, 99) * 1e3)})
-    # the router forward alone, on one cached feature row
+    # the router forward alone, on one cached feature row (here, with the client idle)
+    router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
     features = router.scorer.features(["Task: x\nNow: y"], np.zeros(1))
     router.scorer.p_cloud(features)
     t0 = time.perf_counter()
@@ -155,9 +194,8 @@ def main(cfg: BenchServeConfig) -> dict:
     forward_ms = (time.perf_counter() - t0) / 200 * 1e3
     served_share = {}
     if "share" in cfg.parts:  # the online cloud share on a shifted mix: easy states, then hard ones
-        share_app = create_app(ServeConfig(**base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
-                               router)
-        servers.append(_start(share_app, ports["proxy_share"]))
+        servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"], router_kwargs,
+                              dict(base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share)))
         total = 300 + cfg.shifted_requests
         _, routes, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
                                         hard_after=300))
@@ -172,16 +210,18 @@ def main(cfg: BenchServeConfig) -> dict:
                         "shifted_mix_per_200": [float(w.mean())
                                                 for w in np.array_split(after, max(after.size // 200, 1))]}
     for server in servers:
-        server.should_exit = True
+        server.terminate()
+        server.join(timeout=30)
     if llama is not None:
         llama.terminate()
         llama.wait(timeout=30)
     upstreams = "device = Gemma-3-270M via llama_cpp.server, cloud = stub" if real_device else "stub upstreams"
     print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
                 ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s",
-                 "direct p50 / p99 ms"],
+                 "direct p50 / p99 ms", "CPU ms a request: proxy / client"],
                 [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
-                  r["requests_per_s"], f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}"] for r in results])
+                  r["requests_per_s"], f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}",
+                  f"{r['proxy_cpu_ms_per_request']:.2f} / {r['client_cpu_ms_per_request']:.2f}"] for r in results])
     print(f"router forward alone: {forward_ms:.3f} ms; served cloud share (target {cfg.cloud_share:g}): "
           f"{served_share}")
     payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
