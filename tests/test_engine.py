@@ -385,6 +385,29 @@ def test_progress_goes_to_a_log_as_plain_lines_with_an_eta(tmp_path, capsys, mon
     assert all("elapsed" in line and "ETA" in line for line in lines) and lines[-1].endswith("ETA 0m00s")
 
 
+def test_progress_counts_episodes_that_finish_behind_a_slower_one_and_the_file_keeps_job_order(tmp_path, capsys,
+                                                                                                  monkeypatch):
+    import hera_jax.rollout.engine as engine_module
+
+    class LastFirst(engine_module.LockstepWorker):  # the head of the queue finishes last
+        def run(self, todo):
+            yield from reversed(list(super().run(todo)))
+
+    monkeypatch.setattr(engine_module, "LockstepWorker", LastFirst)
+    monkeypatch.setattr(engine_module, "PLAIN_PROGRESS_S", 0.0)
+    setup = keyroom_setup({"cloud": Policy(always("cloud"))})
+    jobs = keyroom_jobs(["cloud"])
+    assert len(jobs) >= 3
+    run_jobs(jobs, tmp_path / "steps.jsonl", lambda: setup, show_progress=True, setup=setup, label="collect")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("collect:")]
+    n = len(jobs)
+    assert [line.split(",")[0] for line in lines] == [
+        f"collect: {k}/{n} episodes ({k} waiting to be written in order)" for k in range(1, n)] + [
+        f"collect: {n}/{n} episodes"]
+    rows, _ = read_steps(tmp_path / "steps.jsonl")
+    assert list(dict.fromkeys(r["episode_id"] for r in rows)) == [job.spec.episode_id for job in jobs]
+
+
 def test_the_eta_waits_for_as_many_episodes_as_run_at_once_then_uses_the_average_rate():
     from hera_jax.rollout.engine import eta_text
 

@@ -686,25 +686,27 @@ def run_jobs(
             bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="", eta="…")
             for index, records in results:
                 finished[index] = records
+                # the counts and the bar follow every finished episode; the file takes them in job order, so an
+                # episode can wait behind a slower one before it is written
+                successes += bool(records and records[-1].success)
+                cloud_steps += sum(r.actor == "cloud" for r in records)
+                steps += len(records)
                 while order and order[0] in finished:  # append in job order
                     episode = finished.pop(order.popleft())
                     append_episode(out_path, episode)
                     if on_episode is not None:
                         on_episode(episode)
-                    successes += bool(episode and episode[-1].success)
-                    cloud_steps += sum(r.actor == "cloud" for r in episode)
-                    steps += len(episode)
-                    done_now = len(todo) - len(order)
-                    stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(steps, 1):.0%}  "
-                             f"steps {steps}")
-                    now = time.monotonic()
-                    eta = eta_text(now - started, done_now + len(finished), len(todo),
-                                   config.batch_size * config.workers)
-                    progress.update(bar, advance=1, stats=stats, eta=eta)
-                    if plain and (now - last_line >= PLAIN_PROGRESS_S or done_now == len(todo)):
-                        last_line = now
-                        print(f"{label}: {done_now}/{len(todo)} episodes, {stats}, elapsed {_clock(now - started)}, "
-                              f"ETA {eta}", file=sys.stderr, flush=True)
+                done_now = len(todo) - len(order) + len(finished)
+                stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(steps, 1):.0%}  "
+                         f"steps {steps}")
+                now = time.monotonic()
+                eta = eta_text(now - started, done_now, len(todo), config.batch_size * config.workers)
+                progress.update(bar, advance=1, stats=stats, eta=eta)
+                if plain and (now - last_line >= PLAIN_PROGRESS_S or done_now == len(todo)):
+                    last_line = now
+                    waiting = f" ({len(finished)} waiting to be written in order)" if finished else ""
+                    print(f"{label}: {done_now}/{len(todo)} episodes{waiting}, {stats}, elapsed "
+                          f"{_clock(now - started)}, ETA {eta}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         interrupted = True
         raise
