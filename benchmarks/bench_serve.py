@@ -79,13 +79,13 @@ def _serve_stub(name: str, port: int) -> None:
     uvicorn.run(_stub_app(name), host="127.0.0.1", port=port, log_level="error")
 
 
-def _serve_proxy(port: int, router_kwargs: dict, serve_kwargs: dict) -> None:
+def _serve_proxy(port: int, checkpoint: Path, serve_kwargs: dict) -> None:
     import uvicorn
 
     from hera_jax.serve.app import ServeConfig, create_app
     from hera_jax.serve.router_api import Router
 
-    router = Router.load(**router_kwargs, features_cache=Path(tempfile.mkdtemp()))
+    router = Router.load(checkpoint, features_cache=Path(tempfile.mkdtemp()))
     uvicorn.run(create_app(ServeConfig(**serve_kwargs), router), host="127.0.0.1", port=port, log_level="error")
 
 
@@ -156,22 +156,20 @@ def main(cfg: BenchServeConfig) -> dict:
                for name in (("cloud",) if real_device else ("device", "cloud"))]
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
                 cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
-    router_kwargs = dict(checkpoint=cfg.checkpoint)
-    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], router_kwargs,
+    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], cfg.checkpoint,
                    dict(base, log_dir=Path(tempfile.mkdtemp())))
     servers.append(proxy)
     results = []
     offset = 0
     for concurrency in cfg.concurrency if "load" in cfg.parts else ():
-        direct, _, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests,
-                                                  concurrency, True, offset, max_tokens=cfg.max_tokens,
-                                                  model="device"))
+        direct, _, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests, concurrency, True,
+                                           offset, max_tokens=cfg.max_tokens, model="device"))
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
-            # the proxy's device route only: its overhead is measured against the same upstream called directly
+            # the proxy's device route only (the direct calls above show what the same stub costs without it)
             proxy_cpu, client_cpu = _cpu_seconds(proxy), time.process_time()
             lat, routes, wall, upstream = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
-                                                 concurrency, unique, offset, max_tokens=cfg.max_tokens,
-                                                 model="hera-1.0"))
+                                                           concurrency, unique, offset, max_tokens=cfg.max_tokens,
+                                                           model="hera-1.0"))
             proxy_cpu, client_cpu = _cpu_seconds(proxy) - proxy_cpu, time.process_time() - client_cpu
             assert set(routes) == {"device"}, set(routes)
             offset += cfg.requests
@@ -194,11 +192,11 @@ def main(cfg: BenchServeConfig) -> dict:
     forward_ms = (time.perf_counter() - t0) / 200 * 1e3
     served_share = {}
     if "share" in cfg.parts:  # the online cloud share on a shifted mix: easy states, then hard ones
-        servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"], router_kwargs,
+        servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"], cfg.checkpoint,
                               dict(base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share)))
         total = 300 + cfg.shifted_requests
         _, routes, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
-                                        hard_after=300))
+                                           hard_after=300))
         cloud = np.asarray([r == "cloud" for r in routes], float)
         after = cloud[500:]  # once the window (200) holds only the shifted mix
         served_share = {"first_mix_last_200": float(cloud[100:300].mean()),
