@@ -41,6 +41,11 @@ class BenchServeConfig:
     cloud_share: float = 0.3
     device_upstream: Literal["stub", "llama-server"] = "stub"
     """stub: answers at once (the proxy's own cost); llama-server: Gemma-3-270M through llama_cpp.server."""
+    stub_delay_ms: float = 0.0
+    """Mean time a stub upstream takes to answer, each reply drawn uniformly from 0.5x-1.5x of it (seeded), as a real
+    model's reply times vary (e.g. Gemma-3-270M through llama.cpp, see RESULTS.md). 0 = at once: 16 clients with no
+    think time then saturate the CPU and latency measures the queue; a fixed delay would keep 16 clients arriving
+    together."""
     max_tokens: int = 8
     """Reply tokens asked of the upstreams (what a real model's reply time depends on)."""
     llama_threads: int = 1
@@ -59,13 +64,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stub_app(name: str):
+def _stub_app(name: str, delay_s: float = 0.0):
     from fastapi import FastAPI
 
     app = FastAPI()
+    draws = np.random.default_rng(len(name))
 
     @app.post("/v1/chat/completions")
     async def complete(body: dict):
+        if delay_s:
+            await asyncio.sleep(delay_s * draws.uniform(0.5, 1.5))
         return {"id": name, "object": "chat.completion", "choices": [{"index": 0, "message": {
             "role": "assistant", "content": f"Action: {name} move"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 3}}
@@ -73,20 +81,16 @@ def _stub_app(name: str):
     return app
 
 
-def _serve_stub(name: str, port: int) -> None:
+def _serve_stub(name: str, port: int, delay_s: float = 0.0) -> None:
     import uvicorn
 
-    uvicorn.run(_stub_app(name), host="127.0.0.1", port=port, log_level="error")
+    uvicorn.run(_stub_app(name, delay_s), host="127.0.0.1", port=port, log_level="error")
 
 
-def _serve_proxy(port: int, checkpoint: Path, serve_kwargs: dict) -> None:
-    import uvicorn
+def _serve_proxy(port: int, serve_kwargs: dict) -> None:
+    from hera_jax.serve.app import ServeConfig, serve
 
-    from hera_jax.serve.app import ServeConfig, create_app
-    from hera_jax.serve.router_api import Router
-
-    router = Router.load(checkpoint, features_cache=Path(tempfile.mkdtemp()))
-    uvicorn.run(create_app(ServeConfig(**serve_kwargs), router), host="127.0.0.1", port=port, log_level="error")
+    serve(ServeConfig(port=port, **serve_kwargs))  # what `hera-serve` runs
 
 
 def _start(target, port: int, *args, timeout_s: float = 300.0):
@@ -127,7 +131,7 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
     import httpx
 
     limit = asyncio.Semaphore(concurrency)
-    latencies, routes, upstream = [], [], []
+    latencies, routes, upstream, decision = [], [], [], []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         async def one(i):
             async with limit:
@@ -139,10 +143,11 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
                 latencies.append(time.perf_counter() - t0)
                 routes.append(reply.headers.get("x-hera-route"))
                 upstream.append(float(reply.headers.get("x-hera-upstream-ms", "nan")) / 1000)
+                decision.append(float(reply.headers.get("x-hera-decision-ms", "nan")) / 1000)
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         wall = time.perf_counter() - started
-    return np.asarray(latencies), routes, wall, np.asarray(upstream)
+    return np.asarray(latencies), routes, wall, np.asarray(upstream), np.asarray(decision)
 
 
 def main(cfg: BenchServeConfig) -> dict:
@@ -152,22 +157,24 @@ def main(cfg: BenchServeConfig) -> dict:
     ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
     real_device = cfg.device_upstream == "llama-server"
     llama = start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
-    servers = [_start(_serve_stub, ports[name], name, ports[name])
+    servers = [_start(_serve_stub, ports[name], name, ports[name], cfg.stub_delay_ms / 1000)
                for name in (("cloud",) if real_device else ("device", "cloud"))]
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
                 cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
-    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], cfg.checkpoint,
-                   dict(base, log_dir=Path(tempfile.mkdtemp())))
+    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], dict(base, log_dir=Path(tempfile.mkdtemp())))
     servers.append(proxy)
+    # one request first, not counted: it loads the encoder (seconds), which no steady-state request pays
+    asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", 1, 1, True, -1, max_tokens=cfg.max_tokens,
+                     model="hera-1.0"))
     results = []
     offset = 0
     for concurrency in cfg.concurrency if "load" in cfg.parts else ():
-        direct, _, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests, concurrency, True,
+        direct, *_ = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests, concurrency, True,
                                            offset, max_tokens=cfg.max_tokens, model="device"))
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
             # the proxy's device route only (the direct calls above show what the same stub costs without it)
             proxy_cpu, client_cpu = _cpu_seconds(proxy), time.process_time()
-            lat, routes, wall, upstream = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
+            lat, routes, wall, upstream, decision = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
                                                            concurrency, unique, offset, max_tokens=cfg.max_tokens,
                                                            model="hera-1.0"))
             proxy_cpu, client_cpu = _cpu_seconds(proxy) - proxy_cpu, time.process_time() - client_cpu
@@ -177,6 +184,9 @@ def main(cfg: BenchServeConfig) -> dict:
                             "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
                             "overhead_p50_ms": float(np.percentile(lat - upstream, 50) * 1e3),
                             "overhead_p99_ms": float(np.percentile(lat - upstream, 99) * 1e3),
+                            # request received -> route chosen, inside the proxy (embedding, if any, and forward)
+                            "decision_p50_ms": float(np.percentile(decision, 50) * 1e3),
+                            "decision_p99_ms": float(np.percentile(decision, 99) * 1e3),
                             "requests_per_s": cfg.requests / wall,
                             "proxy_cpu_ms_per_request": proxy_cpu / cfg.requests * 1e3,
                             "client_cpu_ms_per_request": client_cpu / cfg.requests * 1e3,
@@ -192,10 +202,10 @@ def main(cfg: BenchServeConfig) -> dict:
     forward_ms = (time.perf_counter() - t0) / 200 * 1e3
     served_share = {}
     if "share" in cfg.parts:  # the online cloud share on a shifted mix: easy states, then hard ones
-        servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"], cfg.checkpoint,
+        servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"],
                               dict(base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share)))
         total = 300 + cfg.shifted_requests
-        _, routes, _, _ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
+        _, routes, *_ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
                                            hard_after=300))
         cloud = np.asarray([r == "cloud" for r in routes], float)
         after = cloud[500:]  # once the window (200) holds only the shifted mix
@@ -213,12 +223,14 @@ def main(cfg: BenchServeConfig) -> dict:
     if llama is not None:
         llama.terminate()
         llama.wait(timeout=30)
-    upstreams = "device = Gemma-3-270M via llama_cpp.server, cloud = stub" if real_device else "stub upstreams"
+    upstreams = ("device = Gemma-3-270M via llama_cpp.server, cloud = stub" if real_device
+                 else f"stub upstreams answering in {cfg.stub_delay_ms:g} ms")
     print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
                 ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s",
-                 "direct p50 / p99 ms", "CPU ms a request: proxy / client"],
+                 "decision p50 / p99 ms", "direct p50 / p99 ms", "CPU ms a request: proxy / client"],
                 [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
-                  r["requests_per_s"], f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}",
+                  r["requests_per_s"], f"{r['decision_p50_ms']:.1f} / {r['decision_p99_ms']:.1f}",
+                  f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}",
                   f"{r['proxy_cpu_ms_per_request']:.2f} / {r['client_cpu_ms_per_request']:.2f}"] for r in results])
     print(f"router forward alone: {forward_ms:.3f} ms; served cloud share (target {cfg.cloud_share:g}): "
           f"{served_share}")
