@@ -19,15 +19,13 @@ from pathlib import Path
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from common import (  # noqa: E402
     ROOT, Timer, environment, human, parse_sizes, print_table, shipped_positive_rate, synthetic_router_data,
-    write_json,
+    train_data_on_device, write_json,
 )
 
 from hera_jax.cli import run_cli  # noqa: E402
-from hera_jax.router.train import TrainConfig, TrainData, make_train  # noqa: E402
+from hera_jax.router.train import TrainConfig, make_train  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +52,7 @@ class BenchILConfig:
 
 def time_jax(config: TrainConfig, x, y, x_dev, y_dev) -> dict:
     n = x.shape[0]
-    data = jax.device_put(TrainData(jnp.asarray(x), jnp.asarray(y), jnp.ones(n, jnp.float32), jnp.asarray(x_dev),
-                                    jnp.asarray(y_dev)))
+    data = train_data_on_device(x, y, x_dev, y_dev)
     rng = jax.random.key(0)
     with Timer() as compile_t:
         train = jax.jit(make_train(config, n)).lower(rng, data).compile()

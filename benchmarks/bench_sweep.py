@@ -23,12 +23,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from common import (  # noqa: E402
     ROOT, Timer, environment, human, parse_sizes, print_table, shipped_positive_rate, synthetic_router_data,
-    write_json,
+    train_data_on_device, write_json,
 )
 
 from hera_jax.cli import run_cli  # noqa: E402
 from hera_jax.sweep import RLRows, SweepGrid, grid_points, make_sweep  # noqa: E402
-from hera_jax.router.train import TrainConfig, TrainData, make_train  # noqa: E402
+from hera_jax.router.train import TrainConfig, make_train  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +83,7 @@ def main(cfg: BenchSweepConfig) -> dict:
     rows = []
     for n in parse_sizes(cfg.states):
         x, y, x_dev, y_dev = synthetic_router_data(n, positive_rate)
-        data = jax.device_put(TrainData(jnp.asarray(x), jnp.asarray(y), jnp.ones(n, jnp.float32),
-                                        jnp.asarray(x_dev), jnp.asarray(y_dev)))
+        data = train_data_on_device(x, y, x_dev, y_dev)
         # patience > epochs: every configuration runs all epochs, so the two sides do comparable work
         single = dataclasses.replace(cfg.single, max_epochs=cfg.epochs, patience=cfg.epochs + 1)
         one_compile, one_run = _time(make_train(single, n), jax.random.key(0), data)

@@ -50,6 +50,17 @@ def synthetic_router_data(num_states: int, positive_rate: float, seed: int = 0, 
     return x[:num_states], y[:num_states], x[num_states:], y[num_states:]
 
 
+def train_data_on_device(x: np.ndarray, y: np.ndarray, x_dev: np.ndarray, y_dev: np.ndarray):
+    """`synthetic_router_data`'s arrays as the trainer's TrainData (unit weights), on the default JAX device."""
+    import jax
+    import jax.numpy as jnp
+
+    from hera_jax.router.train import TrainData
+
+    return jax.device_put(TrainData(jnp.asarray(x), jnp.asarray(y), jnp.ones(len(x), jnp.float32), jnp.asarray(x_dev),
+                                    jnp.asarray(y_dev)))
+
+
 def parse_sizes(text: str) -> list[int]:
     """'10k,100k,1M' -> [10000, 100000, 1000000]."""
     scale = {"k": 1_000, "m": 1_000_000}

@@ -16,11 +16,10 @@ import time
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from common import shipped_positive_rate, synthetic_router_data  # noqa: E402
+from common import shipped_positive_rate, synthetic_router_data, train_data_on_device  # noqa: E402
 
 from hera_jax.cli import run_cli  # noqa: E402
-from hera_jax.router.train import TrainConfig, TrainData, make_train  # noqa: E402
+from hera_jax.router.train import TrainConfig, make_train  # noqa: E402
 from hera_jax.sweep import SweepGrid, make_sweep  # noqa: E402
 
 
@@ -50,8 +49,7 @@ def kernel_times(trace_dir: str) -> tuple[collections.Counter, collections.Count
 def main(cfg: ProfileSweepConfig) -> None:
     n = cfg.states
     x, y, x_dev, y_dev = synthetic_router_data(n, shipped_positive_rate())
-    data = jax.device_put(TrainData(jnp.asarray(x), jnp.asarray(y), jnp.ones(n, jnp.float32), jnp.asarray(x_dev),
-                                    jnp.asarray(y_dev)))
+    data = train_data_on_device(x, y, x_dev, y_dev)
     single = TrainConfig(hidden_sizes=(256, 128), learning_rate=1e-3, max_epochs=cfg.epochs, patience=cfg.epochs + 1)
     steps = cfg.epochs * (n // single.batch_size)
     for name, fn, args in (("one run", make_train(single, n), (jax.random.key(0), data)),
