@@ -43,6 +43,9 @@ class BenchSweepConfig:
     """The one run the sweep is compared with (the grid's widest, default model)."""
     rl_visit_fraction: float = 0.2
     """With label source 'il+rl': synthetic RL visits per training state."""
+    pack: bool = True
+    """Pack configurations that differ only in width into one network (hera_jax/sweep_packing.py); --no-pack gives
+    every configuration a zero-padded network of its own."""
     matmul_precision: str | None = None
     """jax_default_matmul_precision for both sides ('float32', 'tensorfloat32', ...); None = JAX's default."""
     out: Path = ROOT / "benchmarks" / "results" / "sweep.json"
@@ -96,9 +99,9 @@ def main(cfg: BenchSweepConfig) -> dict:
             num_rows = n + len(x_visits)
         else:
             sweep_data, rl, num_rows = data, None, n
-        sweep_compile, sweep_run = _time(make_sweep(single, cfg.grid, num_rows), sweep_data, rl)
+        sweep_compile, sweep_run = _time(make_sweep(single, cfg.grid, num_rows, pack=cfg.pack), sweep_data, rl)
         rows.append({
-            "states": n, "configs": num_configs, "label_sources": list(cfg.grid.label_sources),
+            "states": n, "configs": num_configs, "packed": cfg.pack, "label_sources": list(cfg.grid.label_sources),
             "sweep_rows": num_rows,
             "one_compile_s": one_compile, "one_run_s": one_run,
             "sweep_compile_s": sweep_compile, "sweep_run_s": sweep_run,

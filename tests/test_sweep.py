@@ -146,10 +146,11 @@ def test_label_sweep_equals_separate_runs_and_scores_each_config():
     data, rl = _rl_data()
     num_train = int(data.x_train.shape[0])
     base = TrainConfig(max_epochs=5, patience=5, batch_size=64)
-    grid = SweepGrid(seeds=(0,), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8)),
+    # 8x4 and 16x8 share one network per label variant (sweep_packing), 24x12 has its own
+    grid = SweepGrid(seeds=(0,), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8), (24, 12)),
                      label_sources=("il", "il+rl"), cost_weights=(0.0, 0.2))
     points = grid_points(grid)
-    assert len(points.seed) == 6 and points.uses_rl.tolist() == [False, True, True] * 2
+    assert len(points.seed) == 9 and points.uses_rl.tolist() == [False, True, True] * 3
     result, scores = jax.jit(make_sweep(base, grid, num_train, il_weight=0.5, score_cost_weight=0.1))(data, rl)
     rows = sweep_table(grid, result, scores)
     assert [r["labels"] for r in rows[:3]] == ["il", "il+rl c=0", "il+rl c=0.2"]

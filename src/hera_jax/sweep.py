@@ -9,6 +9,10 @@ RL cost weight x label rule x group weighting) trains inside a single `jax.vmap`
   separate run would be) and its weights are zero-padded to the grid's widest layers. A padded unit has zero
   weights in and out, so its pre-activation is 0, gelu(0) = 0, its gradients are exactly 0 and AdamW never moves it:
   the padded network computes the narrow one and trains exactly like it (up to the order of float sums);
+- narrow configurations do not each take a whole padded network: those equal in all but their width (same seed,
+  learning rate and labels, hence the same minibatches and steps) train side by side in one network, each in a
+  block of its units with its own output and early stopping (hera_jax/sweep_packing.py), so the default grid's 64
+  configurations train as 32 networks;
 - label variants share shapes too: every configuration trains on the same rows [RL visits; IL training states]
   and differs only in its per-row targets and weights, computed inside the program (`label_targets`: the IL labels,
   or the RL stage's preference rows, rl/loss.py's `preference_rows`, at the configuration's label options). Groups
@@ -18,7 +22,7 @@ It sits above both stages (it trains stage 1's router on stage 2's labels), so i
 router/ (stage 1, which rl/ builds on) or in rl/.
 
 So 64 configurations cost one compile and, on an accelerator, about the wall time of a few single runs. With a
-`config_mesh` the configurations are spread over the devices (TPU cores, GPUs), each device training its share.
+`config_mesh` the networks are spread over the devices (TPU cores, GPUs), each device training its share.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hera_jax.rl.loss import PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
 from hera_jax.sweep_config import SweepGrid  # noqa: F401  (re-exported)
+from hera_jax.sweep_packing import pack_configurations, pack_params, slot_heads, unpack_result
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.sharding import CONFIG_AXIS
@@ -177,21 +182,38 @@ def score_heldout(model: RouterMLP, params: dict, x_visits: jax.Array, rl: RLRow
 
 
 def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | None = None,
-               il_weight: float = 1.0, score_cost_weight: float = 0.02):
+               il_weight: float = 1.0, score_cost_weight: float = 0.02, pack: bool = True):
     """`sweep(data, rl=None) -> (TrainResult, RLScores | None)` with a leading axis over `grid_points(grid)`; jit it
     once for the whole grid.
 
-    `mesh` (router/sharding.py's `config_mesh`) spreads the configurations over its devices (TPU cores, GPUs): the
-    grid is padded to a multiple of the device count with copies of its last configuration, which are cut off
-    again. Parameters come back zero-padded to the widest layers; `unpad_params` cuts one configuration's out.
+    With `pack` (the default), configurations that differ only in their width train side by side in one network
+    (hera_jax/sweep_packing.py: half the networks for the default grid, each router trained exactly as alone);
+    without it, or when no two fit together, each configuration has a network of its own.
+    `mesh` (router/sharding.py's `config_mesh`) spreads the networks over its devices (TPU cores, GPUs): they are
+    padded to a multiple of the device count with copies of the last one, which are cut off again. Parameters come
+    back zero-padded to the widest layers; `unpad_params` cuts one configuration's out.
     With `rl` (label source 'il+rl'), the first V training rows are RL visits, see `RLRows`.
     """
     points = grid_points(grid)
     num_configs = len(points.seed)
+    capacity = padded_widths(grid.hidden_sizes)
+    # Everything but the width: configurations equal in all of it see the same minibatches, steps and labels.
+    share_keys = list(zip(points.seed.tolist(), points.learning_rate.tolist(), points.uses_rl.tolist(),
+                          np.nan_to_num(points.cost_weight).tolist(), points.label_rule.tolist(),
+                          points.group_weighting.tolist()))
+    if not pack:
+        share_keys = list(range(num_configs))
+    packing = pack_configurations(share_keys, np.asarray(grid.hidden_sizes)[points.width_index], capacity)
+    packed = packing.num_heads > 1
+    if not packed:  # one network per configuration, in grid order
+        packing = pack_configurations(list(range(num_configs)), np.zeros((num_configs, len(capacity)), int), capacity)
+    num_slots = packing.num_slots
     devices = 1 if mesh is None else mesh.size
-    take = np.minimum(np.arange(-(-num_configs // devices) * devices), num_configs - 1)  # pad with the last config
-    wide = dataclasses.replace(base, hidden_sizes=padded_widths(grid.hidden_sizes))
-    train = make_train(wide, num_train, skip_stopped_epochs=False)  # see make_train: cond under vmap copies data
+    take = np.minimum(np.arange(-(-num_slots // devices) * devices), num_slots - 1)  # pad with the last network
+    lead = packing.slot_configs()[take, 0]  # one configuration of each network: its seed, learning rate, labels
+    wide = dataclasses.replace(base, hidden_sizes=capacity)
+    # skip_stopped_epochs=False: see make_train (a cond under vmap copies the data)
+    train = make_train(wide, num_train, skip_stopped_epochs=False, num_heads=packing.num_heads if packed else None)
     model = RouterMLP(wide.hidden_sizes)
 
     def spread(tree):
@@ -202,43 +224,57 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     def sweep(data: TrainData, rl: RLRows | None = None) -> tuple[TrainResult, RLScores | None]:
         if rl is None and points.uses_rl.any():
             raise ValueError("label source 'il+rl' needs RL visits (rl=RLRows)")
-        seeds, lrs = jnp.asarray(points.seed[take]), jnp.asarray(points.learning_rate[take], jnp.float32)
-        rngs = jax.vmap(jax.random.key)(seeds)
+        config_rngs = jax.vmap(jax.random.key)(jnp.asarray(points.seed))
         example = data.x_train[:1]
-        out_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, example), rngs[0])
+        out_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, example), config_rngs[0])
         # Zero feature columns up to a multiple of 8 (MiniLM's 384 + step_frac = 385): GPU GEMM kernels need aligned
         # rows. The first kernel's padded rows start at zero and get zero gradients, so they stay zero.
         data = data._replace(x_train=_pad_columns(data.x_train), x_dev=_pad_columns(data.x_dev))
-        wide_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, data.x_train[:1]), rngs[0])
-        # One vmapped init per width group (a handful of static shapes), each padded, then back in grid order.
+        wide_shapes = jax.eval_shape(lambda r: init_router_params(wide.hidden_sizes, r, data.x_train[:1]),
+                                     config_rngs[0])
+        # Each configuration starts where a run of its own would (its seed, its width), zero-padded; one vmapped init
+        # per width (a handful of static shapes), then back in grid order.
         init_by_width = [
-            jax.vmap(lambda r, h=hidden: pad_params(init_router_params(h, r, example), wide_shapes))(rngs)
+            jax.vmap(lambda r, h=hidden: pad_params(init_router_params(h, r, example), wide_shapes))(config_rngs)
             for hidden in grid.hidden_sizes
         ]
         init_params = jax.tree.map(
-            lambda *per_width: jnp.stack(per_width)[jnp.asarray(points.width_index[take]), jnp.arange(len(take))],
+            lambda *per_width: jnp.stack(per_width)[jnp.asarray(points.width_index), jnp.arange(num_configs)],
             *init_by_width,
         )
+        rngs = config_rngs[lead]
+        lrs = jnp.asarray(points.learning_rate[lead], jnp.float32)
+        if packed:
+            slot_init = jax.tree.map(lambda a: a[take], pack_params(init_params, packing))
+            heads = jax.tree.map(lambda a: a[take], slot_heads(packing))
+        else:
+            slot_init, heads = jax.tree.map(lambda a: a[lead], init_params), None
+
+        def per_config(slot_result: TrainResult) -> TrainResult:
+            slot_result = jax.tree.map(lambda a: a[:num_slots], slot_result)
+            if packed:
+                return unpack_result(slot_result, packing, wide_shapes)
+            return jax.tree.map(lambda a: a[packing.slot], slot_result)
+
         if rl is None:
-            args = spread((rngs, lrs, init_params))
-            result = jax.vmap(lambda r, lr, p: train(r, data, lr, p))(*args)
-            return _cut(jax.tree.map(lambda a: a[:num_configs], result), out_shapes), None
+            args = spread((rngs, lrs, slot_init, heads))
+            result = jax.vmap(lambda r, lr, p, h: train(r, data, lr, p, heads=h))(*args)
+            return _cut(per_config(result), out_shapes), None
         num_groups = rl.heldout.shape[0]
         num_visits = rl.group.shape[0]
         y_il = data.y_train[num_visits:]
-        uses_rl = jnp.asarray(points.uses_rl[take])
-        options = sweep_label_options(grid, points, take)
+        uses_rl = jnp.asarray(points.uses_rl[lead])
+        options = sweep_label_options(grid, points, lead)
         labels = jax.vmap(lambda use, o: label_targets(y_il, rl, num_groups, use, o, il_weight))(uses_rl, options)
 
-        def train_one(r, lr, p, y, w, pos_weight):
-            result = train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight)
-            x_visits = data.x_train[:num_visits]
-            scores = score_heldout(model, result.params, x_visits, rl, num_groups, score_cost_weight)
-            return result, RLScores(*scores)
+        def train_slot(r, lr, p, h, y, w, pos_weight):
+            return train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight, heads=h)
 
-        result, scores = jax.vmap(train_one)(*spread((rngs, lrs, init_params, *labels)))
-        return _cut(jax.tree.map(lambda a: a[:num_configs], result), out_shapes), jax.tree.map(
-            lambda a: a[:num_configs], scores)
+        result = per_config(jax.vmap(train_slot)(*spread((rngs, lrs, slot_init, heads, *labels))))
+        x_visits = data.x_train[:num_visits]
+        scores = jax.vmap(lambda p: RLScores(*score_heldout(model, p, x_visits, rl, num_groups, score_cost_weight)))(
+            result.params)
+        return _cut(result, out_shapes), scores
 
     return sweep
 

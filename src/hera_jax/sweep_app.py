@@ -2,7 +2,7 @@
 x label sources trained as ONE compiled program.
 
 Loads a collected dataset and its features cache, trains every configuration of the grid inside one `jax.vmap` of
-the ordinary trainer (widths zero-padded to the widest, see hera_jax.sweep), and writes a tidy table (sweep.csv, one
+the ordinary trainer (widths zero-padded to the widest, narrow ones packed side by side; see hera_jax.sweep), and writes a tidy table (sweep.csv, one
 row per configuration), sweep.json and sweep.png into a new run folder. With several local devices the
 configurations are spread over them.
 

@@ -22,7 +22,8 @@ class SweepGrid:
     learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
     """Peak learning rates of the warmup-cosine schedule."""
     hidden_sizes: tuple[tuple[int, ...], ...] = ((32, 16), (64, 32), (128, 64), (256, 128))
-    """Hidden-layer widths; all entries need the same depth (they are zero-padded to the widest)."""
+    """Hidden-layer widths; all entries need the same depth (they are zero-padded to the widest, and narrow ones share
+    a network side by side)."""
     label_sources: tuple[Literal["il", "il+rl"], ...] = ("il",)
     """Training labels: 'il' = IL labels only; 'il+rl' = the RL stage's grouped preferences (one variant per
     --cost-weights entry) over IL labels, as in experiments/rl_iter.py's loss. 'il+rl' needs RL rollouts."""

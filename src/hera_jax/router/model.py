@@ -19,6 +19,31 @@ class RouterMLP(nn.Module):
         return nn.Dense(1)(x)[..., 0]
 
 
+def packed_logits(params: dict, x: jax.Array, unit_head: tuple[jax.Array, ...]) -> jax.Array:
+    """Logits [..., K] of K routers packed side by side in one RouterMLP-shaped network with K outputs
+    (hera_jax/sweep.py). `unit_head[l]` (int[width_l]) is the router of each unit of hidden layer l (-1 for an
+    unused unit). Each router owns a block of units in every hidden layer and one output column, and the weights
+    between two routers' blocks are zero (the trainer keeps them there: `Heads.keep` masks their gradients), so each
+    block computes its router alone with plain, unmasked GEMMs.
+
+    One router diverging does not reach the others: a non-finite pre-activation is passed on as 0 and makes that
+    router's logits NaN (as alone they would be), so no NaN or inf ever meets a zero weight (NaN * 0 is NaN) on its
+    way into another router's block, forward or backward.
+    """
+    num_heads = params[f"Dense_{len(unit_head)}"]["bias"].shape[-1]
+    owners = (*unit_head, jnp.arange(num_heads))  # the output columns own themselves
+    h, poisoned = x, jnp.zeros((*x.shape[:-1], num_heads), bool)
+    for i in range(len(owners)):
+        layer = params[f"Dense_{i}"]
+        z = h @ layer["kernel"] + layer["bias"]
+        bad = ~jnp.isfinite(z)
+        poisoned = poisoned | jnp.any(bad[..., None] & (owners[i][:, None] == jnp.arange(num_heads)), axis=-2)
+        z = jnp.where(bad, 0.0, z)
+        if i == len(unit_head):
+            return jnp.where(poisoned, jnp.nan, z)
+        h = nn.gelu(z)
+
+
 def p_cloud(model: RouterMLP, params, features: jax.Array) -> jax.Array:
     """p(cloud | state) of each feature row: the one place the router's logit becomes a probability."""
     return jax.nn.sigmoid(model.apply({"params": params}, features))

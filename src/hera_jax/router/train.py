@@ -20,7 +20,7 @@ import optax
 from hera_jax.errors import HeraError
 from hera_jax.router.config import TrainConfig  # noqa: F401  (re-exported: callers import it from here)
 from hera_jax.router.metrics import auroc, weighted_bce
-from hera_jax.router.model import RouterMLP, p_cloud
+from hera_jax.router.model import RouterMLP, p_cloud, packed_logits
 
 
 class TrainData(NamedTuple):
@@ -44,10 +44,22 @@ class _Carry(NamedTuple):
     params: dict
     opt_state: optax.OptState
     best_params: dict
-    best_score: jax.Array  # higher is better
-    best_epoch: jax.Array
-    epochs_since_best: jax.Array
-    epochs_run: jax.Array
+    best_score: jax.Array  # float[K] higher is better (K = 1 router, or the heads of a packed network)
+    best_epoch: jax.Array  # int[K]
+    epochs_since_best: jax.Array  # int[K]
+    epochs_run: jax.Array  # int[K]
+
+
+class Heads(NamedTuple):
+    """Several routers trained side by side in one network (hera_jax/sweep.py packs narrow configurations into one
+    wide slot). `unit_head` gives each hidden unit's router (model.packed_logits); `keep` is False for the weights
+    between two routers' blocks, whose gradients are dropped so they stay zero; `head_of` names the router each
+    parameter belongs to, so each router keeps its own best-on-dev parameters and its own early stopping (both
+    params-shaped, broadcastable to each leaf)."""
+
+    unit_head: tuple[jax.Array, ...]
+    keep: dict
+    head_of: dict
 
 
 def auto_pos_weight(y: jax.Array, weights: jax.Array) -> jax.Array:
@@ -65,14 +77,21 @@ def init_router_params(hidden_sizes, rng: jax.Array, example_x: jax.Array) -> di
     return RouterMLP(tuple(hidden_sizes)).init(init_rng, example_x)["params"]
 
 
-def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_stopped_epochs: bool = True):
+def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_stopped_epochs: bool = True,
+               num_heads: int | None = None):
     """`batch_sharding` (a jax.sharding.Sharding, see router/sharding.py) splits each minibatch over devices.
 
     `skip_stopped_epochs` skips the epochs after early stopping with `lax.cond`. Under `vmap` a cond with a batched
     predicate becomes a select that copies every operand, the training set included, once per configuration, so
     vmapped callers (hera_jax/sweep.py) turn it off: the stopped epochs are then computed and discarded.
+
+    `num_heads` trains that many routers packed into one network (`train(..., heads=Heads(...))`, the parameters
+    shaped like a RouterMLP with `num_heads` outputs). They share the minibatches, learning rate and labels; the
+    loss is the sum of their losses, so each gets exactly its own gradient; each stops early on its own dev score.
+    The result then has a trailing axis of heads (best_epoch [K], train_loss [max_epochs, K], ...).
     """
     model = RouterMLP(tuple(config.hidden_sizes))
+    packed = num_heads is not None
     batch_size = min(config.batch_size, num_train)
     steps_per_epoch = max(num_train // batch_size, 1)
     # Peak 1 times a (possibly traced) learning rate, so the sweep can vmap over learning rates.
@@ -88,10 +107,13 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
     if config.select_metric not in ("dev_auroc", "dev_loss"):
         raise ValueError(f"select_metric must be 'dev_auroc' or 'dev_loss', got {config.select_metric!r}")
 
-    def train(rng: jax.Array, data: TrainData, learning_rate=None, init_params=None, pos_weight=None) -> TrainResult:
+    def train(rng: jax.Array, data: TrainData, learning_rate=None, init_params=None, pos_weight=None,
+              heads: Heads | None = None) -> TrainResult:
         """`learning_rate` (default config.learning_rate), `init_params` (default: fresh init from `rng`) and
         `pos_weight` (default: config.pos_weight, or automatic) may be traced, so one compiled program can train many
         configurations (experiments/sweep.py)."""
+        if packed != (heads is not None):
+            raise ValueError("make_train(num_heads=K) trains with heads=Heads(...), and only then")
         peak = config.learning_rate if learning_rate is None else learning_rate
         optimizer = optax.adamw(lambda step: peak * unit_schedule(step), weight_decay=config.weight_decay)
         init_rng, epochs_rng = jax.random.split(rng)
@@ -100,67 +122,90 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
             pos_weight = (auto_pos_weight(data.y_train, data.w_train) if config.pos_weight is None
                           else jnp.float32(config.pos_weight))
         dev_weights = jnp.ones(data.y_dev.shape[0], jnp.float32)
+        num_outputs = num_heads if packed else 1
+
+        def logits_of(p, x):  # [..., K]
+            if packed:
+                return packed_logits(p, x, heads.unit_head)
+            return model.apply({"params": p}, x)[..., None]
+
+        def per_head(metric, logits, *args):  # one metric per output column
+            return jax.vmap(lambda column: metric(column, *args), in_axes=1)(logits)
 
         def loss_fn(p, x, y, w):
-            return weighted_bce(model.apply({"params": p}, x), y, w, pos_weight)
+            losses = per_head(weighted_bce, logits_of(p, x), y, w, pos_weight)
+            return jnp.sum(losses), losses
 
         def sgd_step(state, batch_idx):
             p, opt_state = state
             batch = (data.x_train[batch_idx], data.y_train[batch_idx], data.w_train[batch_idx])
             if batch_sharding is not None:  # data parallel: each device computes its slice, gradients all-reduce
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
+            (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, *batch)
+            if packed:  # a select, not a product: a NaN gradient must not survive as NaN * 0
+                grads = jax.tree.map(lambda g, keep: jnp.where(keep, g, 0.0), grads, heads.keep)
             updates, opt_state = optimizer.update(grads, opt_state, p)
-            return (optax.apply_updates(p, updates), opt_state), loss
+            return (optax.apply_updates(p, updates), opt_state), losses
+
+        def keep_improved(improved, new, old):
+            if packed:
+                return jax.tree.map(lambda n, o, head: jnp.where(improved[head], n, o), new, old, heads.head_of)
+            return jax.tree.map(lambda n, o: jnp.where(improved[0], n, o), new, old)
 
         def run_epoch(carry: _Carry, epoch_rng):
+            # A stopped router (of a vmapped sweep, or a packed head) may train on, but its best parameters, scores
+            # and counters no longer move, so it ends exactly as if it had stopped.
+            stopped = carry.epochs_since_best >= config.patience
             order = jax.random.permutation(epoch_rng, num_train)[: steps_per_epoch * batch_size]
             (p, opt_state), losses = jax.lax.scan(
                 sgd_step, (carry.params, carry.opt_state), order.reshape(steps_per_epoch, batch_size)
             )
             # In row chunks: a vmapped sweep would otherwise hold [configurations, dev rows, width] activations at
             # once (tens of GiB for 256 configurations and 100k dev rows).
-            dev_logits = jax.lax.map(lambda x: model.apply({"params": p}, x), data.x_dev, batch_size=DEV_CHUNK_ROWS)
-            dev_loss = weighted_bce(dev_logits, data.y_dev, dev_weights, pos_weight)
-            dev_auc = auroc(jax.nn.sigmoid(dev_logits), data.y_dev)
+            dev_logits = jax.lax.map(lambda x: logits_of(p, x), data.x_dev, batch_size=DEV_CHUNK_ROWS)
+            dev_loss = per_head(weighted_bce, dev_logits, data.y_dev, dev_weights, pos_weight)
+            dev_auc = per_head(lambda logits, y: auroc(jax.nn.sigmoid(logits), y), dev_logits, data.y_dev)
             # AUROC is undefined on a one-class dev set; fall back to the loss there.
             use_auc = (config.select_metric == "dev_auroc") & ~jnp.isnan(dev_auc)
             score = jnp.where(use_auc, dev_auc, -dev_loss)
-            improved = score > carry.best_score
-            best_params = jax.tree.map(lambda new, old: jnp.where(improved, new, old), p, carry.best_params)
+            improved = (score > carry.best_score) & ~stopped
             new_carry = _Carry(
                 params=p,
                 opt_state=opt_state,
-                best_params=best_params,
+                best_params=keep_improved(improved, p, carry.best_params),
                 best_score=jnp.where(improved, score, carry.best_score),
                 best_epoch=jnp.where(improved, carry.epochs_run, carry.best_epoch),
-                epochs_since_best=jnp.where(improved, 0, carry.epochs_since_best + 1),
-                epochs_run=carry.epochs_run + 1,
+                epochs_since_best=jnp.where(stopped, carry.epochs_since_best,
+                                            jnp.where(improved, 0, carry.epochs_since_best + 1)),
+                epochs_run=carry.epochs_run + ~stopped,
             )
-            return new_carry, (jnp.mean(losses), dev_loss, dev_auc)
+            metrics = (jnp.mean(losses, axis=0), dev_loss, dev_auc)
+            return new_carry, jax.tree.map(lambda m: jnp.where(stopped, jnp.nan, m), metrics)
 
         def epoch(carry: _Carry, epoch_rng):
-            stopped = carry.epochs_since_best >= config.patience
-            nan3 = (jnp.float32(jnp.nan),) * 3
             if skip_stopped_epochs:
-                return jax.lax.cond(stopped, lambda c, r: (c, nan3), run_epoch, carry, epoch_rng)
-            ran, metrics = run_epoch(carry, epoch_rng)
-            keep = jax.tree.map(lambda old, new: jnp.where(stopped, old, new), (carry, nan3), (ran, metrics))
-            return keep
+                all_stopped = jnp.all(carry.epochs_since_best >= config.patience)
+                nan3 = (jnp.full(num_outputs, jnp.nan, jnp.float32),) * 3
+                return jax.lax.cond(all_stopped, lambda c, r: (c, nan3), run_epoch, carry, epoch_rng)
+            return run_epoch(carry, epoch_rng)
 
         carry = _Carry(
             params=params,
             opt_state=optimizer.init(params),
             best_params=params,
-            best_score=jnp.float32(-jnp.inf),
-            best_epoch=jnp.int32(-1),
-            epochs_since_best=jnp.int32(0),
-            epochs_run=jnp.int32(0),
+            best_score=jnp.full(num_outputs, -jnp.inf, jnp.float32),
+            best_epoch=jnp.full(num_outputs, -1, jnp.int32),
+            epochs_since_best=jnp.zeros(num_outputs, jnp.int32),
+            epochs_run=jnp.zeros(num_outputs, jnp.int32),
         )
         carry, (train_loss, dev_loss, dev_auc) = jax.lax.scan(
             epoch, carry, jax.random.split(epochs_rng, config.max_epochs)
         )
-        return TrainResult(carry.best_params, carry.best_epoch, carry.epochs_run, train_loss, dev_loss, dev_auc)
+        result = TrainResult(carry.best_params, carry.best_epoch, carry.epochs_run, train_loss, dev_loss, dev_auc)
+        if packed:
+            return result
+        return result._replace(best_epoch=result.best_epoch[0], epochs_run=result.epochs_run[0],
+                               train_loss=train_loss[:, 0], dev_loss=dev_loss[:, 0], dev_auroc=dev_auc[:, 0])
 
     return train
 
