@@ -1,4 +1,5 @@
-"""`experiments/il.py` end to end on large datasets: wall time, peak RSS and its phases.
+"""`experiments/il.py` end to end on large datasets: wall time, peak RSS and its phases; then one RL fine-tune on
+the same data (`rl_finetune_once.py`, with STAND-IN visits) the same way.
 
 For each size a dataset is made with `make_large_dataset.py` (resampled shipped episodes, so nothing is embedded),
 then il.py runs twice in new processes: "cold" (no columns cache: every row is read and validated) and "warm" (the
@@ -40,6 +41,9 @@ class BenchEndToEndConfig:
     """Dataset whose episodes are resampled."""
     il_flags: str = ""
     """Extra flags for il.py, as one string (e.g. "--train.max-epochs 20 --train.patience 20")."""
+    rl: bool = True
+    """Also time one RL fine-tune of the warm run's router on the same data (rl_finetune_once.py: the dataset's
+    steps as STAND-IN routed visits), in a child process of its own."""
     out: Path = ROOT / "benchmarks" / "results" / "end_to_end.json"
 
 
@@ -53,9 +57,26 @@ def run_measured(command: list[str], log: Path) -> tuple[float, float, int]:
     return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
 
 
+RL_PHASES = ("load_il_data", "read_visits", "labels_and_visit_features", "fine_tune_incl_compile", "checkpoint")
+
+
+def time_rl_finetune(work: Path, dataset: Path, il_run: Path) -> dict:
+    """rl_finetune_once.py in a child process: its phases, wall time and peak RSS."""
+    name = il_run.name.replace("il_", "rl_")
+    out, log = work / f"{name}.json", work / f"{name}.log"
+    wall, rss, rc = run_measured([sys.executable, "benchmarks/rl_finetune_once.py", "--dataset", str(dataset),
+                                  "--checkpoint", str(il_run / "checkpoint"), "--out", str(out)], log)
+    if rc:
+        raise SystemExit(f"rl_finetune_once.py failed (rc {rc}); see {log}:\n{log.read_text()[-2000:]}")
+    result = json.loads(out.read_text())
+    row = {**result, "wall_s": wall, "peak_rss_gb": rss, "startup_s": wall - result["total_s"]}
+    print(json.dumps({k: v for k, v in row.items() if k != "train_stats"}), file=sys.stderr)
+    return row
+
+
 def main(config: BenchEndToEndConfig) -> dict:
     config.work.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, rl_rows = [], []
     for size in parse_sizes(config.sizes):
         dataset = config.work / f"dataset_{human(size)}"
         if not dataset.exists():
@@ -85,12 +106,19 @@ def main(config: BenchEndToEndConfig) -> dict:
                    "dev_auroc": metrics["metrics"]["dev"]["auroc"], "epochs_run": metrics["epochs_run"]}
             results.append(row)
             print(json.dumps(row), file=sys.stderr)
+        if config.rl:
+            rl_rows.append(time_rl_finetune(config.work, dataset, config.work / f"il_{human(size)}_warm"))
     columns = ["steps", "mode", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in PHASES], "load rows/s"]
     print_table("il.py end to end", columns, [
         [human(r["steps"]), r["mode"], r["wall_s"], r["peak_rss_gb"], r["startup_s"],
          *[r[f"{p}_s"] for p in PHASES], r["rows_per_s_load"]] for r in results])
+    if rl_rows:
+        print_table("one RL fine-tune on the same data (STAND-IN visits: the steps, actors drawn at random)",
+                    ["visits", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in RL_PHASES]],
+                    [[human(r["visits"]), r["wall_s"], r["peak_rss_gb"], r["startup_s"],
+                      *[r["phases_s"][p] for p in RL_PHASES]] for r in rl_rows])
     payload = {"environment": environment(), "config": {k: str(v) for k, v in dataclasses.asdict(config).items()},
-               "results": results}
+               "results": results, "rl_finetune": rl_rows}
     print(f"wrote {write_json(config.out, payload)}")
     return payload
 

@@ -94,6 +94,29 @@ def test_segments_embed_each_part_once_and_combine_task_observation_history_mean
     np.testing.assert_array_equal(again, features)
 
 
+@pytest.mark.parametrize("design", ["joint", "segments"])
+def test_repeated_states_are_planned_once_and_get_the_features_of_their_first_copy(tmp_path, design, monkeypatch):
+    h1 = ("go north", "Hallway.")
+    distinct = [state_text(_state(())), state_text(_state((h1,)))]
+    texts = [distinct[i] for i in (0, 1, 1, 0, 1)]  # RL visits and evaluation states repeat like this
+    steps = np.array([0, 1, 3, 2, 1])
+    spec = FeatureSpec(encoder="toy", embedding_dim=8, scalar_features=("step_frac",), text_design=design)
+    planned = []
+    import hera_jax.features as features_module
+
+    def counting_plan(plan_texts, *args):
+        planned.append(len(plan_texts))
+        return embedding_plan(plan_texts, *args)
+
+    monkeypatch.setattr(features_module, "embedding_plan", counting_plan)
+    repeated, _ = router_features(texts, steps, spec, [open_cache(tmp_path / "a", spec)], CountingEncoder())
+    assert planned == [2]  # the two distinct texts, not five
+    one_by_one = np.concatenate([router_features([t], steps[i:i + 1], spec, [open_cache(tmp_path / "b", spec)],
+                                                 CountingEncoder())[0] for i, t in enumerate(texts)])
+    np.testing.assert_array_equal(repeated, one_by_one)
+    assert not np.array_equal(repeated[1], repeated[2])  # same state at another step: other scalar features
+
+
 def test_read_only_caches_are_searched_first_and_only_the_last_receives_new_texts(tmp_path):
     spec = FeatureSpec(encoder="toy", embedding_dim=8, scalar_features=(), text_design="segments")
     texts = [state_text(_state(()))]
@@ -201,6 +224,10 @@ def test_scorer_gives_cached_and_fresh_states_the_features_featurize_gives(tmp_p
     embedder = StateEmbedder(spec, tmp_path / "eval", [tmp_path / "dataset"], encode=CountingEncoder())
     scorer = RouterScorer(bundle, embedder)  # the first state comes from the dataset's cache, the second is fresh
     np.testing.assert_array_equal(scorer.features(texts, steps), reference)
+    # stage 2's path for a million repeated visits: the same rows, gathered on the device
+    repeat, repeat_steps = [texts[i] for i in (1, 0, 1, 1)], np.array([1, 0, 4, 7])
+    np.testing.assert_array_equal(np.asarray(scorer.device_features(repeat, repeat_steps)),
+                                  scorer.features(repeat, repeat_steps))
     np.testing.assert_array_equal(scorer.score(texts, steps), scorer.p_cloud(reference))
     np.testing.assert_allclose(scorer.score(texts, steps), np.asarray(p_cloud_fn((4,))(params, reference)), atol=1e-6)
     assert embedder.num_encoded > 0  # the second state's new texts went to the evaluation's own cache

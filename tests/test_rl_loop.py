@@ -353,10 +353,10 @@ def test_agreement_is_none_not_zero_when_no_visit_carries_an_rl_label(straight_r
                    il_dataset / "features", encode=bag_of_words)
     bundle = load_router(out / "checkpoints", step=1)
     rows = preference_data(run, bundle, pooled_rows(run, 2))
-    labelled = fine_tune(run, bundle, rows.data, rows.num_visits, 2).stats["margin_weighted_label_agreement"]
+    labelled = fine_tune(run.config, bundle, rows.data, rows.num_visits, 2).stats["margin_weighted_label_agreement"]
     assert 0.0 <= labelled <= 1.0
     unlabelled = rows.data._replace(weight=rows.data.weight.at[:rows.num_visits].set(0.0))
-    assert fine_tune(run, bundle, unlabelled, rows.num_visits, 2).stats["margin_weighted_label_agreement"] is None
+    assert fine_tune(run.config, bundle, unlabelled, rows.num_visits, 2).stats["margin_weighted_label_agreement"] is None
 
 
 def test_an_rl_run_with_early_stopping_reports_the_kept_epoch(il_dataset, tmp_path):

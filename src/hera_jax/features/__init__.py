@@ -164,7 +164,16 @@ def text_embeddings(
     encode: Callable[[list[str]], np.ndarray],
     keys: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """The embedding part of `router_features` (float32[N, input_dim - scalar features], number newly embedded)."""
+    """The embedding part of `router_features` (float32[N, input_dim - scalar features], number newly embedded).
+    Each distinct text is planned and looked up once (RL visits and evaluation states repeat a lot), then gathered."""
+    position: dict[tuple[str, str | None], int] = {}
+    pairs = zip(texts, keys) if keys is not None else ((t, None) for t in texts)
+    index = np.fromiter((position.setdefault(pair, len(position)) for pair in pairs), np.int64, len(texts))
+    if len(position) < len(texts):
+        distinct_texts = [text for text, _ in position]
+        distinct_keys = None if keys is None else [key for _, key in position]
+        embeddings, num_new = text_embeddings(distinct_texts, spec, caches, encode, distinct_keys)
+        return embeddings[index], num_new
     plan = embedding_plan(texts, spec.text_design, keys)
     embeddings, num_new = embed_with_caches(caches, plan.keys, plan.texts, encode)
     if embeddings.shape[1] != spec.embedding_dim:
@@ -221,13 +230,13 @@ def featurize_indexed(
     check_finite_embeddings(distinct, distinct_keys, spec, cache.path)
     import jax.numpy as jnp
 
-    rows = _gather_rows()(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
+    rows = gather_rows()(jnp.asarray(distinct), jnp.asarray(np.asarray(state_index, np.int32)),
                           jnp.asarray(scalars))
     return rows, num_new
 
 
 @functools.cache
-def _gather_rows():
+def gather_rows():
     """One fused program that writes each row once, on the device the router trains on (numpy's take is several
     times slower, and a host copy of a million rows is gigabytes). Built on first use: importing the features
     module (the commands' flags need FeatureSpec) does not import JAX."""

@@ -214,8 +214,11 @@ def content_digest(keys: Sequence[str], embeddings: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def round_like_cache(embeddings: np.ndarray) -> np.ndarray:
-    """Embeddings as the cache stores them (float16), as float32: fresh and cached texts give the same values."""
+def round_like_cache(embeddings):
+    """Embeddings as the cache stores them (float16), as float32: fresh and cached texts give the same values. A
+    jax.Array is rounded where it is (a million rows' features need no host copy), anything else becomes numpy."""
+    if hasattr(embeddings, "devices"):  # a jax.Array (duck-typed: this module does not import JAX)
+        return embeddings.astype("float16").astype("float32")
     return np.asarray(embeddings, np.float16).astype(np.float32)
 
 

@@ -20,12 +20,13 @@ from hera_jax.rl.loss import PreferenceBatch, PreferenceOptions, Visits, prefere
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.report import print_report
 from hera_jax.rl.rollouts import baselines, episode_summary, evaluate_held_out, pooled_rows, rollouts
-from hera_jax.rl.run import CHECKPOINTS, RLRun, finished_iterations, iter_dir, load_history
+from hera_jax.rl.run import CHECKPOINTS, ILData, RLRun, finished_iterations, iter_dir, load_history
 from hera_jax.rl.train import PreferenceData, make_preference_train
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
 from hera_jax.rollout.engine import engine_session
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
+from hera_jax.router.scorer import RouterScorer
 from hera_jax.router.train import predict_p_cloud
 from hera_jax.runs import config_json
 
@@ -76,18 +77,22 @@ class PreferenceSet(NamedTuple):
 
 def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]) -> PreferenceSet:
     """Visits -> groups -> labels -> per-row targets and weights (RL visits, then the IL training states)."""
-    config = run.config
+    return preference_set(run.config, run.scorer(bundle), run.il, rows)
+
+
+def preference_set(config: RLConfig, scorer: RouterScorer, il: ILData, rows: Sequence[dict[str, Any]]
+                   ) -> PreferenceSet:
+    """`preference_data` from its parts: the settings, the scorer that featurizes the visits, the IL data."""
     grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
     visits = grouped.visits
-    scorer = run.scorer(bundle)
-    x_visits = scorer.features(visits.state_text, visits.step)  # rounded like the cache
-    il_mask = run.il.table.mask("train")
-    il_group = groups_of_keys([k for k, m in zip(run.il.table.state_key, il_mask) if m], grouped.keys)
+    x_visits = scorer.device_features(visits.state_text, visits.step)  # rounded like the cache, on the device
+    il_mask = il.table.mask("train")
+    il_group = groups_of_keys([k for k, m in zip(il.table.state_key, il_mask) if m], grouped.keys)
     num_groups = len(grouped.keys)
     build = jax.jit(preference_rows, static_argnames="num_groups")
     arrays = (Visits(jnp.asarray(grouped.group), jnp.asarray(visits.chose_cloud), jnp.asarray(grouped.returns),
                      jnp.asarray(grouped.future_calls)),
-              jnp.asarray(il_group), jnp.asarray(run.il.table.label[il_mask].astype(np.int32)),
+              jnp.asarray(il_group), jnp.asarray(il.table.label[il_mask].astype(np.int32)),
               preference_options(config))
     weights = {"num_groups": num_groups, "il_weight": config.il_weight, "il_pos_weight": config.il_pos_weight}
     batch: PreferenceBatch = build(*arrays, **weights)
@@ -101,7 +106,8 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
         heldout_weight = batch.weight * jnp.concatenate([jnp.asarray(heldout)[grouped.group],
                                                          jnp.zeros(len(il_group), bool)])
     n_v, n_il = len(visits), len(il_group)
-    x = np.concatenate([x_visits, run.il.features[il_mask]]).astype(np.float32)
+    # on the device: a million visits' features are gigabytes that need no host copy
+    x = jnp.concatenate([x_visits, jnp.asarray(il.features)[jnp.asarray(np.flatnonzero(il_mask))]])
     prefer_cloud, valid = np.asarray(batch.preferences.prefer_cloud), np.asarray(batch.preferences.valid)
     margin, il_mixed = np.asarray(batch.preferences.margin), int((np.asarray(batch.weight)[n_v:] > 0).sum())
     stats = {
@@ -117,7 +123,7 @@ def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, A
     }
     if heldout_weight is not None:
         stats["heldout_groups_valid"] = int((valid & heldout).sum())
-    return PreferenceSet(PreferenceData(jnp.asarray(x), train_batch.target, train_batch.weight, heldout_weight),
+    return PreferenceSet(PreferenceData(x, train_batch.target, train_batch.weight, heldout_weight),
                          stats, n_v)
 
 
@@ -126,9 +132,8 @@ class FineTuned(NamedTuple):
     stats: dict[str, Any]
 
 
-def fine_tune(run: RLRun, bundle: RouterBundle, data: PreferenceData, num_visit_rows: int, iteration: int
+def fine_tune(config: RLConfig, bundle: RouterBundle, data: PreferenceData, num_visit_rows: int, iteration: int
               ) -> FineTuned:
-    config = run.config
     train = jax.jit(make_preference_train(config.train, tuple(bundle.train_config.hidden_sizes), data.x.shape[0]))
     rng = jax.random.fold_in(jax.random.key(config.train.seed + config.seed), iteration)
     result = train(rng, bundle.params, data)
@@ -167,7 +172,7 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
         new_bundle = load_router(ckpt_dir, step=iteration, expected_spec=run.spec)
         train_stats = new_bundle.meta.get("train_stats", {})
     else:
-        params, train_stats = fine_tune(run, bundle, data, num_visits, iteration)
+        params, train_stats = fine_tune(run.config, bundle, data, num_visits, iteration)
         save_router(ckpt_dir, iteration, params, bundle.train_config, run.spec,
                     {"rl_iteration": iteration, "train_stats": train_stats, "groups": group_stats, **run.meta()})
         new_bundle = load_router(ckpt_dir, step=iteration, expected_spec=run.spec)

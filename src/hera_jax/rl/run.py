@@ -79,11 +79,11 @@ def start_features(config: RLConfig) -> FeatureSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ILData:
-    """The IL dataset a run starts from: its step table, the features of every table row (rounded like the cache)
-    and the router inputs they were built with."""
+    """The IL dataset a run starts from: its step table, the features of every table row (rounded like the cache;
+    a jax.Array on JAX's default device) and the router inputs they were built with."""
 
     table: StepTable
-    features: np.ndarray
+    features: Any
     spec: FeatureSpec
 
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hera_jax.features import FeatureSpec, open_cache, router_features, sentence_encode_fn
+from hera_jax.features import (FeatureSpec, gather_rows, open_cache, router_features, scalar_features,
+                               sentence_encode_fn)
 from hera_jax.features.cache import FeatureCache, FeatureCacheError
 from hera_jax.errors import HeraError
 from hera_jax.router.checkpoint import RouterBundle
@@ -76,6 +77,18 @@ class StateEmbedder:
                 f"such rows: {', '.join(str(c.path) for c in damaged)}; delete them to re-embed")
         return x
 
+    def device_features(self, texts: Sequence[str], steps: np.ndarray, spec: FeatureSpec) -> jax.Array:
+        """What `features` gives, as a jax.Array on JAX's default device: each distinct text is embedded (looked up)
+        once on the host and the rows are gathered on the device, so a million repeated states (RL visits) never
+        take gigabytes of host memory. No device-signal inputs (stage 2 does not route with them)."""
+        if spec.device_signals:
+            raise HeraError(f"device_features: inputs {list(spec.device_signals)} need the device's signals")
+        position: dict[str, int] = {}
+        index = np.fromiter((position.setdefault(t, len(position)) for t in texts), np.int32, len(texts))
+        distinct = self.features(list(position), np.zeros(len(position)), dataclasses.replace(spec, scalar_features=()))
+        return gather_rows()(jnp.asarray(distinct), jnp.asarray(index),
+                             jnp.asarray(scalar_features(np.asarray(steps), spec)))
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32[N, D] embeddings of whole texts under this embedder's spec, no scalar features."""
         spec = dataclasses.replace(self.spec, scalar_features=())
@@ -106,6 +119,9 @@ class RouterScorer:
     def features(self, texts: Sequence[str], steps: np.ndarray,
                  signals: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         return self.embedder.features(texts, steps, self.bundle.feature_spec, signals)
+
+    def device_features(self, texts: Sequence[str], steps: np.ndarray) -> jax.Array:
+        return self.embedder.device_features(texts, steps, self.bundle.feature_spec)
 
     def score(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray,
               signals: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
