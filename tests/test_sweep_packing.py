@@ -8,7 +8,8 @@ import numpy as np
 
 from hera_jax.router.model import RouterMLP, packed_logits
 from hera_jax.router.train import TrainConfig, TrainData, init_router_params, make_train
-from hera_jax.sweep import SweepGrid, grid_points, make_sweep, pad_params, padded_widths, unpad_params
+from hera_jax.sweep import (SweepGrid, grid_packing, grid_points, make_sweep, pad_params, padded_widths,
+                            unpad_params)
 from hera_jax.sweep_packing import pack_configurations, pack_params, slot_heads, unpack_params
 
 
@@ -26,6 +27,9 @@ def test_default_grid_packs_into_half_the_networks():
     packing = pack_configurations(keys, np.asarray(grid.hidden_sizes)[points.width_index],
                                   padded_widths(grid.hidden_sizes))
     assert (len(points.seed), packing.num_slots, packing.num_heads) == (64, 32, 3)
+    assert grid_packing(grid).num_slots == 32 and grid_packing(grid, pack=False).num_slots == 64
+    unpackable = SweepGrid(hidden_sizes=((128, 64), (256, 128)))  # 128 + 256 units do not fit in 256
+    assert grid_packing(unpackable).num_slots == len(grid_points(unpackable).seed)
     for s in range(packing.num_slots):
         members = np.flatnonzero(packing.slot == s)
         assert len({keys[c] for c in members}) == 1  # a network holds one seed and learning rate

@@ -39,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hera_jax.rl.loss import PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES, group_preferences
 from hera_jax.sweep_config import SweepGrid  # noqa: F401  (re-exported)
-from hera_jax.sweep_packing import pack_configurations, pack_params, slot_heads, unpack_result
+from hera_jax.sweep_packing import Packing, pack_configurations, pack_params, slot_heads, unpack_result
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.sharding import CONFIG_AXIS
@@ -197,16 +197,8 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     points = grid_points(grid)
     num_configs = len(points.seed)
     capacity = padded_widths(grid.hidden_sizes)
-    # Everything but the width: configurations equal in all of it see the same minibatches, steps and labels.
-    share_keys = list(zip(points.seed.tolist(), points.learning_rate.tolist(), points.uses_rl.tolist(),
-                          np.nan_to_num(points.cost_weight).tolist(), points.label_rule.tolist(),
-                          points.group_weighting.tolist()))
-    if not pack:
-        share_keys = list(range(num_configs))
-    packing = pack_configurations(share_keys, np.asarray(grid.hidden_sizes)[points.width_index], capacity)
+    packing = grid_packing(grid, pack)
     packed = packing.num_heads > 1
-    if not packed:  # one network per configuration, in grid order
-        packing = pack_configurations(list(range(num_configs)), np.zeros((num_configs, len(capacity)), int), capacity)
     num_slots = packing.num_slots
     devices = 1 if mesh is None else mesh.size
     take = np.minimum(np.arange(-(-num_slots // devices) * devices), num_slots - 1)  # pad with the last network
@@ -277,6 +269,22 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         return _cut(result, out_shapes), scores
 
     return sweep
+
+
+def grid_packing(grid: SweepGrid, pack: bool = True) -> Packing:
+    """Which network each configuration of the grid trains in (`make_sweep`): with `pack`, configurations equal in
+    all but their width (so the same minibatches, steps and labels) share one where their widths fit; otherwise,
+    or when none fit together, one network each, in grid order."""
+    points = grid_points(grid)
+    num_configs = len(points.seed)
+    capacity = padded_widths(grid.hidden_sizes)
+    share_keys = list(zip(points.seed.tolist(), points.learning_rate.tolist(), points.uses_rl.tolist(),
+                          np.nan_to_num(points.cost_weight).tolist(), points.label_rule.tolist(),
+                          points.group_weighting.tolist())) if pack else list(range(num_configs))
+    packing = pack_configurations(share_keys, np.asarray(grid.hidden_sizes)[points.width_index], capacity)
+    if packing.num_heads > 1:
+        return packing
+    return pack_configurations(list(range(num_configs)), np.zeros((num_configs, len(capacity)), int), capacity)
 
 
 def _pad_columns(x: jax.Array, multiple: int = 8) -> jax.Array:

@@ -34,7 +34,7 @@ from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
-from hera_jax.sweep import RLRows, SweepGrid, make_sweep, plot_sweep, sweep_table
+from hera_jax.sweep import RLRows, SweepGrid, grid_packing, grid_points, make_sweep, plot_sweep, sweep_table
 from hera_jax.router.train import TrainConfig, TrainData
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
 from hera_jax.sweep_config import SweepConfig  # noqa: F401  (re-exported)
@@ -83,7 +83,9 @@ def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid, rl: RLRows | 
     runs each of the two (see `waiting_on`)."""
     num_train = int(data.x_train.shape[0])
     sweep = make_sweep(base, grid, num_train, mesh=mesh, il_weight=il_weight, score_cost_weight=score_cost_weight)
-    say(f"compiling the sweep: one program for the whole grid, {num_train} training rows ...")
+    networks = grid_packing(grid).num_slots
+    say(f"compiling the sweep: one program for the whole grid ({len(grid_points(grid).seed)} configurations in "
+        f"{networks} networks), {num_train} training rows ...")
     t0 = time.perf_counter()
     compiled = wait(lambda: jax.jit(sweep).lower(data, rl).compile(), "compiling")
     t1 = time.perf_counter()
@@ -179,7 +181,8 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
     plot_sweep(rows, out / "sweep.png", title=f"Router sweep on {Path(dataset).name}\n{agents_title}")
     summary = {"dataset": str(dataset), "agents": agents, "agents_title": agents_title,
                "agents_are_stand_ins": any(a.get("kind") == "stand-in" for a in agents.values()),
-               "num_configs": len(rows), "newly_embedded_states": num_new,
+               "num_configs": len(rows), "networks": grid_packing(config.grid).num_slots,
+               "newly_embedded_states": num_new,
                "timings_s": seconds, "devices": [str(d) for d in devices],
                "configs_spread_over_devices": mesh is not None, "rl": rl_stats, "rows": rows}
     write_json_atomic(out / "sweep.json", summary)
