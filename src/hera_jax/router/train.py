@@ -1,9 +1,10 @@
 """Router training as one pure, jit-compiled function (purejaxrl style).
 
-`make_train(config, input_dim, num_train)` returns `train(rng, data) -> TrainResult`. Epochs are a `lax.scan`,
-minibatches inside an epoch are another; early stopping keeps the best-on-dev parameters in the scan carry and
-freezes updates once `patience` epochs pass without improvement. Because it is one pure function it can be
-vmapped over seeds or hyper-parameters of equal shape (experiments/sweep.py) and sharded over devices.
+`make_train(config, num_train)` returns `train(rng, data) -> TrainResult`. Epochs are a `lax.scan`, minibatches
+inside an epoch are another; early stopping keeps the best-on-dev parameters in the scan carry and stops once
+`patience` epochs pass without improvement (the remaining epochs are skipped, or, under vmap, run and discarded).
+Because it is one pure function it can be vmapped over seeds or hyper-parameters of equal shape
+(experiments/sweep.py) and sharded over devices; `num_heads` trains several routers packed in one network.
 """
 
 from __future__ import annotations
