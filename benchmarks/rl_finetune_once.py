@@ -26,8 +26,6 @@ import numpy as np
 from hera_jax.cli import run_cli
 from hera_jax.dataset import load_il_table
 from hera_jax.errors import HeraError
-from hera_jax.features import featurize_indexed
-from hera_jax.features.cache import round_like_cache
 from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loop import fine_tune, preference_set
 from hera_jax.rl.run import ILData
@@ -72,10 +70,7 @@ def main(config: RLFineTuneOnceConfig) -> dict:
     spec = bundle.feature_spec
     features_dir = config.dataset / "features"
     table = load_il_table(config.dataset)
-    features, _ = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step, spec,
-                                    features_dir, encode=_no_encoder)
-    il = ILData(table, round_like_cache(features), spec)
-    del features
+    il, _ = ILData.featurize(table, spec, features_dir, _no_encoder)
     lap("load_il_data")
     rows, _ = read_steps(config.dataset / "steps.jsonl")
     draw = np.random.default_rng(config.seed).random(len(rows)) < config.cloud_share

@@ -7,17 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from hera_jax.router.model import RouterMLP, packed_logits
-from hera_jax.router.train import TrainConfig, TrainData, init_router_params, make_train
+from hera_jax.router.train import TrainConfig, init_router_params, make_train
 from hera_jax.sweep import (SweepGrid, grid_packing, grid_points, make_sweep, pad_params, padded_widths,
                             unpad_params)
 from hera_jax.sweep_packing import pack_configurations, pack_params, slot_heads, unpack_params
-
-
-def _data(n=512, n_dev=128, d=12, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n + n_dev, d)).astype(np.float32)
-    y = (x[:, 0] + 0.3 * rng.normal(size=n + n_dev) > 0.8).astype(np.int32)
-    return TrainData(jnp.asarray(x[:n]), jnp.asarray(y[:n]), jnp.ones(n), jnp.asarray(x[n:]), jnp.asarray(y[n:]))
+from tests.test_sweep import _data
 
 
 def test_default_grid_packs_into_half_the_networks():

@@ -86,6 +86,15 @@ class ILData:
     features: Any
     spec: FeatureSpec
 
+    @classmethod
+    def featurize(cls, table: StepTable, spec: FeatureSpec, features_dir: Path, encode: Callable | None = None
+                  ) -> tuple[ILData, int]:
+        """The table with its features (each distinct state looked up, or embedded into `features_dir`, once; the
+        rows gathered and rounded on the device) and the number of states newly embedded."""
+        features, num_new = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index,
+                                              table.step, spec, features_dir, encode=encode)
+        return cls(table, round_like_cache(features), spec), num_new
+
 
 @dataclasses.dataclass(frozen=True)
 class VariationPlan:
@@ -194,8 +203,7 @@ def open_run(
         shutil.copyfile(source, partial)
         os.replace(partial, target)
     try:
-        features, num_new = featurize_indexed(table.distinct_keys, table.distinct_texts, table.state_index, table.step,
-                                              spec, run_dir / FEATURES, encode=encode)
+        il, num_new = ILData.featurize(table, spec, run_dir / FEATURES, encode)
     except FeatureCacheError as error:
         if not source.exists():
             raise
@@ -214,7 +222,7 @@ def open_run(
         raise HeraError(f"no training or held-out variations for tasks {tasks}; check --tasks and the variation counts")
     episodes = EpisodeSetup(make_env or single_env(env), cloud, device, episode_settings, engine,
                             run_dir / FEATURES, encode, config.progress)
-    return RLRun(config, run_dir, ILData(table, round_like_cache(features), spec),
+    return RLRun(config, run_dir, il,
                  VariationPlan(env.name, tasks, train_pairs, eval_pairs), episodes, console)
 
 
