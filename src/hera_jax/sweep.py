@@ -196,14 +196,13 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
     """
     points = grid_points(grid)
     num_configs = len(points.seed)
-    capacity = padded_widths(grid.hidden_sizes)
     packing = grid_packing(grid, pack)
     packed = packing.num_heads > 1
     num_slots = packing.num_slots
     devices = 1 if mesh is None else mesh.size
     take = np.minimum(np.arange(-(-num_slots // devices) * devices), num_slots - 1)  # pad with the last network
     lead = packing.slot_configs()[take, 0]  # one configuration of each network: its seed, learning rate, labels
-    wide = dataclasses.replace(base, hidden_sizes=capacity)
+    wide = dataclasses.replace(base, hidden_sizes=packing.capacity)
     # skip_stopped_epochs=False: see make_train (a cond under vmap copies the data)
     train = make_train(wide, num_train, skip_stopped_epochs=False, num_heads=packing.num_heads if packed else None)
     model = RouterMLP(wide.hidden_sizes)
@@ -244,9 +243,8 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
 
         def per_config(slot_result: TrainResult) -> TrainResult:
             slot_result = jax.tree.map(lambda a: a[:num_slots], slot_result)
-            if packed:
-                return unpack_result(slot_result, packing, wide_shapes)
-            return jax.tree.map(lambda a: a[packing.slot], slot_result)
+            # unpacked, network i is configuration i (grid_packing keeps grid order)
+            return unpack_result(slot_result, packing, wide_shapes) if packed else slot_result
 
         if rl is None:
             args = spread((rngs, lrs, slot_init, heads))
@@ -278,12 +276,13 @@ def grid_packing(grid: SweepGrid, pack: bool = True) -> Packing:
     points = grid_points(grid)
     num_configs = len(points.seed)
     capacity = padded_widths(grid.hidden_sizes)
-    share_keys = list(zip(points.seed.tolist(), points.learning_rate.tolist(), points.uses_rl.tolist(),
-                          np.nan_to_num(points.cost_weight).tolist(), points.label_rule.tolist(),
-                          points.group_weighting.tolist())) if pack else list(range(num_configs))
-    packing = pack_configurations(share_keys, np.asarray(grid.hidden_sizes)[points.width_index], capacity)
-    if packing.num_heads > 1:
-        return packing
+    if pack:
+        share_keys = list(zip(points.seed.tolist(), points.learning_rate.tolist(), points.uses_rl.tolist(),
+                              np.nan_to_num(points.cost_weight).tolist(), points.label_rule.tolist(),
+                              points.group_weighting.tolist()))
+        packing = pack_configurations(share_keys, np.asarray(grid.hidden_sizes)[points.width_index], capacity)
+        if packing.num_heads > 1:
+            return packing
     return pack_configurations(list(range(num_configs)), np.zeros((num_configs, len(capacity)), int), capacity)
 
 
