@@ -79,6 +79,21 @@ def test_checkpoint_round_trip_and_incompatible_features(tmp_path):
         load_router(tmp_path / "missing")
 
 
+def test_a_router_saved_on_another_platform_loads_here(tmp_path):
+    """A checkpoint written on a GPU machine names "cuda:0" as each array's device; a CPU server (here) must still
+    load it, onto its own device, with the same values (and the reverse, by the same code path)."""
+    spec = FeatureSpec(encoder="toy", embedding_dim=6)
+    params = RouterMLP((4,)).init(jax.random.key(2), jnp.zeros((1, spec.input_dim)))["params"]
+    save_router(tmp_path / "ckpt", 0, params, TrainConfig(hidden_sizes=(4,)), spec)
+    shardings = tmp_path / "ckpt" / "0" / "params" / "_sharding"
+    saved_on = json.loads(shardings.read_text())
+    assert all(json.loads(v)["device_str"] == "cpu:0" for v in saved_on.values())
+    shardings.write_text(json.dumps({k: v.replace("cpu:0", "cuda:0") for k, v in saved_on.items()}))
+    bundle = load_router(tmp_path / "ckpt")
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, bundle.params)
+    assert {leaf.devices().pop() for leaf in jax.tree.leaves(bundle.params)} == {jax.devices()[0]}
+
+
 def test_checkpoint_whose_params_do_not_match_its_config_is_refused(tmp_path):
     spec = FeatureSpec(encoder="toy", embedding_dim=6)
     params = RouterMLP((4,)).init(jax.random.key(0), jnp.zeros((1, spec.input_dim)))["params"]

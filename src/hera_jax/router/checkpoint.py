@@ -231,8 +231,12 @@ def load_router(
                 "use matching feature settings or retrain"
             )
         model = RouterMLP(train_config.hidden_sizes)
-        abstract = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, feature_spec.input_dim)))["params"]
+        # On this process's first device: orbax would otherwise place each array where it was saved ("cuda:0"),
+        # and a router trained on a GPU or TPU could not be loaded on a CPU server (or the reverse).
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
+            jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, feature_spec.input_dim)))["params"]),
         )
         # Compare shapes from the stored metadata first: a restore that fails part-way leaves orbax's pending
         # TensorStore reads to be collected at interpreter exit, each printing a long warning.
