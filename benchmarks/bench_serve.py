@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import tempfile
 import time
@@ -53,6 +54,10 @@ class BenchServeConfig:
     shifted_requests: int = 1200
     """Requests of the shifted (hard) mix in the cloud-share check, after 300 of the easy one; the share is read over
     those after the first 200 (once the controller's window holds only the new mix), and per 200."""
+    proxy_cpus: tuple[int, ...] = ()
+    """CPU cores the proxy process runs on (os.sched_setaffinity); the client and the upstreams then run on the
+    other cores, so the proxy is measured on cores of its own, as on a serving machine. Empty: no pinning, everything
+    shares the machine's cores (on the 2-core box the client and stubs compete with the proxy)."""
     parts: tuple[Literal["load", "share"], ...] = ("load", "share")
     """load: latency and throughput at each concurrency; share: the served cloud share on a shifted mix."""
     out: Path = ROOT / "benchmarks" / "results" / "cpu" / "serve.json"
@@ -87,7 +92,9 @@ def _serve_stub(name: str, port: int, delay_s: float = 0.0) -> None:
     uvicorn.run(_stub_app(name, delay_s), host="127.0.0.1", port=port, log_level="error")
 
 
-def _serve_proxy(port: int, serve_kwargs: dict) -> None:
+def _serve_proxy(port: int, serve_kwargs: dict, cpus: tuple[int, ...] = ()) -> None:
+    if cpus:  # before torch and jax start their thread pools, which size themselves to the allowed cores
+        os.sched_setaffinity(0, cpus)
     from hera_jax.serve.app import ServeConfig, serve
 
     serve(ServeConfig(port=port, **serve_kwargs))  # what `hera-serve` runs
@@ -155,13 +162,20 @@ def main(cfg: BenchServeConfig) -> dict:
     from hera_jax.serve.router_api import Router
 
     ports = {name: _free_port() for name in ("device", "cloud", "proxy", "proxy_share")}
+    if cfg.proxy_cpus:  # the client, and the upstreams started from here, keep off the proxy's cores
+        others = set(os.sched_getaffinity(0)) - set(cfg.proxy_cpus)
+        if not others or not set(cfg.proxy_cpus) <= set(os.sched_getaffinity(0)):
+            raise SystemExit(f"--proxy-cpus {cfg.proxy_cpus}: must be a proper subset of this process's cores "
+                             f"{sorted(os.sched_getaffinity(0))}")
+        os.sched_setaffinity(0, others)
     real_device = cfg.device_upstream == "llama-server"
     llama = start_llama_server(ports["device"], cfg.llama_threads) if real_device else None
     servers = [_start(_serve_stub, ports[name], name, ports[name], cfg.stub_delay_ms / 1000)
                for name in (("cloud",) if real_device else ("device", "cloud"))]
     base = dict(checkpoint=cfg.checkpoint, device_base_url=f"http://127.0.0.1:{ports['device']}/v1",
                 cloud_base_url=f"http://127.0.0.1:{ports['cloud']}/v1", cloud_api_key_env="")
-    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], dict(base, log_dir=Path(tempfile.mkdtemp())))
+    proxy = _start(_serve_proxy, ports["proxy"], ports["proxy"], dict(base, log_dir=Path(tempfile.mkdtemp())),
+                   cfg.proxy_cpus)
     servers.append(proxy)
     # one request first, not counted: it loads the encoder (seconds), which no steady-state request pays
     asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", 1, 1, True, -1, max_tokens=cfg.max_tokens,
@@ -203,7 +217,8 @@ def main(cfg: BenchServeConfig) -> dict:
     served_share = {}
     if "share" in cfg.parts:  # the online cloud share on a shifted mix: easy states, then hard ones
         servers.append(_start(_serve_proxy, ports["proxy_share"], ports["proxy_share"],
-                              dict(base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share)))
+                              dict(base, log_dir=Path(tempfile.mkdtemp()), cloud_share=cfg.cloud_share),
+                              cfg.proxy_cpus))
         total = 300 + cfg.shifted_requests
         _, routes, *_ = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy_share']}/v1", total, 1, True, 10**6,
                                            hard_after=300))
@@ -225,6 +240,8 @@ def main(cfg: BenchServeConfig) -> dict:
         llama.wait(timeout=30)
     upstreams = ("device = Gemma-3-270M via llama_cpp.server, cloud = stub" if real_device
                  else f"stub upstreams answering in {cfg.stub_delay_ms:g} ms")
+    if cfg.proxy_cpus:
+        upstreams += f"; proxy on cores {list(cfg.proxy_cpus)}, client and upstreams on the other {len(others)}"
     print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
                 ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s",
                  "decision p50 / p99 ms", "direct p50 / p99 ms", "CPU ms a request: proxy / client"],
