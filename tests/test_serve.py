@@ -29,6 +29,7 @@ class TextScorer:
 
     def __init__(self):
         self.calls = 0
+        self.scored: dict[tuple[str, int], float] = {}
 
     def score(self, texts, steps):
         self.calls += 1
@@ -36,7 +37,11 @@ class TextScorer:
         for text in texts:
             now = text.rsplit("Now: ", 1)[-1]
             out.append(float(now.split("difficulty ", 1)[1].split()[0]) if "difficulty " in now else 0.1)
+        self.scored.update(zip(zip(texts, map(int, steps)), out))
         return np.asarray(out, np.float32)
+
+    def memoized(self, text, step):
+        return self.scored.get((text, int(step)))
 
 
 def chat(observation: str, history: tuple = (), task: str = "Task: tidy the room.", **extra) -> dict:
@@ -488,6 +493,23 @@ def test_router_load_scores_like_the_engine(tmp_path):
     assert decision.p_cloud == pytest.approx(float(engine.score([state_text(state, 2, 200)], [2])[0]), abs=1e-7)
     assert decision.route == ("cloud" if decision.p_cloud >= 0.5 else "device") and not math.isnan(decision.p_cloud)
     assert router.route("Open the door.", history, "You hold a key.", threshold=0.0).route == "cloud"
+    # the proxy's fast path for a repeated state: the memo's value, and nothing for a state never scored
+    assert router.scorer.memoized(state_text(state, 2, 200), 2) == decision.p_cloud
+    assert router.scorer.memoized(state_text(state, 2, 200), 3) is None
+
+
+def test_a_repeated_state_is_answered_from_the_memo_without_scoring_again(tmp_path, upstreams, monkeypatch):
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5)
+    scorer = TextScorer()
+    with TestClient(create_app(config, Router(scorer, 0.5, 3, 400), transport=httpx.MockTransport(upstreams))) as client:
+        replies = [client.post("/v1/chat/completions", json=chat("A box. difficulty 0.8")) for _ in range(3)]
+    assert [r.status_code for r in replies] == [200] * 3
+    assert {r.headers["x-hera-p-cloud"] for r in replies} == {"0.800000"}
+    assert {r.headers["x-hera-route"] for r in replies} == {"cloud"}
+    assert scorer.calls == 1  # the second and third were answered from the memo
+    steps = [json.loads(line) for line in (tmp_path / "log" / "decisions.jsonl").read_text().splitlines()]
+    assert len([s for s in steps if s["kind"] == "step"]) == 3  # each served step is still logged
 
 
 def test_micro_batcher_scores_an_idle_request_at_once_and_batches_those_that_arrive_meanwhile():

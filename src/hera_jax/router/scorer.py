@@ -142,6 +142,13 @@ class RouterScorer:
             self._memo.update(zip(todo, self.p_cloud(x).tolist()))
         return np.asarray([self._memo[k] for k in keys], np.float32)
 
+    def memoized(self, text: str, step: int) -> float | None:
+        """p(cloud) of a state scored before, else None: a lookup only, safe beside a `score` call in another thread
+        (the proxy answers repeated states on its event loop, without a hop to the scoring thread)."""
+        if self.signal_names:
+            return None
+        return self._memo.get((state_key(text), int(step), ()))
+
     def prefetch(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> None:
         """Score a batch of states ahead of their routing calls (the slots the engine decides together). A router
         that reads the device's confidence is scored state by state as the device answers instead."""
