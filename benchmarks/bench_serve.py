@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import multiprocessing
 import os
 import socket
 import tempfile
@@ -58,6 +59,10 @@ class BenchServeConfig:
     """CPU cores the proxy process runs on (os.sched_setaffinity); the client and the upstreams then run on the
     other cores, so the proxy is measured on cores of its own, as on a serving machine. Empty: no pinning, everything
     shares the machine's cores (on the 2-core box the client and stubs compete with the proxy)."""
+    client_processes: bool = False
+    """Each client of the load part a process of its own sending its requests one after another (independent agents),
+    instead of one asyncio client holding `concurrency` requests: at 16 clients that one client's event loop adds a
+    queue of its own to the measured tail."""
     parts: tuple[Literal["load", "share"], ...] = ("load", "share")
     """load: latency and throughput at each concurrency; share: the served cloud share on a shifted mix."""
     out: Path = ROOT / "benchmarks" / "results" / "cpu" / "serve.json"
@@ -77,11 +82,16 @@ def _stub_app(name: str, delay_s: float = 0.0):
 
     @app.post("/v1/chat/completions")
     async def complete(body: dict):
-        if delay_s:
-            await asyncio.sleep(delay_s * draws.uniform(0.5, 1.5))
-        return {"id": name, "object": "chat.completion", "choices": [{"index": 0, "message": {
+        from fastapi.responses import JSONResponse
+
+        wait_s = delay_s * draws.uniform(0.5, 1.5) if delay_s else 0.0
+        if wait_s:
+            await asyncio.sleep(wait_s)
+        # the reply says how long the stub slept, so a direct call's latency minus it is what the bench itself
+        # (client, loopback, the stub's HTTP stack) costs: the floor under the proxy's overhead
+        return JSONResponse({"id": name, "object": "chat.completion", "choices": [{"index": 0, "message": {
             "role": "assistant", "content": f"Action: {name} move"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 3}}
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3}}, headers={"x-stub-sleep-ms": f"{wait_s * 1e3:.3f}"})
 
     return app
 
@@ -102,8 +112,6 @@ def _serve_proxy(port: int, serve_kwargs: dict, cpus: tuple[int, ...] = ()) -> N
 
 def _start(target, port: int, *args, timeout_s: float = 300.0):
     """Run `target(*args)` (a uvicorn server on `port`) in a fresh process; return it once the port answers."""
-    import multiprocessing
-
     process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
     process.start()
     deadline = time.monotonic() + timeout_s
@@ -133,12 +141,27 @@ def _request(i: int, unique: bool, hard: bool, max_tokens: int = 8) -> dict:
             "messages": [{"role": "user", "content": f"Task: tidy the house.\n{obs}"}]}
 
 
+def _measured(reply, t0: float) -> tuple[float, str | None, float, float]:
+    """(latency s, route, upstream s, decision s) of one reply. Upstream: through the proxy, its upstream calls
+    (`x-hera-upstream-ms`); direct to a stub, the stub's sleep."""
+    reply.raise_for_status()
+    latency = time.perf_counter() - t0
+    upstream = float(reply.headers.get("x-hera-upstream-ms", reply.headers.get("x-stub-sleep-ms", "nan"))) / 1000
+    return latency, reply.headers.get("x-hera-route"), upstream, float(reply.headers.get("x-hera-decision-ms",
+                                                                                         "nan")) / 1000
+
+
+def _collect(measured: list, count: int, wall: float):
+    latencies, routes, upstream, decision = zip(*measured) if measured else ((), (), (), ())
+    return np.asarray(latencies), list(routes), wall, np.asarray(upstream), np.asarray(decision)
+
+
 async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int, hard_after: int | None = None,
                max_tokens: int = 8, model: str = "hera"):
     import httpx
 
     limit = asyncio.Semaphore(concurrency)
-    latencies, routes, upstream, decision = [], [], [], []
+    measured = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         async def one(i):
             async with limit:
@@ -146,15 +169,41 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
                 body = _request(offset + i, unique, hard_after is not None and i >= hard_after, max_tokens)
                 reply = await client.post("/chat/completions", json={**body, "model": model},
                                           headers={"x-hera-episode": f"bench-{offset + i}"})
-                reply.raise_for_status()
-                latencies.append(time.perf_counter() - t0)
-                routes.append(reply.headers.get("x-hera-route"))
-                upstream.append(float(reply.headers.get("x-hera-upstream-ms", "nan")) / 1000)
-                decision.append(float(reply.headers.get("x-hera-decision-ms", "nan")) / 1000)
+                measured.append(_measured(reply, t0))
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         wall = time.perf_counter() - started
-    return np.asarray(latencies), routes, wall, np.asarray(upstream), np.asarray(decision)
+    return _collect(measured, count, wall)
+
+
+def _client_process(url: str, indices: list[int], unique: bool, offset: int, max_tokens: int, model: str,
+                    start_at: float) -> tuple[list, float]:
+    """One client of `_run_processes`: its requests one after another with a blocking client; (measured, CPU s)."""
+    import httpx
+
+    measured = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        client.get("/models")  # connect before the clock starts, as the async client's pool is warm by then
+        time.sleep(max(start_at - time.time(), 0.0))
+        cpu = time.process_time()
+        for i in indices:
+            t0 = time.perf_counter()
+            reply = client.post("/chat/completions", json={**_request(offset + i, unique, False, max_tokens),
+                                                           "model": model}, headers={"x-hera-episode": f"bench-{offset + i}"})
+            measured.append(_measured(reply, t0))
+        return measured, time.process_time() - cpu
+
+
+def _run_processes(pool, url: str, count: int, concurrency: int, unique: bool, offset: int, max_tokens: int,
+                   model: str):
+    """`_run` with each client a process of its own (`--client-processes`)."""
+    start_at = time.time() + 1.0  # every client has connected and is waiting by then
+    jobs = [pool.apply_async(_client_process, (url, list(range(k, count, concurrency)), unique, offset, max_tokens,
+                                               model, start_at)) for k in range(concurrency)]
+    results = [job.get() for job in jobs]
+    wall = max(time.time() - start_at, 1e-9)
+    measured = [m for part, _ in results for m in part]
+    return _collect(measured, count, wall), sum(cpu for _, cpu in results)
 
 
 def main(cfg: BenchServeConfig) -> dict:
@@ -180,18 +229,29 @@ def main(cfg: BenchServeConfig) -> dict:
     # one request first, not counted: it loads the encoder (seconds), which no steady-state request pays
     asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", 1, 1, True, -1, max_tokens=cfg.max_tokens,
                      model="hera-1.0"))
+    pool = (multiprocessing.get_context("spawn").Pool(max(cfg.concurrency))
+            if cfg.client_processes and "load" in cfg.parts else None)
+
+    def load_run(url: str, concurrency: int, unique: bool, offset: int, model: str):
+        """(measured, client CPU s) of `cfg.requests` requests from `concurrency` clients."""
+        if pool is not None:
+            return _run_processes(pool, url, cfg.requests, concurrency, unique, offset, cfg.max_tokens, model)
+        cpu = time.process_time()
+        measured = asyncio.run(_run(url, cfg.requests, concurrency, unique, offset, max_tokens=cfg.max_tokens,
+                                    model=model))
+        return measured, time.process_time() - cpu
+
     results = []
     offset = 0
     for concurrency in cfg.concurrency if "load" in cfg.parts else ():
-        direct, *_ = asyncio.run(_run(f"http://127.0.0.1:{ports['device']}/v1", cfg.requests, concurrency, True,
-                                           offset, max_tokens=cfg.max_tokens, model="device"))
+        (direct, _, _, direct_sleep, _), _ = load_run(f"http://127.0.0.1:{ports['device']}/v1", concurrency, True,
+                                                      offset, "device")
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
             # the proxy's device route only (the direct calls above show what the same stub costs without it)
-            proxy_cpu, client_cpu = _cpu_seconds(proxy), time.process_time()
-            lat, routes, wall, upstream, decision = asyncio.run(_run(f"http://127.0.0.1:{ports['proxy']}/v1", cfg.requests,
-                                                           concurrency, unique, offset, max_tokens=cfg.max_tokens,
-                                                           model="hera-1.0"))
-            proxy_cpu, client_cpu = _cpu_seconds(proxy) - proxy_cpu, time.process_time() - client_cpu
+            proxy_cpu = _cpu_seconds(proxy)
+            (lat, routes, wall, upstream, decision), client_cpu = load_run(
+                f"http://127.0.0.1:{ports['proxy']}/v1", concurrency, unique, offset, "hera-1.0")
+            proxy_cpu = _cpu_seconds(proxy) - proxy_cpu
             assert set(routes) == {"device"}, set(routes)
             offset += cfg.requests
             results.append({"concurrency": concurrency, "case": what, "requests": cfg.requests,
@@ -205,7 +265,10 @@ def main(cfg: BenchServeConfig) -> dict:
                             "proxy_cpu_ms_per_request": proxy_cpu / cfg.requests * 1e3,
                             "client_cpu_ms_per_request": client_cpu / cfg.requests * 1e3,
                             "direct_p50_ms": float(np.percentile(direct, 50) * 1e3),
-                            "direct_p99_ms": float(np.percentile(direct, 99) * 1e3)})
+                            "direct_p99_ms": float(np.percentile(direct, 99) * 1e3),
+                            # the same client straight to the stub, minus the stub's sleep: the bench's own floor
+                            "direct_overhead_p50_ms": float(np.percentile(direct - direct_sleep, 50) * 1e3),
+                            "direct_overhead_p99_ms": float(np.percentile(direct - direct_sleep, 99) * 1e3)})
     # the router forward alone, on one cached feature row (here, with the client idle)
     router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
     features = router.scorer.features(["Task: x\nNow: y"], np.zeros(1))
@@ -232,6 +295,8 @@ def main(cfg: BenchServeConfig) -> dict:
                                                                            / max(after.size, 1))),
                         "shifted_mix_per_200": [float(w.mean())
                                                 for w in np.array_split(after, max(after.size // 200, 1))]}
+    if pool is not None:
+        pool.terminate()
     for server in servers:
         server.terminate()
         server.join(timeout=30)
@@ -242,12 +307,16 @@ def main(cfg: BenchServeConfig) -> dict:
                  else f"stub upstreams answering in {cfg.stub_delay_ms:g} ms")
     if cfg.proxy_cpus:
         upstreams += f"; proxy on cores {list(cfg.proxy_cpus)}, client and upstreams on the other {len(others)}"
+    if cfg.client_processes:
+        upstreams += "; each client a process of its own"
     print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
                 ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s",
-                 "decision p50 / p99 ms", "direct p50 / p99 ms", "CPU ms a request: proxy / client"],
+                 "decision p50 / p99 ms", "direct p50 / p99 ms", "direct overhead p50 / p99 ms",
+                 "CPU ms a request: proxy / client"],
                 [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
                   r["requests_per_s"], f"{r['decision_p50_ms']:.1f} / {r['decision_p99_ms']:.1f}",
                   f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}",
+                  f"{r['direct_overhead_p50_ms']:.2f} / {r['direct_overhead_p99_ms']:.2f}",
                   f"{r['proxy_cpu_ms_per_request']:.2f} / {r['client_cpu_ms_per_request']:.2f}"] for r in results])
     print(f"router forward alone: {forward_ms:.3f} ms; served cloud share (target {cfg.cloud_share:g}): "
           f"{served_share}")
