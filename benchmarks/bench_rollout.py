@@ -7,6 +7,10 @@ Setup: an IL router trained here on the shipped dataset of each environment; sta
 LLMs: cloud = gold-path oracle, device = perturbed gold path); episodes on the test split; every setting starts
 with an empty embedding cache (nothing read from the dataset's cache), so each new state goes through the encoder.
 
+Each row says where its CPU went (this process: agents, embedding, router, engine; the simulators' own processes)
+and the most it could gain on this machine ("x if only the simulators ran": its simulators' CPU alone, spread over
+every core, as the wall time), which is what bounds the engine when the simulators are most of the work.
+
     python benchmarks/bench_rollout.py --envs textworld_express:twc --episodes 16 --max-steps 15
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -156,6 +161,37 @@ def per_state_reference(env_name: str, specs, checkpoint: Path, threshold: float
     return steps
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU s, its child processes' CPU s) so far; the children are the simulators' JVMs (and
+    engine worker processes): those still running are read live, those already ended from the kernel's tally."""
+    import resource
+
+    import psutil
+
+    live = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            live += times.user + times.system
+        except psutil.Error:  # ended between listing and reading: the kernel's tally has it once reaped
+            pass
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time(), live + ended.ru_utime + ended.ru_stime
+
+
+def _timed(run) -> tuple[object, dict]:
+    """`run()`, with its wall time and where the CPU went: this process (agents, embedding, router, engine) and the
+    simulators' processes. CPU / wall near the core count means the machine, not waiting, bounds the row."""
+    own0, children0 = cpu_seconds()
+    t0 = time.perf_counter()
+    out = run()
+    seconds = time.perf_counter() - t0
+    own1, children1 = cpu_seconds()
+    own, children = own1 - own0, children1 - children0
+    return out, {"seconds": seconds, "cpu_python_s": own, "cpu_simulators_s": children,
+                 "cpu_busy_cores": (own + children) / seconds}
+
+
 def main(cfg: BenchRolloutConfig) -> dict:
     from hera_jax.features import sentence_encode_fn
     from hera_jax.rollout.engine import EngineConfig, Job, run_jobs
@@ -173,13 +209,12 @@ def main(cfg: BenchRolloutConfig) -> dict:
                 reference_checkpoint = tmp / env_name.replace(":", "_") / "joint_checkpoint"
                 train_router(env_name, reference_checkpoint)
             specs = plan(env_name, cfg.tasks, cfg.episodes)
-            t0 = time.perf_counter()
-            steps = per_state_reference(env_name, specs, reference_checkpoint, cfg.threshold, cfg.max_steps)
-            seconds = time.perf_counter() - t0
+            steps, timing = _timed(lambda: per_state_reference(env_name, specs, reference_checkpoint, cfg.threshold,
+                                                               cfg.max_steps))
             base = {"env": env_name, "episodes": len(specs), "router_dev_auroc": router_metrics.get("dev", {})
                     .get("auroc")}
-            results.append({**base, "setting": "per-state path (before)", "steps": steps, "seconds": seconds,
-                            "steps_per_s": steps / seconds})
+            results.append({**base, "setting": "per-state path (before)", "steps": steps, **timing,
+                            "steps_per_s": steps / timing["seconds"]})
             design = "" if cfg.text_design == "joint" else f", {cfg.text_design} router input"
             settings = [(f"engine B={b}{design}", EngineConfig(batch_size=b)) for b in cfg.batch_sizes]
             if cfg.held_rows:
@@ -198,22 +233,29 @@ def main(cfg: BenchRolloutConfig) -> dict:
                 make_setup = functools.partial(bench_setup, env_name, checkpoint, run_dir / "cache", cfg.threshold,
                                                cfg.max_steps)
                 jobs = [Job(spec, "router") for spec in specs]
-                t0 = time.perf_counter()
-                report = run_jobs(jobs, run_dir / "rollouts.jsonl", make_setup, engine, name, show_progress=False)
-                seconds = time.perf_counter() - t0
+                report, timing = _timed(lambda: run_jobs(jobs, run_dir / "rollouts.jsonl", make_setup, engine, name,
+                                                         show_progress=False))
                 rows, _ = read_steps(run_dir / "rollouts.jsonl")
-                results.append({**base, "setting": name, "steps": len(rows), "seconds": seconds,
-                                "steps_per_s": len(rows) / seconds,
+                results.append({**base, "setting": name, "steps": len(rows), **timing,
+                                "steps_per_s": len(rows) / timing["seconds"],
                                 "states_embedded": report.accounting.get("states_embedded",
                                                                          sum(w["states_embedded"] for w in
                                                                              report.accounting.get("workers", [])))})
             reference = results[-len(settings) - 1]["steps_per_s"]
             for r in results[-len(settings) - 1:]:
                 r["speedup"] = r["steps_per_s"] / reference
+                r["bound_x_per_state"] = r["steps"] / (r["cpu_simulators_s"] / (os.cpu_count() or 1)) / reference
     print_table(f"Routed steps per second, {STAND_INS}, IL router, cold embedding cache (CPU, shared and loaded)",
-                ["env", "setting", "episodes", "routed steps", "seconds", "steps/s", "x per-state path"],
-                [[r["env"], r["setting"], r["episodes"], r["steps"], r["seconds"], r["steps_per_s"], r["speedup"]]
+                ["env", "setting", "episodes", "routed steps", "seconds", "steps/s", "x per-state path",
+                 "CPU s: python / simulators", "busy cores", "x if only the simulators ran"],
+                [[r["env"], r["setting"], r["episodes"], r["steps"], r["seconds"], r["steps_per_s"], r["speedup"],
+                  f"{r['cpu_python_s']:.1f} / {r['cpu_simulators_s']:.1f}", r["cpu_busy_cores"], r["bound_x_per_state"]]
                  for r in results])
+    # The most a row could gain on this machine: its simulators' CPU alone, spread over every core, as its wall time.
+    cores = os.cpu_count() or 1
+    for r in results:
+        print(f"{r['env']}, {r['setting']}: with nothing but its simulators running, on all {cores} cores, "
+              f"{r['bound_x_per_state']:.2f}x the per-state path at most (measured {r['speedup']:.2f}x)")
     payload = {"agents": STAND_INS, "config": {k: str(v) if isinstance(v, Path) else v
                                                for k, v in dataclasses.asdict(cfg).items()},
                "results": results, "environment": environment()}
