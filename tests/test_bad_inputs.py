@@ -392,7 +392,7 @@ def test_collect_refuses_to_append_to_steps_whose_manifest_is_missing(clean_data
     ("collect.py", ["--env", "scienceworl"], "error: unknown environment 'scienceworl'; did you mean 'scienceworld'?"),
     ("il.py", ["--env", "alfwrld"], "error: unknown environment 'alfwrld'; did you mean 'alfworld'?"),
     ("rl_iter.py", ["--env", "textworld_express:cookinworld"],
-     "error: no shipped dataset for env 'textworld_express:cookinworld'; did you mean 'textworld_express:cookingworld'?"),
+     "error: no shipped dataset for env 'textworld_express:cookinworld'; did you mean --env 'textworld_express:cookingworld'?"),
 ])
 def test_a_mistyped_flag_value_is_one_line_before_any_work(tmp_path, script_in_process, script, args, expected):
     code, _, err = script_in_process(script, *args, "--out", str(tmp_path / "out"))

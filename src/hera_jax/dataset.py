@@ -55,9 +55,9 @@ def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
     shipped = profile(env).dataset
     if shipped is None:
         close = difflib.get_close_matches(env, list(SHIPPED_DATASETS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise DatasetError(f"no shipped dataset for env {env!r}; {hint}pass --dataset (shipped: "
-                           f"{sorted(SHIPPED_DATASETS)})")
+        hint = f"did you mean --env {close[0]!r}? " if close else ""
+        raise DatasetError(f"no shipped dataset for env {env!r}; {hint}the shipped ones are --env "
+                           f"{', '.join(sorted(SHIPPED_DATASETS))}; or pass --dataset <a collected dataset folder>")
     return shipped
 
 
