@@ -179,7 +179,7 @@ def cpu_seconds() -> tuple[float, float]:
     return time.process_time(), live + ended.ru_utime + ended.ru_stime
 
 
-def _timed(run) -> tuple[object, dict]:
+def timed_run(run) -> tuple[object, dict]:
     """`run()`, with its wall time and where the CPU went: this process (agents, embedding, router, engine) and the
     simulators' processes. CPU / wall near the core count means the machine, not waiting, bounds the row."""
     own0, children0 = cpu_seconds()
@@ -209,7 +209,7 @@ def main(cfg: BenchRolloutConfig) -> dict:
                 reference_checkpoint = tmp / env_name.replace(":", "_") / "joint_checkpoint"
                 train_router(env_name, reference_checkpoint)
             specs = plan(env_name, cfg.tasks, cfg.episodes)
-            steps, timing = _timed(lambda: per_state_reference(env_name, specs, reference_checkpoint, cfg.threshold,
+            steps, timing = timed_run(lambda: per_state_reference(env_name, specs, reference_checkpoint, cfg.threshold,
                                                                cfg.max_steps))
             base = {"env": env_name, "episodes": len(specs), "router_dev_auroc": router_metrics.get("dev", {})
                     .get("auroc")}
@@ -233,7 +233,7 @@ def main(cfg: BenchRolloutConfig) -> dict:
                 make_setup = functools.partial(bench_setup, env_name, checkpoint, run_dir / "cache", cfg.threshold,
                                                cfg.max_steps)
                 jobs = [Job(spec, "router") for spec in specs]
-                report, timing = _timed(lambda: run_jobs(jobs, run_dir / "rollouts.jsonl", make_setup, engine, name,
+                report, timing = timed_run(lambda: run_jobs(jobs, run_dir / "rollouts.jsonl", make_setup, engine, name,
                                                          show_progress=False))
                 rows, _ = read_steps(run_dir / "rollouts.jsonl")
                 results.append({**base, "setting": name, "steps": len(rows), **timing,
@@ -256,6 +256,11 @@ def main(cfg: BenchRolloutConfig) -> dict:
     for r in results:
         print(f"{r['env']}, {r['setting']}: with nothing but its simulators running, on all {cores} cores, "
               f"{r['bound_x_per_state']:.2f}x the per-state path at most (measured {r['speedup']:.2f}x)")
+    return write_results(cfg, results)
+
+
+def write_results(cfg, results: list[dict]) -> dict:
+    """The JSON both rollout benchmarks write to `cfg.out`: the stand-ins' label, the config, the rows."""
     payload = {"agents": STAND_INS, "config": {k: str(v) if isinstance(v, Path) else v
                                                for k, v in dataclasses.asdict(cfg).items()},
                "results": results, "environment": environment()}

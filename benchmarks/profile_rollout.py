@@ -20,8 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from bench_rollout import STAND_INS, BenchRolloutConfig, _timed, bench_setup, per_state_reference, plan, train_router
-from common import ROOT, environment, print_table, write_json
+from bench_rollout import (STAND_INS, BenchRolloutConfig, timed_run, bench_setup, per_state_reference, plan,
+                           train_router, write_results)
+from common import ROOT, print_table
 
 from hera_jax.cli import run_cli
 
@@ -109,14 +110,14 @@ def main(cfg: ProfileRolloutConfig) -> dict:
             train_router(env_name, folder / "checkpoint", cfg.text_design)
             train_router(env_name, folder / "joint_checkpoint")  # the per-state path embeds whole state texts
             specs = plan(env_name, cfg.tasks, cfg.episodes)
-            reference_steps, reference = _timed(lambda: per_state_reference(
+            reference_steps, reference = timed_run(lambda: per_state_reference(
                 env_name, specs, folder / "joint_checkpoint", cfg.threshold, cfg.max_steps))
             reference_steps_per_s = reference_steps / reference["seconds"]
             clock = PhaseClock()
             make_setup = functools.partial(timed_setup, clock, env_name, folder / "checkpoint", folder / "cache",
                                            cfg.threshold, cfg.max_steps)
             jobs = [Job(spec, "router") for spec in specs]
-            _, timing = _timed(lambda: run_jobs(jobs, folder / "rollouts.jsonl", make_setup,
+            _, timing = timed_run(lambda: run_jobs(jobs, folder / "rollouts.jsonl", make_setup,
                                                 EngineConfig(batch_size=cfg.batch_size), "profile",
                                                 show_progress=False))
             steps = len(read_steps(folder / "rollouts.jsonl")[0])
@@ -143,11 +144,7 @@ def main(cfg: ProfileRolloutConfig) -> dict:
             ["phase", "seconds", "calls", "ms a routed step", "share of the wall"],
             [[p, s, r["phase_calls"].get(p, ""), r["phase_ms_per_step"][p], s / r["seconds"]]
              for p, s in r["phase_seconds"].items()])
-    payload = {"agents": STAND_INS, "config": {k: str(v) if isinstance(v, Path) else v
-                                               for k, v in dataclasses.asdict(cfg).items()},
-               "results": rows, "environment": environment()}
-    write_json(cfg.out, payload)
-    return payload
+    return write_results(cfg, rows)
 
 
 if __name__ == "__main__":
