@@ -197,6 +197,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     online = (OnlineThreshold(config.cloud_share, config.share_window, config.share_warmup, router.threshold)
               if config.cloud_share is not None else None)
     batcher = MicroBatcher(router.p_cloud_batch, config.batch_wait_ms / 1000)
+    memoized = getattr(router.scorer, "memoized", None)  # a scorer without a memo is always asked through the batcher
     metrics = Metrics()
     log = DecisionLog(config.log_dir, agents={
         role: {"name": f"served:{model}", "kind": "llm", "base_url": redact_url(url)}
@@ -330,7 +331,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         text, index = router.text(step)
         # A repeated state is answered here; only new ones go to the scoring thread (each hop to a thread waits for
         # the GIL, which under load is what a request's tail latency is made of).
-        p_cloud = router.scorer.memoized(text, index)
+        p_cloud = memoized(text, index) if memoized is not None else None
         if p_cloud is None:
             p_cloud = await batcher.score(step)
         if forced is not None:
