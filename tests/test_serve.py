@@ -498,6 +498,23 @@ def test_router_load_scores_like_the_engine(tmp_path):
     assert router.scorer.memoized(state_text(state, 2, 200), 3) is None
 
 
+def test_a_scorer_without_a_memo_is_asked_for_every_request(tmp_path, upstreams):
+    class NoMemo:  # a user's own scorer: `score` only
+        def __init__(self):
+            self.calls = 0
+
+        def score(self, texts, steps):
+            self.calls += 1
+            return np.full(len(texts), 0.8, np.float32)
+
+    config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
+                         cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5)
+    scorer = NoMemo()
+    with TestClient(create_app(config, Router(scorer, 0.5, 3, 400), transport=httpx.MockTransport(upstreams))) as client:
+        replies = [client.post("/v1/chat/completions", json=chat("A box.")) for _ in range(2)]
+    assert [r.headers["x-hera-route"] for r in replies] == ["cloud", "cloud"] and scorer.calls == 2
+
+
 def test_a_repeated_state_is_answered_from_the_memo_without_scoring_again(tmp_path, upstreams, monkeypatch):
     config = ServeConfig(checkpoint=tmp_path / "unused", device_base_url="http://127.0.0.1:8081/v1",
                          cloud_base_url="http://127.0.0.1:8082/v1", log_dir=tmp_path / "log", threshold=0.5)
