@@ -133,7 +133,7 @@ class RouterScorer:
                 "with the device's signals, or route through it with a device to ask (evaluate.py does)")
         values = [tuple(float(signals[n][i]) for n in self.signal_names) for i in range(len(texts))] \
             if self.signal_names else [()] * len(texts)
-        keys = [(state_key(t), int(s), v) for t, s, v in zip(texts, steps, values)]
+        keys = [_memo_key(t, s, v) for t, s, v in zip(texts, steps, values)]
         todo = {k: t for k, t in zip(keys, texts) if k not in self._memo}
         if todo:
             x = self.features(list(todo.values()), np.asarray([k[1] for k in todo]),
@@ -147,7 +147,7 @@ class RouterScorer:
         (the proxy answers repeated states on its event loop, without a hop to the scoring thread)."""
         if self.signal_names:
             return None
-        return self._memo.get((state_key(text), int(step), ()))
+        return self._memo.get(_memo_key(text, step, ()))
 
     def prefetch(self, texts: Sequence[str], steps: Sequence[int] | np.ndarray) -> None:
         """Score a batch of states ahead of their routing calls (the slots the engine decides together). A router
@@ -175,6 +175,11 @@ class RouterScorer:
         proposal = self.device.act(state)  # the device acts with this same answer when it is chosen
         signals = {name: [proposal_signal(proposal, name)] for name in self.signal_names}
         return float(self.score([text], [state.step], signals)[0])
+
+
+def _memo_key(text: str, step, signals: tuple) -> tuple:
+    """What a scorer's memo is keyed by: the state, its step and the device's signals (none for most routers)."""
+    return state_key(text), int(step), signals
 
 
 def proposal_signal(proposal: Any, name: str) -> float:

@@ -384,7 +384,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
             message = data["choices"][0].get("message") if isinstance(data["choices"][0], dict) else None
             content = message.get("content") if isinstance(message, dict) else None
-            # on the loop: one appended, flushed line (tens of microseconds), cheaper than a hop to a thread
+            # on the loop: one appended, flushed line costs less than a hop to a thread
             log.record(ServedStep(
                 action=action_of(content) if isinstance(content, str) else "", tokens_in=_count(usage.get(
                     "prompt_tokens")), tokens_out=_count(usage.get("completion_tokens")),
