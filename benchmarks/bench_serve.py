@@ -151,7 +151,7 @@ def _measured(reply, t0: float) -> tuple[float, str | None, float, float]:
                                                                                          "nan")) / 1000
 
 
-def _collect(measured: list, count: int, wall: float):
+def _collect(measured: list, wall: float):
     latencies, routes, upstream, decision = zip(*measured) if measured else ((), (), (), ())
     return np.asarray(latencies), list(routes), wall, np.asarray(upstream), np.asarray(decision)
 
@@ -173,7 +173,7 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         wall = time.perf_counter() - started
-    return _collect(measured, count, wall)
+    return _collect(measured, wall)
 
 
 def _client_process(url: str, indices: list[int], unique: bool, offset: int, max_tokens: int, model: str,
@@ -203,7 +203,7 @@ def _run_processes(pool, url: str, count: int, concurrency: int, unique: bool, o
     results = [job.get() for job in jobs]
     wall = max(time.time() - start_at, 1e-9)
     measured = [m for part, _ in results for m in part]
-    return _collect(measured, count, wall), sum(cpu for _, cpu in results)
+    return _collect(measured, wall), sum(cpu for _, cpu in results)
 
 
 def main(cfg: BenchServeConfig) -> dict:
