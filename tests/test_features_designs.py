@@ -1,7 +1,6 @@
 """Text designs of the router input (joint / obs_first / segments), the one entry point, and the cache's writers."""
 
 import dataclasses
-import json
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from hera_jax.features.designs import embedding_plan, history_item_text, repeat_
 from hera_jax.features.tokens import load_tokenizer, observation_cut, token_counts
 from hera_jax.router.checkpoint import load_router, save_router
 from hera_jax.router.model import RouterMLP
+from hera_jax.rollout.records import read_steps
 from hera_jax.router.train import TrainConfig
 from hera_jax.state import AgentState, parse_state_text, state_key, state_text
 from tests.conftest import ROOT, SHIPPED_DATASET
@@ -42,8 +42,8 @@ def test_parse_state_text_gives_back_its_parts():
 
 
 def test_every_shipped_state_text_round_trips():
-    for line in (SHIPPED_DATASET / "steps.jsonl").read_text().splitlines()[:500]:
-        text = json.loads(line)["state_text"]
+    for row in read_steps(SHIPPED_DATASET / "steps.jsonl")[0][:500]:  # the shipped steps are stored gzipped
+        text = row["state_text"]
         parts = parse_state_text(text)
         rebuilt = AgentState(parts.task, parts.observation, (), history=parts.history)
         assert state_text(rebuilt, history_k=len(parts.history)) == text
@@ -160,8 +160,7 @@ def test_checkpoint_without_text_design_loads_as_joint_and_designs_change_the_in
 @pytest.mark.slow  # among the slowest of the quick loop; CI runs it
 def test_only_joint_cuts_the_current_observation_of_real_long_states():
     tokenizer, max_seq_length = load_tokenizer("all-MiniLM-L6-v2")
-    texts = list(dict.fromkeys(json.loads(line)["state_text"]
-                               for line in (SHIPPED_DATASET / "steps.jsonl").read_text().splitlines()))
+    texts = list(dict.fromkeys(row["state_text"] for row in read_steps(SHIPPED_DATASET / "steps.jsonl")[0]))
     long_texts = [t for t, n in zip(texts, token_counts(tokenizer, texts)) if n > max_seq_length]
     assert len(long_texts) > 50  # the shipped data has states past the 256-token window
     assert observation_cut(tokenizer, long_texts, "joint", max_seq_length).all()
