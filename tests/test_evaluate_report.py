@@ -56,6 +56,15 @@ def test_episode_ids_round_trip():
     assert np.isnan(parse_episode_id(episode_id("oracle", None, "test", "t", 1))["param"])
 
 
+def test_episodes_per_task_counts_each_finished_episode_once_per_split_and_task():
+    from hera_jax.evaluate.episodes import episodes_per_task
+
+    rows = rows_of(constructed_rollouts()) + rows_of(
+        episode("il", 0.3, "test", 7, ["cloud", "device"], True, task="melt"))
+    assert episodes_per_task(rows) == {"dev": {"boil": 4}, "test": {"boil": 8, "melt": 1}, "test_unseen": {"boil": 8}}
+    assert episodes_per_task([]) == {}
+
+
 def test_episode_table_estimates_cost_and_clips_failed_scores():
     prices = PriceTable(usd_per_million_input=1.0, usd_per_million_output=2.0, chars_per_token=4.0,
                         prompt_overhead_tokens=10, est_output_tokens=5)
@@ -134,6 +143,8 @@ def test_replay_recomputes_outputs_without_agents(tmp_path):
     assert "±" in proc.stdout  # CI half-widths printed
     # the run folder has no summary.json: an interrupted evaluation, and the replay says so
     assert "PARTIAL" in proc.stdout and summary["timings_s"]["partial"] is True
+    partial_note = next(n for n in summary["notes"] if n.startswith("PARTIAL"))
+    assert "dev: boil 4; test: boil 8; test_unseen: boil 8" in partial_note  # the finished episodes' task mix
     write_json_atomic(run / "summary.json", {"timings_s": {"total": 1.0}})  # as a finished run leaves it
     again = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"), "--replay-from", str(run), "--out",

@@ -35,6 +35,19 @@ def parse_episode_id(value: str) -> dict:
     }
 
 
+def episodes_per_task(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Finished episodes per eval split and task, over every method and point (`eval_split -> task -> count`).
+
+    An interrupted evaluation keeps the episodes that finished, and short ones (easy tasks) finish first, so its
+    tables can weight the tasks unlike the plan; this is what its PARTIAL note shows."""
+    counts: dict[str, dict[str, int]] = {}
+    for episode in dict.fromkeys(r["episode_id"] for r in rows):
+        parsed = parse_episode_id(episode)
+        per_task = counts.setdefault(parsed["eval_split"], {})
+        per_task[parsed["task"]] = per_task.get(parsed["task"], 0) + 1
+    return {split: dict(sorted(per_task.items())) for split, per_task in sorted(counts.items())}
+
+
 def episode_table(rows: list[dict], prices: PriceTable) -> pd.DataFrame:
     """One row per evaluation episode: method, param, eval_split, task, success, score, steps, cloud_steps,
     cloud_tokens, cost_usd, tokens_estimated."""

@@ -29,7 +29,7 @@ from hera_jax.envs.profiles import profile
 from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.evaluate.baselines import BASELINES, LIMIT_BASELINES, baseline_knobs, task_level
-from hera_jax.evaluate.episodes import episode_table
+from hera_jax.evaluate.episodes import episode_table, episodes_per_task
 from hera_jax.evaluate.report import (REFERENCES, headline, interval_tables, plot_frontiers, points_table,
                                       rich_budget_frontier, rich_headline, rich_limit_shares, rich_paired_areas,
                                       with_intervals)
@@ -146,8 +146,12 @@ def replay(config: EvalConfig, console) -> dict:
         recorded_summary = None
     finished = isinstance(recorded_summary, dict) and not recorded_summary.get("timings_s", {}).get("partial")
     if not finished:
+        mix = "; ".join(f"{split}: " + ", ".join(f"{task} {n}" for task, n in per_task.items())
+                        for split, per_task in episodes_per_task(rows).items())
         partial = (f"PARTIAL: {source} is an interrupted evaluation; these results cover only the {report.num_episodes} "
-                   f"episodes that finished (rerun the command that started it, with --out {shlex.quote(str(source))}, to complete it)")
+                   f"episodes that finished (rerun the command that started it, with --out {shlex.quote(str(source))}, to complete it). "
+                   f"Short episodes finish first, so check the finished episodes per task against the plan's before "
+                   f"reading the tables: {mix or 'none'}")
         console.print(f"[yellow]warning[/]: {escape(partial)}")
         notes.append(partial)
     with locked_run_dir(out, "evaluate.py run"):
