@@ -35,7 +35,7 @@ def test_il_on_a_full_disk_says_so_in_one_line_and_leaves_no_partial_checkpoint(
         f"error: {out / 'checkpoint'}: step {proc.stderr.split('step ')[1].split()[0]} could not be written (File too "
         "large); earlier steps are kept, nothing of this one: free space and rerun"]
     # nothing of the run is left but its lock: the same command may run again once space is freed
-    assert not (out / "checkpoint").exists()
+    assert not (out / "checkpoint").exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert not out.exists() or [p.name for p in out.iterdir()] in ([], [LOCK_FILE])
 
 

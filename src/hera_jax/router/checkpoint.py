@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -59,7 +60,11 @@ def _manager(directory: str | Path) -> Iterator[ocp.CheckpointManager]:
     absl.addFilter(quiet)
     try:
         with ocp.CheckpointManager(Path(directory).resolve(),
-                                   options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True)) as manager:
+                                   # a router's checkpoint is small and every save waits for it: writing it in
+                                   # the caller's thread leaves no background thread that could still create the
+                                   # step's folder after a failed write was cleaned up
+                                   options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
+                                                                        enable_async_checkpointing=False)) as manager:
             yield manager
     finally:
         absl.removeFilter(quiet)
@@ -102,11 +107,22 @@ def save_router(
         reason = _write_failure(e)
         if reason is None:
             raise
-        for partial in Path(directory).glob(f"{step}.orbax-checkpoint-tmp*"):  # orbax's unfinished step
-            shutil.rmtree(partial, ignore_errors=True)
+        remove_settled(lambda: list(Path(directory).glob(f"{step}.orbax-checkpoint-tmp*")))  # the unfinished step
         raise CheckpointError(f"{directory}: step {step} could not be written ({reason}); earlier steps are kept, "
                               "nothing of this one: free space and rerun") from None
     return Path(directory) / str(step)
+
+
+def remove_settled(paths: Callable[[], list[Path]], quiet_s: float = 0.3, timeout_s: float = 10.0) -> None:
+    """Remove what `paths()` lists until it lists nothing for `quiet_s`. After a failed write TensorStore may still
+    finish writes it had started, and a write creates its parent folders again: one removal could come too early."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for path in paths():
+            shutil.rmtree(path, ignore_errors=True)
+        time.sleep(quiet_s)
+        if not paths() or time.monotonic() > deadline:
+            return
 
 
 @contextlib.contextmanager

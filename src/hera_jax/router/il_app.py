@@ -9,7 +9,6 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from hera_jax.rollout.records import read_manifest, shown_problems
 from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.files import write_json_atomic
-from hera_jax.router.checkpoint import CheckpointError, save_router
+from hera_jax.router.checkpoint import CheckpointError, remove_settled, save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.sharding import data_mesh
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
@@ -138,7 +137,7 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
     except CheckpointError:
         # nothing else is written before the checkpoint: with its unfinished folder gone the run folder is empty
         # again, so the advice "free space and rerun" works with the same --out
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        remove_settled(lambda: [out / "checkpoint"] if (out / "checkpoint").exists() else [])
         raise
     summary["timings_s"]["checkpoint"] = time.perf_counter() - t0
     summary["timings_s"]["total"] = time.perf_counter() - started
