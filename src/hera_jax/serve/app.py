@@ -213,6 +213,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         yield
         for client in clients.values():
             await client.aclose()
+        log.close()
 
     app = FastAPI(title="hera-serve", lifespan=lifespan)
     app.state.batcher, app.state.log, app.state.metrics, app.state.breakers = batcher, log, metrics, breakers

@@ -1,8 +1,8 @@
 """The proxy's decision log: every served step at once in `decisions.jsonl`, and each finished episode as step
 records of the project's schema in `steps.jsonl` (a dataset folder `rl_iter.py`'s stage-2 grouping reads).
 
-A step is appended to `decisions.jsonl` (locked, flushed) before its reply leaves the proxy, so a crash loses
-nothing served. When the client reports an episode's outcome (`POST /v1/hera/episodes/{id}/outcome`) its steps
+A step is appended to `decisions.jsonl` (one unbuffered write of one line, under a lock) before its reply leaves the
+proxy, so a crash loses nothing served. When the client reports an episode's outcome (`POST /v1/hera/episodes/{id}/outcome`) its steps
 become `StepRecord`s (who acted, the reply's action, p_cloud, the routing reason, tokens, latency, the success the
 client reported) appended as one episode. No key or header is ever logged: only the routing facts and the reply.
 """
@@ -45,7 +45,11 @@ class DecisionLog:
     def __init__(self, folder: str | Path, agents: dict[str, Any], settings: dict[str, Any]):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # `_lock` guards the pending steps and the decision file and is held for microseconds, as the event loop
+        # takes it for every request; `_finish_lock` keeps finished episodes' fsynced writes in order, off that lock
         self._lock = threading.Lock()
+        self._finish_lock = threading.Lock()
+        self._file = None
         self._pending: dict[str, list[ServedStep]] = {}
         self._finished: set[str] = set()
         manifest = self.folder / MANIFEST_FILE
@@ -73,9 +77,18 @@ class DecisionLog:
                 self._pending.setdefault(entry["episode_id"], []).append(ServedStep(**fields))
 
     def _append(self, entry: dict[str, Any]) -> None:
-        with open(self.folder / DECISIONS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            f.flush()
+        """One line, in one write to the kernel (caller holds `_lock`); the file stays open between lines."""
+        line = memoryview((json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        if self._file is None:
+            self._file = open(self.folder / DECISIONS_FILE, "ab", buffering=0)
+        while line:
+            line = line[self._file.write(line):]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def cloud_calls(self, episode_id: str) -> int:
         with self._lock:
@@ -87,26 +100,39 @@ class DecisionLog:
             self._pending.setdefault(step.episode_id, []).append(step)
 
     def finish(self, episode_id: str, success: bool, score: float | None = None) -> int:
-        """Write the episode's records; returns how many steps it had. KeyError when the id has no steps."""
-        with self._lock:
-            steps = self._pending.get(episode_id)
+        """Write the episode's records; returns how many steps it had. KeyError when the id has no steps.
+
+        Runs in a worker thread: the records' write and fsync happen outside `_lock`, so the event loop's
+        `record`/`cloud_calls` never wait for a disk. The outcome line comes after the records, as before: a crash
+        between the two leaves the episode pending again, never finished without its records."""
+        with self._finish_lock:
+            with self._lock:
+                steps = self._pending.pop(episode_id, None)
             if not steps:
                 raise KeyError(episode_id)
-            steps = sorted(steps, key=lambda s: s.step)
-            final = 1.0 if success else 0.0
-            records = [StepRecord(
-                episode_id=episode_id, env=SERVED_ENV, task=s.task or "served", variation=0, split="train", step=i,
-                episode_steps=len(steps), state_text=s.state_text, state_key=state_key(s.state_text), actor=s.route,
-                action=s.action, device_action=s.action if s.route == "device" else None,
-                cloud_action=s.action if s.route == "cloud" else None,
-                reward=(final if score is None else float(score)) if i == len(steps) - 1 else 0.0,
-                score=float(score) if score is not None else final, done=i == len(steps) - 1, success=success,
-                cloud_calls_so_far=s.cloud_calls_so_far, p_cloud=s.p_cloud, route_reason=s.reason,
-                **{f"{s.route}_tokens_in": s.tokens_in, f"{s.route}_tokens_out": s.tokens_out,
-                   f"{s.route}_latency_s": s.latency_s})
-                for i, s in enumerate(steps)]
-            append_episode(self.folder / STEPS_FILE, records)
-            self._append({"kind": "outcome", "episode_id": episode_id, "success": success, "score": score})
-            del self._pending[episode_id]
-            self._finished.add(episode_id)
+            try:
+                records = self._records(episode_id, sorted(steps, key=lambda s: s.step), success, score)
+                append_episode(self.folder / STEPS_FILE, records)
+            except BaseException:
+                with self._lock:  # not written: its steps wait for the outcome again, ahead of any that came since
+                    self._pending[episode_id] = steps + self._pending.get(episode_id, [])
+                raise
+            with self._lock:
+                self._append({"kind": "outcome", "episode_id": episode_id, "success": success, "score": score})
+                self._finished.add(episode_id)
             return len(records)
+
+    @staticmethod
+    def _records(episode_id: str, steps: list[ServedStep], success: bool, score: float | None) -> list[StepRecord]:
+        final = 1.0 if success else 0.0
+        return [StepRecord(
+            episode_id=episode_id, env=SERVED_ENV, task=s.task or "served", variation=0, split="train", step=i,
+            episode_steps=len(steps), state_text=s.state_text, state_key=state_key(s.state_text), actor=s.route,
+            action=s.action, device_action=s.action if s.route == "device" else None,
+            cloud_action=s.action if s.route == "cloud" else None,
+            reward=(final if score is None else float(score)) if i == len(steps) - 1 else 0.0,
+            score=float(score) if score is not None else final, done=i == len(steps) - 1, success=success,
+            cloud_calls_so_far=s.cloud_calls_so_far, p_cloud=s.p_cloud, route_reason=s.reason,
+            **{f"{s.route}_tokens_in": s.tokens_in, f"{s.route}_tokens_out": s.tokens_out,
+               f"{s.route}_latency_s": s.latency_s})
+            for i, s in enumerate(steps)]
