@@ -141,19 +141,21 @@ def _request(i: int, unique: bool, hard: bool, max_tokens: int = 8) -> dict:
             "messages": [{"role": "user", "content": f"Task: tidy the house.\n{obs}"}]}
 
 
-def _measured(reply, t0: float) -> tuple[float, str | None, float, float]:
-    """(latency s, route, upstream s, decision s) of one reply. Upstream: through the proxy, its upstream calls
-    (`x-hera-upstream-ms`); direct to a stub, the stub's sleep."""
+def _measured(reply, t0: float, first: bool) -> tuple[float, str | None, float, float, bool]:
+    """(latency s, route, upstream s, decision s, first) of one reply. Upstream: through the proxy, its upstream
+    calls (`x-hera-upstream-ms`); direct to a stub, the stub's sleep. `first`: a client's first request, sent at the
+    same instant as every other client's (the start burst)."""
     reply.raise_for_status()
     latency = time.perf_counter() - t0
     upstream = float(reply.headers.get("x-hera-upstream-ms", reply.headers.get("x-stub-sleep-ms", "nan"))) / 1000
     return latency, reply.headers.get("x-hera-route"), upstream, float(reply.headers.get("x-hera-decision-ms",
-                                                                                         "nan")) / 1000
+                                                                                         "nan")) / 1000, first
 
 
 def _collect(measured: list, wall: float):
-    latencies, routes, upstream, decision = zip(*measured) if measured else ((), (), (), ())
-    return np.asarray(latencies), list(routes), wall, np.asarray(upstream), np.asarray(decision)
+    latencies, routes, upstream, decision, first = zip(*measured) if measured else ((), (), (), (), ())
+    return (np.asarray(latencies), list(routes), wall, np.asarray(upstream), np.asarray(decision),
+            np.asarray(first, bool))
 
 
 async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int, hard_after: int | None = None,
@@ -169,7 +171,7 @@ async def _run(url: str, count: int, concurrency: int, unique: bool, offset: int
                 body = _request(offset + i, unique, hard_after is not None and i >= hard_after, max_tokens)
                 reply = await client.post("/chat/completions", json={**body, "model": model},
                                           headers={"x-hera-episode": f"bench-{offset + i}"})
-                measured.append(_measured(reply, t0))
+                measured.append(_measured(reply, t0, i < concurrency))
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
         wall = time.perf_counter() - started
@@ -186,11 +188,11 @@ def _client_process(url: str, indices: list[int], unique: bool, offset: int, max
         client.get("/models")  # connect before the clock starts, as the async client's pool is warm by then
         time.sleep(max(start_at - time.time(), 0.0))
         cpu = time.process_time()
-        for i in indices:
+        for position, i in enumerate(indices):
             t0 = time.perf_counter()
             reply = client.post("/chat/completions", json={**_request(offset + i, unique, False, max_tokens),
                                                            "model": model}, headers={"x-hera-episode": f"bench-{offset + i}"})
-            measured.append(_measured(reply, t0))
+            measured.append(_measured(reply, t0, position == 0))
         return measured, time.process_time() - cpu
 
 
@@ -244,12 +246,12 @@ def main(cfg: BenchServeConfig) -> dict:
     results = []
     offset = 0
     for concurrency in cfg.concurrency if "load" in cfg.parts else ():
-        (direct, _, _, direct_sleep, _), _ = load_run(f"http://127.0.0.1:{ports['device']}/v1", concurrency, True,
+        (direct, _, _, direct_sleep, _, direct_first), _ = load_run(f"http://127.0.0.1:{ports['device']}/v1", concurrency, True,
                                                       offset, "device")
         for unique, what in ((True, "with embedding (new states)"), (False, "without (repeated state)")):
             # the proxy's device route only (the direct calls above show what the same stub costs without it)
             proxy_cpu = _cpu_seconds(proxy)
-            (lat, routes, wall, upstream, decision), client_cpu = load_run(
+            (lat, routes, wall, upstream, decision, first), client_cpu = load_run(
                 f"http://127.0.0.1:{ports['proxy']}/v1", concurrency, unique, offset, "hera-1.0")
             proxy_cpu = _cpu_seconds(proxy) - proxy_cpu
             assert set(routes) == {"device"}, set(routes)
@@ -268,7 +270,13 @@ def main(cfg: BenchServeConfig) -> dict:
                             "direct_p99_ms": float(np.percentile(direct, 99) * 1e3),
                             # the same client straight to the stub, minus the stub's sleep: the bench's own floor
                             "direct_overhead_p50_ms": float(np.percentile(direct - direct_sleep, 50) * 1e3),
-                            "direct_overhead_p99_ms": float(np.percentile(direct - direct_sleep, 99) * 1e3)})
+                            "direct_overhead_p99_ms": float(np.percentile(direct - direct_sleep, 99) * 1e3),
+                            # without each client's first request: all clients send it at the same instant, a
+                            # burst of `concurrency` requests that steady traffic does not have
+                            "steady_overhead_p99_ms": float(np.percentile((lat - upstream)[~first], 99) * 1e3),
+                            "steady_direct_overhead_p99_ms": float(np.percentile(
+                                (direct - direct_sleep)[~direct_first], 99) * 1e3),
+                            "first_request_overhead_max_ms": float(np.max((lat - upstream)[first]) * 1e3)})
     # the router forward alone, on one cached feature row (here, with the client idle)
     router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))
     features = router.scorer.features(["Task: x\nNow: y"], np.zeros(1))
@@ -310,10 +318,12 @@ def main(cfg: BenchServeConfig) -> dict:
     if cfg.client_processes:
         upstreams += "; each client a process of its own"
     print_table(f"hera-serve proxy on loopback, {upstreams} (CPU)",
-                ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms", "req/s",
+                ["clients", "case", "p50 ms", "p99 ms", "overhead p50 ms", "overhead p99 ms",
+                 "overhead p99 ms, first requests left out: proxy / direct", "req/s",
                  "decision p50 / p99 ms", "direct p50 / p99 ms", "direct overhead p50 / p99 ms",
                  "CPU ms a request: proxy / client"],
                 [[r["concurrency"], r["case"], r["p50_ms"], r["p99_ms"], r["overhead_p50_ms"], r["overhead_p99_ms"],
+                  f"{r['steady_overhead_p99_ms']:.2f} / {r['steady_direct_overhead_p99_ms']:.2f}",
                   r["requests_per_s"], f"{r['decision_p50_ms']:.1f} / {r['decision_p99_ms']:.1f}",
                   f"{r['direct_p50_ms']:.1f} / {r['direct_p99_ms']:.1f}",
                   f"{r['direct_overhead_p50_ms']:.2f} / {r['direct_overhead_p99_ms']:.2f}",

@@ -192,7 +192,10 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         "device": (config.device_base_url.rstrip("/"), config.device_model, config.device_api_key_env),
         "cloud": (config.cloud_base_url.rstrip("/"), config.cloud_model, config.cloud_api_key_env),
     }
-    clients: dict[str, httpx.AsyncClient] = {}
+    # Requests go straight to a transport (a connection pool): a client's cookie jar, auth and redirect layers
+    # would only cost CPU here, as the proxy keeps no cookies and follows no redirects.
+    transports: dict[str, httpx.AsyncBaseTransport] = {}
+    timeout = httpx.Timeout(config.timeout_s).as_dict()
     breakers = {r: CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s) for r in ROUTES}
     online = (OnlineThreshold(config.cloud_share, config.share_window, config.share_warmup, router.threshold)
               if config.cloud_share is not None else None)
@@ -207,16 +210,17 @@ def create_app(config: ServeConfig, router: Router, transport=None):
                   "router": router.source})
 
     async def lifespan(app):
-        for route, (base, _, _) in upstreams.items():
-            clients[route] = httpx.AsyncClient(base_url=base, timeout=config.timeout_s, follow_redirects=False,
-                                               transport=transport)
+        for route in upstreams:
+            transports[route] = transport or httpx.AsyncHTTPTransport()
         yield
-        for client in clients.values():
-            await client.aclose()
+        for each in transports.values():
+            await each.aclose()
         log.close()
 
     app = FastAPI(title="hera-serve", lifespan=lifespan)
     app.state.batcher, app.state.log, app.state.metrics, app.state.breakers = batcher, log, metrics, breakers
+
+    completions_url = {route: httpx.URL(f"{base}/chat/completions") for route, (base, _, _) in upstreams.items()}
 
     def headers_for(route: str) -> dict[str, str]:
         variable = upstreams[route][2]
@@ -231,9 +235,14 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         """The upstream's reply (headers read; the body too unless `stream`), or UpstreamFailure."""
         started = time.perf_counter()
         try:
-            request = clients[route].build_request("POST", "/chat/completions", json=payload,
-                                                   headers=headers_for(route))
-            reply = await clients[route].send(request, stream=stream)
+            request = httpx.Request("POST", completions_url[route], json=payload, headers=headers_for(route),
+                                    extensions={"timeout": timeout})
+            reply = await transports[route].handle_async_request(request)
+            if not stream:
+                try:
+                    await reply.aread()
+                finally:
+                    await reply.aclose()
         except httpx.TimeoutException as e:
             fail(route, "timeout")
             raise UpstreamFailure(f"{route} upstream timed out") from e
@@ -308,7 +317,6 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             return _error(404, f"episode {episode[:80]!r} has no served steps waiting for an outcome")
         return {"episode": episode, "steps_recorded": steps}
 
-    @app.post("/v1/chat/completions")
     async def chat(request: Request):
         received = time.perf_counter()
         raw = await request.body()
@@ -393,6 +401,9 @@ def create_app(config: ServeConfig, router: Router, transport=None):
             return JSONResponse(data, headers=headers)
         return _error(502, "; ".join(problems) or "no upstream available")
 
+    # a plain Starlette route: FastAPI's per-request parameter handling has nothing to do for it (it reads the raw
+    # body itself and always returns a Response)
+    app.router.add_route("/v1/chat/completions", chat, methods=["POST"])
     return app
 
 
