@@ -117,21 +117,28 @@ def test_lockstep_makes_one_routing_call_per_router_and_step(router_checkpoint, 
 
 
 class SlowVariationEnv(KeyRoomEnv):
-    """KeyRoom whose variation 0 takes `delay` seconds a step; every step is logged (variation, time)."""
+    """KeyRoom whose variation 0 takes `delay` seconds a step; every step is logged (variation, the number of the
+    slow episodes begun so far, time)."""
 
-    log: list[tuple[int, float]] = []
+    log: list[tuple[int, int, float]] = []
+    slow_episodes = 0
     delay = 0.25
+
+    def reset(self, task, variation):
+        if variation == 0:
+            SlowVariationEnv.slow_episodes += 1
+        return super().reset(task, variation)
 
     def step(self, action):
         if self.variation == 0:
             time.sleep(self.delay)
-        SlowVariationEnv.log.append((self.variation, time.perf_counter()))
+        SlowVariationEnv.log.append((self.variation, SlowVariationEnv.slow_episodes, time.perf_counter()))
         return super().step(action)
 
 
 def test_a_slow_simulator_does_not_hold_the_other_slots_and_records_do_not_change():
     def run(gather_s: float):
-        SlowVariationEnv.log = []
+        SlowVariationEnv.log, SlowVariationEnv.slow_episodes = [], 0
         policies = {"cloud": Policy(always("cloud")), "device": Policy(always("device"))}
         jobs = [Job(EpisodeSpec("keyroom", "t1", v, "train", f"{name}/{v}"), name)
                 for v in (0, 1, 2, 3, 4, 5, 6) for name in policies]
@@ -141,14 +148,19 @@ def test_a_slow_simulator_does_not_hold_the_other_slots_and_records_do_not_chang
         worker = LockstepWorker(setup, EngineConfig(batch_size=2, gather_s=gather_s))
         records = {jobs[i].spec.episode_id: r for i, r in worker.run(list(enumerate(jobs)))}
         worker.close()
-        slow = [t for v, t in SlowVariationEnv.log if v == 0]
-        fast_meanwhile = sum(1 for v, t in SlowVariationEnv.log if v != 0 and slow[0] <= t <= slow[-1])
-        return records, len(slow), fast_meanwhile
+        # fast steps taken while a slow episode was stepping: between its first and last step, so that the time the
+        # slow slot spends resetting for its next episode (longer on a loaded machine) counts for neither mode
+        slow_steps, fast_meanwhile = 0, 0
+        for episode in sorted({n for v, n, _ in SlowVariationEnv.log if v == 0}):
+            times = [t for v, n, t in SlowVariationEnv.log if v == 0 and n == episode]
+            slow_steps += len(times)
+            fast_meanwhile += sum(1 for v, _, t in SlowVariationEnv.log if v != 0 and times[0] <= t <= times[-1])
+        return records, slow_steps, fast_meanwhile
 
     records, slow_steps, fast_meanwhile = run(gather_s=0.02)
     held, _, fast_when_held = run(gather_s=60.0)  # waits for every step: the old lockstep
     assert records == held  # who waits for whom never changes an episode
-    assert fast_when_held <= slow_steps + 3  # held: one fast step per slow step (+ episode boundaries)
+    assert fast_when_held <= slow_steps  # held: at most one fast step per slow step
     # not held: the other slot runs on while the slow one steps
     assert fast_meanwhile > 2 * fast_when_held, (fast_meanwhile, fast_when_held, slow_steps)
 
