@@ -57,7 +57,8 @@ def run_measured(command: list[str], log: Path) -> tuple[float, float, int]:
     return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
 
 
-RL_PHASES = ("load_il_data", "read_visits", "labels_and_visit_features", "fine_tune_incl_compile", "checkpoint")
+RL_PHASES = ("load_il_data", "read_visits_first", "read_visits", "labels_and_visit_features", "fine_tune_incl_compile",
+             "checkpoint")
 
 
 def time_rl_finetune(work: Path, dataset: Path, il_run: Path) -> dict:

@@ -6,7 +6,9 @@ have. Here the dataset's own episodes stand in for them: every step is read back
 (cloud or device) is drawn at random (seeded, `--cloud-share`), so identical states recur across episodes and
 get grouped as in a real run, and the returns are those of the recorded episodes. The labels are therefore
 STAND-IN labels: this measures what the stage costs at scale, not what it learns. Everything after the rows is the
-RL loop's own code (`rl/loop.py`: `preference_set`, `fine_tune`; `save_router`). Not timed: the rollouts
+RL loop's own code (`rl/loop.py`: `preference_set`, `fine_tune`; `save_router`); the visits are read as the loop
+reads an iteration's rollouts (`load_step_columns`, `visit_table_from_columns`), timed twice: the first read
+validates every row into a fresh columns cache, a later one reads that cache. Not timed: the rollouts
 themselves (simulator-bound, `bench_rollout.py`) and the held-out evaluation (rollouts too).
 
     python benchmarks/rl_finetune_once.py --dataset /tmp/hera_e2e/dataset_100k \\
@@ -24,12 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from hera_jax.cli import run_cli
+from hera_jax.columns import load_step_columns
 from hera_jax.dataset import load_il_table
 from hera_jax.errors import HeraError
 from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loop import fine_tune, preference_set
 from hera_jax.rl.run import ILData
-from hera_jax.rollout.records import read_steps
+from hera_jax.rl.rollouts import ROLLOUT_COLUMNS_FILE
+from hera_jax.rl.visits import visit_table_from_columns
+from hera_jax.rollout.records import STEPS_FILE, existing_steps_file
 from hera_jax.router.checkpoint import load_router, save_router
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
 
@@ -72,17 +77,21 @@ def main(config: RLFineTuneOnceConfig) -> dict:
     table = load_il_table(config.dataset)
     il, _ = ILData.featurize(table, spec, features_dir, _no_encoder)
     lap("load_il_data")
-    rows, _ = read_steps(config.dataset / "steps.jsonl")
-    draw = np.random.default_rng(config.seed).random(len(rows)) < config.cloud_share
-    for row, to_cloud in zip(rows, draw):
-        row["actor"] = "cloud" if to_cloud else "device"
-    lap("read_visits")
-    scorer = RouterScorer(bundle, StateEmbedder(spec, features_dir, encode=_no_encoder))
-    prepared = preference_set(config.rl, scorer, il, rows)
-    lap("labels_and_visit_features")
-    tuned = fine_tune(config.rl, bundle, prepared.data, prepared.num_visits, iteration=1)
-    lap("fine_tune_incl_compile")
     with tempfile.TemporaryDirectory() as scratch:
+        # as the RL loop reads an iteration's rollouts: validated into a fresh columns cache the first time (the
+        # iteration that made them), from that cache at every later iteration that pools them
+        steps, cache = existing_steps_file(config.dataset / STEPS_FILE), Path(scratch) / ROLLOUT_COLUMNS_FILE
+        load_step_columns(steps, cache)
+        lap("read_visits_first")
+        columns, _ = load_step_columns(steps, cache)
+        draw = np.random.default_rng(config.seed).random(len(columns["step"])) < config.cloud_share
+        visits = visit_table_from_columns({**columns, "cloud_acted": draw}, config.rl.preference.return_kind)
+        lap("read_visits")
+        scorer = RouterScorer(bundle, StateEmbedder(spec, features_dir, encode=_no_encoder))
+        prepared = preference_set(config.rl, scorer, il, visits)
+        lap("labels_and_visit_features")
+        tuned = fine_tune(config.rl, bundle, prepared.data, prepared.num_visits, iteration=1)
+        lap("fine_tune_incl_compile")
         save_router(Path(scratch) / "checkpoints", 1, tuned.params, bundle.train_config, spec, {"benchmark": True})
         lap("checkpoint")
     result = {"visits": prepared.num_visits, "rows": int(prepared.data.x.shape[0]), "groups": prepared.stats["groups"],

@@ -18,14 +18,15 @@ from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
 from hera_jax.rl.config import ExplorationConfig, PreferenceConfig
 from hera_jax.rl.loop import preference_data, preference_options
-from hera_jax.rl.rollouts import pooled_rows
+from hera_jax.rl.run import iter_dir
+from hera_jax.rl.rollouts import ROLLOUT_COLUMNS_FILE, pooled_rows, pooled_visits
 from hera_jax.runs import RunFolderError
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_env
 from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
-from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
+from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups, visit_table
 from hera_jax.router.train import TrainConfig
 from hera_jax.sweep import RLRows, label_targets
 
@@ -395,3 +396,60 @@ def test_a_kill_while_copying_the_features_cache_leaves_no_cut_off_copy(straight
     open_it()  # the rerun
     name = "embeddings_toy-bag-of-words.npz"
     assert (out / "features" / name).read_bytes() == (source / name).read_bytes()
+
+
+@pytest.mark.parametrize("return_kind,window", [("success", 0), ("score", 1)])
+def test_pooled_visits_from_the_columns_cache_equal_the_rows_path(straight_run, il_dataset, monkeypatch,
+                                                                  return_kind, window):
+    """Stage 2 reads each iteration's rollouts as columns (cached, validated once); the visits, and the preference
+    rows built from them, equal what the validated rows give."""
+    out, _ = straight_run
+    config = dataclasses.replace(_config(out, 2), window=window, preference=PreferenceConfig(
+        cost_weight=0.02, return_kind=return_kind))
+    run = dataclasses.replace(open_run(_config(out, 2), out, KeyRoomEnv(), GoldPathOracle(),
+                                       PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset,
+                                       il_dataset / "features", encode=bag_of_words), config=config)
+    rows = pooled_rows(run, 2)
+    from_rows = visit_table(rows, return_kind)
+    import hera_jax.columns as columns_module
+
+    pooled_visits(run, 2)  # writes any cache the run did not
+    for j in (1, 2):
+        assert (iter_dir(out, j) / ROLLOUT_COLUMNS_FILE).exists()
+
+    def no_rows(*args, **kwargs):
+        raise AssertionError("a matching columns cache must be read instead of the rows")
+
+    monkeypatch.setattr(columns_module, "iter_episodes", no_rows)
+    visits = pooled_visits(run, 2)
+    assert len(visits) == len(rows) and len(rows) > 0
+    assert visits.explored.any() and visits.chose_cloud.any() and not visits.chose_cloud.all()
+    for name in ("episode_index", "step", "chose_cloud", "explored", "returns", "future_cloud_calls",
+                 "episode_success"):
+        np.testing.assert_array_equal(getattr(visits, name), getattr(from_rows, name), err_msg=name)
+    assert visits.state_key == from_rows.state_key and visits.state_text == from_rows.state_text
+    bundle = load_router(out / "checkpoints", step=1)
+    a, b = preference_data(run, bundle, visits), preference_data(run, bundle, rows)
+    assert a.stats == b.stats and a.num_visits == b.num_visits
+    for name in ("x", "target", "weight"):
+        np.testing.assert_array_equal(np.asarray(getattr(a.data, name)), np.asarray(getattr(b.data, name)))
+
+
+def test_an_iterations_columns_are_rebuilt_when_its_rollouts_change(straight_run, il_dataset, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(straight_run[0], out)
+    config = _config(out, 2)
+    run = open_run(config, out, KeyRoomEnv(), GoldPathOracle(),
+                   PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), il_dataset, il_dataset / "features",
+                   encode=bag_of_words)
+    before = pooled_visits(run, 2)
+    rollouts = iter_dir(out, 2) / "rollouts.jsonl"
+    lines = rollouts.read_text().splitlines(keepends=True)
+    last_id = json.loads(lines[-1])["episode_id"]
+    kept = [line for line in lines if json.loads(line)["episode_id"] != last_id]  # drop the last episode
+    rollouts.write_text("".join(kept))
+    after = pooled_visits(run, 2)
+    assert len(after) == len(before) - (len(lines) - len(kept))
+    np.testing.assert_array_equal(after.returns, visit_table(pooled_rows(run, 2), "success").returns)

@@ -1,9 +1,11 @@
 """A dataset's steps as the columns the IL and RL stages use, cached by the steps file's content hash.
 
 Reading `steps.jsonl` validates every row (records.py), which is what a million-row dataset spends its start-up on.
-The columns a router needs (ids, splits, steps, IL labels, success, and each row's index into the distinct states)
-are written once to `<dataset>/features/steps_columns.npz`, keyed by the sha256 of the steps file: any change to the
-records (an appended episode, an edit) changes the hash and the next load validates and rebuilds. State texts are
+The columns a router needs (ids, splits, steps, IL labels, success, and each row's index into the distinct states;
+for stage 2's visits also episode lengths, scores, who acted and exploration flips) are written once to
+`<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
+sha256 of the steps file: any change to the records (an appended episode, an edit) changes the hash and the next
+load validates and rebuilds. State texts are
 kept once per distinct state, not once per row. Repeated strings are stored as codes into a vocabulary, texts as one
 UTF-8 blob with offsets, so nothing is pickled.
 """
@@ -27,9 +29,10 @@ from hera_jax.labels import il_label
 from hera_jax.rollout.records import STEPS_FILE, LoadReport, existing_steps_file, iter_episodes
 
 COLUMNS_FILE = "steps_columns.npz"
-COLUMNS_VERSION = 2  # bump when the stored columns or how they are derived (labels.il_label) change
+COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
 CODED = ("episode_id", "task", "split")  # repeated strings: codes into a vocabulary
-NUMERIC = ("variation", "step", "state_index", "label", "success", *DEVICE_SIGNALS)
+NUMERIC = ("variation", "step", "state_index", "label", "success", "episode_steps", "score", "cloud_acted",
+           "explored", *DEVICE_SIGNALS)
 
 
 def columns_path(dataset_dir: Path) -> Path:
@@ -43,9 +46,12 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
     otherwise the rows are read (validated) and the columns file is (re)written atomically. A dataset folder that
     cannot be written to still loads, from its rows."""
     dataset_dir = Path(dataset_dir)
-    steps = existing_steps_file(dataset_dir / STEPS_FILE)
+    return load_step_columns(existing_steps_file(dataset_dir / STEPS_FILE), columns_path(dataset_dir), use_cache)
+
+
+def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple[dict[str, Any], LoadReport]:
+    """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
     digest = sha256_of(steps)
-    cache = columns_path(dataset_dir)
     if use_cache and cache.exists():
         cached = _read_cache(cache, digest)
         if cached is not None:
@@ -65,13 +71,16 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Columns of validated step rows (a list or a stream): the CODED string columns, `variation` int64, `step`
     int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label
     (-1 where the device or the cloud action is missing), `success` bool, and the device's confidence signals
-    (features.DEVICE_SIGNALS) float32, NaN where the device reported none. Holds no per-row Python strings."""
+    (features.DEVICE_SIGNALS) float32, NaN where the device reported none; for stage 2, `episode_steps` int32,
+    `score` float32, `cloud_acted` bool (the cloud took the step) and `explored` bool (the routing choice was an
+    exploration flip). Holds no per-row Python strings."""
     index_of: dict[str, int] = {}
     distinct_texts: list[str] = []
     vocab: dict[str, dict[str, int]] = {name: {} for name in CODED}
     codes: dict[str, array.array] = {name: array.array("i") for name in CODED}
     numbers = {"variation": array.array("q"), "step": array.array("i"), "state_index": array.array("i"),
-               "label": array.array("b"), "success": array.array("b"),
+               "label": array.array("b"), "success": array.array("b"), "episode_steps": array.array("i"),
+               "score": array.array("f"), "cloud_acted": array.array("b"), "explored": array.array("b"),
                **{name: array.array("f") for name in DEVICE_SIGNALS}}
     for r in rows:
         for name in CODED:
@@ -87,6 +96,10 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         numbers["state_index"].append(position)
         numbers["label"].append(-1 if device is None or cloud is None else il_label(device, cloud))
         numbers["success"].append(bool(r["success"]))
+        numbers["episode_steps"].append(r["episode_steps"])
+        numbers["score"].append(r["score"])
+        numbers["cloud_acted"].append(r["actor"] == "cloud")
+        numbers["explored"].append(r.get("route_reason") == "explore")
         for name in DEVICE_SIGNALS:
             value = r.get(name)
             numbers[name].append(np.nan if value is None else value)
@@ -94,6 +107,7 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for name in CODED:
         columns.update(_decode(name, list(vocab[name]), np.array(codes[name], np.int32)))
     dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool,
+              "episode_steps": np.int32, "score": np.float32, "cloud_acted": bool, "explored": bool,
               **{name: np.float32 for name in DEVICE_SIGNALS}}
     for name, values in numbers.items():
         columns[name] = np.array(values, dtypes[name])

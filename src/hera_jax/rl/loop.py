@@ -19,10 +19,10 @@ from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loss import PreferenceBatch, PreferenceOptions, Visits, preference_rows
 from hera_jax.rl.preferences import GROUP_WEIGHTINGS, LABEL_RULES
 from hera_jax.rl.report import print_report
-from hera_jax.rl.rollouts import baselines, episode_summary, evaluate_held_out, pooled_rows, rollouts
+from hera_jax.rl.rollouts import baselines, episode_summary, evaluate_held_out, pooled_visits, rollouts
 from hera_jax.rl.run import CHECKPOINTS, ILData, RLRun, finished_iterations, iter_dir, load_history
 from hera_jax.rl.train import PreferenceData, make_preference_train
-from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
+from hera_jax.rl.visits import VisitTable, grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
 from hera_jax.rollout.engine import engine_session
 from hera_jax.router.checkpoint import RouterBundle, latest_step, load_router, save_router
@@ -75,12 +75,13 @@ class PreferenceSet(NamedTuple):
     num_visits: int  # the first num_visits rows are RL visits
 
 
-def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]]) -> PreferenceSet:
-    """Visits -> groups -> labels -> per-row targets and weights (RL visits, then the IL training states)."""
+def preference_data(run: RLRun, bundle: RouterBundle, rows: Sequence[dict[str, Any]] | VisitTable) -> PreferenceSet:
+    """Visits (step records, or their table) -> groups -> labels -> per-row targets and weights (RL visits, then the
+    IL training states)."""
     return preference_set(run.config, run.scorer(bundle), run.il, rows)
 
 
-def preference_set(config: RLConfig, scorer: RouterScorer, il: ILData, rows: Sequence[dict[str, Any]]
+def preference_set(config: RLConfig, scorer: RouterScorer, il: ILData, rows: Sequence[dict[str, Any]] | VisitTable
                    ) -> PreferenceSet:
     """`preference_data` from its parts: the settings, the scorer that featurizes the visits, the IL data."""
     grouped = grouped_visits(rows, config.preference.return_kind, config.preference.return_estimate)
@@ -164,7 +165,7 @@ def run_iteration(run: RLRun, bundle: RouterBundle, iteration: int) -> tuple[Rou
     rows, newly_embedded = rollouts(run, iteration)
     timings["rollouts"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    data, group_stats, num_visits = preference_data(run, bundle, pooled_rows(run, iteration))
+    data, group_stats, num_visits = preference_data(run, bundle, pooled_visits(run, iteration))
     ckpt_dir = run.run_dir / CHECKPOINTS
     train_stats: dict[str, Any] = {}
     if latest_step(ckpt_dir) is not None and (ckpt_dir / str(iteration)).exists():

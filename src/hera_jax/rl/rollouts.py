@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from hera_jax.agents.base import Agent
+from hera_jax.columns import load_step_columns
 from hera_jax.envs.base import Env
 from hera_jax.features import FeatureSpec
 from hera_jax.rl.exploration import exploration_rate
 from hera_jax.rl.run import CHECKPOINTS, EpisodeSetup, RLRun, iter_dir
+from hera_jax.rl.visits import VisitTable, concat_visit_tables, visit_table_from_columns
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, states_embedded
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
 from hera_jax.rollout.records import read_steps
@@ -130,9 +132,27 @@ def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
                         iter_dir(run.run_dir, iteration) / "rollouts.jsonl", f"rollouts iter {iteration}")
 
 
+ROLLOUT_COLUMNS_FILE = "rollouts_columns.npz"  # an iteration's rollouts as columns (hera_jax.columns)
+
+
+def pooled_iterations(run: RLRun, iteration: int) -> range:
+    """The iterations whose rollouts stage 2 pools at `iteration` (`--window`; 0: all so far)."""
+    return range(1 if run.config.window <= 0 else max(1, iteration - run.config.window + 1), iteration + 1)
+
+
 def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
-    first = 1 if run.config.window <= 0 else max(1, iteration - run.config.window + 1)
     rows: list[dict[str, Any]] = []
-    for j in range(first, iteration + 1):
+    for j in pooled_iterations(run, iteration):
         rows.extend(read_steps(iter_dir(run.run_dir, j) / "rollouts.jsonl")[0])
     return rows
+
+
+def pooled_visits(run: RLRun, iteration: int) -> VisitTable:
+    """`visit_table(pooled_rows(...))` from each iteration's columns cache (`iter_<jjj>/rollouts_columns.npz`): the
+    rollouts of earlier iterations, read again at every later one, are validated once."""
+    tables = []
+    for j in pooled_iterations(run, iteration):
+        folder = iter_dir(run.run_dir, j)
+        columns, _ = load_step_columns(folder / "rollouts.jsonl", folder / ROLLOUT_COLUMNS_FILE)
+        tables.append(visit_table_from_columns(columns, run.config.preference.return_kind))
+    return concat_visit_tables(tables)

@@ -101,38 +101,68 @@ class VisitTable:
 
 def visit_table(rows: Sequence[dict[str, Any]], return_kind: str) -> VisitTable:
     """Build the table from step-record dicts (as `read_steps` returns them: complete episodes, step order)."""
-    if not rows:
+    episode_ids = [r["episode_id"] for r in rows]
+    _, first_pos, episode_index = np.unique(np.asarray(episode_ids, dtype=str), return_index=True,
+                                            return_inverse=True)
+    # Dense ids in order of first appearance keep rows grouped and ordered as stored.
+    order = np.argsort(first_pos)
+    episode_index = np.argsort(order)[episode_index.reshape(-1)].astype(np.int32)
+    return _visit_table(
+        episode_index, len(first_pos), return_kind,
+        step=np.asarray([r["step"] for r in rows], np.int32),
+        episode_steps=np.asarray([r["episode_steps"] for r in rows], np.int32),
+        success=np.asarray([bool(r["success"]) for r in rows], bool),
+        score=np.asarray([r["score"] for r in rows], np.float32),
+        chose_cloud=np.asarray([r["actor"] == "cloud" for r in rows], bool),
+        explored=np.asarray([r.get("route_reason") == "explore" for r in rows], bool),
+        state_key=[r["state_key"] for r in rows], state_text=[r["state_text"] for r in rows])
+
+
+def visit_table_from_columns(columns: dict[str, Any], return_kind: str) -> VisitTable:
+    """The same table from a records file's columns (`hera_jax.columns`): no row is parsed again, and the state
+    texts are the distinct states' own strings, shared by every visit of a state."""
+    keys, texts = columns["distinct_keys"], columns["distinct_texts"]
+    state_index = columns["state_index"].tolist()
+    return _visit_table(
+        # episode codes are dense in order of first appearance, the same numbering as `visit_table`'s
+        np.asarray(columns["episode_id_codes"], np.int32), len(columns["episode_id_vocab"]), return_kind,
+        step=columns["step"], episode_steps=columns["episode_steps"], success=columns["success"].astype(bool),
+        score=columns["score"], chose_cloud=columns["cloud_acted"].astype(bool),
+        explored=columns["explored"].astype(bool),
+        state_key=[keys[i] for i in state_index], state_text=[texts[i] for i in state_index])
+
+
+def _visit_table(episode_index: np.ndarray, num_episodes: int, return_kind: str, *, step: np.ndarray,
+                 episode_steps: np.ndarray, success: np.ndarray, score: np.ndarray, chose_cloud: np.ndarray,
+                 explored: np.ndarray, state_key: list[str], state_text: list[str]) -> VisitTable:
+    if len(step) == 0:
         empty_f, empty_i = np.zeros(0, np.float32), np.zeros(0, np.int32)
         return VisitTable(empty_i, [], [], empty_i, np.zeros(0, bool), np.zeros(0, bool), empty_f, empty_f,
                           np.zeros(0, bool))
-    episode_ids = [r["episode_id"] for r in rows]
-    _, first_pos, episode_index = np.unique(episode_ids, return_index=True, return_inverse=True)
-    # Dense ids in order of first appearance keep rows grouped and ordered as stored.
-    order = np.argsort(first_pos)
-    episode_index = np.argsort(order)[episode_index].astype(np.int32)
-    num_episodes = len(first_pos)
-    step = np.asarray([r["step"] for r in rows], np.int32)
-    is_last = step == np.asarray([r["episode_steps"] for r in rows]) - 1
-    success = np.asarray([bool(r["success"]) for r in rows])
-    score = np.asarray([r["score"] for r in rows], np.float32)
+    step = np.asarray(step, np.int32)
+    score = np.asarray(score, np.float32)
+    is_last = step == np.asarray(episode_steps) - 1
     score_before = np.where(step > 0, np.roll(score, 1), 0.0).astype(np.float32)
-    chose_cloud = np.asarray([r["actor"] == "cloud" for r in rows])
     rewards = step_rewards(return_kind, is_last, success, score, score_before)
     returns = np.asarray(future_sums(episode_index, rewards, num_episodes))
     future_calls = np.asarray(future_sums(episode_index, chose_cloud.astype(np.float32), num_episodes))
     episode_success = np.zeros(num_episodes, bool)
     episode_success[episode_index] = success
+    return VisitTable(episode_index=episode_index, state_key=state_key, state_text=state_text, step=step,
+                      chose_cloud=chose_cloud, explored=explored, returns=returns, future_cloud_calls=future_calls,
+                      episode_success=episode_success)
+
+
+def concat_visit_tables(tables: Sequence[VisitTable]) -> VisitTable:
+    """One table of several records files' visits (e.g. a window of RL iterations), episodes numbered on."""
+    if len(tables) == 1:
+        return tables[0]
+    offsets = np.cumsum([0] + [t.num_episodes for t in tables[:-1]])
     return VisitTable(
-        episode_index=episode_index,
-        state_key=[r["state_key"] for r in rows],
-        state_text=[r["state_text"] for r in rows],
-        step=step,
-        chose_cloud=chose_cloud,
-        explored=np.asarray([r.get("route_reason") == "explore" for r in rows]),
-        returns=returns,
-        future_cloud_calls=future_calls,
-        episode_success=episode_success,
-    )
+        episode_index=np.concatenate([t.episode_index + o for t, o in zip(tables, offsets)]).astype(np.int32),
+        state_key=[k for t in tables for k in t.state_key], state_text=[x for t in tables for x in t.state_text],
+        **{name: np.concatenate([getattr(t, name) for t in tables])
+           for name in ("step", "chose_cloud", "explored", "returns", "future_cloud_calls", "episode_success")})
 
 
 def group_ids(keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -165,10 +195,12 @@ class GroupedVisits(NamedTuple):
     future_calls: np.ndarray  # float32[N] cloud calls from the visit on (estimate, this one included)
 
 
-def grouped_visits(rows: Sequence[dict[str, Any]], return_kind: str, return_estimate: str) -> GroupedVisits:
-    """Step records -> visits, groups of identical states and per-visit estimates: 'monte-carlo' (what followed in
-    the visit's own episode, any value but 'lookahead') or 'lookahead' (`one_step_lookahead`)."""
-    visits = visit_table(rows, return_kind)
+def grouped_visits(rows: Sequence[dict[str, Any]] | VisitTable, return_kind: str, return_estimate: str
+                   ) -> GroupedVisits:
+    """Step records (or their `VisitTable`, already built with `return_kind`) -> visits, groups of identical states
+    and per-visit estimates: 'monte-carlo' (what followed in the visit's own episode, any value but 'lookahead') or
+    'lookahead' (`one_step_lookahead`)."""
+    visits = rows if isinstance(rows, VisitTable) else visit_table(rows, return_kind)
     gid, keys = group_ids(visits.state_key)
     returns, future_calls = visits.returns, visits.future_cloud_calls
     if return_estimate == "lookahead":
