@@ -152,6 +152,11 @@ def _measured(reply, t0: float, first: bool) -> tuple[float, str | None, float, 
                                                                                          "nan")) / 1000, first
 
 
+def _p99_ms(seconds: np.ndarray) -> float:
+    """p99 in ms; NaN when nothing is left (e.g. --requests no more than the clients: every request a first one)."""
+    return float(np.percentile(seconds, 99) * 1e3) if seconds.size else float("nan")
+
+
 def _collect(measured: list, wall: float):
     latencies, routes, upstream, decision, first = zip(*measured) if measured else ((), (), (), (), ())
     return (np.asarray(latencies), list(routes), wall, np.asarray(upstream), np.asarray(decision),
@@ -273,9 +278,8 @@ def main(cfg: BenchServeConfig) -> dict:
                             "direct_overhead_p99_ms": float(np.percentile(direct - direct_sleep, 99) * 1e3),
                             # without each client's first request: all clients send it at the same instant, a
                             # burst of `concurrency` requests that steady traffic does not have
-                            "steady_overhead_p99_ms": float(np.percentile((lat - upstream)[~first], 99) * 1e3),
-                            "steady_direct_overhead_p99_ms": float(np.percentile(
-                                (direct - direct_sleep)[~direct_first], 99) * 1e3),
+                            "steady_overhead_p99_ms": _p99_ms((lat - upstream)[~first]),
+                            "steady_direct_overhead_p99_ms": _p99_ms((direct - direct_sleep)[~direct_first]),
                             "first_request_overhead_max_ms": float(np.max((lat - upstream)[first]) * 1e3)})
     # the router forward alone, on one cached feature row (here, with the client idle)
     router = Router.load(cfg.checkpoint, features_cache=Path(tempfile.mkdtemp()))

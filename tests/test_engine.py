@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import itertools
 import time
 
 import jax
@@ -117,28 +118,27 @@ def test_lockstep_makes_one_routing_call_per_router_and_step(router_checkpoint, 
 
 
 class SlowVariationEnv(KeyRoomEnv):
-    """KeyRoom whose variation 0 takes `delay` seconds a step; every step is logged (variation, the number of the
-    slow episodes begun so far, time)."""
+    """KeyRoom whose variation 0 takes `delay` seconds a step; every step is logged (variation, which slow episode
+    it belongs to (0 for the fast ones), time)."""
 
     log: list[tuple[int, int, float]] = []
-    slow_episodes = 0
+    slow_episodes = itertools.count(1)
     delay = 0.25
 
     def reset(self, task, variation):
-        if variation == 0:
-            SlowVariationEnv.slow_episodes += 1
+        self.slow_episode = next(SlowVariationEnv.slow_episodes) if variation == 0 else 0  # count(): thread-safe
         return super().reset(task, variation)
 
     def step(self, action):
         if self.variation == 0:
             time.sleep(self.delay)
-        SlowVariationEnv.log.append((self.variation, SlowVariationEnv.slow_episodes, time.perf_counter()))
+        SlowVariationEnv.log.append((self.variation, self.slow_episode, time.perf_counter()))
         return super().step(action)
 
 
 def test_a_slow_simulator_does_not_hold_the_other_slots_and_records_do_not_change():
     def run(gather_s: float):
-        SlowVariationEnv.log, SlowVariationEnv.slow_episodes = [], 0
+        SlowVariationEnv.log, SlowVariationEnv.slow_episodes = [], itertools.count(1)
         policies = {"cloud": Policy(always("cloud")), "device": Policy(always("device"))}
         jobs = [Job(EpisodeSpec("keyroom", "t1", v, "train", f"{name}/{v}"), name)
                 for v in (0, 1, 2, 3, 4, 5, 6) for name in policies]

@@ -398,7 +398,7 @@ def test_a_kill_while_copying_the_features_cache_leaves_no_cut_off_copy(straight
     assert (out / "features" / name).read_bytes() == (source / name).read_bytes()
 
 
-@pytest.mark.parametrize("return_kind,window", [("success", 0), ("score", 1)])
+@pytest.mark.parametrize("return_kind,window", [("success", 0), ("score", 0), ("score", 1)])
 def test_pooled_visits_from_the_columns_cache_equal_the_rows_path(straight_run, il_dataset, monkeypatch,
                                                                   return_kind, window):
     """Stage 2 reads each iteration's rollouts as columns (cached, validated once); the visits, and the preference
@@ -424,9 +424,10 @@ def test_pooled_visits_from_the_columns_cache_equal_the_rows_path(straight_run, 
     visits = pooled_visits(run, 2)
     assert len(visits) == len(rows) and len(rows) > 0
     assert visits.explored.any() and visits.chose_cloud.any() and not visits.chose_cloud.all()
-    for name in ("episode_index", "step", "chose_cloud", "explored", "returns", "future_cloud_calls",
-                 "episode_success"):
+    for name in ("episode_index", "step", "chose_cloud", "explored", "episode_success"):
         np.testing.assert_array_equal(getattr(visits, name), getattr(from_rows, name), err_msg=name)
+    for name in ("returns", "future_cloud_calls"):  # sums within an episode: the scan's order may move the last bit
+        np.testing.assert_allclose(getattr(visits, name), getattr(from_rows, name), rtol=0, atol=1e-6, err_msg=name)
     assert visits.state_key == from_rows.state_key and visits.state_text == from_rows.state_text
     bundle = load_router(out / "checkpoints", step=1)
     a, b = preference_data(run, bundle, visits), preference_data(run, bundle, rows)

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hera_jax.rollout.records import read_steps
-from hera_jax.serve.app import ServeConfig, create_app
+from hera_jax.serve.app import ServeConfig, _environment_proxy, create_app
 from hera_jax.serve.budget import CircuitBreaker, OnlineThreshold, share_threshold
 from hera_jax.serve.messages import RequestError, episode_id, step_from_messages
 from hera_jax.serve.router_api import Router, StepInput
@@ -210,8 +210,22 @@ def test_routes_by_p_cloud_with_headers_and_forwards_clean_requests(tmp_path, up
     assert (r1, b1["model"], r2, b2["model"]) == ("device", "device", "cloud", "cloud")
     assert not any(k.startswith("hera_") for k in b1) and "authorization" not in h1
     assert h2["authorization"] == f"Bearer {KEY}"
+    assert h1["user-agent"] == h2["user-agent"] == "hera-serve"  # gateways may refuse a request without one
     log = (tmp_path / "log" / "decisions.jsonl").read_text()
     assert KEY not in log and log.count('"kind": "step"') == 3
+
+
+def test_upstreams_go_through_the_proxy_the_environment_names(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _environment_proxy("https://api.example.com/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.internal")
+    assert _environment_proxy("https://api.example.com/v1") == "http://proxy.corp:3128"
+    assert _environment_proxy("http://api.example.com/v1") is None  # no HTTP_PROXY
+    assert _environment_proxy("http://127.0.0.1:8081/v1") is None
+    assert _environment_proxy("https://model.internal/v1") is None
 
 
 def test_streaming_is_relayed_and_logged(tmp_path, upstreams, monkeypatch):

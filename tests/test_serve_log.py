@@ -45,6 +45,7 @@ def test_requests_are_logged_while_an_outcome_waits_for_its_disk(tmp_path, monke
     def loop_side():
         log.record(_step("ep-b", 0, "cloud"))
         result["ep-b cloud calls"] = log.cloud_calls("ep-b")
+        log.record(_step("ep-a", 2, "cloud"))  # a late step of the finishing episode: it waits for an outcome again
         done.set()
 
     threading.Thread(target=loop_side, daemon=True).start()
@@ -54,12 +55,14 @@ def test_requests_are_logged_while_an_outcome_waits_for_its_disk(tmp_path, monke
     assert result == {"ep-b cloud calls": 1, "steps": 2}
     log.close()
     kinds = [(e["kind"], e["episode_id"]) for e in map(json.loads, (tmp_path / DECISIONS_FILE).read_text().splitlines())]
-    assert kinds == [("step", "ep-a"), ("step", "ep-a"), ("step", "ep-b"), ("outcome", "ep-a")]
+    assert kinds == [("step", "ep-a"), ("step", "ep-a"), ("step", "ep-b"), ("step", "ep-a"), ("outcome", "ep-a")]
     rows, _ = read_steps(tmp_path / "steps.jsonl")
     assert [(r["episode_id"], r["step"], r["actor"]) for r in rows] == [("ep-a", 0, "cloud"), ("ep-a", 1, "device")]
-    # a restart finds ep-b still waiting for its outcome and ep-a done
+    assert log.cloud_calls("ep-a") == 1  # the late step
+    # a restart finds the same: ep-b and ep-a's late step wait for an outcome, ep-a's first two are done
     again = _log(tmp_path)
-    assert again.cloud_calls("ep-b") == 1 and again.cloud_calls("ep-a") == 0
+    assert again.cloud_calls("ep-b") == 1 and again.cloud_calls("ep-a") == 1
+    assert again.finish("ep-a", False) == 1
     with pytest.raises(KeyError):
         again.finish("ep-a", True)
     again.close()

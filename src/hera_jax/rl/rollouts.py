@@ -16,7 +16,7 @@ from hera_jax.rl.run import CHECKPOINTS, EpisodeSetup, RLRun, iter_dir
 from hera_jax.rl.visits import VisitTable, concat_visit_tables, visit_table_from_columns
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, states_embedded
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
-from hera_jax.rollout.records import read_steps
+from hera_jax.rollout.records import existing_steps_file, read_steps
 from hera_jax.rollout.routing import routed
 from hera_jax.router.checkpoint import load_router
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
@@ -153,6 +153,6 @@ def pooled_visits(run: RLRun, iteration: int) -> VisitTable:
     tables = []
     for j in pooled_iterations(run, iteration):
         folder = iter_dir(run.run_dir, j)
-        columns, _ = load_step_columns(folder / "rollouts.jsonl", folder / ROLLOUT_COLUMNS_FILE)
+        columns, _ = load_step_columns(existing_steps_file(folder / "rollouts.jsonl"), folder / ROLLOUT_COLUMNS_FILE)
         tables.append(visit_table_from_columns(columns, run.config.preference.return_kind))
     return concat_visit_tables(tables)

@@ -18,19 +18,26 @@ import numpy as np
 RETURN_KINDS = ("success", "score")
 
 
-def future_sums(episode_index: jax.Array, values: jax.Array, num_episodes: int) -> jax.Array:
+def future_sums(episode_index: jax.Array, values: jax.Array) -> jax.Array:
     """float[N]: sum of `values` over the same episode's rows from this row on (this row included).
 
-    Rows must be grouped by episode and ordered by step inside each episode (how records are stored).
+    Rows must be grouped by episode and ordered by step inside each episode (how records are stored). A segmented
+    reverse scan: each row's sum only ever adds rows of its own episode, so the result does not depend on how many
+    rows come before it (a cumulative sum over the whole table, differenced, loses float32 digits as it grows) and
+    a table of several files gives what each file gives alone, up to the scan's summation order.
     """
     episode_index = jnp.asarray(episode_index, jnp.int32)
     values = jnp.asarray(values, jnp.float32)
-    before_inclusive = jnp.cumsum(values)
-    before = before_inclusive - values  # global sum of everything strictly before this row
-    first_row = jax.ops.segment_min(jnp.arange(values.shape[0]), episode_index, num_episodes)
-    episode_total = jax.ops.segment_sum(values, episode_index, num_episodes)
-    before_in_episode = before - before[first_row[episode_index]]
-    return episode_total[episode_index] - before_in_episode
+    ends_episode = jnp.append(episode_index[1:] != episode_index[:-1], True)
+
+    def add_within_episode(later, earlier):
+        # scanning from the end: a row that ends its episode starts a new running sum
+        later_end, later_sum = later
+        earlier_end, earlier_value = earlier
+        return later_end | earlier_end, jnp.where(earlier_end, earlier_value, later_sum + earlier_value)
+
+    _, sums = jax.lax.associative_scan(add_within_episode, (ends_episode, values), reverse=True)
+    return sums
 
 
 def one_step_lookahead(
@@ -144,8 +151,8 @@ def _visit_table(episode_index: np.ndarray, num_episodes: int, return_kind: str,
     is_last = step == np.asarray(episode_steps) - 1
     score_before = np.where(step > 0, np.roll(score, 1), 0.0).astype(np.float32)
     rewards = step_rewards(return_kind, is_last, success, score, score_before)
-    returns = np.asarray(future_sums(episode_index, rewards, num_episodes))
-    future_calls = np.asarray(future_sums(episode_index, chose_cloud.astype(np.float32), num_episodes))
+    returns = np.asarray(future_sums(episode_index, rewards))
+    future_calls = np.asarray(future_sums(episode_index, chose_cloud.astype(np.float32)))
     episode_success = np.zeros(num_episodes, bool)
     episode_success[episode_index] = success
     return VisitTable(episode_index=episode_index, state_key=state_key, state_text=state_text, step=step,

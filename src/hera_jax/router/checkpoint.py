@@ -113,16 +113,19 @@ def save_router(
     return Path(directory) / str(step)
 
 
-def remove_settled(paths: Callable[[], list[Path]], quiet_s: float = 0.3, timeout_s: float = 10.0) -> None:
-    """Remove what `paths()` lists until it lists nothing for `quiet_s`. After a failed write TensorStore may still
-    finish writes it had started, and a write creates its parent folders again: one removal could come too early."""
+def remove_settled(paths: Callable[[], list[Path]], quiet_s: float = 0.2, timeout_s: float = 10.0) -> list[Path]:
+    """Remove what `paths()` lists until it lists nothing at two checks `quiet_s` apart. After a failed write
+    TensorStore may still finish writes it had started, and a write creates its parent folders again: one removal
+    could come too early. Returns what is still there after `timeout_s` (normally nothing)."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        for path in paths():
+    quiet_checks = 0
+    while quiet_checks < 2 and time.monotonic() < deadline:
+        found = paths()
+        for path in found:
             shutil.rmtree(path, ignore_errors=True)
+        quiet_checks = 0 if found else quiet_checks + 1
         time.sleep(quiet_s)
-        if not paths() or time.monotonic() > deadline:
-            return
+    return paths()
 
 
 @contextlib.contextmanager

@@ -22,6 +22,9 @@ import dataclasses
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +39,9 @@ from hera_jax.serve.messages import RequestError, action_of, episode_id, step_fr
 from hera_jax.serve.router_api import Router, StepInput
 
 ROUTES = ("device", "cloud")
+# what an httpx client would send by itself (some gateways refuse a request without a User-Agent)
+UPSTREAM_HEADERS = {"user-agent": "hera-serve", "accept": "application/json, text/event-stream",
+                    "accept-encoding": "gzip, deflate"}
 
 
 def _optional_env_name(value: str) -> str | None:
@@ -209,13 +215,21 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         settings={"history_k": router.history_k, "max_obs_chars": router.max_obs_chars,
                   "router": router.source})
 
+    # outcomes write (and fsync) whole episodes: a thread of their own, so a burst of them cannot take the default
+    # executor's threads from the scoring batches and streamed steps' log lines
+    outcome_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hera-outcomes")
+
     async def lifespan(app):
-        for route in upstreams:
-            transports[route] = transport or httpx.AsyncHTTPTransport()
-        yield
-        for each in transports.values():
-            await each.aclose()
-        log.close()
+        for route, (base, _, _) in upstreams.items():
+            # the proxy the environment names for this upstream (HTTP(S)_PROXY, NO_PROXY), as an httpx client would
+            transports[route] = transport or httpx.AsyncHTTPTransport(proxy=_environment_proxy(base))
+        try:
+            yield
+        finally:
+            for each in transports.values():
+                await each.aclose()
+            outcome_writer.shutdown(wait=True)
+            log.close()
 
     app = FastAPI(title="hera-serve", lifespan=lifespan)
     app.state.batcher, app.state.log, app.state.metrics, app.state.breakers = batcher, log, metrics, breakers
@@ -225,7 +239,7 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     def headers_for(route: str) -> dict[str, str]:
         variable = upstreams[route][2]
         key = os.environ.get(variable, "") if variable else ""
-        return {"authorization": f"Bearer {key}"} if key else {}
+        return {**UPSTREAM_HEADERS, "authorization": f"Bearer {key}"} if key else dict(UPSTREAM_HEADERS)
 
     def fail(route: str, kind: str) -> None:
         breakers[route].record(False)
@@ -312,7 +326,8 @@ def create_app(config: ServeConfig, router: Router, transport=None):
         if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)):
             return _error(400, '"score" must be a number')
         try:
-            steps = await asyncio.to_thread(log.finish, episode, body["success"], score)
+            steps = await asyncio.get_running_loop().run_in_executor(outcome_writer, log.finish, episode,
+                                                                     body["success"], score)
         except KeyError:
             return _error(404, f"episode {episode[:80]!r} has no served steps waiting for an outcome")
         return {"episode": episode, "steps_recorded": steps}
@@ -405,6 +420,15 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     # body itself and always returns a Response)
     app.router.add_route("/v1/chat/completions", chat, methods=["POST"])
     return app
+
+
+def _environment_proxy(url: str) -> str | None:
+    """The proxy URL that HTTP_PROXY / HTTPS_PROXY / ALL_PROXY name for `url`, unless NO_PROXY exempts its host."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname, proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def _count(value: Any) -> int | None:

@@ -51,7 +51,6 @@ class DecisionLog:
         self._finish_lock = threading.Lock()
         self._file = None
         self._pending: dict[str, list[ServedStep]] = {}
-        self._finished: set[str] = set()
         manifest = self.folder / MANIFEST_FILE
         if not manifest.exists():
             write_json_atomic(manifest, {"env": {"name": SERVED_ENV}, "agents": agents, "settings": settings,
@@ -70,8 +69,12 @@ class DecisionLog:
             except ValueError:
                 continue  # a torn last line
             if entry.get("kind") == "outcome":
-                self._pending.pop(entry["episode_id"], None)
-                self._finished.add(entry["episode_id"])
+                # the steps the outcome finished are the episode's first `steps` pending ones; a step served while
+                # the outcome was being written comes before its line in the file but still waits for an outcome
+                waiting = self._pending.pop(entry["episode_id"], [])
+                finished = entry.get("steps")
+                if isinstance(finished, int) and waiting[finished:]:
+                    self._pending[entry["episode_id"]] = waiting[finished:]
             elif entry.get("kind") == "step":
                 fields = {f.name: entry[f.name] for f in dataclasses.fields(ServedStep)}
                 self._pending.setdefault(entry["episode_id"], []).append(ServedStep(**fields))
@@ -118,8 +121,8 @@ class DecisionLog:
                     self._pending[episode_id] = steps + self._pending.get(episode_id, [])
                 raise
             with self._lock:
-                self._append({"kind": "outcome", "episode_id": episode_id, "success": success, "score": score})
-                self._finished.add(episode_id)
+                self._append({"kind": "outcome", "episode_id": episode_id, "success": success, "score": score,
+                              "steps": len(records)})
             return len(records)
 
     @staticmethod
