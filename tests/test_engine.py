@@ -23,7 +23,7 @@ from hera_jax.envs import make_env
 from hera_jax.evaluate.runner import EvalEpisode, EvalPlan, MethodPoint, eval_jobs, run_online
 from hera_jax.features import FeatureSpec
 from hera_jax.rl import open_run, run_rl
-from hera_jax.rollout.engine import EngineConfig, Job, LockstepWorker, Policy, WorkerSetup, run_jobs
+from hera_jax.rollout.engine import EngineConfig, Job, LockstepWorker, Policy, WorkerSetup, run_jobs, waiting_file
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always, episode_step_limit
 from hera_jax.rollout.records import read_steps
 from hera_jax.rollout.routing import routed
@@ -206,6 +206,9 @@ def test_evaluation_killed_and_resumed_writes_the_same_file(router_checkpoint, t
     report = run_online("keyroom", episodes, plan(KeyRoomEnv), killed, EngineConfig(batch_size=3),
                         show_progress=False)
     assert report.episodes_resumed == written
+    # what the killed run had finished but not written (it waited for an earlier episode) is not run again
+    assert report.episodes_recovered > 0
+    assert report.episodes_run + report.episodes_recovered + written == len(eval_jobs("keyroom", episodes, points))
     assert killed.read_bytes() == straight.read_bytes()
     assert {r["route_reason"] for r in read_steps(straight)[0]} >= {"router", "random", "swiftsage", "oracle"}
 
@@ -501,3 +504,47 @@ def test_simulator_processes_killed_include_those_launched_after_the_kill():
     assert outside.poll() is None
     outside.kill()
     outside.wait()
+
+
+def test_episodes_finished_out_of_order_survive_an_interrupt_and_are_not_run_again(tmp_path):
+    """A slow first episode holds the file; the fast ones behind it wait in memory. A run that stops keeps them in
+    `<out>.waiting`, and the next run writes them in their turn without running them again."""
+    policies = {"cloud": Policy(always("cloud")), "device": Policy(always("device"))}
+    jobs = [Job(EpisodeSpec("keyroom", "t1", v, "train", f"{name}/{v}"), name)
+            for v in (0, 1, 2, 3) for name in policies]  # variation 0 first: its steps are slow
+    straight = tmp_path / "straight.jsonl"
+    SlowVariationEnv.log = []
+    setup = WorkerSetup(make_env=SlowVariationEnv, cloud=GoldPathOracle(),
+                        device=PerturbedGoldDevice(seed=0, error_medium=0.5, error_hard=0.8), policies=policies,
+                        settings=SETTINGS)
+    run_jobs(jobs, straight, lambda: setup, EngineConfig(batch_size=3, gather_s=0.0), show_progress=False,
+             setup=setup)
+    assert not waiting_file(straight).exists()
+
+    out = tmp_path / "interrupted.jsonl"
+    stop_after = 4  # fast episodes finished (they wait behind cloud/0 and device/0)
+
+    class StopsAfterFastEpisodes(SlowVariationEnv):
+        started: list[int] = []
+
+        def reset(self, task, variation):
+            if variation != 0 and sum(v != 0 for v in StopsAfterFastEpisodes.started) == stop_after + 1:
+                raise Killed  # an interrupt while the slow episodes still run
+            StopsAfterFastEpisodes.started.append(variation)
+            return super().reset(task, variation)
+
+    stopping = dataclasses.replace(setup, make_env=StopsAfterFastEpisodes)
+    with pytest.raises(Killed):
+        run_jobs(jobs, out, lambda: stopping, EngineConfig(batch_size=3, gather_s=0.0), show_progress=False,
+                 setup=stopping)
+    kept, _ = read_steps(waiting_file(out))
+    kept_ids = {r["episode_id"] for r in kept}
+    written = {r["episode_id"] for r in read_steps(out)[0]} if out.exists() else set()
+    assert kept_ids and not kept_ids & written and all(not i.endswith("/0") for i in kept_ids)
+
+    report = run_jobs(jobs, out, lambda: setup, EngineConfig(batch_size=3, gather_s=0.0), show_progress=False,
+                      setup=setup)
+    assert report.episodes_recovered == len(kept_ids)  # the kept ones were not run again
+    assert report.episodes_run == len(jobs) - len(written) - len(kept_ids) and report.episodes_resumed == len(written)
+    assert out.read_bytes() == straight.read_bytes()
+    assert not waiting_file(out).exists()

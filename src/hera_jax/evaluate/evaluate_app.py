@@ -348,7 +348,7 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         ran = run_online(env.name, plan, eval_plan, out / ROLLOUTS_FILE, config.engine, show_progress=config.progress,
                          worker=worker)
         counts = {"episodes_run": ran.episodes_run, "episodes_resumed": ran.episodes_resumed,
-                  "steps_run": ran.steps_run}
+                  "episodes_recovered": ran.episodes_recovered, "steps_run": ran.steps_run}
         rollout_s = time.perf_counter() - t0
     finally:
         worker.flush()
@@ -358,8 +358,10 @@ def evaluate_into(config: EvalConfig, out: Path, console, started: float, datase
         console.print(f"[yellow]warning[/]: {escape(problem)}")  # a reported row value may look like markup
     timings = {"task_router": task_router_s, "rollouts": rollout_s, "total": time.perf_counter() - started,
                "states_embedded": states_embedded(ran.accounting), **counts}
+    recovered = counts["episodes_recovered"]
     console.print(
-        f"{counts['episodes_run']} episodes run ({counts['episodes_resumed']} already on disk), {counts['steps_run']} "
+        f"{counts['episodes_run']} episodes run ({counts['episodes_resumed']} already on disk"
+        f"{f', {recovered} finished before an interruption' if recovered else ''}), {counts['steps_run']} "
         f"steps, {timings['states_embedded']} states newly embedded; rollouts {rollout_s:.0f}s, total "
         f"{timings['total']:.0f}s"
     )

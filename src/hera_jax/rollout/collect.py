@@ -101,14 +101,15 @@ def collect(
     steps_path = out / STEPS_FILE
     report = run_jobs([Job(spec, COLLECT_POLICY) for spec in specs], steps_path, make_setup, engine, "collect",
                       show_progress, setup=setup)
+    new_episodes = report.episodes_run + report.episodes_recovered  # written by this run
     rows, problems = read_steps(steps_path)
     summary = {**summarize(rows), **llm_summary(rows)}
     # the command of the run that last added episodes: datasets grow by a rerun with larger counts
     final = {**read_manifest(out), "summary": summary, "updated": now_iso(), "load_problems": problems.problems,
              "last_run_accounting": without_process_ids(report.accounting),
-             **({"command": manifest["command"]} if report.episodes_run and "command" in manifest else {})}
+             **({"command": manifest["command"]} if new_episodes and "command" in manifest else {})}
     write_json_atomic(out / MANIFEST_FILE, final)
-    return {**summary, "new_episodes": report.episodes_run, "skipped_existing": report.episodes_resumed}
+    return {**summary, "new_episodes": new_episodes, "skipped_existing": report.episodes_resumed}
 
 
 def agents_manifest(cloud: Agent, device: Agent) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from hera_jax.envs.base import Env, LazyActions, Observation, SimulatorProcesses
 from hera_jax.errors import HeraError
 from hera_jax.limits import COUNT, NON_NEGATIVE, POSITIVE, validate
 from hera_jax.rollout.episode import Choice, Chooser, EpisodeProgress, EpisodeSettings, EpisodeSpec
-from hera_jax.rollout.records import StepRecord, append_episode, completed_episode_ids
+from hera_jax.rollout.records import StepRecord, append_episode, completed_episode_ids, read_steps
 
 
 class SimulatorCrash(RuntimeError):
@@ -635,6 +635,7 @@ class EngineReport:
     episodes_resumed: int  # already complete on disk, skipped
     steps_run: int
     accounting: dict[str, Any]
+    episodes_recovered: int = 0  # finished by an earlier run that stopped, kept in the waiting file, not run again
 
 
 def run_jobs(
@@ -650,6 +651,10 @@ def run_jobs(
 ) -> EngineReport:
     """Run the jobs not yet complete in `out_path`, appending each finished episode (in job order).
 
+    An episode that finished while an earlier one was still running waits in memory for its turn; a run that stops
+    (Ctrl-C, an error) keeps those in `<out_path>.waiting`, and the next run takes them from there instead of
+    running them again.
+
     In-process (`config.workers == 1`) the worker uses `setup` when given (the caller keeps ownership of it and
     closes it), else builds one with `make_setup()`; Ray workers always call `make_setup()` themselves, in the
     actors of `session` when given (`engine_session`), else in actors started for this call.
@@ -664,16 +669,34 @@ def run_jobs(
         raise ValueError(f"{label}: episode ids are not unique")
     done = completed_episode_ids(out_path)
     todo = [(i, job) for i, job in enumerate(jobs) if job.spec.episode_id not in done]
+    # episodes an interrupted run had finished but not yet written (they waited for an earlier one) are taken as
+    # finished, not run again
+    waiting_path = waiting_file(out_path)
+    kept = read_waiting(waiting_path)
+    finished: dict[int, list[StepRecord]] = {i: kept[job.spec.episode_id] for i, job in todo
+                                             if job.spec.episode_id in kept}
+    order = deque(i for i, _ in todo)
+    to_run = [(i, job) for i, job in todo if i not in finished]
     accounting: dict[str, Any] = {}
     worker = None
     if config.workers > 1:
-        results = _ray_results(make_setup, config, todo, accounting, session)
+        results = _ray_results(make_setup, config, to_run, accounting, session)
     else:
         worker = LockstepWorker(setup if setup is not None else make_setup(), config)
-        results = worker.run(todo)
-    finished: dict[int, list[StepRecord]] = {}
-    order = deque(i for i, _ in todo)
-    successes = cloud_steps = steps = 0
+        results = worker.run(to_run)
+    successes = sum(bool(r and r[-1].success) for r in finished.values())
+    cloud_steps = sum(r.actor == "cloud" for records in finished.values() for r in records)
+    steps = 0
+
+    recovered, recovered_steps = len(finished), sum(len(records) for records in finished.values())
+
+    def write_in_order() -> None:
+        while order and order[0] in finished:  # append in job order
+            episode = finished[order[0]]
+            append_episode(out_path, episode)
+            finished.pop(order.popleft())  # only once written: a failed write leaves it waiting
+            if on_episode is not None:
+                on_episode(episode)
     console = Console(stderr=True)
     # a log file gets a plain line every PLAIN_PROGRESS_S instead of a bar it cannot show
     plain = bool(show_progress and todo and not console.is_terminal)
@@ -683,7 +706,8 @@ def run_jobs(
         with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                       disable=not show_progress or not todo or plain, console=console, transient=True) as progress:
-            bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(todo), stats="", eta="…")
+            bar = progress.add_task(label, total=len(jobs), completed=len(jobs) - len(to_run), stats="", eta="…")
+            write_in_order()
             for index, records in results:
                 finished[index] = records
                 # the counts and the bar follow every finished episode; the file takes them in job order, so an
@@ -691,16 +715,13 @@ def run_jobs(
                 successes += bool(records and records[-1].success)
                 cloud_steps += sum(r.actor == "cloud" for r in records)
                 steps += len(records)
-                while order and order[0] in finished:  # append in job order
-                    episode = finished.pop(order.popleft())
-                    append_episode(out_path, episode)
-                    if on_episode is not None:
-                        on_episode(episode)
+                write_in_order()
                 done_now = len(todo) - len(order) + len(finished)
-                stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(steps, 1):.0%}  "
-                         f"steps {steps}")
+                shown_steps = steps + recovered_steps
+                stats = (f"success {successes / done_now:.0%}  cloud-steps {cloud_steps / max(shown_steps, 1):.0%}  "
+                         f"steps {shown_steps}")
                 now = time.monotonic()
-                eta = eta_text(now - started, done_now, len(todo), config.batch_size * config.workers)
+                eta = eta_text(now - started, done_now - recovered, len(to_run), config.batch_size * config.workers)
                 progress.update(bar, advance=1, stats=stats, eta=eta)
                 if plain and (now - last_line >= PLAIN_PROGRESS_S or done_now == len(todo)):
                     last_line = now
@@ -711,6 +732,13 @@ def run_jobs(
         interrupted = True
         raise
     finally:
+        # kept for the next run: what is finished and unwritten, and what an earlier run kept for other jobs
+        ids = {job.spec.episode_id for job in jobs}
+        try:
+            keep_waiting(waiting_path, [finished[i] for i in order if i in finished]
+                         + [episode for episode_id, episode in kept.items() if episode_id not in ids])
+        except OSError:  # a full disk: the run's own error is the one to see; these episodes will be run again
+            pass
         if worker is not None:
             accounting.update(worker.accounting())
             if interrupted:
@@ -719,7 +747,34 @@ def run_jobs(
                 worker.close()
             else:
                 worker.release()
-    return EngineReport(len(todo), len(jobs) - len(todo), steps, accounting)
+    return EngineReport(len(to_run), len(jobs) - len(todo), steps, accounting, recovered)
+
+
+def waiting_file(out_path: Path) -> Path:
+    """Where an interrupted run keeps the episodes it finished that were still waiting to be written in order."""
+    return Path(out_path).with_name(Path(out_path).name + ".waiting")
+
+
+def read_waiting(path: Path) -> dict[str, list[StepRecord]]:
+    """The complete episodes of a waiting file by id (none when there is no file; a cut one loses its cut episode)."""
+    if not path.exists():
+        return {}
+    by_id: dict[str, list[StepRecord]] = {}
+    for row in read_steps(path)[0]:
+        by_id.setdefault(row["episode_id"], []).append(StepRecord(**row))
+    return by_id
+
+
+def keep_waiting(path: Path, episodes: list[list[StepRecord]]) -> None:
+    """Replace the waiting file by `episodes` (written whole, then renamed into place; no episodes: no file)."""
+    if not episodes:
+        path.unlink(missing_ok=True)
+        return
+    partial = path.with_name(path.name + ".tmp")
+    partial.unlink(missing_ok=True)
+    for episode in episodes:
+        append_episode(partial, episode)
+    os.replace(partial, path)
 
 
 PLAIN_PROGRESS_S = 30.0
