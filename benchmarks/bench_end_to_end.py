@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import ROOT, environment, human, parse_sizes, print_table, write_json
+from common import ROOT, environment, human, parse_sizes, print_table, run_measured, write_json
 
 from hera_jax.cli import run_cli
 from hera_jax.columns import columns_path
@@ -45,16 +42,6 @@ class BenchEndToEndConfig:
     """Also time one RL fine-tune of the warm run's router on the same data (rl_finetune_once.py: the dataset's
     steps as STAND-IN routed visits), in a child process of its own."""
     out: Path = ROOT / "benchmarks" / "results" / "end_to_end.json"
-
-
-def run_measured(command: list[str], log: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in GB, exit code) of a child process."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        child = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-        _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
 
 
 RL_PHASES = ("load_il_data", "read_visits_first", "read_visits", "labels_and_visit_features", "fine_tune_incl_compile",

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -140,3 +141,15 @@ def fmt(value) -> str:
             return "nan"
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
+
+
+def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None,
+                 cores: set[int] | None = None) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in GB, exit code) of a child process (with `env`, pinned to `cores` if given)."""
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        child = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, preexec_fn=pin)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
