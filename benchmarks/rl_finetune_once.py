@@ -32,7 +32,7 @@ from hera_jax.errors import HeraError
 from hera_jax.rl.config import RLConfig
 from hera_jax.rl.loop import fine_tune, preference_set
 from hera_jax.rl.run import ILData
-from hera_jax.rl.rollouts import ROLLOUT_COLUMNS_FILE
+from hera_jax.rl.run import ROLLOUT_COLUMNS_FILE
 from hera_jax.rl.visits import visit_table_from_columns
 from hera_jax.rollout.records import STEPS_FILE, existing_steps_file
 from hera_jax.router.checkpoint import load_router, save_router

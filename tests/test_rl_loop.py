@@ -18,8 +18,8 @@ from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
 from hera_jax.rl.config import ExplorationConfig, PreferenceConfig
 from hera_jax.rl.loop import preference_data, preference_options
-from hera_jax.rl.run import iter_dir
-from hera_jax.rl.rollouts import ROLLOUT_COLUMNS_FILE, pooled_rows, pooled_visits
+from hera_jax.rl.run import ROLLOUT_COLUMNS_FILE, iter_dir
+from hera_jax.rl.rollouts import pooled_rows, pooled_visits
 from hera_jax.runs import RunFolderError
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_env

@@ -29,7 +29,7 @@ from hera_jax.dataset import StepTable, check_trainable, load_il_table, manifest
 from hera_jax.errors import ComputationAbandoned, HeraError
 from hera_jax.features import FeatureSpec, featurize
 from hera_jax.rl.config import stored_preference
-from hera_jax.rl.run import FEATURES, load_run_rollouts
+from hera_jax.rl.run import FEATURES, load_run_visits
 from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
@@ -45,14 +45,14 @@ T = TypeVar("T")
 
 def rl_train_data(table: StepTable, features: np.ndarray, run_dir: Path, spec: FeatureSpec, percent: int):
     """(TrainData with the RL visits before the IL training rows, RLRows, settings of the RL run, stats)."""
-    settings, rows = load_run_rollouts(run_dir)
+    settings, visits = load_run_visits(run_dir)
     dataset_env = table.manifest.get("env", {}).get("name")
     if settings.get("env") != dataset_env:
         raise HeraError(f"{run_dir}/config.json: env {settings.get('env')!r} differs from the dataset's "
                         f"{dataset_env!r}; give an RL run of the same environment")
     # the return and estimate the run's own preferences used
     preference = stored_preference(settings)
-    visits, gid, keys, returns, future_calls = grouped_visits(rows, preference.return_kind, preference.return_estimate)
+    visits, gid, keys, returns, future_calls = grouped_visits(visits, preference.return_kind, preference.return_estimate)
     x_visits, _ = featurize(visits.state_key, visits.state_text, visits.step, spec, run_dir / FEATURES)
     train = table.mask("train")
     il_group = groups_of_keys([k for k, m in zip(table.state_key, train) if m], keys)

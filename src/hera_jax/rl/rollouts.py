@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from hera_jax.agents.base import Agent
-from hera_jax.columns import load_step_columns
 from hera_jax.envs.base import Env
 from hera_jax.features import FeatureSpec
 from hera_jax.rl.exploration import exploration_rate
-from hera_jax.rl.run import CHECKPOINTS, EpisodeSetup, RLRun, iter_dir
-from hera_jax.rl.visits import VisitTable, concat_visit_tables, visit_table_from_columns
+from hera_jax.rl.run import CHECKPOINTS, ROLLOUTS_FILE, EpisodeSetup, RLRun, iter_dir, rollout_visits
+from hera_jax.rl.visits import VisitTable
 from hera_jax.rollout.engine import Job, Policy, WorkerSetup, run_jobs, states_embedded
 from hera_jax.rollout.episode import EpisodeSettings, EpisodeSpec, always
-from hera_jax.rollout.records import existing_steps_file, read_steps
+from hera_jax.rollout.records import read_steps
 from hera_jax.rollout.routing import routed
 from hera_jax.router.checkpoint import load_router
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
@@ -129,10 +128,7 @@ def rollouts(run: RLRun, iteration: int) -> tuple[list[dict[str, Any]], int]:
     jobs = [Job(EpisodeSpec(run.plan.env_name, t, v, "train", f"rl/iter{iteration}/{t}/{v}/r{k}"), f"r{k}")
             for t, v in run.plan.train for k in range(config.rollouts_per_task)]
     return run_episodes(run.episodes, jobs, policies, checkpoint_of(run, iteration - 1),
-                        iter_dir(run.run_dir, iteration) / "rollouts.jsonl", f"rollouts iter {iteration}")
-
-
-ROLLOUT_COLUMNS_FILE = "rollouts_columns.npz"  # an iteration's rollouts as columns (hera_jax.columns)
+                        iter_dir(run.run_dir, iteration) / ROLLOUTS_FILE, f"rollouts iter {iteration}")
 
 
 def pooled_iterations(run: RLRun, iteration: int) -> range:
@@ -143,16 +139,11 @@ def pooled_iterations(run: RLRun, iteration: int) -> range:
 def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for j in pooled_iterations(run, iteration):
-        rows.extend(read_steps(iter_dir(run.run_dir, j) / "rollouts.jsonl")[0])
+        rows.extend(read_steps(iter_dir(run.run_dir, j) / ROLLOUTS_FILE)[0])
     return rows
 
 
 def pooled_visits(run: RLRun, iteration: int) -> VisitTable:
     """`visit_table(pooled_rows(...))` from each iteration's columns cache (`iter_<jjj>/rollouts_columns.npz`): the
     rollouts of earlier iterations, read again at every later one, are validated once."""
-    tables = []
-    for j in pooled_iterations(run, iteration):
-        folder = iter_dir(run.run_dir, j)
-        columns, _ = load_step_columns(existing_steps_file(folder / "rollouts.jsonl"), folder / ROLLOUT_COLUMNS_FILE)
-        tables.append(visit_table_from_columns(columns, run.config.preference.return_kind))
-    return concat_visit_tables(tables)
+    return rollout_visits(run.run_dir, pooled_iterations(run, iteration), run.config.preference.return_kind)

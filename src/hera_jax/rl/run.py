@@ -7,6 +7,7 @@ Run folder layout (everything a resumed run needs is on disk; a finished iterati
     checkpoints/<i>/            orbax router after iteration i (0 = the IL start)
     iter_000/metrics.json       held-out evaluation of the IL router (+ cloud-only / device-only baselines)
     iter_<i>/rollouts.jsonl     exploration rollouts of iteration i (append-only, resumable per episode)
+    iter_<i>/rollouts_columns.npz  those rollouts as columns (hera_jax.columns), keyed by the file's sha256
     iter_<i>/eval.jsonl         greedy held-out evaluation episodes of the router after iteration i
     iter_<i>/metrics.json       written last: marks iteration i finished
     summary.json                all finished iterations' metrics
@@ -29,17 +30,21 @@ from hera_jax.envs.base import Env
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureCacheError, FeatureSpec, featurize_indexed
 from hera_jax.features.cache import cache_path, check_cache_folder, round_like_cache
-from hera_jax.rl.config import RLConfig
+from hera_jax.columns import load_step_columns
+from hera_jax.rl.config import RLConfig, stored_preference
+from hera_jax.rl.visits import VisitTable, concat_visit_tables, visit_table_from_columns
 from hera_jax.rollout.engine import EngineConfig, EngineSession, single_env
 from hera_jax.rollout.episode import DEFAULT_HISTORY_K, DEFAULT_MAX_OBS_CHARS, EpisodeSettings
 from hera_jax.files import read_json_object, write_json_atomic
-from hera_jax.rollout.records import read_steps
+from hera_jax.rollout.records import existing_steps_file
 from hera_jax.router.checkpoint import RouterBundle, load_router
 from hera_jax.router.scorer import RouterScorer, StateEmbedder
 from hera_jax.runs import RunFolderError, check_resume, config_json
 
 
 CHECKPOINTS = "checkpoints"
+ROLLOUTS_FILE = "rollouts.jsonl"
+ROLLOUT_COLUMNS_FILE = "rollouts_columns.npz"
 
 
 FEATURES = "features"
@@ -236,9 +241,21 @@ def shortest_tasks(table: StepTable, tasks: Sequence[str], count: int) -> list[s
     return [t for t in tasks if t in chosen]
 
 
-def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(settings, exploration rollout rows of every finished iteration) of an RL run folder, for offline reuse
-    (experiments/sweep.py's IL+RL label axis). Raises RunFolderError when the folder holds no finished iteration."""
+def rollout_visits(run_dir: Path, iterations: Sequence[int], return_kind: str) -> VisitTable:
+    """The visits of these iterations' exploration rollouts, each file read through its columns cache (validated
+    the first time, from the cache after that), episodes numbered on across iterations."""
+    tables = []
+    for i in iterations:
+        folder = iter_dir(run_dir, i)
+        columns, _ = load_step_columns(existing_steps_file(folder / ROLLOUTS_FILE), folder / ROLLOUT_COLUMNS_FILE)
+        tables.append(visit_table_from_columns(columns, return_kind))
+    return concat_visit_tables(tables)
+
+
+def load_run_visits(run_dir: Path) -> tuple[dict[str, Any], VisitTable]:
+    """(settings, visits of every finished iteration's exploration rollouts, with the run's own return kind) of an
+    RL run folder, for offline reuse (experiments/sweep.py's IL+RL label axis). Raises RunFolderError when the
+    folder holds no finished iteration."""
     run_dir = Path(run_dir)
     config_file = run_dir / "config.json"
     if not config_file.exists():
@@ -247,10 +264,7 @@ def load_run_rollouts(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any
     last = finished_iterations(run_dir)
     if last < 1:
         raise RunFolderError(f"{run_dir}: no finished RL iteration (iter_001/metrics.json); run rl_iter.py first")
-    rows: list[dict[str, Any]] = []
-    for i in range(1, last + 1):
-        rows.extend(read_steps(iter_dir(run_dir, i) / "rollouts.jsonl")[0])
-    return settings, rows
+    return settings, rollout_visits(run_dir, range(1, last + 1), stored_preference(settings).return_kind)
 
 
 def load_history(run_dir: Path) -> list[dict[str, Any]]:
