@@ -18,12 +18,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from common import ROOT, environment, human, parse_sizes, print_table, run_measured, write_json
+from common import (IL_PHASES, ROOT, environment, human, il_run_phases, parse_sizes, print_table, run_measured,
+                    write_json)
 
 from hera_jax.cli import run_cli
 from hera_jax.columns import columns_path
 
-PHASES = ("load", "featurize", "train_incl_compile", "evaluate", "checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,17 +89,17 @@ def main(config: BenchEndToEndConfig) -> dict:
             metrics = json.loads((run_dir / "metrics.json").read_text())
             timings = metrics["timings_s"]
             row = {"steps": metrics["num_steps"], "mode": mode, "wall_s": wall, "peak_rss_gb": rss,
-                   "startup_s": wall - timings["total"], **{f"{p}_s": timings.get(p) for p in PHASES},
+                   **il_run_phases(timings, wall),
                    "rows_per_s_load": metrics["num_steps"] / max(timings["load"], 1e-9),
                    "dev_auroc": metrics["metrics"]["dev"]["auroc"], "epochs_run": metrics["epochs_run"]}
             results.append(row)
             print(json.dumps(row), file=sys.stderr)
         if config.rl:
             rl_rows.append(time_rl_finetune(config.work, dataset, config.work / f"il_{human(size)}_warm"))
-    columns = ["steps", "mode", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in PHASES], "load rows/s"]
+    columns = ["steps", "mode", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in IL_PHASES], "load rows/s"]
     print_table("il.py end to end", columns, [
         [human(r["steps"]), r["mode"], r["wall_s"], r["peak_rss_gb"], r["startup_s"],
-         *[r[f"{p}_s"] for p in PHASES], r["rows_per_s_load"]] for r in results])
+         *[r[f"{p}_s"] for p in IL_PHASES], r["rows_per_s_load"]] for r in results])
     if rl_rows:
         print_table("one RL fine-tune on the same data (STAND-IN visits: the steps, actors drawn at random)",
                     ["visits", "wall s", "peak RSS GB", "start-up s", *[f"{p} s" for p in RL_PHASES]],

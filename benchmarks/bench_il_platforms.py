@@ -21,11 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, environment, print_table, run_measured, write_json
+from common import IL_PHASES, ROOT, environment, il_run_phases, print_table, run_measured, write_json
 
 from hera_jax.cli import run_cli
 
-PHASES = ("load", "featurize", "train_incl_compile", "evaluate", "checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +64,7 @@ def time_il(config: BenchILPlatformsConfig, platform: str) -> list[dict]:
         timings = metrics["timings_s"]
         rows.append({"platform": platform, "device": metrics["devices"][0], "run": "cold" if run == 0 else "warm",
                      "cores": sorted(cores) if cores else None, "wall_s": wall, "peak_rss_gb": rss,
-                     "startup_s": wall - timings["total"], **{f"{p}_s": timings.get(p) for p in PHASES},
+                     **il_run_phases(timings, wall),
                      "total_s": timings["total"], "test_auroc": metrics["metrics"]["test"]["auroc"]})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
@@ -76,8 +75,8 @@ def main(config: BenchILPlatformsConfig) -> dict:
     config.work.mkdir(parents=True)
     rows = [row for platform in ("default", "cpu") for row in time_il(config, platform)]
     print_table("il.py on the shipped data: the default JAX platform vs pinned host CPU cores",
-                ["platform", "device", "run", "wall s", "start-up s", *[f"{p} s" for p in PHASES], "il.py total s"],
-                [[r["platform"], r["device"], r["run"], r["wall_s"], r["startup_s"], *[r[f"{p}_s"] for p in PHASES],
+                ["platform", "device", "run", "wall s", "start-up s", *[f"{p} s" for p in IL_PHASES], "il.py total s"],
+                [[r["platform"], r["device"], r["run"], r["wall_s"], r["startup_s"], *[r[f"{p}_s"] for p in IL_PHASES],
                   r["total_s"]] for r in rows])
     warm = {p: min((r["wall_s"] for r in rows if r["platform"] == p and r["run"] == "warm"), default=None)
             for p in ("default", "cpu")}

@@ -153,3 +153,12 @@ def run_measured(command: list[str], log: Path, env: dict[str, str] | None = Non
         _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - start, usage.ru_maxrss / 2**20, child.returncode  # ru_maxrss is in KB on Linux
+
+
+IL_PHASES = ("load", "featurize", "train_incl_compile", "evaluate", "checkpoint")  # il.py's metrics.json timings_s
+
+
+def il_run_phases(timings: dict, wall_s: float) -> dict:
+    """An il.py process's phases from its metrics.json `timings_s`, and its start-up: wall time minus il.py's own
+    total (interpreter, imports, device init)."""
+    return {"startup_s": wall_s - timings["total"], **{f"{p}_s": timings.get(p) for p in IL_PHASES}}
