@@ -18,11 +18,12 @@ from hera_jax.features import FeatureSpec
 from hera_jax.rl import RLConfig, finished_iterations, open_run, run_rl
 from hera_jax.rl.config import ExplorationConfig, PreferenceConfig
 from hera_jax.rl.loop import preference_data, preference_options
-from hera_jax.rl.run import ROLLOUT_COLUMNS_FILE, iter_dir
-from hera_jax.rl.rollouts import pooled_rows, pooled_visits
+from hera_jax.rl.run import ROLLOUT_COLUMNS_FILE, ROLLOUTS_FILE, iter_dir
+from hera_jax.rl.rollouts import pooled_iterations, pooled_visits
 from hera_jax.runs import RunFolderError
 from hera_jax.rollout.collect import COLLECT_POLICY, collect, plan_episodes
 from hera_jax.rollout.engine import EngineConfig, Policy, WorkerSetup, single_env
+from hera_jax.rollout.records import read_steps
 from hera_jax.rollout.episode import EpisodeSettings, always
 from hera_jax.router.checkpoint import load_router
 from hera_jax.rl.train import PreferenceTrainConfig
@@ -106,6 +107,12 @@ def collect_keyroom_dataset(folder: Path) -> Path:
                         EpisodeSettings(replay="device", history_k=2, max_obs_chars=200, max_steps=12))
     collect(specs, lambda: setup, folder, manifest, show_progress=False, setup=setup)
     return folder
+
+
+def pooled_rows(run, iteration: int) -> list[dict]:
+    """The validated rows of the rollouts stage 2 pools at `iteration`: the reference the columns path must equal."""
+    return [row for j in pooled_iterations(run, iteration)
+            for row in read_steps(iter_dir(run.run_dir, j) / ROLLOUTS_FILE)[0]]
 
 
 def _config(out: Path, iters: int) -> RLConfig:

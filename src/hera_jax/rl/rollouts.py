@@ -136,14 +136,8 @@ def pooled_iterations(run: RLRun, iteration: int) -> range:
     return range(1 if run.config.window <= 0 else max(1, iteration - run.config.window + 1), iteration + 1)
 
 
-def pooled_rows(run: RLRun, iteration: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for j in pooled_iterations(run, iteration):
-        rows.extend(read_steps(iter_dir(run.run_dir, j) / ROLLOUTS_FILE)[0])
-    return rows
-
-
 def pooled_visits(run: RLRun, iteration: int) -> VisitTable:
-    """`visit_table(pooled_rows(...))` from each iteration's columns cache (`iter_<jjj>/rollouts_columns.npz`): the
-    rollouts of earlier iterations, read again at every later one, are validated once."""
+    """The visits stage 2 labels at `iteration`: the pooled iterations' rollouts, each read through its columns
+    cache (`iter_<jjj>/rollouts_columns.npz`), so the rollouts of earlier iterations, read again at every later
+    one, are validated once."""
     return rollout_visits(run.run_dir, pooled_iterations(run, iteration), run.config.preference.return_kind)
