@@ -586,3 +586,11 @@ def test_replies_say_how_long_the_upstream_took(tmp_path, monkeypatch):
     assert reply.status_code == 200 and reply.headers["x-hera-route"] == "device"
     upstream_ms, decision_ms = float(reply.headers["x-hera-upstream-ms"]), float(reply.headers["x-hera-decision-ms"])
     assert 150 <= upstream_ms < 5000 and 0 <= decision_ms < 150
+
+
+def test_the_chat_route_is_in_the_openapi_schema(tmp_path, upstreams, monkeypatch):
+    with make_client(tmp_path, upstreams, monkeypatch) as client:
+        schema = client.get("/openapi.json").json()
+    chat_route = schema["paths"]["/v1/chat/completions"]["post"]
+    assert chat_route["requestBody"]["content"]["application/json"]["schema"]["required"] == ["messages"]
+    assert {"/health", "/v1/models", "/metrics", "/v1/hera/episodes/{episode}/outcome"} <= set(schema["paths"])

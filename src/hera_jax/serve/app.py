@@ -419,7 +419,38 @@ def create_app(config: ServeConfig, router: Router, transport=None):
     # a plain Starlette route: FastAPI's per-request parameter handling has nothing to do for it (it reads the raw
     # body itself and always returns a Response)
     app.router.add_route("/v1/chat/completions", chat, methods=["POST"])
+
+    def openapi() -> dict:
+        """FastAPI's schema lists only its own routes: add the chat route, so /docs and client generators see it."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema["paths"]["/v1/chat/completions"] = {"post": CHAT_OPENAPI}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+CHAT_OPENAPI = {
+    "summary": "Chat completion, routed to the device or the cloud upstream",
+    "description": "An OpenAI chat completion request (stream or not). The model `hera` routes at the served "
+                   "threshold, `hera-<t>` at t. The reply is the routed upstream's, with headers x-hera-route, "
+                   "x-hera-p-cloud, x-hera-threshold, x-hera-reason, x-hera-episode, x-hera-decision-ms and "
+                   "x-hera-upstream-ms. An optional `hera_state` object (task, history, observation, step) replaces "
+                   "the state read from the messages; the x-hera-episode request header (or `hera_episode` in the body) names "
+                   "the episode.",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["messages"],
+        "properties": {"model": {"type": "string", "example": "hera"}, "messages": {"type": "array"},
+                       "stream": {"type": "boolean"}, "hera_state": {"type": "object"},
+                       "hera_episode": {"type": "string"}}}}}},
+    "responses": {"200": {"description": "the upstream's chat completion (or its event stream)"},
+                  "400": {"description": "a request the proxy cannot route (the error names the field)"},
+                  "502": {"description": "no upstream answered"}},
+}
 
 
 def _environment_proxy(url: str) -> str | None:
