@@ -1,4 +1,9 @@
-from hera_jax.state import AgentState, state_key, state_text
+import re
+
+import hypothesis
+import hypothesis.strategies as st
+
+from hera_jax.state import AgentState, normalize_text, state_key, state_text
 
 
 def _state(**kw):
@@ -37,3 +42,12 @@ def test_identical_states_in_different_episodes_share_a_key():
 def test_long_observations_are_clipped():
     text = state_text(_state(observation="x" * 5000), max_obs_chars=100)
     assert len(text.split("Now: ")[1]) == 100
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.text(alphabet=st.sampled_from(list("ab.,Z \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2003\u2028\u3000é")),
+                          max_size=40))
+def test_normalize_text_equals_the_regex_definition(text):
+    # state keys (and so every features cache) hash normalized texts: the split-based version must give exactly
+    # what the regex one gave, for every kind of Unicode whitespace
+    assert normalize_text(text) == re.sub(r"\s+", " ", text).strip()

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from collections.abc import Sequence
-
-_WHITESPACE = re.compile(r"\s+")
 
 
 def normalize_text(text: str) -> str:
-    """Collapse whitespace runs to one space and strip; case is kept (it carries meaning in observations)."""
-    return _WHITESPACE.sub(" ", text).strip()
+    """Collapse whitespace runs to one space and strip; case is kept (it carries meaning in observations).
+    str.split() splits on exactly the characters regex `\\s` matches (str.isspace), ~4x faster than a substitution:
+    every step of every read and rollout goes through here."""
+    return " ".join(text.split())
 
 
 def normalize_action(action: str) -> str:
