@@ -76,6 +76,7 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     exploration flip). Holds no per-row Python strings."""
     index_of: dict[str, int] = {}
     distinct_texts: list[str] = []
+    label_of: dict[tuple[str, str], int] = {}
     vocab: dict[str, dict[str, int]] = {name: {} for name in CODED}
     codes: dict[str, array.array] = {name: array.array("i") for name in CODED}
     numbers = {"variation": array.array("q"), "step": array.array("i"), "state_index": array.array("i"),
@@ -94,7 +95,11 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         numbers["variation"].append(r["variation"])
         numbers["step"].append(r["step"])
         numbers["state_index"].append(position)
-        numbers["label"].append(-1 if device is None or cloud is None else il_label(device, cloud))
+        if device is None or cloud is None:
+            label = -1
+        elif (label := label_of.get((device, cloud))) is None:  # a task's action pairs recur across its episodes
+            label = label_of[device, cloud] = il_label(device, cloud)
+        numbers["label"].append(label)
         numbers["success"].append(bool(r["success"]))
         numbers["episode_steps"].append(r["episode_steps"])
         numbers["score"].append(r["score"])
