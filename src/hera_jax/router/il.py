@@ -79,14 +79,16 @@ def il_train_data(table: StepTable, features: np.ndarray | jax.Array) -> TrainDa
     taken on the device from one transfer of `features` (no host copy of each split: a million-row table's
     features are gigabytes)."""
     train, dev = np.flatnonzero(table.mask("train")), np.flatnonzero(table.mask("dev"))
-    x = jnp.asarray(features)
-    return TrainData(
-        x_train=x[train],
-        y_train=jnp.asarray(table.label[train], jnp.int32),
-        w_train=jnp.ones(train.size, jnp.float32),
-        x_dev=x[dev],
-        y_dev=jnp.asarray(table.label[dev], jnp.int32),
-    )
+    return _take_splits(jnp.asarray(features), train.astype(np.int32), dev.astype(np.int32),
+                        table.label[train].astype(np.int32), table.label[dev].astype(np.int32))
+
+
+@jax.jit
+def _take_splits(x: jax.Array, train: jax.Array, dev: jax.Array, y_train: jax.Array, y_dev: jax.Array) -> TrainData:
+    # one program: as separate eager ops the two gathers, their index handling and the conversions were a dozen
+    # programs, each traced and looked up in the compile cache at every start-up
+    return TrainData(x_train=x[train], y_train=y_train, w_train=jnp.ones(train.shape, jnp.float32), x_dev=x[dev],
+                     y_dev=y_dev)
 
 
 def train_and_evaluate(
