@@ -194,3 +194,64 @@ def test_the_columns_cache_is_not_written_when_the_records_change_while_they_are
     assert not columns_path(folder).exists()  # what was read is not what the file now holds
     monkeypatch.setattr(columns_module, "iter_episodes", real)
     assert "t1/test/late" in load_il_table(folder, ()).episode_id.tolist()
+
+
+def _no_hashing(monkeypatch):
+    import hera_jax.columns as columns_module
+
+    def refuse(path):
+        raise AssertionError(f"{path} was hashed although its stat was recorded with the cache")
+
+    monkeypatch.setattr(columns_module, "sha256_of", refuse)
+
+
+def test_a_later_load_trusts_the_recorded_stat_instead_of_hashing(tmp_path, monkeypatch):
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    expected = load_il_table(folder, (), use_cache=False)
+    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)  # the toy file was written a moment ago
+    load_il_table(folder, ())  # builds the cache and records the file's stat
+    with monkeypatch.context() as patch:
+        _no_hashing(patch)
+        assert_same_table(expected, load_il_table(folder, ()))
+    # a changed file has another stat: hashed and rebuilt, not trusted
+    append_episode(folder / "steps.jsonl", make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
+    assert "t1/test/new" in load_il_table(folder, ()).episode_id.tolist()
+
+
+def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path, monkeypatch):
+    # a write in the same timestamp tick could keep size, mtime and ctime: such a file is hashed at every load
+    # until it has been still for STILL_FOR_NS, then its stat is recorded once
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 3600 * 10**9)
+    load_il_table(folder, ())
+    hashed = []
+    real = columns_module.sha256_of
+    monkeypatch.setattr(columns_module, "sha256_of", lambda path: hashed.append(path) or real(path))
+    load_il_table(folder, ())
+    assert hashed  # no stat recorded: the file was hashed
+    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)
+    load_il_table(folder, ())  # hashed once more, and now its stat is recorded with the cache
+    hashed.clear()
+    load_il_table(folder, ())
+    assert not hashed
+
+
+def test_a_same_size_rewrite_is_not_taken_for_the_cached_records(tmp_path, monkeypatch):
+    import os
+
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)
+    load_il_table(folder, ())
+    steps = folder / "steps.jsonl"
+    stat = steps.stat()
+    text = steps.read_text()
+    steps.write_text(text.replace('"variation": 0', '"variation": 7', 1))  # same size, in place
+    os.utime(steps, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old mtime put back: ctime moved
+    assert steps.stat().st_size == stat.st_size
+    assert 7 in load_il_table(folder, ()).variation.tolist()
