@@ -203,14 +203,15 @@ def _no_hashing(monkeypatch):
         raise AssertionError(f"{path} was hashed although its stat was recorded with the cache")
 
     monkeypatch.setattr(columns_module, "sha256_of", refuse)
+    monkeypatch.setattr(columns_module, "sha256_with_stat", refuse)
 
 
 def test_a_later_load_trusts_the_recorded_stat_instead_of_hashing(tmp_path, monkeypatch):
-    import hera_jax.columns as columns_module
+    import hera_jax.files as files_module
 
     folder = _toy(tmp_path)
     expected = load_il_table(folder, (), use_cache=False)
-    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)  # the toy file was written a moment ago
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)  # the toy file was written a moment ago
     load_il_table(folder, ())  # builds the cache and records the file's stat
     with monkeypatch.context() as patch:
         _no_hashing(patch)
@@ -224,16 +225,17 @@ def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path
     # a write in the same timestamp tick could keep size, mtime and ctime: such a file is hashed at every load
     # until it has been still for STILL_FOR_NS, then its stat is recorded once
     import hera_jax.columns as columns_module
+    import hera_jax.files as files_module
 
     folder = _toy(tmp_path)
-    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 3600 * 10**9)
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 3600 * 10**9)
     load_il_table(folder, ())
     hashed = []
-    real = columns_module.sha256_of
-    monkeypatch.setattr(columns_module, "sha256_of", lambda path: hashed.append(path) or real(path))
+    real = columns_module.sha256_with_stat
+    monkeypatch.setattr(columns_module, "sha256_with_stat", lambda path: hashed.append(path) or real(path))
     load_il_table(folder, ())
     assert hashed  # no stat recorded: the file was hashed
-    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
     load_il_table(folder, ())  # hashed once more, and now its stat is recorded with the cache
     hashed.clear()
     load_il_table(folder, ())
@@ -243,10 +245,10 @@ def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path
 def test_a_same_size_rewrite_is_not_taken_for_the_cached_records(tmp_path, monkeypatch):
     import os
 
-    import hera_jax.columns as columns_module
+    import hera_jax.files as files_module
 
     folder = _toy(tmp_path)
-    monkeypatch.setattr(columns_module, "STILL_FOR_NS", 0)
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
     load_il_table(folder, ())
     steps = folder / "steps.jsonl"
     stat = steps.stat()
@@ -255,3 +257,54 @@ def test_a_same_size_rewrite_is_not_taken_for_the_cached_records(tmp_path, monke
     os.utime(steps, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old mtime put back: ctime moved
     assert steps.stat().st_size == stat.st_size
     assert 7 in load_il_table(folder, ()).variation.tolist()
+
+
+def test_a_path_swapped_between_files_never_pairs_one_files_stat_with_the_others_cache(tmp_path, monkeypatch):
+    # steps.jsonl as a link switched from one version of the records to another and back: each load must give the
+    # rows of the file the link points to at that moment
+    import hera_jax.files as files_module
+
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    v1, v2 = folder / "v1.jsonl", folder / "v2.jsonl"
+    steps.rename(v1)
+    v2.write_bytes(v1.read_bytes())
+    append_episode(v2, make_steps("t1/test/v2", "t1", "test", [("q", "r")], variation=9))
+    for target, has_v2 in ((v1, False), (v2, True), (v1, False), (v2, True)):
+        steps.unlink(missing_ok=True)
+        steps.symlink_to(target.name)
+        assert ("t1/test/v2" in load_il_table(folder, ()).episode_id.tolist()) == has_v2, target.name
+
+
+def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_path, monkeypatch):
+    import hashlib
+
+    import hera_jax.files as files_module
+
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
+    path = tmp_path / "steps.jsonl"
+    path.write_bytes(b"a" * (1 << 23))  # two blocks: the write lands between them
+    real = hashlib.sha256
+
+    class AppendingMidway:
+        def __init__(self):
+            self.inner, self.blocks = real(), 0
+
+        def update(self, block):
+            self.blocks += 1
+            if self.blocks == 1:
+                with open(path, "ab") as f:
+                    f.write(b"late line\n")
+            self.inner.update(block)
+
+        def hexdigest(self):
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(files_module.hashlib, "sha256", AppendingMidway)
+    digest, signature = files_module.sha256_with_stat(path)
+    assert signature is None
+    monkeypatch.setattr(files_module.hashlib, "sha256", real)
+    digest_after, signature_after = files_module.sha256_with_stat(path)
+    assert digest_after == real(path.read_bytes()).hexdigest() and signature_after is not None
+    assert signature_after[0] == path.stat().st_size

@@ -6,7 +6,7 @@ for stage 2's visits also episode lengths, scores, who acted and exploration fli
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
 sha256 of the steps file: any change to the records (an appended episode, an edit) changes the hash and the next
 load validates and rebuilds. A later process skips hashing the file (seconds at 10M steps) when its size, mtime,
-inode and ctime are still those recorded with the cache, as git's index does; a file changed in the two seconds
+inode and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute
 before it was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed
 again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a vocabulary, texts as one
 UTF-8 blob with offsets, so nothing is pickled.
@@ -18,16 +18,15 @@ import array
 import json
 import os
 import tempfile
-import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hera_jax.features import DEVICE_SIGNALS
-from hera_jax.files import sha256_of
+from hera_jax.files import sha256_of, sha256_with_stat, stat_of_open
 from hera_jax.labels import il_label
 from hera_jax.rollout.records import STEPS_FILE, LoadReport, existing_steps_file, iter_episodes
 
@@ -54,40 +53,20 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
 
 def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple[dict[str, Any], LoadReport]:
     """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
-    signature = stat_signature(steps)
     if use_cache and cache.exists():
-        cached = _read_cache(cache, signature, lambda: sha256_of(steps))
+        cached = _read_cache(cache, steps)
         if cached is not None:
-            columns, report, meta = cached
-            if signature is not None and meta.get("steps_stat") != signature:  # hashed: record the stat for next time
-                try:
-                    _write_cache(cache, meta["steps_sha256"], signature, columns, report)
-                except OSError:
-                    pass
-            return columns, report
-    digest = sha256_of(steps)
+            return cached
+    digest, signature = sha256_with_stat(steps)
     report = LoadReport(path=str(steps))
     columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
     # cached only if the file still has the content that was hashed (a collection may append while we read)
     if use_cache and sha256_of(steps) == digest:
         try:
-            _write_cache(cache, digest, signature if stat_signature(steps) == signature else None, columns, report)
+            _write_cache(cache, digest, signature, columns, report)
         except OSError:  # a read-only dataset folder: load from rows every time, correctly
             pass
     return columns, report
-
-
-STILL_FOR_NS = 2_000_000_000  # how long a file must have been unchanged before its stat may stand for its hash
-
-
-def stat_signature(path: Path) -> list[int] | None:
-    """[size, mtime, inode, ctime] of a file unchanged for STILL_FOR_NS, which a later process may trust instead of
-    hashing it: any later write moves its ctime (no tool sets ctime back) past the recorded one. None for a file
-    changed too recently for that (a write within the same timestamp tick would keep the same ctime)."""
-    stat = path.stat()
-    if time.time_ns() - stat.st_ctime_ns < STILL_FOR_NS:
-        return None
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
 
 
 def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -143,7 +122,7 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return columns
 
 
-def _write_cache(path: Path, digest: str, signature: list[int] | None, columns: dict[str, Any],
+def _write_cache(path: Path, digest: str, signature: tuple[int, ...] | None, columns: dict[str, Any],
                  report: LoadReport) -> None:
     arrays: dict[str, np.ndarray] = {}
     for name in CODED:
@@ -155,7 +134,8 @@ def _write_cache(path: Path, digest: str, signature: list[int] | None, columns: 
         arrays[f"{name}_offsets"] = _offsets(columns[name])
     for name in NUMERIC:
         arrays[name] = columns[name]
-    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_stat": signature, "report": report.__dict__}
+    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_stat": list(signature) if signature else None,
+            "report": report.__dict__}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique per writer
@@ -169,18 +149,21 @@ def _write_cache(path: Path, digest: str, signature: list[int] | None, columns: 
         raise
 
 
-def _read_cache(path: Path, signature: list[int] | None, digest: Callable[[], str]
-                ) -> tuple[dict[str, Any], LoadReport, dict[str, Any]] | None:
-    """The cached columns, their load report and the cache's meta (hash, recorded stat), if they belong to this
-    version of the records, else None (then they are rebuilt). The steps file is hashed (`digest()`) only when its
-    `signature` is not the one recorded with the cache."""
+def _read_cache(path: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | None:
+    """The cached columns and their load report if they belong to this version of the records, else None (then
+    they are rebuilt). The steps file is hashed only when its stat is not the one recorded with the cache; a cache
+    that had to be checked by its hash records the stat then, for the next process."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             if meta.get("version") != COLUMNS_VERSION:
                 return None
-            if (signature is None or meta.get("steps_stat") != signature) and meta.get("steps_sha256") != digest():
-                return None
+            recorded = meta.get("steps_stat")
+            signature = None
+            if recorded is None or recorded != list(stat_of_open(steps)):
+                digest, signature = sha256_with_stat(steps)
+                if digest != meta.get("steps_sha256"):
+                    return None
             columns: dict[str, Any] = {}
             for name in CODED:
                 columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
@@ -191,7 +174,13 @@ def _read_cache(path: Path, signature: list[int] | None, digest: Callable[[], st
                 columns[name] = z[name]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
         return None
-    return columns, LoadReport(**meta["report"]), meta
+    report = LoadReport(**meta["report"])
+    if signature is not None:  # the stat of the very file whose hash matched, for the next process
+        try:
+            _write_cache(path, meta["steps_sha256"], signature, columns, report)
+        except OSError:
+            pass
+    return columns, report
 
 
 def _decode(name: str, vocab: list[str], codes: np.ndarray) -> dict[str, Any]:

@@ -3,10 +3,10 @@ half-written summary, config or manifest; file digests computed once per process
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,50 @@ def read_json_object(path: str | Path, what: str, fix: str) -> dict[str, Any]:
 
 
 def sha256_of(path: str | Path) -> str:
-    """The file's digest, hashed once per process while its size and mtime stay the same (a model file verified on
-    load and fingerprinted for the decision memo, a steps file keying its columns: one read, not two)."""
-    stat = Path(path).stat()
-    # inode and ctime too: a file replaced by another (a new inode) or rewritten in place (ctime, which no tool
-    # sets back) is hashed again even when its size and mtime look the same
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+    """The file's digest, hashed once per process per file version (a model file verified on load and fingerprinted
+    for the decision memo, a steps file keying its columns: one read, not two)."""
+    return sha256_with_stat(path)[0]
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
-    digest = hashlib.sha256()
+# How long a file must have been unchanged before its stat may stand for its content: a write within the same
+# timestamp tick, or stamped by a file server whose clock lags ours, could leave size, mtime, inode and ctime as
+# they were.
+STILL_FOR_NS = 60_000_000_000
+
+
+def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] | None]:
+    """The file's digest and the (size, mtime, inode, ctime) of the very file that was hashed, which may stand for
+    the digest while they stay the same (any write moves the ctime, which no tool sets back); None for them when
+    they may not: the file changed while it was hashed or within STILL_FOR_NS before, or ctime does not mean "last
+    changed" (Windows: creation time). The stat comes from the open file, not the path: a path swapped to another
+    file between a stat and the read cannot pair one file's stat with another's digest, and on NFS opening
+    revalidates the attributes a path stat may serve from its cache. Digests with a stat are kept per process."""
     with open(path, "rb") as f:
+        started = time.time_ns()
+        stat = os.fstat(f.fileno())
+        before, key = _signature(stat), (stat.st_dev, *_signature(stat))
+        if key in _DIGESTS:
+            return _DIGESTS[key], before
+        digest = hashlib.sha256()
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
-    return digest.hexdigest()
+        after = _signature(os.fstat(f.fileno()))
+    if after != before or os.name == "nt" or started - stat.st_ctime_ns < STILL_FOR_NS:
+        return digest.hexdigest(), None
+    if len(_DIGESTS) >= 64:
+        _DIGESTS.pop(next(iter(_DIGESTS)))
+    _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key], before
+
+
+def stat_of_open(path: str | Path) -> tuple[int, int, int, int]:
+    """(size, mtime, inode, ctime) of the file at `path`, taken from the opened file (see `sha256_with_stat`)."""
+    with open(path, "rb") as f:
+        return _signature(os.fstat(f.fileno()))
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+_DIGESTS: dict[tuple[int, ...], str] = {}  # by the hashed file's device and stat: one entry per file version
