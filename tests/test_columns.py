@@ -209,9 +209,9 @@ def _no_hashing(monkeypatch):
 def test_a_later_load_trusts_the_recorded_stat_instead_of_hashing(tmp_path, monkeypatch):
     import hera_jax.files as files_module
 
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)  # the toy file is written a moment before it is hashed
     folder = _toy(tmp_path)
     expected = load_il_table(folder, (), use_cache=False)
-    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)  # the toy file was written a moment ago
     load_il_table(folder, ())  # builds the cache and records the file's stat
     with monkeypatch.context() as patch:
         _no_hashing(patch)
@@ -236,6 +236,7 @@ def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path
     load_il_table(folder, ())
     assert hashed  # no stat recorded: the file was hashed
     monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
+    monkeypatch.setattr(files_module, "_DIGESTS", {})  # a later process: the file has been still since
     load_il_table(folder, ())  # hashed once more, and now its stat is recorded with the cache
     hashed.clear()
     load_il_table(folder, ())

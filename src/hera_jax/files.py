@@ -51,23 +51,22 @@ def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] |
     they may not: the file changed while it was hashed or within STILL_FOR_NS before, or ctime does not mean "last
     changed" (Windows: creation time). The stat comes from the open file, not the path: a path swapped to another
     file between a stat and the read cannot pair one file's stat with another's digest, and on NFS opening
-    revalidates the attributes a path stat may serve from its cache. Digests with a stat are kept per process."""
+    revalidates the attributes a path stat may serve from its cache. Digests are kept per process by that stat."""
     with open(path, "rb") as f:
         started = time.time_ns()
         stat = os.fstat(f.fileno())
         before, key = _signature(stat), (stat.st_dev, *_signature(stat))
-        if key in _DIGESTS:
-            return _DIGESTS[key], before
-        digest = hashlib.sha256()
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-        after = _signature(os.fstat(f.fileno()))
-    if after != before or os.name == "nt" or started - stat.st_ctime_ns < STILL_FOR_NS:
-        return digest.hexdigest(), None
-    if len(_DIGESTS) >= 64:
-        _DIGESTS.pop(next(iter(_DIGESTS)))
-    _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key], before
+        if key not in _DIGESTS:
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+            if _signature(os.fstat(f.fileno())) != before:  # written while hashed: the digest is of no one version
+                return digest.hexdigest(), None
+            if len(_DIGESTS) >= 64:
+                _DIGESTS.pop(next(iter(_DIGESTS)))
+            _DIGESTS[key] = digest.hexdigest(), os.name != "nt" and started - stat.st_ctime_ns >= STILL_FOR_NS
+    digest, still = _DIGESTS[key]
+    return digest, before if still else None
 
 
 def stat_of_open(path: str | Path) -> tuple[int, int, int, int]:
@@ -80,4 +79,6 @@ def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
 
 
-_DIGESTS: dict[tuple[int, ...], str] = {}  # by the hashed file's device and stat: one entry per file version
+# by the hashed file's device and stat, one entry per file version: its digest, and whether the file had been still
+# when it was hashed (its stat may then stand for the digest in a later process)
+_DIGESTS: dict[tuple[int, ...], tuple[str, bool]] = {}
