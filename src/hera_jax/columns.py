@@ -5,10 +5,10 @@ The columns a router needs (ids, splits, steps, IL labels, success, and each row
 for stage 2's visits also episode lengths, scores, who acted and exploration flips) are written once to
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
 sha256 of the steps file: any change to the records (an appended episode, an edit) changes the hash and the next
-load validates and rebuilds. A later process skips hashing the file (seconds at 10M steps) when its size, mtime,
-inode and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute
-before it was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed
-again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
+load validates and rebuilds. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when
+its size, mtime, inode and ctime are still those of the file that was hashed, as git's index does; a file changed
+in the minute before it was hashed gets no such record (a change within one timestamp tick could keep them all), so
+it is hashed again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
 vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
 """
 

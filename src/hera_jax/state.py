@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 def normalize_text(text: str) -> str:
     """Collapse whitespace runs to one space and strip; case is kept (it carries meaning in observations).
-    str.split() splits on exactly the characters regex `\\s` matches (str.isspace), ~4x faster than a substitution:
-    every step of every read and rollout goes through here."""
+    str.split() splits on exactly the characters regex `\\s` matches (str.isspace) and is faster than a substitution
+    (benchmarks/RESULTS.md, "the validating first read"): every step of every read and rollout goes through here."""
     return " ".join(text.split())
 
 
