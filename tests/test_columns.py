@@ -5,6 +5,7 @@ same result as featurizing every row."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -309,3 +310,125 @@ def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_p
     digest_after, signature_after = files_module.sha256_with_stat(path)
     assert digest_after == real(path.read_bytes()).hexdigest() and signature_after is not None
     assert signature_after[0] == path.stat().st_size
+
+
+def assert_same_columns(a: dict, b: dict) -> None:
+    """Equal columns, vocabularies and distinct states in the same order (NaN equal to NaN)."""
+    assert set(a) == set(b)
+    for name in a:
+        if isinstance(a[name], list):
+            assert a[name] == b[name], name
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+            assert a[name].dtype == b[name].dtype, name
+
+
+def test_concatenated_columns_equal_the_columns_of_all_rows_at_every_split(tmp_path):
+    from hera_jax.columns import concat_columns, rows_to_columns
+    from hera_jax.rollout.records import read_steps
+
+    rows, _ = read_steps(_toy(tmp_path) / "steps.jsonl")
+    whole = rows_to_columns(rows)
+    for cut in range(len(rows) + 1):
+        assert_same_columns(whole, concat_columns(rows_to_columns(rows[:cut]), rows_to_columns(rows[cut:])))
+
+
+def _rows_refused(monkeypatch):
+    import hera_jax.columns as columns_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole file was read again although only episodes were appended")
+
+    monkeypatch.setattr(columns_module, "iter_episodes", refuse)
+
+
+def _fresh_process(monkeypatch):
+    import hera_jax.files as files_module
+
+    monkeypatch.setattr(files_module, "_DIGESTS", {})
+
+
+def test_appended_episodes_are_the_only_lines_read_and_the_columns_equal_a_full_read(tmp_path, monkeypatch):
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    load_columns(folder)
+    old = make_steps("t0/train/0", "t0", "train", [("a", "a")])[0]  # an earlier state, in a new episode
+    append_episode(steps, [dataclasses.replace(s, state_text=old.state_text, state_key=old.state_key) if i == 0
+                           else s for i, s in enumerate(make_steps("t2/dev/new", "t2", "dev", [("a", "a"), ("m", "n")],
+                                                                   variation=11))])
+    append_episode(steps, make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
+    with monkeypatch.context() as patch:
+        _rows_refused(patch)
+        _fresh_process(patch)
+        appended, report = load_columns(folder)
+    full, full_report = load_columns(folder, use_cache=False)
+    assert_same_columns(full, appended)
+    assert report == full_report and report.num_episodes == 9
+    assert "t2" in appended["task_vocab"] and appended["state_index"][-3] == 0
+    with monkeypatch.context() as patch:  # the extended cache stands for the grown file in the next process
+        _rows_refused(patch)
+        _fresh_process(patch)
+        assert_same_columns(full, load_columns(folder)[0])
+
+
+def test_problems_in_appended_lines_are_reported_as_a_full_read_reports_them(tmp_path, monkeypatch):
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    load_columns(folder)
+    append_episode(steps, make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
+    with open(steps, "ab") as f:
+        f.write(b'{"not": "a step"}\n{"not": "a step"}\n\n')
+    append_episode(steps, make_steps("t0/train/0", "t0", "train", [("a", "a")]))  # an id seen before the append
+    append_episode(steps, make_steps("t1/test/last", "t1", "test", [("q", "r")], variation=12))
+    cut = make_steps("t1/dev/cut", "t1", "dev", [("a", "a"), ("b", "b")], variation=10)
+
+    def write_raw(step):  # as a writer killed mid-episode left it (append_episode would first drop a cut tail)
+        with open(steps, "ab") as f:
+            f.write(json.dumps(dataclasses.asdict(step)).encode() + b"\n")
+
+    write_raw(cut[0])
+    with monkeypatch.context() as patch:
+        _rows_refused(patch)
+        appended, report = load_columns(folder)
+    full, full_report = load_columns(folder, use_cache=False)
+    assert_same_columns(full, appended)
+    assert report == full_report and len(report.problems) == 3, report.problems
+    # a cache of a read with problems is not extended (what is appended could change how a problem at its end
+    # reads): the whole file is read again
+    write_raw(make_steps("t1/test/later", "t1", "test", [("q", "r")], variation=13)[0])
+    iter_calls = []
+    import hera_jax.columns as columns_module
+
+    real = columns_module.iter_episodes
+    monkeypatch.setattr(columns_module, "iter_episodes", lambda *a, **k: iter_calls.append(1) or real(*a, **k))
+    assert_same_columns(load_columns(folder, use_cache=False)[0], load_columns(folder)[0])
+    assert iter_calls
+
+
+@pytest.mark.parametrize("change", ["continues_last_episode", "edited_before_the_end", "no_newline_at_the_end"])
+def test_a_file_that_is_not_the_cached_one_with_lines_appended_is_read_whole(tmp_path, monkeypatch, change):
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    if change == "no_newline_at_the_end":
+        steps.write_bytes(steps.read_bytes().rstrip(b"\n"))
+    load_columns(folder)
+    if change == "continues_last_episode":  # a step after the last episode's last: a full read drops both
+        last = make_steps("t0/train/again", "t0", "train", [("a", "a"), ("b", "b")])[1]
+        with open(steps, "ab") as f:
+            f.write(json.dumps(dataclasses.asdict(last)).encode() + b"\n")
+    else:
+        if change == "edited_before_the_end":
+            steps.write_bytes(steps.read_bytes().replace(b'"variation": 0', b'"variation": 7', 1))
+        append_episode(steps, make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
+    read_whole = []
+    real = columns_module.iter_episodes
+    monkeypatch.setattr(columns_module, "iter_episodes", lambda *a, **k: read_whole.append(1) or real(*a, **k))
+    cached, report = load_columns(folder)
+    full, full_report = load_columns(folder, use_cache=False)
+    assert read_whole
+    assert_same_columns(full, cached)
+    assert report == full_report
+    if change == "continues_last_episode":
+        assert "t0/train/again" not in cached["episode_id_vocab"] and report.problems

@@ -82,6 +82,19 @@ def test_a_tail_that_is_not_a_cut_episode_is_kept_and_the_next_episode_starts_on
     assert [r["episode_id"] for r in rows] == ["e1", "e2"] and len(report.problems) == 2
 
 
+def test_blank_lines_at_the_end_do_not_stop_the_next_append(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))
+    e2 = make_steps("e2", "t", "train", [("a", "a"), ("b", "b")])
+    with open(path, "ab") as f:  # blank lines, then what a cut write of e2 left, then a blank line
+        f.write(b"\n\n" + json.dumps(dataclasses.asdict(e2[0])).encode() + b"\n\n")
+    append_episode(path, e2)
+    rows, report = read_steps(path)
+    assert [r["episode_id"] for r in rows] == ["e1", "e2", "e2"] and report.problems == []
+    append_episode(path, make_steps("e3", "t", "train", [("a", "a")]))  # after blank lines only
+    assert [r["episode_id"] for r in read_steps(path)[0]] == ["e1", "e2", "e2", "e3"]
+
+
 def test_missing_field_is_reported(tmp_path):
     path = tmp_path / "steps.jsonl"
     append_episode(path, make_steps("e1", "t", "train", [("a", "a")]))

@@ -4,31 +4,36 @@ Reading `steps.jsonl` validates every row (records.py), which is what a million-
 The columns a router needs (ids, splits, steps, IL labels, success, and each row's index into the distinct states;
 for stage 2's visits also episode lengths, scores, who acted and exploration flips) are written once to
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
-sha256 of the steps file: any change to the records (an appended episode, an edit) changes the hash and the next
-load validates and rebuilds. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when
+sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
+(its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
+columns; any other change (an edit, a cut) makes it validate every row and rebuild. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when
 its size, mtime, inode and ctime are still those of the file that was hashed, as git's index does; a file changed
 in the minute before it was hashed gets no such record (a change within one timestamp tick could keep them all), so
-it is hashed again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
-vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
+it is hashed again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as
+codes into a vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
+import hashlib
 import json
 import os
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hera_jax.features import DEVICE_SIGNALS
-from hera_jax.files import sha256_of, sha256_with_stat, stat_of_open
+from hera_jax.files import sha256_of, sha256_with_stat, signature_of, stat_of_open, was_still
 from hera_jax.labels import il_label
-from hera_jax.rollout.records import STEPS_FILE, LoadReport, existing_steps_file, iter_episodes
+from hera_jax.rollout.records import (STEPS_FILE, ContinuesEarlierEpisode, LoadReport, episodes_of_lines,
+                                      existing_steps_file, iter_episodes)
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
@@ -55,17 +60,18 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
     """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
     if use_cache and cache.exists():
         cached = _read_cache(cache, steps)
-        if cached is not None:
+        if isinstance(cached, tuple):
             return cached
+        # the file grew: if it is the cached version with episodes appended, only those are read
+        if cached is not None and (appended := _load_appended(steps, cached, cache)) is not None:
+            return appended
     digest, signature = sha256_with_stat(steps)
+    size = os.stat(steps).st_size  # an append since the hash only makes a later load read everything again
     report = LoadReport(path=str(steps))
     columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
     # cached only if the file still has the content that was hashed (a collection may append while we read)
     if use_cache and sha256_of(steps) == digest:
-        try:
-            _write_cache(cache, digest, signature, columns, report)
-        except OSError:  # a read-only dataset folder: load from rows every time, correctly
-            pass
+        _try_write_cache(cache, digest, size, signature, columns, report)
     return columns, report
 
 
@@ -122,7 +128,91 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return columns
 
 
-def _write_cache(path: Path, digest: str, signature: tuple[int, ...] | None, columns: dict[str, Any],
+def concat_columns(head: dict[str, Any], tail: dict[str, Any]) -> dict[str, Any]:
+    """The columns of `head`'s rows followed by `tail`'s, as `rows_to_columns` of all of them gives them: the
+    vocabularies and distinct states in first-seen order, the tail's codes and state indices mapped onto them."""
+    columns: dict[str, Any] = {}
+    for name in CODED:
+        vocab, codes = _merged(head[f"{name}_vocab"], tail[f"{name}_vocab"], tail[f"{name}_codes"])
+        columns.update(_decode(name, vocab, np.concatenate([head[f"{name}_codes"], codes]).astype(np.int32)))
+    index_of = {key: i for i, key in enumerate(head["distinct_keys"])}
+    texts = list(head["distinct_texts"])
+    for key, text in zip(tail["distinct_keys"], tail["distinct_texts"]):
+        if index_of.setdefault(key, len(index_of)) == len(texts):
+            texts.append(text)
+    tail_index = np.array([index_of[key] for key in tail["distinct_keys"]], np.int32)
+    columns["state_index"] = np.concatenate([head["state_index"], tail_index[tail["state_index"]]]).astype(np.int32)
+    for name in NUMERIC:
+        if name != "state_index":
+            columns[name] = np.concatenate([head[name], tail[name]]).astype(head[name].dtype)
+    columns.update(distinct_keys=list(index_of), distinct_texts=texts)
+    return columns
+
+
+def _merged(head_vocab: list[str], tail_vocab: list[str], tail_codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    index_of = {word: i for i, word in enumerate(head_vocab)}
+    mapping = np.array([index_of.setdefault(word, len(index_of)) for word in tail_vocab], np.int32)
+    return list(index_of), mapping[tail_codes] if len(tail_codes) else tail_codes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cached:
+    """A cache of an earlier version of the steps file, to extend when the file is that version with lines after."""
+
+    columns: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _load_appended(steps: Path, cached: _Cached, cache: Path) -> tuple[dict[str, Any], LoadReport] | None:
+    """The columns and load report of `steps` read as the cached version's bytes followed by appended lines,
+    validating only those, and cached for the next load; None where the file is not that (then all of it is read):
+    its first bytes are not the cached version (hashed), that version did not end a line, a gzipped file, or a
+    cached read that had problems (a problem at the end, a cut episode say, could join with what follows)."""
+    head = LoadReport(**cached.meta["report"])
+    head_size = cached.meta.get("steps_bytes")
+    if head_size is None or head.problems or steps.suffix == ".gz":
+        return None
+    with open(steps, "rb") as f:
+        started, stat = time.time_ns(), os.fstat(f.fileno())
+        if stat.st_size <= head_size:
+            return None
+        digest, last = hashlib.sha256(), b"\n"
+        for block in iter(lambda: f.read(min(1 << 22, head_size - f.tell())), b""):
+            digest.update(block)
+            last = block[-1:]
+        if f.tell() != head_size or last != b"\n" or digest.hexdigest() != cached.meta["steps_sha256"]:
+            return None
+
+        def hashed_lines() -> Iterator[bytes]:  # the digest is then of exactly the bytes validated
+            for line in f:
+                digest.update(line)
+                yield line
+
+        columns = cached.columns
+        report = dataclasses.replace(head, path=str(steps), problems=[], notes=list(head.notes))
+        after = (str(columns["episode_id"][-1]), int(columns["step"][-1])) if len(columns["step"]) else None
+        try:
+            tail = rows_to_columns(row for episode in episodes_of_lines(
+                hashed_lines(), steps, report, after=after, seen=columns["episode_id_vocab"]) for row in episode)
+        except ContinuesEarlierEpisode:
+            return None
+        size, unchanged = f.tell(), signature_of(os.fstat(f.fileno())) == signature_of(stat)
+    columns = concat_columns(columns, tail)
+    if unchanged:  # else appended to while it was read: right for the lines read, but no one version to cache
+        _try_write_cache(cache, digest.hexdigest(), size, signature_of(stat) if was_still(stat, started) else None,
+                         columns, report)
+    return columns, report
+
+
+def _try_write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] | None,
+                     columns: dict[str, Any], report: LoadReport) -> None:
+    try:
+        _write_cache(path, digest, size, signature, columns, report)
+    except OSError:  # a read-only dataset folder: load from rows every time, correctly
+        pass
+
+
+def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] | None, columns: dict[str, Any],
                  report: LoadReport) -> None:
     arrays: dict[str, np.ndarray] = {}
     for name in CODED:
@@ -134,8 +224,8 @@ def _write_cache(path: Path, digest: str, signature: tuple[int, ...] | None, col
         arrays[f"{name}_offsets"] = _offsets(columns[name])
     for name in NUMERIC:
         arrays[name] = columns[name]
-    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_stat": list(signature) if signature else None,
-            "report": report.__dict__}
+    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_bytes": size,
+            "steps_stat": list(signature) if signature else None, "report": report.__dict__}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique per writer
@@ -149,21 +239,26 @@ def _write_cache(path: Path, digest: str, signature: tuple[int, ...] | None, col
         raise
 
 
-def _read_cache(path: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | None:
-    """The cached columns and their load report if they belong to this version of the records, else None (then
-    they are rebuilt). The steps file is hashed only when its stat is not the one recorded with the cache; a cache
-    that had to be checked by its hash records the stat then, for the next process."""
+def _read_cache(path: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | _Cached | None:
+    """The cached columns and their load report if they belong to this version of the records; `_Cached` if they
+    belong to a shorter version that the records may have grown from (`_load_appended` checks); else None (then
+    they are rebuilt). The steps file is hashed only when its stat is not the one recorded with the cache and its
+    size is the cached version's; a cache that had to be checked by its hash records the stat then, for the next
+    process."""
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             if meta.get("version") != COLUMNS_VERSION:
                 return None
-            recorded = meta.get("steps_stat")
-            signature = None
-            if recorded is None or recorded != list(stat_of_open(steps)):
-                digest, signature = sha256_with_stat(steps)
-                if digest != meta.get("steps_sha256"):
-                    return None
+            recorded, stat = meta.get("steps_stat"), list(stat_of_open(steps))
+            signature, grown = None, False
+            if recorded is None or recorded != stat:
+                cached_size = meta.get("steps_bytes")
+                grown = cached_size is not None and stat[0] > cached_size
+                if not grown:
+                    digest, signature = sha256_with_stat(steps)
+                    if digest != meta.get("steps_sha256"):
+                        return None
             columns: dict[str, Any] = {}
             for name in CODED:
                 columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
@@ -174,12 +269,11 @@ def _read_cache(path: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | 
                 columns[name] = z[name]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
         return None
+    if grown:
+        return _Cached(columns, meta)
     report = LoadReport(**meta["report"])
     if signature is not None:  # the stat of the very file whose hash matched, for the next process
-        try:
-            _write_cache(path, meta["steps_sha256"], signature, columns, report)
-        except OSError:
-            pass
+        _try_write_cache(path, meta["steps_sha256"], signature[0], signature, columns, report)
     return columns, report
 
 

@@ -55,16 +55,16 @@ def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] |
     with open(path, "rb") as f:
         started = time.time_ns()
         stat = os.fstat(f.fileno())
-        before, key = _signature(stat), (stat.st_dev, *_signature(stat))
+        before, key = signature_of(stat), (stat.st_dev, *signature_of(stat))
         if key not in _DIGESTS:
             digest = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 22), b""):
                 digest.update(block)
-            if _signature(os.fstat(f.fileno())) != before:  # written while hashed: the digest is of no one version
+            if signature_of(os.fstat(f.fileno())) != before:  # written while hashed: the digest is of no one version
                 return digest.hexdigest(), None
             if len(_DIGESTS) >= 64:
                 _DIGESTS.pop(next(iter(_DIGESTS)))
-            _DIGESTS[key] = digest.hexdigest(), os.name != "nt" and started - stat.st_ctime_ns >= STILL_FOR_NS
+            _DIGESTS[key] = digest.hexdigest(), was_still(stat, started)
     digest, still = _DIGESTS[key]
     return digest, before if still else None
 
@@ -72,10 +72,16 @@ def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] |
 def stat_of_open(path: str | Path) -> tuple[int, int, int, int]:
     """(size, mtime, inode, ctime) of the file at `path`, taken from the opened file (see `sha256_with_stat`)."""
     with open(path, "rb") as f:
-        return _signature(os.fstat(f.fileno()))
+        return signature_of(os.fstat(f.fileno()))
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+def was_still(stat: os.stat_result, read_from_ns: int) -> bool:
+    """Whether a file with this stat, read from `read_from_ns` (time.time_ns()) on without changing meanwhile, may
+    have its stat stand for what was read (see `sha256_with_stat`)."""
+    return os.name != "nt" and read_from_ns - stat.st_ctime_ns >= STILL_FOR_NS
+
+
+def signature_of(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
 
 

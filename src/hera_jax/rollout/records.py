@@ -215,6 +215,9 @@ def _end_of_last_episode(tail: bytes, whole_file: bool) -> int | None:
         row, problem = _parse_step_line(line + b"\n")
         if problem:
             return None
+        if row is None:  # a blank line: readers skip it, and so does the search for the last episode's end
+            position -= len(line) + 1
+            continue
         if row["step"] == row["episode_steps"] - 1:
             return min(position, len(tail)) if len(episodes) <= 1 else None
         episodes.add(row["episode_id"])
@@ -262,8 +265,23 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
     counters are final once the stream is exhausted."""
     path = existing_steps_file(path)
     report.path = str(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+        yield from episodes_of_lines(_lines(f, path, report, strict), path, report, strict)
+
+
+class ContinuesEarlierEpisode(Exception):
+    """Appended lines that go on with the episode before them: only a read of the whole file can judge them."""
+
+
+def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, strict: bool = False,
+                      after: tuple[str, int] | None = None, seen: Iterable[str] = ()) -> Iterator[list[dict[str, Any]]]:
+    """`iter_episodes` of a file's lines from the line after `report.num_lines` on. To read only the lines appended
+    after a read that found no problems, give that read's counters in `report`, its episode ids as `seen` and its
+    last row's (episode id, step) as `after`: the rows and problems are then those a read of the whole file would
+    add. Raises ContinuesEarlierEpisode where the first appended row would extend that last episode."""
     episode_problems: list[str] = []
-    seen: set[str] = set()
+    seen = set(seen)
     run: list = []  # [first line, last line, problem] of consecutive lines with the same problem: reported once
 
     def report_run() -> None:
@@ -294,27 +312,29 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
     # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
     # appends a whole new attempt after a partial one, so episodes are grouped into attempts, not by id alone.
     attempt: tuple[str, list[tuple[int, dict[str, Any]]]] | None = None
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
-        for lineno, raw in enumerate(_lines(f, path, report, strict), start=1):
-            report.num_lines = lineno
-            row, problem = _parse_step_line(raw)
-            if problem:
-                if run and run[2] == problem and run[1] == lineno - 1:
-                    run[1] = lineno
-                else:
+    for lineno, raw in enumerate(lines, start=report.num_lines + 1):
+        report.num_lines = lineno
+        row, problem = _parse_step_line(raw)
+        if problem:
+            if run and run[2] == problem and run[1] == lineno - 1:
+                run[1] = lineno
+            else:
+                report_run()
+                run.extend([lineno, lineno, problem])
+                if strict:
                     report_run()
-                    run.extend([lineno, lineno, problem])
-                    if strict:
-                        report_run()
-            if row is None:
-                continue
-            if attempt and attempt[0] == row["episode_id"] and row["step"] > attempt[1][-1][1]["step"]:
-                attempt[1].append((lineno, row))
-                continue
-            if attempt and (episode := finished(*attempt)) is not None:
-                yield episode
-            attempt = (row["episode_id"], [(lineno, row)])
+        if row is None:
+            continue
+        if after is not None:
+            if after[0] == row["episode_id"] and row["step"] > after[1]:
+                raise ContinuesEarlierEpisode(f"{path}:{lineno}")
+            after = None
+        if attempt and attempt[0] == row["episode_id"] and row["step"] > attempt[1][-1][1]["step"]:
+            attempt[1].append((lineno, row))
+            continue
+        if attempt and (episode := finished(*attempt)) is not None:
+            yield episode
+        attempt = (row["episode_id"], [(lineno, row)])
     if attempt and (episode := finished(*attempt)) is not None:
         yield episode
     report_run()
