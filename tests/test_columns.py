@@ -405,7 +405,8 @@ def test_problems_in_appended_lines_are_reported_as_a_full_read_reports_them(tmp
     assert iter_calls
 
 
-@pytest.mark.parametrize("change", ["continues_last_episode", "edited_before_the_end", "no_newline_at_the_end"])
+@pytest.mark.parametrize("change", ["continues_last_episode", "continues_an_id_ending_in_nul", "edited_before_the_end",
+                                    "no_newline_at_the_end"])
 def test_a_file_that_is_not_the_cached_one_with_lines_appended_is_read_whole(tmp_path, monkeypatch, change):
     import hera_jax.columns as columns_module
 
@@ -414,8 +415,12 @@ def test_a_file_that_is_not_the_cached_one_with_lines_appended_is_read_whole(tmp
     if change == "no_newline_at_the_end":
         steps.write_bytes(steps.read_bytes().rstrip(b"\n"))
     load_columns(folder)
-    if change == "continues_last_episode":  # a step after the last episode's last: a full read drops both
-        last = make_steps("t0/train/again", "t0", "train", [("a", "a"), ("b", "b")])[1]
+    if change == "continues_an_id_ending_in_nul":  # numpy string arrays drop a trailing NUL: ids are not read there
+        append_episode(steps, make_steps("t0/train/nul\0", "t0", "train", [("a", "a")]))
+        load_columns(folder)
+    if change.startswith("continues"):  # a step after the last episode's last: a full read drops both
+        episode_id = "t0/train/again" if change == "continues_last_episode" else "t0/train/nul\0"
+        last = make_steps(episode_id, "t0", "train", [("a", "a"), ("b", "b")])[1]
         with open(steps, "ab") as f:
             f.write(json.dumps(dataclasses.asdict(last)).encode() + b"\n")
     else:
@@ -432,3 +437,17 @@ def test_a_file_that_is_not_the_cached_one_with_lines_appended_is_read_whole(tmp
     assert report == full_report
     if change == "continues_last_episode":
         assert "t0/train/again" not in cached["episode_id_vocab"] and report.problems
+
+
+def test_a_moved_dataset_reports_its_problems_under_its_new_path(tmp_path):
+    import shutil
+
+    folder = _toy(tmp_path)
+    with open(folder / "steps.jsonl", "ab") as f:
+        f.write(b"not a record\n")
+    load_columns(folder)
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)  # with its columns cache
+    report = load_columns(moved)[1]
+    assert report == load_columns(moved, use_cache=False)[1]
+    assert report.problems[0].startswith(f"{moved / 'steps.jsonl'}:") and str(folder) not in report.path

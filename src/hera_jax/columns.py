@@ -6,17 +6,17 @@ for stage 2's visits also episode lengths, scores, who acted and exploration fli
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
 sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
 (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
-columns; any other change (an edit, a cut) makes it validate every row and rebuild. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when
-its size, mtime, inode and ctime are still those of the file that was hashed, as git's index does; a file changed
-in the minute before it was hashed gets no such record (a change within one timestamp tick could keep them all), so
-it is hashed again. State texts are kept once per distinct state, not once per row. Repeated strings are stored as
-codes into a vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
+columns; any other change (an edit, a cut) makes it validate every row and rebuild. A later process skips hashing
+the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode and ctime are still those of the file
+that was hashed, as git's index does; a file changed in the minute before it was hashed gets no such record (a
+change within one timestamp tick could keep them all), so it is hashed again. State texts are kept once per
+distinct state, not once per row. Repeated strings are stored as codes into a vocabulary, texts as one UTF-8 blob
+with offsets, so nothing is pickled.
 """
 
 from __future__ import annotations
 
 import array
-import dataclasses
 import hashlib
 import json
 import os
@@ -49,8 +49,9 @@ def columns_path(dataset_dir: Path) -> Path:
 def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[str, Any], LoadReport]:
     """The dataset's step columns (see `rows_to_columns`) and the load report of the rows they came from.
 
-    With `use_cache`, a columns file whose recorded hash equals the steps file's is read instead of the rows;
-    otherwise the rows are read (validated) and the columns file is (re)written atomically. A dataset folder that
+    With `use_cache`, a columns file whose recorded hash equals the steps file's is read instead of the rows, and
+    one of an earlier version that the file grew from by appended lines is extended by those lines alone;
+    otherwise the rows are read (validated). The columns file is (re)written atomically. A dataset folder that
     cannot be written to still loads, from its rows."""
     dataset_dir = Path(dataset_dir)
     return load_step_columns(existing_steps_file(dataset_dir / STEPS_FILE), columns_path(dataset_dir), use_cache)
@@ -58,15 +59,11 @@ def load_columns(dataset_dir: str | Path, use_cache: bool = True) -> tuple[dict[
 
 def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple[dict[str, Any], LoadReport]:
     """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
-    if use_cache and cache.exists():
-        cached = _read_cache(cache, steps)
-        if isinstance(cached, tuple):
-            return cached
-        # the file grew: if it is the cached version with episodes appended, only those are read
-        if cached is not None and (appended := _load_appended(steps, cached, cache)) is not None:
-            return appended
+    if use_cache and cache.exists() and (cached := _load_cached(cache, steps)) is not None:
+        return cached
     digest, signature = sha256_with_stat(steps)
-    size = os.stat(steps).st_size  # an append since the hash only makes a later load read everything again
+    # the size of what was hashed, unless an append came in between: then the check below keeps the cache unwritten
+    size = os.stat(steps).st_size
     report = LoadReport(path=str(steps))
     columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
     # cached only if the file still has the content that was hashed (a collection may append while we read)
@@ -135,65 +132,94 @@ def concat_columns(head: dict[str, Any], tail: dict[str, Any]) -> dict[str, Any]
     for name in CODED:
         vocab, codes = _merged(head[f"{name}_vocab"], tail[f"{name}_vocab"], tail[f"{name}_codes"])
         columns.update(_decode(name, vocab, np.concatenate([head[f"{name}_codes"], codes]).astype(np.int32)))
-    index_of = {key: i for i, key in enumerate(head["distinct_keys"])}
-    texts = list(head["distinct_texts"])
-    for key, text in zip(tail["distinct_keys"], tail["distinct_texts"]):
-        if index_of.setdefault(key, len(index_of)) == len(texts):
-            texts.append(text)
-    tail_index = np.array([index_of[key] for key in tail["distinct_keys"]], np.int32)
-    columns["state_index"] = np.concatenate([head["state_index"], tail_index[tail["state_index"]]]).astype(np.int32)
+    keys, state_index = _merged(head["distinct_keys"], tail["distinct_keys"], tail["state_index"])
+    known = set(head["distinct_keys"])
+    texts = [*head["distinct_texts"],
+             *(text for key, text in zip(tail["distinct_keys"], tail["distinct_texts"]) if key not in known)]
+    columns["state_index"] = np.concatenate([head["state_index"], state_index]).astype(np.int32)
     for name in NUMERIC:
         if name != "state_index":
             columns[name] = np.concatenate([head[name], tail[name]]).astype(head[name].dtype)
-    columns.update(distinct_keys=list(index_of), distinct_texts=texts)
+    columns.update(distinct_keys=keys, distinct_texts=texts)
     return columns
 
 
 def _merged(head_vocab: list[str], tail_vocab: list[str], tail_codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """`head_vocab` followed by the words of `tail_vocab` it lacks, and `tail_codes` (into `tail_vocab`) as codes
+    into that."""
     index_of = {word: i for i, word in enumerate(head_vocab)}
-    mapping = np.array([index_of.setdefault(word, len(index_of)) for word in tail_vocab], np.int32)
-    return list(index_of), mapping[tail_codes] if len(tail_codes) else tail_codes
+    for word in tail_vocab:
+        index_of.setdefault(word, len(index_of))
+    return list(index_of), np.array([index_of[word] for word in tail_vocab], np.int32)[tail_codes]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Cached:
-    """A cache of an earlier version of the steps file, to extend when the file is that version with lines after."""
-
-    columns: dict[str, Any]
-    meta: dict[str, Any]
-
-
-def _load_appended(steps: Path, cached: _Cached, cache: Path) -> tuple[dict[str, Any], LoadReport] | None:
-    """The columns and load report of `steps` read as the cached version's bytes followed by appended lines,
-    validating only those, and cached for the next load; None where the file is not that (then all of it is read):
-    its first bytes are not the cached version (hashed), that version did not end a line, a gzipped file, or a
-    cached read that had problems (a problem at the end, a cut episode say, could join with what follows)."""
-    head = LoadReport(**cached.meta["report"])
-    head_size = cached.meta.get("steps_bytes")
-    if head_size is None or head.problems or steps.suffix == ".gz":
+def _load_cached(cache: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | None:
+    """The columns and load report of `steps` from its columns cache: as they are when the cache is of this version
+    of the file, extended when the file is the cached version with lines appended; None when the cache is of no use
+    (then every row is read). The file is hashed only when its stat is not the one recorded with the cache and its
+    size is the cached version's; a cache that had to be checked by its hash records the stat then, for the next
+    process."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            match = _cache_match(meta, list(stat_of_open(steps)), gzipped=steps.suffix == ".gz")
+            signature = None
+            if match == "hash":
+                digest, signature = sha256_with_stat(steps)
+                match = "same" if digest == meta["steps_sha256"] else "stale"
+            if match == "stale":
+                return None
+            columns = _stored_columns(z)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
         return None
+    if match == "grown":
+        return _load_appended(steps, columns, meta, cache)
+    report = _stored_report(meta, steps)
+    if signature is not None:  # the stat of the very file whose hash matched, for the next process
+        _try_write_cache(cache, meta["steps_sha256"], signature[0], signature, columns, report)
+    return columns, report
+
+
+def _cache_match(meta: dict[str, Any], stat: list[int], gzipped: bool) -> str:
+    """How a cache with this `meta` relates to a steps file with this (size, mtime, inode, ctime): "same" (its
+    recorded stat), "hash" (to be decided by the file's hash), "grown" (possibly the cached version with lines
+    appended: `_load_appended` decides) or "stale"."""
+    if meta.get("version") != COLUMNS_VERSION:
+        return "stale"
+    if meta.get("steps_stat") == stat:
+        return "same"
+    cached_size = meta.get("steps_bytes")
+    if cached_size is None or cached_size == stat[0]:
+        return "hash"
+    # a read with problems is not extended: a problem at its end (a cut episode, a stalled writer's half-written
+    # line) could read differently with what follows
+    extendable = stat[0] > cached_size and not meta["report"]["problems"] and not gzipped
+    return "grown" if extendable else "stale"
+
+
+def _load_appended(steps: Path, columns: dict[str, Any], meta: dict[str, Any],
+                   cache: Path) -> tuple[dict[str, Any], LoadReport] | None:
+    """`_load_cached` of a file that grew: if its first bytes are the cached version (hashed) and end a line, only
+    the lines after them are validated, the columns extended and cached; else None."""
+    head_size = meta["steps_bytes"]
     with open(steps, "rb") as f:
         started, stat = time.time_ns(), os.fstat(f.fileno())
-        if stat.st_size <= head_size:
-            return None
-        digest, last = hashlib.sha256(), b"\n"
-        for block in iter(lambda: f.read(min(1 << 22, head_size - f.tell())), b""):
-            digest.update(block)
-            last = block[-1:]
-        if f.tell() != head_size or last != b"\n" or digest.hexdigest() != cached.meta["steps_sha256"]:
+        digest, ends_line = _hash_prefix(f, head_size)
+        if digest is None or not ends_line or digest.hexdigest() != meta["steps_sha256"]:
             return None
 
-        def hashed_lines() -> Iterator[bytes]:  # the digest is then of exactly the bytes validated
+        def hashed_lines() -> Iterator[bytes]:  # so that the digest is of exactly the bytes validated
             for line in f:
                 digest.update(line)
                 yield line
 
-        columns = cached.columns
-        report = dataclasses.replace(head, path=str(steps), problems=[], notes=list(head.notes))
-        after = (str(columns["episode_id"][-1]), int(columns["step"][-1])) if len(columns["step"]) else None
+        report = _stored_report(meta, steps)
+        # the vocabulary holds the id exactly (a string array drops trailing NULs)
+        last = (columns["episode_id_vocab"][columns["episode_id_codes"][-1]], int(columns["step"][-1])) \
+            if len(columns["step"]) else None
         try:
             tail = rows_to_columns(row for episode in episodes_of_lines(
-                hashed_lines(), steps, report, after=after, seen=columns["episode_id_vocab"]) for row in episode)
+                hashed_lines(), steps, report, after=last, seen=columns["episode_id_vocab"]) for row in episode)
         except ContinuesEarlierEpisode:
             return None
         size, unchanged = f.tell(), signature_of(os.fstat(f.fileno())) == signature_of(stat)
@@ -202,6 +228,24 @@ def _load_appended(steps: Path, cached: _Cached, cache: Path) -> tuple[dict[str,
         _try_write_cache(cache, digest.hexdigest(), size, signature_of(stat) if was_still(stat, started) else None,
                          columns, report)
     return columns, report
+
+
+def _hash_prefix(f, size: int) -> tuple[Any, bool]:
+    """The sha256 object of the open file's first `size` bytes (None if it is shorter) and whether they end a line."""
+    digest, last = hashlib.sha256(), b"\n"
+    while f.tell() < size and (block := f.read(min(1 << 22, size - f.tell()))):
+        digest.update(block)
+        last = block[-1:]
+    return (digest if f.tell() == size else None), last == b"\n"
+
+
+def _stored_report(meta: dict[str, Any], steps: Path) -> LoadReport:
+    """The cached read's report, naming `steps` where the file was read under another path (a moved dataset)."""
+    report = LoadReport(**meta["report"])
+    old, new = report.path, str(steps)
+    report.path = new
+    report.problems = [new + p[len(old):] if p.startswith(old + ":") else p for p in report.problems]
+    return report
 
 
 def _try_write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] | None,
@@ -239,42 +283,17 @@ def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] 
         raise
 
 
-def _read_cache(path: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | _Cached | None:
-    """The cached columns and their load report if they belong to this version of the records; `_Cached` if they
-    belong to a shorter version that the records may have grown from (`_load_appended` checks); else None (then
-    they are rebuilt). The steps file is hashed only when its stat is not the one recorded with the cache and its
-    size is the cached version's; a cache that had to be checked by its hash records the stat then, for the next
-    process."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes())
-            if meta.get("version") != COLUMNS_VERSION:
-                return None
-            recorded, stat = meta.get("steps_stat"), list(stat_of_open(steps))
-            signature, grown = None, False
-            if recorded is None or recorded != stat:
-                cached_size = meta.get("steps_bytes")
-                grown = cached_size is not None and stat[0] > cached_size
-                if not grown:
-                    digest, signature = sha256_with_stat(steps)
-                    if digest != meta.get("steps_sha256"):
-                        return None
-            columns: dict[str, Any] = {}
-            for name in CODED:
-                columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
-                                       z[f"{name}_codes"]))
-            for name in ("distinct_keys", "distinct_texts"):
-                columns[name] = _unpack_strings(z[name], z[f"{name}_offsets"])
-            for name in NUMERIC:
-                columns[name] = z[name]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
-        return None
-    if grown:
-        return _Cached(columns, meta)
-    report = LoadReport(**meta["report"])
-    if signature is not None:  # the stat of the very file whose hash matched, for the next process
-        _try_write_cache(path, meta["steps_sha256"], signature[0], signature, columns, report)
-    return columns, report
+def _stored_columns(z) -> dict[str, Any]:
+    """The columns of an open columns cache (an `np.load` of it)."""
+    columns: dict[str, Any] = {}
+    for name in CODED:
+        columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
+                               z[f"{name}_codes"]))
+    for name in ("distinct_keys", "distinct_texts"):
+        columns[name] = _unpack_strings(z[name], z[f"{name}_offsets"])
+    for name in NUMERIC:
+        columns[name] = z[name]
+    return columns
 
 
 def _decode(name: str, vocab: list[str], codes: np.ndarray) -> dict[str, Any]:

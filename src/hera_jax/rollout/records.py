@@ -281,7 +281,7 @@ def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, st
     last row's (episode id, step) as `after`: the rows and problems are then those a read of the whole file would
     add. Raises ContinuesEarlierEpisode where the first appended row would extend that last episode."""
     episode_problems: list[str] = []
-    seen = set(seen)
+    kept_ids = set(seen)
     run: list = []  # [first line, last line, problem] of consecutive lines with the same problem: reported once
 
     def report_run() -> None:
@@ -297,10 +297,10 @@ def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, st
         if len(lines) != expected or [r["step"] for _, r in lines] != list(range(expected)):
             message = (f"{path}:{lines[0][0]}: episode {episode_id} has {len(lines)} of {expected} steps "
                        "(a run was interrupted); skipped, rerun the command that wrote it to redo it")
-        elif episode_id in seen:
+        elif episode_id in kept_ids:
             message = f"{path}:{lines[0][0]}: episode {episode_id} appears twice; kept the first"
         else:
-            seen.add(episode_id)
+            kept_ids.add(episode_id)
             report.num_episodes += 1
             report.num_steps += len(lines)
             return [r for _, r in lines]
