@@ -127,7 +127,8 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def concat_columns(head: dict[str, Any], tail: dict[str, Any]) -> dict[str, Any]:
     """The columns of `head`'s rows followed by `tail`'s, as `rows_to_columns` of all of them gives them: the
-    vocabularies and distinct states in first-seen order, the tail's codes and state indices mapped onto them."""
+    vocabularies and distinct states in first-seen order, the tail's codes and state indices mapped onto them.
+    Only the codes and vocabularies of the CODED columns are read, not their string arrays."""
     columns: dict[str, Any] = {}
     for name in CODED:
         vocab, codes = _merged(head[f"{name}_vocab"], tail[f"{name}_vocab"], tail[f"{name}_codes"])
@@ -169,7 +170,7 @@ def _load_cached(cache: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] 
                 match = "same" if digest == meta["steps_sha256"] else "stale"
             if match == "stale":
                 return None
-            columns = _stored_columns(z)
+            columns = _stored_columns(z, decoded=match != "grown")  # a grown file's are decoded once extended
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # unreadable or cut: rebuilt from the rows
         return None
     if match == "grown":
@@ -283,12 +284,13 @@ def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] 
         raise
 
 
-def _stored_columns(z) -> dict[str, Any]:
-    """The columns of an open columns cache (an `np.load` of it)."""
+def _stored_columns(z, decoded: bool = True) -> dict[str, Any]:
+    """The columns of an open columns cache (an `np.load` of it); without `decoded`, the CODED columns as their
+    codes and vocabularies only (their string arrays are the slow part of a large load)."""
     columns: dict[str, Any] = {}
     for name in CODED:
-        columns.update(_decode(name, _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]),
-                               z[f"{name}_codes"]))
+        vocab, codes = _unpack_strings(z[f"{name}_vocab"], z[f"{name}_vocab_offsets"]), z[f"{name}_codes"]
+        columns.update(_decode(name, vocab, codes) if decoded else {f"{name}_codes": codes, f"{name}_vocab": vocab})
     for name in ("distinct_keys", "distinct_texts"):
         columns[name] = _unpack_strings(z[name], z[f"{name}_offsets"])
     for name in NUMERIC:
