@@ -58,7 +58,7 @@ def test_cached_columns_equal_the_rows_table_and_are_used_on_the_second_load(tmp
     def no_rows(*args, **kwargs):
         raise AssertionError("a matching columns cache must be read instead of the rows")
 
-    monkeypatch.setattr(columns_module, "iter_episodes", no_rows)
+    monkeypatch.setattr(columns_module, "episodes_of_file", no_rows)
     cached = load_il_table(folder, ())
     assert_same_table(from_rows, first)
     assert_same_table(from_rows, cached)
@@ -184,27 +184,27 @@ def test_the_columns_cache_is_not_written_when_the_records_change_while_they_are
     import hera_jax.columns as columns_module
 
     folder = _toy(tmp_path)
-    real = columns_module.iter_episodes
+    real = columns_module.episodes_of_file
 
-    def appending_while_reading(path, report, strict=False):
-        yield from real(path, report, strict)
+    def appending_while_reading(*args, **kwargs):
+        yield from real(*args, **kwargs)
         append_episode(folder / "steps.jsonl", make_steps("t1/test/late", "t1", "test", [("q", "r")], variation=8))
 
-    monkeypatch.setattr(columns_module, "iter_episodes", appending_while_reading)
+    monkeypatch.setattr(columns_module, "episodes_of_file", appending_while_reading)
     load_il_table(folder, ())
     assert not columns_path(folder).exists()  # what was read is not what the file now holds
-    monkeypatch.setattr(columns_module, "iter_episodes", real)
+    monkeypatch.setattr(columns_module, "episodes_of_file", real)
     assert "t1/test/late" in load_il_table(folder, ()).episode_id.tolist()
 
 
 def _no_hashing(monkeypatch):
     import hera_jax.columns as columns_module
 
-    def refuse(path):
+    def refuse(path, *args, **kwargs):
         raise AssertionError(f"{path} was hashed although its stat was recorded with the cache")
 
-    monkeypatch.setattr(columns_module, "sha256_of", refuse)
     monkeypatch.setattr(columns_module, "sha256_with_stat", refuse)
+    monkeypatch.setattr(columns_module, "episodes_of_file", refuse)  # a whole read hashes the file as it reads
 
 
 def test_a_later_load_trusts_the_recorded_stat_instead_of_hashing(tmp_path, monkeypatch):
@@ -312,6 +312,52 @@ def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_p
     assert signature_after[0] == path.stat().st_size
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_whole_read_keys_the_cache_by_the_files_hash_without_a_second_pass(tmp_path, monkeypatch, gzipped):
+    import gzip
+    import hashlib
+
+    import hera_jax.columns as columns_module
+
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    if gzipped:
+        (folder / "steps.jsonl.gz").write_bytes(gzip.compress(steps.read_bytes()))
+        steps.unlink()
+        steps = folder / "steps.jsonl.gz"
+    expected = load_columns(folder, use_cache=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(columns_module, "sha256_with_stat", lambda path: pytest.fail(f"{path} hashed in a pass"))
+        assert_same_columns(expected[0], load_columns(folder)[0])
+    with np.load(columns_path(folder)) as z:
+        meta = json.loads(z["meta"].tobytes())
+    assert meta["steps_sha256"] == hashlib.sha256(steps.read_bytes()).hexdigest()
+    assert meta["steps_bytes"] == steps.stat().st_size
+    # the next load hashes the file (its stat was not recorded: just written), and the hash matches: no rows read
+    monkeypatch.setattr(columns_module, "episodes_of_file", lambda *a, **k: pytest.fail("rows read again"))
+    cached, report = load_columns(folder)
+    assert_same_columns(expected[0], cached)
+    assert report == expected[1]
+
+
+def test_a_cut_gzip_is_hashed_to_its_end_and_its_complete_episodes_load(tmp_path):
+    import gzip
+    import hashlib
+
+    from hera_jax.rollout.records import LoadReport, episodes_of_file
+
+    folder = _toy(tmp_path)
+    packed = gzip.compress((folder / "steps.jsonl").read_bytes())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    digest, report = hashlib.sha256(), LoadReport(path="")
+    with open(path, "rb") as f:
+        episodes = list(episodes_of_file(f, path, report, digest=digest))
+        assert f.tell() == path.stat().st_size
+    assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert episodes and any("cut or corrupt" in p for p in report.problems), report.problems
+
+
 def assert_same_columns(a: dict, b: dict) -> None:
     """Equal columns, vocabularies and distinct states in the same order (NaN equal to NaN)."""
     assert set(a) == set(b)
@@ -339,7 +385,7 @@ def _rows_refused(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the whole file was read again although only episodes were appended")
 
-    monkeypatch.setattr(columns_module, "iter_episodes", refuse)
+    monkeypatch.setattr(columns_module, "episodes_of_file", refuse)
 
 
 def _fresh_process(monkeypatch):
@@ -399,8 +445,8 @@ def test_problems_in_appended_lines_are_reported_as_a_full_read_reports_them(tmp
     iter_calls = []
     import hera_jax.columns as columns_module
 
-    real = columns_module.iter_episodes
-    monkeypatch.setattr(columns_module, "iter_episodes", lambda *a, **k: iter_calls.append(1) or real(*a, **k))
+    real = columns_module.episodes_of_file
+    monkeypatch.setattr(columns_module, "episodes_of_file", lambda *a, **k: iter_calls.append(1) or real(*a, **k))
     assert_same_columns(load_columns(folder, use_cache=False)[0], load_columns(folder)[0])
     assert iter_calls
 
@@ -428,8 +474,8 @@ def test_a_file_that_is_not_the_cached_one_with_lines_appended_is_read_whole(tmp
             steps.write_bytes(steps.read_bytes().replace(b'"variation": 0', b'"variation": 7', 1))
         append_episode(steps, make_steps("t1/test/new", "t1", "test", [("q", "r")], variation=9))
     read_whole = []
-    real = columns_module.iter_episodes
-    monkeypatch.setattr(columns_module, "iter_episodes", lambda *a, **k: read_whole.append(1) or real(*a, **k))
+    real = columns_module.episodes_of_file
+    monkeypatch.setattr(columns_module, "episodes_of_file", lambda *a, **k: read_whole.append(1) or real(*a, **k))
     cached, report = load_columns(folder)
     full, full_report = load_columns(folder, use_cache=False)
     assert read_whole

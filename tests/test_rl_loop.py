@@ -427,7 +427,7 @@ def test_pooled_visits_from_the_columns_cache_equal_the_rows_path(straight_run, 
     def no_rows(*args, **kwargs):
         raise AssertionError("a matching columns cache must be read instead of the rows")
 
-    monkeypatch.setattr(columns_module, "iter_episodes", no_rows)
+    monkeypatch.setattr(columns_module, "episodes_of_file", no_rows)
     visits = pooled_visits(run, 2)
     assert len(visits) == len(rows) and len(rows) > 0
     assert visits.explored.any() and visits.chose_cloud.any() and not visits.chose_cloud.all()

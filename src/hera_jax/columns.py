@@ -6,12 +6,12 @@ for stage 2's visits also episode lengths, scores, who acted and exploration fli
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
 sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
 (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
-columns; any other change (an edit, a cut) makes it validate every row and rebuild. A later process skips hashing
-the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode and ctime are still those of the file
-that was hashed, as git's index does; a file changed in the minute before it was hashed gets no such record (a
-change within one timestamp tick could keep them all), so it is hashed again. State texts are kept once per
-distinct state, not once per row. Repeated strings are stored as codes into a vocabulary, texts as one UTF-8 blob
-with offsets, so nothing is pickled.
+columns; any other change (an edit, a cut) makes it validate every row and rebuild, hashing the file in the same
+pass. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
+and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute before it
+was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed again.
+State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
+vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from hera_jax.features import DEVICE_SIGNALS
-from hera_jax.files import sha256_of, sha256_with_stat, signature_of, stat_of_open, was_still
+from hera_jax.files import sha256_with_stat, signature_of, stat_of_open, was_still
 from hera_jax.labels import il_label
-from hera_jax.rollout.records import (STEPS_FILE, ContinuesEarlierEpisode, LoadReport, episodes_of_lines,
-                                      existing_steps_file, iter_episodes)
+from hera_jax.rollout.records import (STEPS_FILE, ContinuesEarlierEpisode, LoadReport, episodes_of_file,
+                                      episodes_of_lines, existing_steps_file)
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
@@ -61,14 +61,17 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
     """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
     if use_cache and cache.exists() and (cached := _load_cached(cache, steps)) is not None:
         return cached
-    digest, signature = sha256_with_stat(steps)
-    # the size of what was hashed, unless an append came in between: then the check below keeps the cache unwritten
-    size = os.stat(steps).st_size
     report = LoadReport(path=str(steps))
-    columns = rows_to_columns(row for episode in iter_episodes(steps, report) for row in episode)
-    # cached only if the file still has the content that was hashed (a collection may append while we read)
-    if use_cache and sha256_of(steps) == digest:
-        _try_write_cache(cache, digest, size, signature, columns, report)
+    digest = hashlib.sha256() if use_cache else None
+    with open(steps, "rb") as f:  # hashed as it is read: the digest is of exactly the bytes validated
+        started, stat = time.time_ns(), os.fstat(f.fileno())
+        columns = rows_to_columns(row for episode in episodes_of_file(f, steps, report, digest=digest)
+                                  for row in episode)
+        size, unchanged = f.tell(), signature_of(os.fstat(f.fileno())) == signature_of(stat)
+    # cached only if the file did not change while it was read (a collection may append meanwhile)
+    if digest is not None and unchanged:
+        _try_write_cache(cache, digest.hexdigest(), size, signature_of(stat) if was_still(stat, started) else None,
+                         columns, report)
     return columns, report
 
 

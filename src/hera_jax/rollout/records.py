@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+import io
 import json
 import shutil
 import zlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, BinaryIO, Literal, get_args
 
 import pydantic
 
@@ -264,10 +265,38 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
     Problems go to `report` (line problems first, then episode problems, as `read_steps` reports them); its
     counters are final once the stream is exhausted."""
     path = existing_steps_file(path)
+    with open(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+        yield from episodes_of_file(f, path, report, strict)
+
+
+def episodes_of_file(f: BinaryIO, path: Path, report: LoadReport, strict: bool = False,
+                     digest: Any = None) -> Iterator[list[dict[str, Any]]]:
+    """`iter_episodes` of `f`, the steps file at `path` opened in binary mode (gzipped if `path` ends in .gz). With
+    `digest` (a hashlib object), the stored bytes (compressed, for .gz) are fed to it as they are read, through to
+    the end of the file: a reader that keys a cache by the file's hash reads the file once, not twice."""
     report.path = str(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
-        yield from episodes_of_lines(_lines(f, path, report, strict), path, report, strict)
+    stream = f if digest is None else io.BufferedReader(_Hashing(f, digest), 1 << 20)
+    source = gzip.GzipFile(fileobj=stream, mode="rb") if path.suffix == ".gz" else stream
+    yield from episodes_of_lines(_lines(source, path, report, strict), path, report, strict)
+    if digest is not None:  # a cut .gz stops the lines early, or bytes after the last gzip member
+        for _ in iter(lambda: stream.read(1 << 22), b""):
+            pass
+
+
+class _Hashing(io.RawIOBase):
+    """A binary file read through that feeds every byte read to a hashlib object."""
+
+    def __init__(self, f: BinaryIO, digest: Any) -> None:
+        self._f, self._digest = f, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._f.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
 
 
 class ContinuesEarlierEpisode(Exception):
