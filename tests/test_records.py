@@ -211,3 +211,48 @@ def test_many_skipped_lines_are_shown_as_a_few_and_a_count_and_other_problems_in
     assert len(shown) == 7 and shown[5].startswith(f"... and {len(report.problems) - 5} more skipped line(s)")
     report.problems[5:] = []
     assert shown_problems(report) == [*report.problems, note]
+
+
+def test_lines_validate_to_the_rows_and_problems_of_the_record_schema():
+    """Readers validate each line into a dict (a TypedDict built from StepRecord's fields, for speed): its rows,
+    their key order and its problems must be those of validating into StepRecord itself, whatever a line holds."""
+    import random
+
+    import pydantic
+
+    from hera_jax.rollout.records import STEP_FIELDS, STEP_SCHEMA, _parse_step_line
+
+    def by_record_schema(text: str):
+        try:
+            return vars(STEP_SCHEMA.validate_json(text, strict=True))
+        except pydantic.ValidationError as e:
+            return sorted((error["type"], error["loc"]) for error in e.errors(include_url=False))
+
+    rng = random.Random(0)
+    values = [None, 0, -1, 3, 2.5, float("nan"), "", "x", "cloud", "dev", True, [], {}, 10**20]
+    base = [dataclasses.asdict(step) for step in make_steps("t/train/0", "t", "train", [("a", "a"), ("b", "c")])]
+    base[1].update(p_cloud=0.25, device_logprob=-1.5, route_reason="router")
+    for case in range(600):
+        row = dict(rng.choice(base))
+        kind = case % 5
+        if kind == 1:  # fields in another order
+            items = list(row.items())
+            rng.shuffle(items)
+            row = dict(items)
+        elif kind == 2:  # fields left out (those with defaults take them; the others are missing)
+            for _ in range(rng.randint(1, 4)):
+                row.pop(rng.choice(STEP_FIELDS), None)
+        elif kind == 3:  # a field of another type or value, and an unknown field
+            row[rng.choice(STEP_FIELDS)] = rng.choice(values)
+            row["unknown"] = rng.choice(values)
+        elif kind == 4:
+            row = rng.choice([[], 3, "text", None, [row]])
+        text = json.dumps(row) + "\n"
+        parsed, problem = _parse_step_line(text.encode())
+        expected = by_record_schema(text)
+        if isinstance(expected, dict):
+            assert problem is None and parsed == expected and list(parsed) == list(STEP_FIELDS), (case, problem)
+        else:
+            assert parsed is None and problem, case
+            for _, loc in expected:  # the problem line names each field the record schema finds wrong
+                assert ".".join(map(str, loc)) in problem, (case, problem, expected)
