@@ -497,3 +497,16 @@ def test_a_moved_dataset_reports_its_problems_under_its_new_path(tmp_path):
     report = load_columns(moved)[1]
     assert report == load_columns(moved, use_cache=False)[1]
     assert report.problems[0].startswith(f"{moved / 'steps.jsonl'}:") and str(folder) not in report.path
+
+
+def test_a_whole_read_refuses_a_steps_file_beside_a_different_gzipped_one(tmp_path):
+    import gzip
+
+    from hera_jax.columns import load_step_columns
+    from hera_jax.rollout.records import DatasetError
+
+    folder = _toy(tmp_path)
+    steps = folder / "steps.jsonl"
+    (folder / "steps.jsonl.gz").write_bytes(gzip.compress(b"{\"other\": 1}\n"))
+    with pytest.raises(DatasetError, match="ambiguous"):
+        load_step_columns(steps, columns_path(folder))

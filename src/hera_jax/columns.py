@@ -61,6 +61,7 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
     """`load_columns` of any step-records file (e.g. an RL iteration's rollouts), its columns cached at `cache`."""
     if use_cache and cache.exists() and (cached := _load_cached(cache, steps)) is not None:
         return cached
+    steps = existing_steps_file(steps)  # refuses a plain file beside a different .gz, drops a stale .gz
     report = LoadReport(path=str(steps))
     digest = hashlib.sha256() if use_cache else None
     with open(steps, "rb") as f:  # hashed as it is read: the digest is of exactly the bytes validated

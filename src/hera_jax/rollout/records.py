@@ -292,7 +292,8 @@ def episodes_of_file(f: BinaryIO, path: Path, report: LoadReport, strict: bool =
                      digest: Any = None) -> Iterator[list[dict[str, Any]]]:
     """`iter_episodes` of `f`, the steps file at `path` opened in binary mode (gzipped if `path` ends in .gz). With
     `digest` (a hashlib object), the stored bytes (compressed, for .gz) are fed to it as they are read, through to
-    the end of the file: a reader that keys a cache by the file's hash reads the file once, not twice."""
+    the end of the file once the stream is exhausted (stopped early, it holds what was read so far, `f.tell()`
+    bytes): a reader that keys a cache by the file's hash reads the file once, not twice."""
     report.path = str(path)
     stream = f if digest is None else io.BufferedReader(_Hashing(f, digest), 1 << 20)
     source = gzip.GzipFile(fileobj=stream, mode="rb") if path.suffix == ".gz" else stream
