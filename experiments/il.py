@@ -12,4 +12,4 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 from hera_jax.cli import run_cli
 
 if __name__ == "__main__":
-    run_cli("hera_jax.router.il_app:train_il", "hera_jax.router.il_config:ILConfig")
+    run_cli("hera_jax.router.il_app:train_il", "hera_jax.router.il_config:ILConfig", start_jax_backend=True)

@@ -16,4 +16,4 @@ and the label sources to compare; each cost weight x label rule x group weightin
 from hera_jax.cli import run_cli
 
 if __name__ == "__main__":
-    run_cli("hera_jax.sweep_app:sweep_experiment", "hera_jax.sweep_config:SweepConfig")
+    run_cli("hera_jax.sweep_app:sweep_experiment", "hera_jax.sweep_config:SweepConfig", start_jax_backend=True)

@@ -782,3 +782,25 @@ def test_help_into_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # the reader is gone before the first line is written
     _, stderr = proc.communicate(timeout=120)
     assert (proc.returncode, stderr) == (141, b"")
+
+
+def test_the_jax_backend_starts_on_a_thread_once_the_flags_are_checked(tmp_path):
+    """il.py and sweep.py start JAX's backend on a thread while their modules import: a mistyped flag still fails
+    before JAX is imported, and a good one runs the command on the started backend."""
+    program = (LIGHT_CONFIG + "import atexit, sys, threading\nfrom hera_jax.cli import run_cli\n"
+               "atexit.register(lambda: print('jax imported:', 'jax' in sys.modules, flush=True))\n"
+               "def main(config):\n"
+               "    import jax\n"
+               "    started = [t for t in threading.enumerate() if t.name == 'jax-backend']\n"
+               "    for t in started:\n"
+               "        t.join(60)\n"
+               "    print('ran on', jax.devices()[0].platform, 'thread seen:', bool(started), flush=True)\n"
+               "run_cli(main, Config, args=sys.argv[1:], start_jax_backend=True)\n")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    bad = subprocess.run([sys.executable, "-c", program, "--ot", "x"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert bad.returncode == 2 and "--ot" in bad.stderr and "jax imported: False" in bad.stdout, (bad.stdout, bad.stderr)
+    good = subprocess.run([sys.executable, "-c", program, "--out", "x"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert good.returncode == 0, good.stderr
+    assert "ran on cpu" in good.stdout and "jax imported: True" in good.stdout

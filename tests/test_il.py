@@ -166,6 +166,33 @@ def test_il_main_writes_metrics_plot_and_loadable_checkpoint(tmp_path):
     assert bundle.train_config.max_epochs == 4
 
 
+@pytest.mark.slow  # a whole il.py process
+def test_il_on_an_accelerator_imports_its_late_modules_on_a_thread_and_writes_its_run(tmp_path):
+    """On an accelerator (here the default backend is reported as "gpu"), il.py starts the backend on one thread and
+    imports the checkpointer and matplotlib on another while it trains; the run folder is as on the CPU."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import atexit, threading
+        import jax
+        jax.default_backend = lambda: "gpu"
+        started, start = [], threading.Thread.start
+        threading.Thread.start = lambda thread: (started.append(thread.name), start(thread))[1]
+        atexit.register(lambda: print("threads:", started, flush=True))
+        from hera_jax.cli import run_cli
+        run_cli("hera_jax.router.il_app:train_il", "hera_jax.router.il_config:ILConfig", start_jax_backend=True,
+                args=["--out", {str(out)!r}, "--train.max-epochs", "2", "--compile-cache", "None"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'jax-backend'" in proc.stdout and "'late-imports'" in proc.stdout, proc.stdout[-500:]
+    assert (out / "training_curve.png").stat().st_size > 10_000
+    assert load_router(out / "checkpoint", expected_spec=FeatureSpec()).train_config.max_epochs == 2
+
+
 def test_an_env_that_contradicts_the_dataset_is_refused(tmp_path):
     config = il_cli.ILConfig(env="textworld_express:twc", dataset=SHIPPED_DATASET, out=tmp_path / "run")  # set, not default
     with pytest.raises(HeraError, match=r"env.name is 'scienceworld', not --env 'textworld_express:twc'"):

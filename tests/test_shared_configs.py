@@ -294,7 +294,7 @@ def test_every_commands_flags_parse_without_importing_jax():
     scripts = sorted((ROOT / "experiments").glob("*.py"))
     configs = set()
     for script in scripts:
-        configs.update(re.findall(r'run_cli\("[^"]+", "([^"]+)"\)', script.read_text()))
+        configs.update(re.findall(r'run_cli\("[^"]+", "([^"]+)"[,)]', script.read_text()))
     assert len(configs) >= 8, configs  # il, rl_iter, evaluate, collect, sweep, calibrate, research tools
     heavy = ("jax", "flax", "optax", "orbax", "torch", "pandas", "matplotlib")
     for config in sorted(configs):

@@ -121,12 +121,25 @@ def key_argument_problem(args: list[str]) -> str | None:
     return None
 
 
+def _start_jax_backend() -> None:
+    """Start JAX's backend and make a first host-to-device copy. On a GPU both take around a second in a fresh
+    process (benchmarks/RESULTS.md, "where the GPU's extra second goes"), and XLA releases the GIL while they run, so
+    on a thread they overlap the imports of the command's own modules."""
+    try:
+        import jax
+
+        jax.device_put(0.0).block_until_ready()
+    except Exception:  # noqa: BLE001 (no usable backend): the command itself meets it again and reports it
+        pass
+
+
 def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] | str,
-            description: str | None = None, args: list[str] | None = None) -> None:
+            description: str | None = None, args: list[str] | None = None, start_jax_backend: bool = False) -> None:
     """Parse `config_type` from the command line, check it and run `main(config)`; user errors, OS errors and Ctrl-C
     end in one line. `main` and `config_type` may be given as "module:name", imported only once a Ctrl-C during the
     import is handled and a mistyped --env is refused; the config's module is light (no JAX), and `main`'s (seconds
-    of JAX) is imported only once the flags are checked, so a mistyped flag is reported at once."""
+    of JAX) is imported only once the flags are checked, so a mistyped flag is reported at once. With
+    `start_jax_backend`, JAX's backend starts on a thread while `main`'s modules import."""
     argv = sys.argv[1:] if args is None else args
     previous_hook = sys.unraisablehook
     redeliveries: list[threading.Timer] = []
@@ -145,6 +158,8 @@ def run_cli(main: Callable[[ConfigT], object] | str, config_type: type[ConfigT] 
         with _help_joins_docstring_lines(description or inspect.getdoc(config_type)):
             config = tyro.cli(config_type, description=description, args=args)
         validate(config)
+        if start_jax_backend:
+            threading.Thread(target=_start_jax_backend, name="jax-backend", daemon=True).start()
         main = _resolve(main)
         if hasattr(config, "compile_cache"):
             enable_compile_cache(config.compile_cache)

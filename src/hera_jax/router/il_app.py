@@ -9,6 +9,8 @@ prints dev / test / unseen-task metrics, and writes metrics.json and an orbax ch
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from hera_jax.rollout.records import read_manifest, shown_problems
 from hera_jax.cli import report_console
 from hera_jax.errors import HeraError
 from hera_jax.files import write_json_atomic
-from hera_jax.router.checkpoint import CheckpointError, remove_settled, save_router
 from hera_jax.router.il import build_features, split_metrics, train_and_evaluate
 from hera_jax.router.sharding import data_mesh
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
@@ -66,10 +67,25 @@ def train_il(config: ILConfig) -> dict:
         return train_into(config, Path(dataset), out, console, started)
 
 
+def _import_late_modules() -> None:
+    """Import what only a run's end uses (the orbax checkpointer, matplotlib) while the run loads, embeds and
+    trains on an accelerator, when the host mostly waits. An import that fails here fails again, and is reported,
+    where the module is used."""
+    try:
+        importlib.import_module("hera_jax.router.checkpoint")
+        importlib.import_module("matplotlib").use("Agg")
+        importlib.import_module("matplotlib.pyplot")
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def train_into(config: ILConfig, dataset: Path, out: Path, console, started: float) -> dict:
     """Train, evaluate and write the run folder `out` (locked and empty)."""
     from rich.markup import escape
     from rich.table import Table
+
+    if jax.default_backend() != "cpu":  # on the host's CPU these imports would only compete with the work
+        threading.Thread(target=_import_late_modules, name="late-imports", daemon=True).start()
 
     datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
     t0 = time.perf_counter()
@@ -131,6 +147,8 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
         "il_summary": {k: summary[k] for k in ("dataset", "datasets", "agents", "agents_are_stand_ins", "metrics")},
         "trained_on": trained_on,
     }
+    from hera_jax.router.checkpoint import CheckpointError, remove_settled, save_router
+
     t0 = time.perf_counter()
     try:
         save_router(out / "checkpoint", int(result.best_epoch), params, config.train, spec, meta)
