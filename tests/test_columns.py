@@ -377,6 +377,9 @@ def test_concatenated_columns_equal_the_columns_of_all_rows_at_every_split(tmp_p
     whole = rows_to_columns(rows)
     for cut in range(len(rows) + 1):
         assert_same_columns(whole, concat_columns(rows_to_columns(rows[:cut]), rows_to_columns(rows[cut:])))
+        for second in range(cut, len(rows) + 1, 3):  # and in three parts
+            assert_same_columns(whole, concat_columns(*(rows_to_columns(part) for part in (
+                rows[:cut], rows[cut:second], rows[second:]))))
 
 
 def _rows_refused(monkeypatch):
@@ -510,3 +513,64 @@ def test_a_whole_read_refuses_a_steps_file_beside_a_different_gzipped_one(tmp_pa
     (folder / "steps.jsonl.gz").write_bytes(gzip.compress(b"{\"other\": 1}\n"))
     with pytest.raises(DatasetError, match="ambiguous"):
         load_step_columns(steps, columns_path(folder))
+
+
+def _many_episodes(tmp_path, count: int = 24):
+    episodes = []
+    for j in range(count):
+        split = ("train", "dev", "test")[j % 3]
+        pairs = [("a", "a"), ("x", "b"), ("c", "c"), ("d", "e")][: 2 + j % 3]
+        episodes.append(make_steps(f"t{j % 4}/{split}/{j}", f"t{j % 4}", split, pairs, variation=j))
+    return write_toy_dataset(tmp_path / "many", episodes)
+
+
+@pytest.mark.parametrize("layout", ["clean", "bad_lines", "cut_and_rerun", "kept_twice", "bad_line_at_a_cut"])
+def test_a_file_read_in_parts_by_worker_processes_equals_a_read_in_one(tmp_path, monkeypatch, layout):
+    """A large plain steps file is validated in parts by worker processes, cut at episode starts: the columns, the
+    report (problems numbered from the file's first line, line problems before episode problems) and the cache
+    equal those of one process reading it; an episode id kept in two parts, or an odd line at a cut, is left to
+    the one-process read."""
+    import hera_jax.columns as columns_module
+
+    folder = _many_episodes(tmp_path)
+    steps = folder / "steps.jsonl"
+    lines = steps.read_bytes().splitlines(keepends=True)
+    quarter = len(lines) // 4
+    if layout == "bad_lines":  # a lone bad line, a run of two, and a cut episode (an episode problem) in each part
+        lines[2] = b"{not json\n"
+        lines[quarter + 3] = lines[quarter + 4] = b'{"episode_id": 3}\n'
+        del lines[3 * quarter + 2]
+    elif layout == "cut_and_rerun":  # a run killed mid-episode, then the episode written again after it
+        first = json.loads(lines[2 * quarter])
+        rerun = [json.dumps({**first, "episode_id": "t9/train/rerun", "step": i, "episode_steps": 3}).encode() + b"\n"
+                 for i in range(3)]
+        lines[2 * quarter:2 * quarter] = rerun[:2] + rerun
+    elif layout == "kept_twice":
+        lines += lines[: lines.index(next(line for line in lines[1:] if b'"step": 0' in line))]
+    steps.write_bytes(b"".join(lines))
+    if layout == "bad_line_at_a_cut":  # the line that starts the second half is not a row
+        size = steps.stat().st_size
+        with open(steps, "r+b") as f:
+            f.seek(size // 2)
+            f.readline()
+            at = f.tell()
+        data = steps.read_bytes()
+        steps.write_bytes(data[:at] + b"garbage\n" + data[at:])
+
+    monkeypatch.setattr(columns_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    expected, expected_report = load_columns(folder, use_cache=False)  # one core: one process
+    monkeypatch.setattr(columns_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(columns_module, "PARALLEL_MIN_BYTES", 1)
+    in_parts = []
+    real = columns_module._read_in_parts
+    monkeypatch.setattr(columns_module, "_read_in_parts", lambda *a: in_parts.append(real(*a)) or in_parts[-1])
+    columns, report = load_columns(folder)
+    assert (in_parts[0] is not None) == (layout in ("clean", "bad_lines", "cut_and_rerun")), layout
+    assert_same_columns(expected, columns)
+    assert report == expected_report
+    if layout in ("bad_lines", "cut_and_rerun"):
+        assert report.problems
+    monkeypatch.setattr(columns_module, "_read_in_parts", lambda *a: pytest.fail("the file was read again"))
+    cached, cached_report = load_columns(folder)  # the cache that read wrote
+    assert_same_columns(expected, cached)
+    assert cached_report == expected_report

@@ -220,7 +220,7 @@ def test_lines_validate_to_the_rows_and_problems_of_the_record_schema():
 
     import pydantic
 
-    from hera_jax.rollout.records import STEP_FIELDS, STEP_SCHEMA, _parse_step_line
+    from hera_jax.rollout.records import STEP_FIELDS, STEP_SCHEMA, parse_step_line
 
     def by_record_schema(text: str):
         try:
@@ -248,7 +248,7 @@ def test_lines_validate_to_the_rows_and_problems_of_the_record_schema():
         elif kind == 4:
             row = rng.choice([[], 3, "text", None, [row]])
         text = json.dumps(row) + "\n"
-        parsed, problem = _parse_step_line(text.encode())
+        parsed, problem = parse_step_line(text.encode())
         expected = by_record_schema(text)
         if isinstance(expected, dict):
             assert problem is None and parsed == expected and list(parsed) == list(STEP_FIELDS), (case, problem)

@@ -7,7 +7,8 @@ for stage 2's visits also episode lengths, scores, who acted and exploration fli
 sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
 (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
 columns; any other change (an edit, a cut) makes it validate every row and rebuild, hashing the file in the same
-pass. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
+pass. A plain file of PARALLEL_MIN_BYTES or more is validated in parts, cut at episode starts, by one worker process
+a core, and their columns and reports are joined as one read gives them. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
 and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute before it
 was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed again.
 State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
@@ -20,6 +21,9 @@ import array
 import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -33,7 +37,7 @@ from hera_jax.features import DEVICE_SIGNALS
 from hera_jax.files import sha256_with_stat, signature_of, stat_of_open, was_still
 from hera_jax.labels import il_label
 from hera_jax.rollout.records import (STEPS_FILE, ContinuesEarlierEpisode, LoadReport, episodes_of_file,
-                                      episodes_of_lines, existing_steps_file)
+                                      episodes_of_lines, existing_steps_file, parse_step_line)
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
@@ -62,6 +66,11 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
     if use_cache and cache.exists() and (cached := _load_cached(cache, steps)) is not None:
         return cached
     steps = existing_steps_file(steps)  # refuses a plain file beside a different .gz, drops a stale .gz
+    if (in_parts := _read_in_parts(steps, use_cache)) is not None:
+        columns, report, digest_hex, size, signature = in_parts
+        if digest_hex is not None:
+            _try_write_cache(cache, digest_hex, size, signature, columns, report)
+        return columns, report
     report = LoadReport(path=str(steps))
     digest = hashlib.sha256() if use_cache else None
     with open(steps, "rb") as f:  # hashed as it is read: the digest is of exactly the bytes validated
@@ -74,6 +83,144 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
         _try_write_cache(cache, digest.hexdigest(), size, signature_of(stat) if was_still(stat, started) else None,
                          columns, report)
     return columns, report
+
+
+# A whole read of a plain steps file this large is split at episode boundaries over worker processes, one a core.
+PARALLEL_MIN_BYTES = 64 << 20
+
+
+def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadReport, str | None, int,
+                                                         tuple[int, ...] | None] | None:
+    """The whole read of a large plain steps file split at episode boundaries over worker processes, one part each:
+    each validates its lines and writes their columns, which are concatenated here while this process hashes the
+    file. Returns (columns, report, digest or None, bytes hashed, stat to record or None), the digest None when the
+    file changed during the read (nothing to cache) or `use_cache` is off; None where it does not apply (a .gz,
+    a small file, one core, an odd line near a boundary, a worker that failed) or where an episode id is kept in
+    two parts (whether the later one "appears twice" is for the one-process read to say)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if steps.suffix == ".gz" or cores < 2:
+        return None
+    with open(steps, "rb") as f, tempfile.TemporaryDirectory(prefix="hera_read_") as folder:
+        started, stat = time.time_ns(), os.fstat(f.fileno())
+        bounds = _episode_bounds(f, stat.st_size, min(cores, stat.st_size // PARALLEL_MIN_BYTES))
+        if bounds is None:
+            return None
+        outs = [Path(folder) / f"part_{i}.npz" for i in range(len(bounds) - 1)]
+        # plain interpreters, not multiprocessing: nothing depends on re-importing this process's __main__; a session
+        # of their own, so a Ctrl-C reaches only this process, which ends them
+        # this very hera_jax, wherever it was imported from
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        workers = [subprocess.Popen([sys.executable, "-c", _PART_WORKER, str(steps), str(start), str(end), str(out)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+                   for start, end, out in zip(bounds, bounds[1:], outs)]
+        try:
+            digest = hashlib.sha256() if use_cache else None
+            if digest is not None:  # meanwhile, here: the file's hash (keys the cache)
+                f.seek(0)
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+            failed = any([worker.wait() != 0 for worker in workers])
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        unchanged = signature_of(os.fstat(f.fileno())) == signature_of(stat)
+        if failed:
+            return None
+        parts = [_read_part_file(out) for out in outs]
+    ids = [part["episode_id_vocab"] for part, _, _ in parts]
+    if len(set().union(*ids)) < sum(map(len, ids)):  # "appears twice" across parts: the one-process read judges it
+        return None
+    report = _merged_reports(str(steps), [(report, line_problems) for _, report, line_problems in parts])
+    if report is None:
+        return None
+    columns = concat_columns(*(part for part, _, _ in parts))
+    if digest is None or not unchanged:
+        return columns, report, None, stat.st_size, None
+    return columns, report, digest.hexdigest(), stat.st_size, signature_of(stat) if was_still(stat, started) else None
+
+
+def _episode_bounds(f, size: int, parts: int) -> list[int] | None:
+    """Byte offsets that cut the open steps file into about `parts` parts (first 0, last `size`), each cut at the
+    start of a line that begins a new episode attempt, so that each part reads as it would in a read of the whole
+    file; None for fewer than two parts, or where a line near a cut is not a valid row."""
+    bounds = [0]
+    for k in range(1, parts):
+        f.seek(max(k * size // parts, bounds[-1]))
+        f.readline()  # to the start of a line
+        previous = None
+        while True:
+            offset, line = f.tell(), f.readline()
+            if not line:
+                break
+            row, _ = parse_step_line(line)
+            if row is None:
+                return None
+            if previous is not None and (row["episode_id"] != previous[0] or row["step"] <= previous[1]):
+                bounds.append(offset)
+                break
+            previous = row["episode_id"], row["step"]
+    bounds = sorted(set(bounds) - {size}) + [size]
+    return bounds if len(bounds) >= 3 else None
+
+
+_PART_WORKER = "import sys; from hera_jax.columns import write_part; write_part(*sys.argv[1:])"
+
+
+def write_part(path: str, start: str, end: str, out: str) -> None:
+    """A worker of `_read_in_parts`: validates the lines in bytes [start, end) of the steps file at `path` and
+    writes their columns and report to `out`, in the columns cache's format."""
+    report = LoadReport(path=path)
+    with open(path, "rb") as f:
+        f.seek(int(start))
+
+        def lines() -> Iterator[bytes]:
+            left = int(end) - int(start)
+            while left > 0 and (line := f.readline(left)):
+                left -= len(line)
+                yield line
+
+        episode_problems: list[str] = []
+        columns = rows_to_columns(row for episode in episodes_of_lines(
+            lines(), Path(path), report, episode_problems=episode_problems) for row in episode)
+    line_problems = len(report.problems)
+    report.problems += episode_problems
+    _write_cache(Path(out), "", int(end) - int(start), None, columns, report, line_problems=line_problems)
+
+
+def _read_part_file(path: Path) -> tuple[dict[str, Any], LoadReport, int]:
+    """A worker's part: its columns (codes, not decoded), its report (line numbers counted from the part's start)
+    and how many of its problems are line problems (the episode problems follow them)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes())
+        return _stored_columns(z, decoded=False), LoadReport(**meta["report"]), meta["line_problems"]
+
+
+def _merged_reports(path: str, parts: list[tuple[LoadReport, int]]) -> LoadReport | None:
+    """The report of a whole read from its parts' reports: counters summed, each part's problems numbered from the
+    file's first line, the line problems of all parts before their episode problems (as one read reports them);
+    None if a problem does not start with "<path>:<line>" (then the one-process read reports it)."""
+    merged = LoadReport(path=path)
+    episode_problems: list[str] = []
+    where = re.compile(re.escape(path) + r":(\d+)(?:-(\d+))?(?=:)")
+    for report, line_problems in parts:
+        offset = merged.num_lines
+        for i, problem in enumerate(report.problems):
+            if (match := where.match(problem)) is None:
+                return None
+            first, last = int(match[1]) + offset, match[2] and int(match[2]) + offset
+            lines = f"{first}-{last}" if last else f"{first}"
+            (merged.problems if i < line_problems else episode_problems).append(
+                f"{path}:{lines}{problem[match.end():]}")
+        merged.num_lines += report.num_lines
+        merged.num_steps += report.num_steps
+        merged.num_episodes += report.num_episodes
+        merged.notes += report.notes
+    merged.problems += episode_problems
+    return merged
 
 
 def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -129,33 +276,34 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return columns
 
 
-def concat_columns(head: dict[str, Any], tail: dict[str, Any]) -> dict[str, Any]:
-    """The columns of `head`'s rows followed by `tail`'s, as `rows_to_columns` of all of them gives them: the
-    vocabularies and distinct states in first-seen order, the tail's codes and state indices mapped onto them.
+def concat_columns(*parts: dict[str, Any]) -> dict[str, Any]:
+    """The columns of the parts' rows one after another, as `rows_to_columns` of all of them gives them: the
+    vocabularies and distinct states in first-seen order, each part's codes and state indices mapped onto them.
     Only the codes and vocabularies of the CODED columns are read, not their string arrays."""
     columns: dict[str, Any] = {}
     for name in CODED:
-        vocab, codes = _merged(head[f"{name}_vocab"], tail[f"{name}_vocab"], tail[f"{name}_codes"])
-        columns.update(_decode(name, vocab, np.concatenate([head[f"{name}_codes"], codes]).astype(np.int32)))
-    keys, state_index = _merged(head["distinct_keys"], tail["distinct_keys"], tail["state_index"])
-    known = set(head["distinct_keys"])
-    texts = [*head["distinct_texts"],
-             *(text for key, text in zip(tail["distinct_keys"], tail["distinct_texts"]) if key not in known)]
-    columns["state_index"] = np.concatenate([head["state_index"], state_index]).astype(np.int32)
+        vocab, codes = _merged([part[f"{name}_vocab"] for part in parts], [part[f"{name}_codes"] for part in parts])
+        columns.update(_decode(name, vocab, codes))
+    keys, columns["state_index"] = _merged([part["distinct_keys"] for part in parts],
+                                           [part["state_index"] for part in parts])
+    text_of: dict[str, str] = {}
+    for part in parts:
+        for key, text in zip(part["distinct_keys"], part["distinct_texts"]):
+            text_of.setdefault(key, text)
     for name in NUMERIC:
         if name != "state_index":
-            columns[name] = np.concatenate([head[name], tail[name]]).astype(head[name].dtype)
-    columns.update(distinct_keys=keys, distinct_texts=texts)
+            columns[name] = np.concatenate([part[name] for part in parts]).astype(parts[0][name].dtype)
+    columns.update(distinct_keys=keys, distinct_texts=[text_of[key] for key in keys])
     return columns
 
 
-def _merged(head_vocab: list[str], tail_vocab: list[str], tail_codes: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """`head_vocab` followed by the words of `tail_vocab` it lacks, and `tail_codes` (into `tail_vocab`) as codes
-    into that."""
-    index_of = {word: i for i, word in enumerate(head_vocab)}
-    for word in tail_vocab:
-        index_of.setdefault(word, len(index_of))
-    return list(index_of), np.array([index_of[word] for word in tail_vocab], np.int32)[tail_codes]
+def _merged(vocabs: list[list[str]], codes: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """One vocabulary of the words of `vocabs` in first-seen order, and each part's `codes` (into its own
+    vocabulary) as codes into it, concatenated."""
+    index_of: dict[str, int] = {}
+    merged = [np.array([index_of.setdefault(word, len(index_of)) for word in vocab], np.int32)[part_codes]
+              if len(vocab) else np.asarray(part_codes, np.int32) for vocab, part_codes in zip(vocabs, codes)]
+    return list(index_of), np.concatenate(merged).astype(np.int32)
 
 
 def _load_cached(cache: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] | None:
@@ -262,7 +410,7 @@ def _try_write_cache(path: Path, digest: str, size: int, signature: tuple[int, .
 
 
 def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] | None, columns: dict[str, Any],
-                 report: LoadReport) -> None:
+                 report: LoadReport, **more_meta: Any) -> None:
     arrays: dict[str, np.ndarray] = {}
     for name in CODED:
         arrays[f"{name}_codes"] = columns[f"{name}_codes"]
@@ -274,7 +422,7 @@ def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] 
     for name in NUMERIC:
         arrays[name] = columns[name]
     meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_bytes": size,
-            "steps_stat": list(signature) if signature else None, "report": report.__dict__}
+            "steps_stat": list(signature) if signature else None, "report": report.__dict__, **more_meta}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")  # unique per writer

@@ -122,7 +122,7 @@ def append_episode(path: str | Path, steps: Sequence[StepRecord]) -> None:
         raise ValueError("an episode needs at least one step")
     lines = [json.dumps(dataclasses.asdict(s), ensure_ascii=False) + "\n" for s in steps]
     for step, line in zip(steps, lines):  # validated on write exactly as on read: no row readers would reject
-        row, problem = _parse_step_line(line.encode("utf-8"))
+        row, problem = parse_step_line(line.encode("utf-8"))
         if problem:
             raise DatasetError(f"{path}: refusing to write episode {step.episode_id} step {step.step}: {problem}")
     payload = "".join(lines)
@@ -226,13 +226,13 @@ def _end_of_last_episode(tail: bytes, whole_file: bool) -> int | None:
     first part of one episode (valid rows of one episode id, then at most one cut line); else None. A last row
     that is valid but for its missing newline counts as a whole row."""
     lines = tail.split(b"\n")  # the last item is b"" when `tail` ends with a newline
-    last_is_row = bool(lines[-1]) and _parse_step_line(lines[-1] + b"\n")[1] is None
+    last_is_row = bool(lines[-1]) and parse_step_line(lines[-1] + b"\n")[1] is None
     rows = lines[0 if whole_file else 1:] if last_is_row else lines[0 if whole_file else 1:-1]
     # where the row after the one looked at starts (as if the last row had its newline)
     position = len(tail) + 1 if last_is_row else len(tail) - len(lines[-1])
     episodes = set()
     for line in reversed(rows):  # whole rows, last first
-        row, problem = _parse_step_line(line + b"\n")
+        row, problem = parse_step_line(line + b"\n")
         if problem:
             return None
         if row is None:  # a blank line: readers skip it, and so does the search for the last episode's end
@@ -324,12 +324,14 @@ class ContinuesEarlierEpisode(Exception):
 
 
 def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, strict: bool = False,
-                      after: tuple[str, int] | None = None, seen: Iterable[str] = ()) -> Iterator[list[dict[str, Any]]]:
+                      after: tuple[str, int] | None = None, seen: Iterable[str] = (),
+                      episode_problems: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
     """`iter_episodes` of a file's lines from the line after `report.num_lines` on. To read only the lines appended
     after a read that found no problems, give that read's counters in `report`, its episode ids as `seen` and its
     last row's (episode id, step) as `after`: the rows and problems are then those a read of the whole file would
-    add. Raises ContinuesEarlierEpisode where the first appended row would extend that last episode."""
-    episode_problems: list[str] = []
+    add. Raises ContinuesEarlierEpisode where the first appended row would extend that last episode. Episode
+    problems go to `report.problems` after the line problems, or to `episode_problems` where it is given."""
+    held: list[str] = [] if episode_problems is None else episode_problems
     kept_ids = set(seen)
     run: list = []  # [first line, last line, problem] of consecutive lines with the same problem: reported once
 
@@ -355,7 +357,7 @@ def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, st
             return [r for _, r in lines]
         if strict:
             raise DatasetError(message)
-        episode_problems.append(message)
+        held.append(message)
         return None
 
     # Lines of one episode attempt are consecutive (an episode is appended in one write). A rerun after a kill
@@ -363,7 +365,7 @@ def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, st
     attempt: tuple[str, list[tuple[int, dict[str, Any]]]] | None = None
     for lineno, raw in enumerate(lines, start=report.num_lines + 1):
         report.num_lines = lineno
-        row, problem = _parse_step_line(raw)
+        row, problem = parse_step_line(raw)
         if problem:
             if run and run[2] == problem and run[1] == lineno - 1:
                 run[1] = lineno
@@ -387,7 +389,8 @@ def episodes_of_lines(lines: Iterable[bytes], path: Path, report: LoadReport, st
     if attempt and (episode := finished(*attempt)) is not None:
         yield episode
     report_run()
-    report.problems.extend(episode_problems)
+    if episode_problems is None:
+        report.problems.extend(held)
 
 
 def _lines(f, path: Path, report: LoadReport, strict: bool) -> Iterable[bytes]:
@@ -401,7 +404,7 @@ def _lines(f, path: Path, report: LoadReport, strict: bool) -> Iterable[bytes]:
                                  "after it are lost, the complete episodes before it load")
 
 
-def _parse_step_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def parse_step_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(row, None) for a valid line, (None, None) for a blank one, (None, "what is wrong") otherwise."""
     try:  # the bytes as they are (pydantic checks their UTF-8): no decoded copy of a valid line
         row = _ROW_SCHEMA.validate_json(raw, strict=True)
@@ -411,7 +414,7 @@ def _parse_step_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _parse_decoded(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """`_parse_step_line` by way of the decoded text."""
+    """`parse_step_line` by way of the decoded text."""
     if not raw.strip():
         return None, None
     try:
