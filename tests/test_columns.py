@@ -574,3 +574,27 @@ def test_a_file_read_in_parts_by_worker_processes_equals_a_read_in_one(tmp_path,
     cached, cached_report = load_columns(folder)  # the cache that read wrote
     assert_same_columns(expected, cached)
     assert cached_report == expected_report
+
+
+def test_a_part_worker_imports_its_parents_hera_jax_not_one_in_its_working_folder(tmp_path):
+    import subprocess
+    import sys
+
+    import hera_jax.columns as columns_module
+
+    folder = _many_episodes(tmp_path)
+    steps = folder / "steps.jsonl"
+    decoy = tmp_path / "elsewhere" / "hera_jax"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the copy in the working folder was imported')\n")
+    out = tmp_path / "part.npz"
+    worker = subprocess.Popen([sys.executable, "-c", columns_module._PART_WORKER, columns_module._PACKAGE_ROOT,
+                               str(steps), "0", str(steps.stat().st_size), str(out)],
+                              cwd=decoy.parent, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()[-2000:]  # its stdin open: its parent is there
+    finally:
+        worker.stdin.close()
+        worker.stderr.close()
+    part, report, line_problems = columns_module._read_part_file(out)
+    assert report.num_steps == len(part["step"]) > 0 and line_problems == 0

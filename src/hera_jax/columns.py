@@ -7,8 +7,8 @@ for stage 2's visits also episode lengths, scores, who acted and exploration fli
 sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
 (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
 columns; any other change (an edit, a cut) makes it validate every row and rebuild, hashing the file in the same
-pass. A plain file of PARALLEL_MIN_BYTES or more is validated in parts, cut at episode starts, by one worker process
-a core, and their columns and reports are joined as one read gives them. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
+pass. A plain file of two PARALLEL_MIN_BYTES or more is validated in parts of at least that size, cut at episode
+starts, by one worker process a core, and their columns and reports are joined as one read gives them. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
 and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute before it
 was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed again.
 State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -85,7 +86,8 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
     return columns, report
 
 
-# A whole read of a plain steps file this large is split at episode boundaries over worker processes, one a core.
+# A whole read of a plain steps file is split at episode boundaries over worker processes, one a core, in parts of
+# at least this size.
 PARALLEL_MIN_BYTES = 64 << 20
 
 
@@ -106,27 +108,29 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
         if bounds is None:
             return None
         outs = [Path(folder) / f"part_{i}.npz" for i in range(len(bounds) - 1)]
-        # plain interpreters, not multiprocessing: nothing depends on re-importing this process's __main__; a session
-        # of their own, so a Ctrl-C reaches only this process, which ends them
-        # this very hera_jax, wherever it was imported from
-        package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        workers = [subprocess.Popen([sys.executable, "-c", _PART_WORKER, str(steps), str(start), str(end), str(out)],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
-                   for start, end, out in zip(bounds, bounds[1:], outs)]
+        # plain interpreters, not multiprocessing: nothing depends on re-importing this process's __main__. A session
+        # of their own, so a Ctrl-C reaches only this process, which ends them; a pipe from it, so they end with it.
+        workers: list[subprocess.Popen] = []
         try:
+            for start, end, out in zip(bounds, bounds[1:], outs):
+                workers.append(subprocess.Popen(
+                    [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(steps), str(start), str(end), str(out)],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True))
             digest = hashlib.sha256() if use_cache else None
             if digest is not None:  # meanwhile, here: the file's hash (keys the cache)
                 f.seek(0)
                 for block in iter(lambda: f.read(1 << 22), b""):
                     digest.update(block)
             failed = any([worker.wait() != 0 for worker in workers])
+        except OSError:  # no process to be had (a process limit, no memory): one process reads it
+            failed = True
         finally:
             for worker in workers:
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
+                worker.stdin.close()
         unchanged = signature_of(os.fstat(f.fileno())) == signature_of(stat)
         if failed:
             return None
@@ -167,12 +171,29 @@ def _episode_bounds(f, size: int, parts: int) -> list[int] | None:
     return bounds if len(bounds) >= 3 else None
 
 
-_PART_WORKER = "import sys; from hera_jax.columns import write_part; write_part(*sys.argv[1:])"
+# where this hera_jax was imported from: a worker imports the same copy, not one in its working folder
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_PART_WORKER = ("import sys; sys.path[:] = [sys.argv[1], *(p for p in sys.path if p not in ('', '.'))]; "
+                "from hera_jax.columns import part_worker; part_worker(*sys.argv[1:])")
+
+
+def part_worker(package_root: str, path: str, start: str, end: str, out: str) -> None:
+    """A worker process of `_read_in_parts`: `write_part`, ended at once if its parent goes (its stdin closes)."""
+    if _PACKAGE_ROOT != package_root:
+        sys.exit(f"hera_jax imported from {_PACKAGE_ROOT}, not {package_root}")
+
+    def end_with_parent() -> None:
+        while os.read(0, 1 << 10):  # the raw fd: a buffered reader's lock would stall the interpreter's exit
+            pass
+        os._exit(1)
+
+    threading.Thread(target=end_with_parent, daemon=True).start()
+    write_part(path, start, end, out)
 
 
 def write_part(path: str, start: str, end: str, out: str) -> None:
-    """A worker of `_read_in_parts`: validates the lines in bytes [start, end) of the steps file at `path` and
-    writes their columns and report to `out`, in the columns cache's format."""
+    """Validate the lines in bytes [start, end) of the steps file at `path` and write their columns and report to
+    `out` (in the columns cache's format, episode problems after the line problems), if its folder still exists."""
     report = LoadReport(path=path)
     with open(path, "rb") as f:
         f.seek(int(start))
@@ -188,7 +209,8 @@ def write_part(path: str, start: str, end: str, out: str) -> None:
             lines(), Path(path), report, episode_problems=episode_problems) for row in episode)
     line_problems = len(report.problems)
     report.problems += episode_problems
-    _write_cache(Path(out), "", int(end) - int(start), None, columns, report, line_problems=line_problems)
+    if Path(out).parent.is_dir():  # else the reader is gone: nothing to leave behind
+        _write_cache(Path(out), "", int(end) - int(start), None, columns, report, line_problems=line_problems)
 
 
 def _read_part_file(path: Path) -> tuple[dict[str, Any], LoadReport, int]:
