@@ -89,7 +89,9 @@ def train_into(config: ILConfig, dataset: Path, out: Path, console, started: flo
 
     datasets = [Path(dataset), *resolve_datasets(config.extra_datasets)]
     t0 = time.perf_counter()
-    table = load_union_table(datasets, config.unseen_tasks)
+    # a first read validates every row (seconds at a million steps): a spinner on a terminal, nothing in a log
+    with console.status("reading the steps (a first read validates every row)"):
+        table = load_union_table(datasets, config.unseen_tasks)
     load_s = time.perf_counter() - t0
     unseen = table.unseen_tasks
     # before embedding anything: fail fast on one-class or empty splits
