@@ -100,7 +100,7 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
     a small file, one core, an odd line near a boundary, a worker that failed) or where an episode id is kept in
     two parts (whether the later one "appears twice" is for the one-process read to say)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if steps.suffix == ".gz" or cores < 2:
+    if steps.suffix == ".gz" or cores < 2 or os.stat(steps).st_size < 2 * PARALLEL_MIN_BYTES:  # the common case
         return None
     with open(steps, "rb") as f, tempfile.TemporaryDirectory(prefix="hera_read_") as folder:
         started, stat = time.time_ns(), os.fstat(f.fileno())
