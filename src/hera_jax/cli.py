@@ -122,9 +122,9 @@ def key_argument_problem(args: list[str]) -> str | None:
 
 
 def _start_jax_backend() -> None:
-    """Start JAX's backend and make a first host-to-device copy. On a GPU both take around a second in a fresh
-    process (benchmarks/RESULTS.md, "where the GPU's extra second goes"), and XLA releases the GIL while they run, so
-    on a thread they overlap the imports of the command's own modules."""
+    """Start JAX's backend and make a first host-to-device copy. On a GPU both are a large part of a small run's
+    start-up (benchmarks/RESULTS.md, "where the GPU's extra second goes"), and XLA releases the GIL while they run,
+    so on a thread they overlap the imports of the command's own modules."""
     try:
         import jax
 

@@ -8,9 +8,10 @@ sha256 of the steps file. Records are append-only: when the file is the cached v
 (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
 columns; any other change (an edit, a cut) makes it validate every row and rebuild, hashing the file in the same
 pass. A plain file of two PARALLEL_MIN_BYTES or more is validated in parts of at least that size, cut at episode
-starts, by one worker process a core, and their columns and reports are joined as one read gives them. A later process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode
-and ctime are still those of the file that was hashed, as git's index does; a file changed in the minute before it
-was hashed gets no such record (a change within one timestamp tick could keep them all), so it is hashed again.
+starts, by one worker process a core, and their columns and reports are joined as one read gives them. A later
+process skips hashing the file (benchmarks/RESULTS.md, "a warm load") when its size, mtime, inode and ctime are
+still those of the file that was hashed, as git's index does; a file changed in the minute before it was hashed
+gets no such record (a change within one timestamp tick could keep them all), so it is hashed again.
 State texts are kept once per distinct state, not once per row. Repeated strings are stored as codes into a
 vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
 """
