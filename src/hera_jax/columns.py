@@ -118,11 +118,10 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
                     [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(steps), str(start), str(end), str(out)],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     start_new_session=True))
-            digest = hashlib.sha256() if use_cache else None
-            if digest is not None:  # meanwhile, here: the file's hash (keys the cache)
+            digest = None
+            if use_cache:  # meanwhile, here: the file's hash (keys the cache); None if it was cut meanwhile
                 f.seek(0)
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
+                digest, _ = _hash_prefix(f, stat.st_size)
             failed = any([worker.wait() != 0 for worker in workers])
         except OSError:  # no process to be had (a process limit, no memory): one process reads it
             failed = True
