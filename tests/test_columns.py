@@ -598,3 +598,52 @@ def test_a_part_worker_imports_its_parents_hera_jax_not_one_in_its_working_folde
         worker.stderr.close()
     part, report, line_problems = columns_module._read_part_file(out)
     assert report.num_steps == len(part["step"]) > 0 and line_problems == 0
+
+
+def test_a_failed_part_worker_is_reported_and_the_file_read_in_one_process(tmp_path, monkeypatch):
+    """A worker that fails costs a second read: the reader warns with what the worker said, then gives the columns
+    and report of one process's read."""
+    import hera_jax.columns as columns_module
+
+    folder = _many_episodes(tmp_path)
+    monkeypatch.setattr(columns_module.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    expected, expected_report = load_columns(folder, use_cache=False)
+    monkeypatch.setattr(columns_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(columns_module, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(columns_module, "_PART_WORKER", "import sys; sys.exit('no space left on device (a test)')")
+    with pytest.warns(UserWarning, match=r"reading in parts failed, the worker for bytes 0-\d+ exited with status 1: "
+                                         r"no space left on device \(a test\); reading it in one process"):
+        columns, report = load_columns(folder)
+    assert_same_columns(expected, columns)
+    assert report == expected_report
+
+
+def test_a_reader_killed_outright_leaves_no_temporary_folder_behind(tmp_path):
+    """A reader killed with SIGKILL cannot remove its temporary folder: its part workers, seeing it gone, remove it
+    and end without leaving a part."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _many_episodes(tmp_path, count=300)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    reader = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, tempfile; tempfile.tempdir = sys.argv[2]; os.sched_getaffinity = lambda pid: {0, 1}; "
+        "import hera_jax.columns as c; c.PARALLEL_MIN_BYTES = 1; c.load_columns(sys.argv[1], use_cache=False)"),
+        str(folder), str(temp)])
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("hera_read_*/part_1.err")):  # both workers started (or starting)
+            assert reader.poll() is None, "the reader ended before its workers started"
+            assert time.monotonic() < deadline, "no workers started"
+            time.sleep(0.005)
+        reader.send_signal(signal.SIGKILL)
+    finally:
+        reader.kill()
+        reader.wait()
+    deadline = time.monotonic() + 120
+    while list(temp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(temp.iterdir()) == []

@@ -23,11 +23,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -112,19 +114,25 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
         # plain interpreters, not multiprocessing: nothing depends on re-importing this process's __main__. A session
         # of their own, so a Ctrl-C reaches only this process, which ends them; a pipe from it, so they end with it.
         workers: list[subprocess.Popen] = []
+        failure = None
         try:
             for start, end, out in zip(bounds, bounds[1:], outs):
-                workers.append(subprocess.Popen(
-                    [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(steps), str(start), str(end), str(out)],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    start_new_session=True))
+                with open(out.with_suffix(".err"), "wb") as err:
+                    workers.append(subprocess.Popen(
+                        [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(steps), str(start), str(end),
+                         str(out)],
+                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True))
             digest = None
             if use_cache:  # meanwhile, here: the file's hash (keys the cache); None if it was cut meanwhile
                 f.seek(0)
                 digest, _ = _hash_prefix(f, stat.st_size)
-            failed = any([worker.wait() != 0 for worker in workers])
-        except OSError:  # no process to be had (a process limit, no memory): one process reads it
-            failed = True
+            for worker, start, end, out in zip(workers, bounds, bounds[1:], outs):
+                if worker.wait() != 0 and failure is None:
+                    said = out.with_suffix(".err").read_bytes().decode(errors="replace").strip().splitlines()
+                    failure = (f"the worker for bytes {start}-{end} exited with status {worker.returncode}"
+                               + (f": {said[-1]}" if said else ""))
+        except OSError as e:  # no process to be had (a process limit, no memory): one process reads it
+            failure = f"no worker process could be started ({e})"
         finally:
             for worker in workers:
                 if worker.poll() is None:
@@ -132,7 +140,9 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
                     worker.wait()
                 worker.stdin.close()
         unchanged = signature_of(os.fstat(f.fileno())) == signature_of(stat)
-        if failed:
+        if failure is not None:
+            # the one-process read gives the same columns; said, because it costs that read's time again
+            warnings.warn(f"{steps}: reading in parts failed, {failure}; reading it in one process", stacklevel=2)
             return None
         parts = [_read_part_file(out) for out in outs]
     ids = [part["episode_id_vocab"] for part, _, _ in parts]
@@ -178,17 +188,26 @@ _PART_WORKER = ("import sys; sys.path[:] = [sys.argv[1], *(p for p in sys.path i
 
 
 def part_worker(package_root: str, path: str, start: str, end: str, out: str) -> None:
-    """A worker process of `_read_in_parts`: `write_part`, ended at once if its parent goes (its stdin closes)."""
+    """A worker process of `_read_in_parts`: `write_part`, ended at once if its parent goes (its stdin closes), and
+    then removing the parent's temporary folder."""
     if _PACKAGE_ROOT != package_root:
         sys.exit(f"hera_jax imported from {_PACKAGE_ROOT}, not {package_root}")
+
+    parent = os.getppid()
+
+    def parent_gone() -> None:  # a parent killed outright (SIGKILL) cannot remove its folder: its workers do
+        shutil.rmtree(Path(out).parent, ignore_errors=True)
+        os._exit(1)
 
     def end_with_parent() -> None:
         while os.read(0, 1 << 10):  # the raw fd: a buffered reader's lock would stall the interpreter's exit
             pass
-        os._exit(1)
+        parent_gone()
 
     threading.Thread(target=end_with_parent, daemon=True).start()
     write_part(path, start, end, out)
+    if os.getppid() != parent:  # it went while this part was read, and the thread above did not get to run
+        parent_gone()
 
 
 def write_part(path: str, start: str, end: str, out: str) -> None:
