@@ -577,6 +577,7 @@ def test_a_file_read_in_parts_by_worker_processes_equals_a_read_in_one(tmp_path,
 
 
 def test_a_part_worker_imports_its_parents_hera_jax_not_one_in_its_working_folder(tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -589,7 +590,7 @@ def test_a_part_worker_imports_its_parents_hera_jax_not_one_in_its_working_folde
     (decoy / "__init__.py").write_text("raise ImportError('the copy in the working folder was imported')\n")
     out = tmp_path / "part.npz"
     worker = subprocess.Popen([sys.executable, "-c", columns_module._PART_WORKER, columns_module._PACKAGE_ROOT,
-                               str(steps), "0", str(steps.stat().st_size), str(out)],
+                               str(os.getpid()), str(steps), "0", str(steps.stat().st_size), str(out)],
                               cwd=decoy.parent, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert worker.wait(timeout=120) == 0, worker.stderr.read()[-2000:]  # its stdin open: its parent is there
@@ -647,3 +648,23 @@ def test_a_reader_killed_outright_leaves_no_temporary_folder_behind(tmp_path):
     while list(temp.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(temp.iterdir()) == []
+
+
+def test_a_part_worker_whose_parent_is_gone_leaves_a_folder_not_named_as_a_readers_alone(tmp_path):
+    """A worker removes its parent's folder only if it is a reader's temporary folder (named so)."""
+    import os
+    import subprocess
+    import sys
+
+    import hera_jax.columns as columns_module
+
+    steps = _many_episodes(tmp_path, count=3000) / "steps.jsonl"  # long enough for the worker to see its stdin close
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    worker = subprocess.Popen([sys.executable, "-c", columns_module._PART_WORKER, columns_module._PACKAGE_ROOT,
+                               str(os.getpid()), str(steps), "0", str(steps.stat().st_size), str(mine / "part_0.npz")],
+                              stdin=subprocess.PIPE)
+    worker.stdin.close()  # its parent seen gone
+    assert worker.wait(timeout=120) == 1  # ended by its parent's going, not done
+    assert (mine / "notes.txt").read_text() == "kept"

@@ -92,6 +92,7 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
 # A whole read of a plain steps file is split at episode boundaries over worker processes, one a core, in parts of
 # at least this size.
 PARALLEL_MIN_BYTES = 64 << 20
+_PARTS_FOLDER_PREFIX = "hera_read_"  # the temporary folder of one read in parts
 
 
 def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadReport, str | None, int,
@@ -105,7 +106,7 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if steps.suffix == ".gz" or cores < 2 or os.stat(steps).st_size < 2 * PARALLEL_MIN_BYTES:  # the common case
         return None
-    with open(steps, "rb") as f, tempfile.TemporaryDirectory(prefix="hera_read_") as folder:
+    with open(steps, "rb") as f, tempfile.TemporaryDirectory(prefix=_PARTS_FOLDER_PREFIX) as folder:
         started, stat = time.time_ns(), os.fstat(f.fileno())
         bounds = _episode_bounds(f, stat.st_size, min(cores, stat.st_size // PARALLEL_MIN_BYTES))
         if bounds is None:
@@ -119,8 +120,8 @@ def _read_in_parts(steps: Path, use_cache: bool) -> tuple[dict[str, Any], LoadRe
             for start, end, out in zip(bounds, bounds[1:], outs):
                 with open(out.with_suffix(".err"), "wb") as err:
                     workers.append(subprocess.Popen(
-                        [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(steps), str(start), str(end),
-                         str(out)],
+                        [sys.executable, "-c", _PART_WORKER, _PACKAGE_ROOT, str(os.getpid()), str(steps), str(start),
+                         str(end), str(out)],
                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True))
             digest = None
             if use_cache:  # meanwhile, here: the file's hash (keys the cache); None if it was cut meanwhile
@@ -187,16 +188,15 @@ _PART_WORKER = ("import sys; sys.path[:] = [sys.argv[1], *(p for p in sys.path i
                 "from hera_jax.columns import part_worker; part_worker(*sys.argv[1:])")
 
 
-def part_worker(package_root: str, path: str, start: str, end: str, out: str) -> None:
-    """A worker process of `_read_in_parts`: `write_part`, ended at once if its parent goes (its stdin closes), and
-    then removing the parent's temporary folder."""
+def part_worker(package_root: str, parent: str, path: str, start: str, end: str, out: str) -> None:
+    """A worker process of `_read_in_parts` (whose pid is `parent`): `write_part`, ended at once if its parent goes
+    (its stdin closes, or it is no longer this process's parent), and then removing the parent's temporary folder."""
     if _PACKAGE_ROOT != package_root:
         sys.exit(f"hera_jax imported from {_PACKAGE_ROOT}, not {package_root}")
 
-    parent = os.getppid()
-
     def parent_gone() -> None:  # a parent killed outright (SIGKILL) cannot remove its folder: its workers do
-        shutil.rmtree(Path(out).parent, ignore_errors=True)
+        if Path(out).parent.name.startswith(_PARTS_FOLDER_PREFIX):  # never a folder that is not the reader's own
+            shutil.rmtree(Path(out).parent, ignore_errors=True)
         os._exit(1)
 
     def end_with_parent() -> None:
@@ -205,8 +205,10 @@ def part_worker(package_root: str, path: str, start: str, end: str, out: str) ->
         parent_gone()
 
     threading.Thread(target=end_with_parent, daemon=True).start()
+    if os.getppid() != int(parent):  # it went while this process started
+        parent_gone()
     write_part(path, start, end, out)
-    if os.getppid() != parent:  # it went while this part was read, and the thread above did not get to run
+    if os.getppid() != int(parent):  # it went while this part was read, and the thread above did not get to run
         parent_gone()
 
 
