@@ -377,9 +377,24 @@ def test_concatenated_columns_equal_the_columns_of_all_rows_at_every_split(tmp_p
     whole = rows_to_columns(rows)
     for cut in range(len(rows) + 1):
         assert_same_columns(whole, concat_columns(rows_to_columns(rows[:cut]), rows_to_columns(rows[cut:])))
-        for second in range(cut, len(rows) + 1, 3):  # and in three parts
-            assert_same_columns(whole, concat_columns(*(rows_to_columns(part) for part in (
+        for second in range(cut, len(rows) + 1, 3):  # and in three parts, as the workers of a read in parts give them
+            assert_same_columns(whole, concat_columns(*(rows_to_columns(part, decoded=False) for part in (
                 rows[:cut], rows[cut:second], rows[second:]))))
+
+
+def test_columns_without_their_decoded_strings_hold_the_same_codes_and_nothing_else_differs(tmp_path):
+    from hera_jax.columns import CODED, rows_to_columns
+    from hera_jax.rollout.records import read_steps
+
+    rows, _ = read_steps(_toy(tmp_path) / "steps.jsonl")
+    decoded, coded = rows_to_columns(rows), rows_to_columns(iter(rows), decoded=False)
+    assert set(decoded) - set(coded) == set(CODED)
+    for name in coded:
+        if isinstance(coded[name], np.ndarray):
+            np.testing.assert_array_equal(coded[name], decoded[name], err_msg=name)
+            assert coded[name].dtype == decoded[name].dtype, name
+        else:
+            assert coded[name] == decoded[name], name
 
 
 def _rows_refused(monkeypatch):

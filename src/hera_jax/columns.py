@@ -40,8 +40,8 @@ import numpy as np
 from hera_jax.features import DEVICE_SIGNALS
 from hera_jax.files import sha256_with_stat, signature_of, stat_of_open, was_still
 from hera_jax.labels import il_label
-from hera_jax.rollout.records import (STEPS_FILE, ContinuesEarlierEpisode, LoadReport, episodes_of_file,
-                                      episodes_of_lines, existing_steps_file, parse_step_line)
+from hera_jax.rollout.records import (READ_BUFFER, STEPS_FILE, ContinuesEarlierEpisode, LoadReport,
+                                      episodes_of_file, episodes_of_lines, existing_steps_file, parse_step_line)
 
 COLUMNS_FILE = "steps_columns.npz"
 COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
@@ -77,7 +77,8 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
         return columns, report
     report = LoadReport(path=str(steps))
     digest = hashlib.sha256() if use_cache else None
-    with open(steps, "rb") as f:  # hashed as it is read: the digest is of exactly the bytes validated
+    # hashed as it is read: the digest is of exactly the bytes validated
+    with open(steps, "rb", buffering=READ_BUFFER) as f:
         started, stat = time.time_ns(), os.fstat(f.fileno())
         columns = rows_to_columns(row for episode in episodes_of_file(f, steps, report, digest=digest)
                                   for row in episode)
@@ -216,7 +217,7 @@ def write_part(path: str, start: str, end: str, out: str) -> None:
     """Validate the lines in bytes [start, end) of the steps file at `path` and write their columns and report to
     `out` (in the columns cache's format, episode problems after the line problems), if its folder still exists."""
     report = LoadReport(path=path)
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=READ_BUFFER) as f:
         f.seek(int(start))
 
         def lines() -> Iterator[bytes]:
@@ -226,8 +227,8 @@ def write_part(path: str, start: str, end: str, out: str) -> None:
                 yield line
 
         episode_problems: list[str] = []
-        columns = rows_to_columns(row for episode in episodes_of_lines(
-            lines(), Path(path), report, episode_problems=episode_problems) for row in episode)
+        columns = rows_to_columns((row for episode in episodes_of_lines(
+            lines(), Path(path), report, episode_problems=episode_problems) for row in episode), decoded=False)
     line_problems = len(report.problems)
     report.problems += episode_problems
     if Path(out).parent.is_dir():  # else the reader is gone: nothing to leave behind
@@ -266,8 +267,9 @@ def _merged_reports(path: str, parts: list[tuple[LoadReport, int]]) -> LoadRepor
     return merged
 
 
-def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Columns of validated step rows (a list or a stream): the CODED string columns, `variation` int64, `step`
+def rows_to_columns(rows: Iterable[dict[str, Any]], decoded: bool = True) -> dict[str, Any]:
+    """Columns of validated step rows (a list or a stream): the CODED string columns (without `decoded`, their codes
+    and vocabularies only: the string arrays are most of the time a large part spends here), `variation` int64, `step`
     int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label
     (-1 where the device or the cloud action is missing), `success` bool, and the device's confidence signals
     (features.DEVICE_SIGNALS) float32, NaN where the device reported none; for stage 2, `episode_steps` int32,
@@ -309,7 +311,9 @@ def rows_to_columns(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
             numbers[name].append(np.nan if value is None else value)
     columns: dict[str, Any] = {}
     for name in CODED:
-        columns.update(_decode(name, list(vocab[name]), np.array(codes[name], np.int32)))
+        name_codes, name_vocab = np.array(codes[name], np.int32), list(vocab[name])
+        columns.update(_decode(name, name_vocab, name_codes) if decoded
+                       else {f"{name}_codes": name_codes, f"{name}_vocab": name_vocab})
     dtypes = {"variation": np.int64, "step": np.int32, "state_index": np.int32, "label": np.int8, "success": bool,
               "episode_steps": np.int32, "score": np.float32, "cloud_acted": bool, "explored": bool,
               **{name: np.float32 for name in DEVICE_SIGNALS}}
@@ -414,8 +418,9 @@ def _load_appended(steps: Path, columns: dict[str, Any], meta: dict[str, Any],
         last = (columns["episode_id_vocab"][columns["episode_id_codes"][-1]], int(columns["step"][-1])) \
             if len(columns["step"]) else None
         try:
-            tail = rows_to_columns(row for episode in episodes_of_lines(
-                hashed_lines(), steps, report, after=last, seen=columns["episode_id_vocab"]) for row in episode)
+            tail = rows_to_columns((row for episode in episodes_of_lines(
+                hashed_lines(), steps, report, after=last, seen=columns["episode_id_vocab"]) for row in episode),
+                decoded=False)
         except ContinuesEarlierEpisode:
             return None
         size, unchanged = f.tell(), signature_of(os.fstat(f.fileno())) == signature_of(stat)

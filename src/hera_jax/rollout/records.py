@@ -266,6 +266,11 @@ def shown_problems(report: LoadReport, limit: int = 5) -> list[str]:
     return [*problems, *report.notes]
 
 
+# the buffer a steps file is read through: a line is ~1-2 KB, and with the default 8 KB buffer reading lines costs
+# ~3x as much (benchmarks/RESULTS.md, "the validating read in one pass")
+READ_BUFFER = 1 << 20
+
+
 def read_steps(path: str | Path, strict: bool = False) -> tuple[list[dict[str, Any]], LoadReport]:
     """Read complete episodes from a steps file.
 
@@ -284,7 +289,8 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
     Problems go to `report` (line problems first, then episode problems, as `read_steps` reports them); its
     counters are final once the stream is exhausted."""
     path = existing_steps_file(path)
-    with open(path, "rb") as f:  # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+    # bytes: one undecodable line is reported, not a UnicodeDecodeError for the file
+    with open(path, "rb", buffering=READ_BUFFER) as f:
         yield from episodes_of_file(f, path, report, strict)
 
 
@@ -295,7 +301,7 @@ def episodes_of_file(f: BinaryIO, path: Path, report: LoadReport, strict: bool =
     the end of the file once the stream is exhausted (stopped early, it holds what was read so far, `f.tell()`
     bytes): a reader that keys a cache by the file's hash reads the file once, not twice."""
     report.path = str(path)
-    stream = f if digest is None else io.BufferedReader(_Hashing(f, digest), 1 << 20)
+    stream = f if digest is None else io.BufferedReader(_Hashing(f, digest), READ_BUFFER)
     source = gzip.GzipFile(fileobj=stream, mode="rb") if path.suffix == ".gz" else stream
     yield from episodes_of_lines(_lines(source, path, report, strict), path, report, strict)
     if digest is not None:  # a cut .gz stops the lines early, or bytes after the last gzip member
