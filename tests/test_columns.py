@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import blake3
 import numpy as np
 import pytest
 
@@ -203,7 +204,7 @@ def _no_hashing(monkeypatch):
     def refuse(path, *args, **kwargs):
         raise AssertionError(f"{path} was hashed although its stat was recorded with the cache")
 
-    monkeypatch.setattr(columns_module, "sha256_with_stat", refuse)
+    monkeypatch.setattr(columns_module, "digest_with_stat", refuse)
     monkeypatch.setattr(columns_module, "episodes_of_file", refuse)  # a whole read hashes the file as it reads
 
 
@@ -232,8 +233,8 @@ def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path
     monkeypatch.setattr(files_module, "STILL_FOR_NS", 3600 * 10**9)
     load_il_table(folder, ())
     hashed = []
-    real = columns_module.sha256_with_stat
-    monkeypatch.setattr(columns_module, "sha256_with_stat", lambda path: hashed.append(path) or real(path))
+    real = columns_module.digest_with_stat
+    monkeypatch.setattr(columns_module, "digest_with_stat", lambda path, how: hashed.append(path) or real(path, how))
     load_il_table(folder, ())
     assert hashed  # no stat recorded: the file was hashed
     monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
@@ -279,15 +280,14 @@ def test_a_path_swapped_between_files_never_pairs_one_files_stat_with_the_others
         assert ("t1/test/v2" in load_il_table(folder, ()).episode_id.tolist()) == has_v2, target.name
 
 
-def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_path, monkeypatch):
-    import hashlib
-
+@pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
+def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_path, monkeypatch, algorithm):
     import hera_jax.files as files_module
 
     monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
     path = tmp_path / "steps.jsonl"
     path.write_bytes(b"a" * (1 << 23))  # two blocks: the write lands between them
-    real = hashlib.sha256
+    real = files_module.HASHES[algorithm]
 
     class AppendingMidway:
         def __init__(self):
@@ -303,11 +303,11 @@ def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_p
         def hexdigest(self):
             return self.inner.hexdigest()
 
-    monkeypatch.setattr(files_module.hashlib, "sha256", AppendingMidway)
-    digest, signature = files_module.sha256_with_stat(path)
+    monkeypatch.setitem(files_module.HASHES, algorithm, AppendingMidway)
+    digest, signature = files_module.digest_with_stat(path, algorithm)
     assert signature is None
-    monkeypatch.setattr(files_module.hashlib, "sha256", real)
-    digest_after, signature_after = files_module.sha256_with_stat(path)
+    monkeypatch.setitem(files_module.HASHES, algorithm, real)
+    digest_after, signature_after = files_module.digest_with_stat(path, algorithm)
     assert digest_after == real(path.read_bytes()).hexdigest() and signature_after is not None
     assert signature_after[0] == path.stat().st_size
 
@@ -315,7 +315,6 @@ def test_a_file_written_while_it_is_hashed_gets_no_stat_and_no_kept_digest(tmp_p
 @pytest.mark.parametrize("gzipped", [False, True])
 def test_a_whole_read_keys_the_cache_by_the_files_hash_without_a_second_pass(tmp_path, monkeypatch, gzipped):
     import gzip
-    import hashlib
 
     import hera_jax.columns as columns_module
 
@@ -327,11 +326,11 @@ def test_a_whole_read_keys_the_cache_by_the_files_hash_without_a_second_pass(tmp
         steps = folder / "steps.jsonl.gz"
     expected = load_columns(folder, use_cache=False)
     with monkeypatch.context() as patch:
-        patch.setattr(columns_module, "sha256_with_stat", lambda path: pytest.fail(f"{path} hashed in a pass"))
+        patch.setattr(columns_module, "digest_with_stat", lambda path, how: pytest.fail(f"{path} hashed in a pass"))
         assert_same_columns(expected[0], load_columns(folder)[0])
     with np.load(columns_path(folder)) as z:
         meta = json.loads(z["meta"].tobytes())
-    assert meta["steps_sha256"] == hashlib.sha256(steps.read_bytes()).hexdigest()
+    assert meta["steps_digest"] == blake3.blake3(steps.read_bytes()).hexdigest()
     assert meta["steps_bytes"] == steps.stat().st_size
     # the next load hashes the file (its stat was not recorded: just written), and the hash matches: no rows read
     monkeypatch.setattr(columns_module, "episodes_of_file", lambda *a, **k: pytest.fail("rows read again"))
@@ -342,7 +341,6 @@ def test_a_whole_read_keys_the_cache_by_the_files_hash_without_a_second_pass(tmp
 
 def test_a_cut_gzip_is_hashed_to_its_end_and_its_complete_episodes_load(tmp_path):
     import gzip
-    import hashlib
 
     from hera_jax.rollout.records import LoadReport, episodes_of_file
 
@@ -350,11 +348,11 @@ def test_a_cut_gzip_is_hashed_to_its_end_and_its_complete_episodes_load(tmp_path
     packed = gzip.compress((folder / "steps.jsonl").read_bytes())
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(packed[: len(packed) * 2 // 3])
-    digest, report = hashlib.sha256(), LoadReport(path="")
+    digest, report = blake3.blake3(), LoadReport(path="")
     with open(path, "rb") as f:
         episodes = list(episodes_of_file(f, path, report, digest=digest))
         assert f.tell() == path.stat().st_size
-    assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest.hexdigest() == blake3.blake3(path.read_bytes()).hexdigest()
     assert episodes and any("cut or corrupt" in p for p in report.problems), report.problems
 
 

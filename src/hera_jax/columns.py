@@ -4,8 +4,8 @@ Reading `steps.jsonl` validates every row (records.py), which is what a million-
 The columns a router needs (ids, splits, steps, IL labels, success, and each row's index into the distinct states;
 for stage 2's visits also episode lengths, scores, who acted and exploration flips) are written once to
 `<dataset>/features/steps_columns.npz` (an RL iteration's rollouts: `iter_<iii>/rollouts_columns.npz`), keyed by the
-sha256 of the steps file. Records are append-only: when the file is the cached version with episodes appended
-(its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
+digest of the steps file (STEPS_HASH). Records are append-only: when the file is the cached version with episodes
+appended (its first bytes hash to the cached digest), the next load validates only the appended lines and extends the
 columns; any other change (an edit, a cut) makes it validate every row and rebuild, hashing the file in the same
 pass. A plain file of two PARALLEL_MIN_BYTES or more is validated in parts of at least that size, cut at episode
 starts, by one worker process a core, and their columns and reports are joined as one read gives them. A later
@@ -19,7 +19,6 @@ vocabulary, texts as one UTF-8 blob with offsets, so nothing is pickled.
 from __future__ import annotations
 
 import array
-import hashlib
 import json
 import os
 import re
@@ -38,13 +37,14 @@ from typing import Any
 import numpy as np
 
 from hera_jax.features import DEVICE_SIGNALS
-from hera_jax.files import sha256_with_stat, signature_of, stat_of_open, was_still
+from hera_jax.files import HASHES, digest_with_stat, feed, signature_of, stat_of_open, was_still
 from hera_jax.labels import il_label
 from hera_jax.rollout.records import (READ_BUFFER, STEPS_FILE, ContinuesEarlierEpisode, LoadReport,
                                       episodes_of_file, episodes_of_lines, existing_steps_file, parse_step_line)
 
 COLUMNS_FILE = "steps_columns.npz"
-COLUMNS_VERSION = 3  # bump when the stored columns or how they are derived (labels.il_label) change
+COLUMNS_VERSION = 4  # bump when the stored columns, how they are derived (labels.il_label) or STEPS_HASH change
+STEPS_HASH = "blake3"  # what the cache is keyed by: the steps file's digest (files.HASHES)
 CODED = ("episode_id", "task", "split")  # repeated strings: codes into a vocabulary
 NUMERIC = ("variation", "step", "state_index", "label", "success", "episode_steps", "score", "cloud_acted",
            "explored", *DEVICE_SIGNALS)
@@ -76,7 +76,7 @@ def load_step_columns(steps: Path, cache: Path, use_cache: bool = True) -> tuple
             _try_write_cache(cache, digest_hex, size, signature, columns, report)
         return columns, report
     report = LoadReport(path=str(steps))
-    digest = hashlib.sha256() if use_cache else None
+    digest = HASHES[STEPS_HASH]() if use_cache else None
     # hashed as it is read: the digest is of exactly the bytes validated
     with open(steps, "rb", buffering=READ_BUFFER) as f:
         started, stat = time.time_ns(), os.fstat(f.fileno())
@@ -365,8 +365,8 @@ def _load_cached(cache: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] 
             match = _cache_match(meta, list(stat_of_open(steps)), gzipped=steps.suffix == ".gz")
             signature = None
             if match == "hash":
-                digest, signature = sha256_with_stat(steps)
-                match = "same" if digest == meta["steps_sha256"] else "stale"
+                digest, signature = digest_with_stat(steps, STEPS_HASH)
+                match = "same" if digest == meta["steps_digest"] else "stale"
             if match == "stale":
                 return None
             columns = _stored_columns(z, decoded=match != "grown")  # a grown file's are decoded once extended
@@ -376,7 +376,7 @@ def _load_cached(cache: Path, steps: Path) -> tuple[dict[str, Any], LoadReport] 
         return _load_appended(steps, columns, meta, cache)
     report = _stored_report(meta, steps)
     if signature is not None:  # the stat of the very file whose hash matched, for the next process
-        _try_write_cache(cache, meta["steps_sha256"], signature[0], signature, columns, report)
+        _try_write_cache(cache, meta["steps_digest"], signature[0], signature, columns, report)
     return columns, report
 
 
@@ -405,7 +405,7 @@ def _load_appended(steps: Path, columns: dict[str, Any], meta: dict[str, Any],
     with open(steps, "rb") as f:
         started, stat = time.time_ns(), os.fstat(f.fileno())
         digest, ends_line = _hash_prefix(f, head_size)
-        if digest is None or not ends_line or digest.hexdigest() != meta["steps_sha256"]:
+        if digest is None or not ends_line or digest.hexdigest() != meta["steps_digest"]:
             return None
 
         def hashed_lines() -> Iterator[bytes]:  # so that the digest is of exactly the bytes validated
@@ -432,12 +432,10 @@ def _load_appended(steps: Path, columns: dict[str, Any], meta: dict[str, Any],
 
 
 def _hash_prefix(f, size: int) -> tuple[Any, bool]:
-    """The sha256 object of the open file's first `size` bytes (None if it is shorter) and whether they end a line."""
-    digest, last = hashlib.sha256(), b"\n"
-    while f.tell() < size and (block := f.read(min(1 << 22, size - f.tell()))):
-        digest.update(block)
-        last = block[-1:]
-    return (digest if f.tell() == size else None), last == b"\n"
+    """The digest object of the open file's first `size` bytes (None if it is shorter) and whether they end a line."""
+    digest = HASHES[STEPS_HASH]()
+    last = feed(f, digest, size)
+    return (digest if f.tell() == size else None), last in (b"\n", b"")
 
 
 def _stored_report(meta: dict[str, Any], steps: Path) -> LoadReport:
@@ -469,7 +467,7 @@ def _write_cache(path: Path, digest: str, size: int, signature: tuple[int, ...] 
         arrays[f"{name}_offsets"] = _offsets(columns[name])
     for name in NUMERIC:
         arrays[name] = columns[name]
-    meta = {"version": COLUMNS_VERSION, "steps_sha256": digest, "steps_bytes": size,
+    meta = {"version": COLUMNS_VERSION, "steps_digest": digest, "steps_bytes": size,
             "steps_stat": list(signature) if signature else None, "report": report.__dict__, **more_meta}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)

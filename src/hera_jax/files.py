@@ -8,9 +8,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import blake3
 
 from hera_jax.errors import HeraError
+
+# what a file's digest is computed with, by name: a model file by the sha256 its publisher gives; a steps file, which
+# keys its columns cache, by blake3, a cryptographic hash several times faster a byte (benchmarks/RESULTS.md)
+HASHES = {"sha256": hashlib.sha256, "blake3": blake3.blake3}
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
@@ -34,9 +40,9 @@ def read_json_object(path: str | Path, what: str, fix: str) -> dict[str, Any]:
 
 
 def sha256_of(path: str | Path) -> str:
-    """The file's digest, hashed once per process per file version (a model file verified on load and fingerprinted
-    for the decision memo, a steps file keying its columns: one read, not two)."""
-    return sha256_with_stat(path)[0]
+    """The file's sha256, hashed once per process per file version (a model file verified on load and fingerprinted
+    for the decision memo: one read, not two)."""
+    return digest_with_stat(path, "sha256")[0]
 
 
 # How long a file must have been unchanged before its stat may stand for its content: a write within the same
@@ -45,8 +51,9 @@ def sha256_of(path: str | Path) -> str:
 STILL_FOR_NS = 60_000_000_000
 
 
-def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] | None]:
-    """The file's digest and the (size, mtime, inode, ctime) of the very file that was hashed, which may stand for
+def digest_with_stat(path: str | Path, algorithm: str) -> tuple[str, tuple[int, int, int, int] | None]:
+    """The file's digest (hex, by HASHES[algorithm]) and the (size, mtime, inode, ctime) of the very file that was
+    hashed, which may stand for
     the digest while they stay the same (any write moves the ctime, which no tool sets back); None for them when
     they may not: the file changed while it was hashed or within STILL_FOR_NS before, or ctime does not mean "last
     changed" (Windows: creation time). The stat comes from the open file, not the path: a path swapped to another
@@ -55,11 +62,10 @@ def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] |
     with open(path, "rb") as f:
         started = time.time_ns()
         stat = os.fstat(f.fileno())
-        before, key = signature_of(stat), (stat.st_dev, *signature_of(stat))
+        before, key = signature_of(stat), (algorithm, stat.st_dev, *signature_of(stat))
         if key not in _DIGESTS:
-            digest = hashlib.sha256()
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
+            digest = HASHES[algorithm]()
+            feed(f, digest)
             if signature_of(os.fstat(f.fileno())) != before:  # written while hashed: the digest is of no one version
                 return digest.hexdigest(), None
             if len(_DIGESTS) >= 64:
@@ -69,15 +75,25 @@ def sha256_with_stat(path: str | Path) -> tuple[str, tuple[int, int, int, int] |
     return digest, before if still else None
 
 
+def feed(f: BinaryIO, digest: Any, end: int | None = None) -> bytes:
+    """Feed `digest` the open file's bytes from where it stands to offset `end` (to its end if None, or if it is
+    shorter); the last byte fed, b"" if none."""
+    last = b""
+    while (left := (1 << 22) if end is None else min(1 << 22, end - f.tell())) > 0 and (block := f.read(left)):
+        digest.update(block)
+        last = block[-1:]
+    return last
+
+
 def stat_of_open(path: str | Path) -> tuple[int, int, int, int]:
-    """(size, mtime, inode, ctime) of the file at `path`, taken from the opened file (see `sha256_with_stat`)."""
+    """(size, mtime, inode, ctime) of the file at `path`, taken from the opened file (see `digest_with_stat`)."""
     with open(path, "rb") as f:
         return signature_of(os.fstat(f.fileno()))
 
 
 def was_still(stat: os.stat_result, read_from_ns: int) -> bool:
     """Whether a file with this stat, read from `read_from_ns` (time.time_ns()) on without changing meanwhile, may
-    have its stat stand for what was read (see `sha256_with_stat`)."""
+    have its stat stand for what was read (see `digest_with_stat`)."""
     return os.name != "nt" and read_from_ns - stat.st_ctime_ns >= STILL_FOR_NS
 
 
@@ -85,6 +101,6 @@ def signature_of(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
 
 
-# by the hashed file's device and stat, one entry per file version: its digest, and whether the file had been still
-# when it was hashed (its stat may then stand for the digest in a later process)
-_DIGESTS: dict[tuple[int, ...], tuple[str, bool]] = {}
+# by the hash's name and the hashed file's device and stat, one entry per file version: its digest, and whether the
+# file had been still when it was hashed (its stat may then stand for the digest in a later process)
+_DIGESTS: dict[tuple[Any, ...], tuple[str, bool]] = {}
