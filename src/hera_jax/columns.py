@@ -268,13 +268,13 @@ def _merged_reports(path: str, parts: list[tuple[LoadReport, int]]) -> LoadRepor
 
 
 def rows_to_columns(rows: Iterable[dict[str, Any]], decoded: bool = True) -> dict[str, Any]:
-    """Columns of validated step rows (a list or a stream): the CODED string columns (without `decoded`, their codes
-    and vocabularies only: the string arrays are most of the time a large part spends here), `variation` int64, `step`
-    int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8 IL label
-    (-1 where the device or the cloud action is missing), `success` bool, and the device's confidence signals
-    (features.DEVICE_SIGNALS) float32, NaN where the device reported none; for stage 2, `episode_steps` int32,
-    `score` float32, `cloud_acted` bool (the cloud took the step) and `explored` bool (the routing choice was an
-    exploration flip). Holds no per-row Python strings."""
+    """Columns of validated step rows (a list or a stream): the CODED string columns (without `decoded`, only their
+    codes and vocabularies: a part's worker leaves the string arrays to the reader that joins the parts), `variation`
+    int64, `step` int32, `state_index` int32 into `distinct_keys` / `distinct_texts` (first-seen order), `label` int8
+    IL label (-1 where the device or the cloud action is missing), `success` bool, and the device's confidence
+    signals (features.DEVICE_SIGNALS) float32, NaN where the device reported none; for stage 2, `episode_steps`
+    int32, `score` float32, `cloud_acted` bool (the cloud took the step) and `explored` bool (the routing choice was
+    an exploration flip). Holds no per-row Python strings."""
     index_of: dict[str, int] = {}
     distinct_texts: list[str] = []
     label_of: dict[tuple[str, str], int] = {}
@@ -402,7 +402,7 @@ def _load_appended(steps: Path, columns: dict[str, Any], meta: dict[str, Any],
     """`_load_cached` of a file that grew: if its first bytes are the cached version (hashed) and end a line, only
     the lines after them are validated, the columns extended and cached; else None."""
     head_size = meta["steps_bytes"]
-    with open(steps, "rb") as f:
+    with open(steps, "rb", buffering=READ_BUFFER) as f:
         started, stat = time.time_ns(), os.fstat(f.fileno())
         digest, ends_line = _hash_prefix(f, head_size)
         if digest is None or not ends_line or digest.hexdigest() != meta["steps_digest"]:
