@@ -120,7 +120,7 @@ class RLConfig(DataConfig):
     Default per --env: ScienceWorld 20, twc 12, cookingworld 9 (fewer where a task has fewer)."""
     tasks: tuple[str, ...] = ()
     """Tasks to roll out and evaluate; empty = the --num-tasks seen tasks of the IL dataset with the shortest
-    episodes (ScienceWorld resets cost seconds and steps ~0.1 s here, so short tasks keep an iteration cheap)."""
+    episodes (a ScienceWorld reset costs far more than a step, so short tasks keep an iteration cheap)."""
     num_tasks: int = 6
     """With no --tasks: how many seen tasks to use (0 = all tasks not held out as unseen)."""
     exploration: ExplorationConfig = ExplorationConfig()

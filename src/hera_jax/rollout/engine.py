@@ -221,7 +221,7 @@ class LockstepWorker:
         self.config = config
         self._envs: list[GuardedEnv | None] = [None] * config.batch_size
         # With a fresh simulator per episode, the next one starts in the background while episodes run (a
-        # ScienceWorld JVM takes ~2 s to start); a spare has run nothing, so it is as fresh as one made on demand.
+        # ScienceWorld JVM is slow to start); a spare has run nothing, so it is as fresh as one made on demand.
         self._spares: deque[Future] = deque()
         self.processes = SimulatorProcesses()  # of the simulators this worker's threads start
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start",
