@@ -245,6 +245,52 @@ def test_a_file_changed_just_before_it_was_hashed_gets_no_recorded_stat(tmp_path
     assert not hashed
 
 
+def test_a_cache_of_the_sha256_version_is_rebuilt_not_trusted_or_refused(tmp_path, monkeypatch):
+    # a cache written before the key became blake3 (version 3, "steps_sha256"), its recorded stat the file's own
+    import hashlib
+
+    import hera_jax.columns as columns_module
+    import hera_jax.files as files_module
+
+    monkeypatch.setattr(files_module, "STILL_FOR_NS", 0)
+    folder = _toy(tmp_path)
+    steps, cache = folder / "steps.jsonl", columns_path(folder)
+    expected = load_columns(folder, use_cache=False)
+    load_columns(folder)
+    with np.load(cache) as z:
+        arrays = {name: z[name] for name in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta = {**{k: v for k, v in meta.items() if k != "steps_digest"}, "version": 3,
+            "steps_sha256": hashlib.sha256(steps.read_bytes()).hexdigest()}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(cache, "wb") as f:
+        np.savez(f, **arrays)
+    read = []
+    real = columns_module.episodes_of_file
+    monkeypatch.setattr(columns_module, "episodes_of_file", lambda *a, **k: read.append(1) or real(*a, **k))
+    columns, report = load_columns(folder)
+    assert read  # the rows were read again
+    assert_same_columns(expected[0], columns)
+    assert report == expected[1]
+    with np.load(cache) as z:
+        meta = json.loads(z["meta"].tobytes())
+    assert meta["version"] == columns_module.COLUMNS_VERSION and "steps_sha256" not in meta
+    assert meta["steps_digest"] == blake3.blake3(steps.read_bytes()).hexdigest()
+
+
+def test_digests_of_one_file_by_two_hashes_are_kept_apart(tmp_path, monkeypatch):
+    import hashlib
+
+    import hera_jax.files as files_module
+
+    monkeypatch.setattr(files_module, "_DIGESTS", {})
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"weights" * 1000)
+    assert files_module.digest_with_stat(path, "blake3")[0] == blake3.blake3(path.read_bytes()).hexdigest()
+    assert files_module.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert files_module.digest_with_stat(path, "blake3")[0] == blake3.blake3(path.read_bytes()).hexdigest()
+
+
 def test_a_same_size_rewrite_is_not_taken_for_the_cached_records(tmp_path, monkeypatch):
     import os
 

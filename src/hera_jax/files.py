@@ -55,9 +55,10 @@ def digest_with_stat(path: str | Path, algorithm: str) -> tuple[str, tuple[int, 
     """The file's digest (hex, by HASHES[algorithm]) and the (size, mtime, inode, ctime) of the very file that was
     hashed, which may stand for the digest while they stay the same (any write moves the ctime, which no tool sets
     back); None for them when they may not: the file changed while it was hashed or within STILL_FOR_NS before, or
-    ctime does not mean "last changed" (Windows: creation time). The stat comes from the open file, not the path: a path swapped to another
-    file between a stat and the read cannot pair one file's stat with another's digest, and on NFS opening
-    revalidates the attributes a path stat may serve from its cache. Digests are kept per process by that stat."""
+    ctime does not mean "last changed" (Windows: creation time). The stat comes from the open file, not the path: a
+    path swapped to another file between a stat and the read cannot pair one file's stat with another's digest, and
+    on NFS opening revalidates the attributes a path stat may serve from its cache. Digests are kept per process by
+    the hash's name and that stat."""
     with open(path, "rb") as f:
         started = time.time_ns()
         stat = os.fstat(f.fileno())

@@ -22,7 +22,7 @@ class StaleActionsError(RuntimeError):
 class LazyActions(Sequence[str]):
     """A state's valid actions, fetched from the simulator (and sorted) on first use.
 
-    ScienceWorld spends 30-100 ms of Java time per step listing them, while the stand-in agents read them only to make
+    ScienceWorld spends most of a step's Java time listing them, while the stand-in agents read them only to make
     a mistake, and the router never does. `is_current()` says whether the simulator is still at the state; reading
     them after it has moved on raises `StaleActionsError` instead of answering for another state. `guard` lets the
     rollout engine run the fetch under its simulator watchdog.

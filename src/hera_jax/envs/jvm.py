@@ -3,10 +3,10 @@
 ScienceWorld and TextWorldExpress iterate their object sets in JVM identity-hash order. With the JVM's default
 hashes that order follows everything the JVM did before (loading other tasks included), and so did the gold path's
 choices (which plant, which cup), random draws (a thermometer's reading) and TWC's valid actions: an episode's
-records depended on what its simulator ran earlier, and every episode needed a fresh JVM (0.2-2 s each). With
+records depended on what its simulator ran earlier, and every episode needed a fresh JVM (slow to start). With
 `-XX:hashCode=2` every identity hash is the same constant, the order follows insertion alone, and a reused JVM gives
-the same records as a fresh one (tests/test_engine.py). Measured on 10 ScienceWorld test episodes: fresh JVMs
-47 s, one reused JVM 26 s; a step costs ~15 % more than with default hashes (hash buckets collide).
+the same records as a fresh one (tests/test_engine.py). What reuse saves, and what a step costs more with
+colliding hash buckets, is measured in benchmarks/RESULTS.md ("Constant JVM identity hashes").
 
 Both packages start their JVM with py4j's `launch_gateway`, imported into their module, and take no JVM options;
 `constant_identity_hashes(module)` wraps that name once so every JVM the module starts gets the options (and a

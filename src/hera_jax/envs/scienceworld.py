@@ -91,8 +91,8 @@ class ScienceWorld:
         return list(self._variations[task][split])
 
     def reset(self, task: str, variation: int) -> Observation:
-        """A variation's gold path is made once (a load with the gold path: 0.1-0.6 s of Java) and kept; every
-        episode starts from a load without it (0.03-0.05 s). `ScienceWorldEnv.reset` would make the gold path again
+        """A variation's gold path is made once (a load with the gold path costs several times one without) and
+        kept; every episode starts from a load without it. `ScienceWorldEnv.reset` would make the gold path again
         each time. Each episode, and each gold path, is the same whatever ran before on this JVM (tested)."""
         key = (task, variation)
         if key not in self._gold_paths:
@@ -113,7 +113,7 @@ class ScienceWorld:
 
     def _advance(self, action: str) -> StepResult:
         """`ScienceWorldEnv.step` without what it computes for its info dict that we never read: the free look,
-        inventory and task actions, and above all the valid actions (30-100 ms of Java per step), which are fetched
+        inventory and task actions, and above all the valid actions (most of a step's Java time), which are fetched
         only when an agent reads them (`LazyActions`). Same observations, scores and ends (tested against it)."""
         server = self._env.server
         observation = server.step(action)

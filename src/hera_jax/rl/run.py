@@ -7,7 +7,7 @@ Run folder layout (everything a resumed run needs is on disk; a finished iterati
     checkpoints/<i>/            orbax router after iteration i (0 = the IL start)
     iter_000/metrics.json       held-out evaluation of the IL router (+ cloud-only / device-only baselines)
     iter_<i>/rollouts.jsonl     exploration rollouts of iteration i (append-only, resumable per episode)
-    iter_<i>/rollouts_columns.npz  those rollouts as columns (hera_jax.columns), keyed by the file's sha256
+    iter_<i>/rollouts_columns.npz  those rollouts as columns (hera_jax.columns), keyed by the file's digest
     iter_<i>/eval.jsonl         greedy held-out evaluation episodes of the router after iteration i
     iter_<i>/metrics.json       written last: marks iteration i finished
     summary.json                all finished iterations' metrics

@@ -118,7 +118,7 @@ class EngineConfig:
     fires) does not hold the rest for longer (0: never wait)."""
     fresh_env_per_episode: bool | None = None
     """A new simulator for every episode; None: only for envs that do not declare `reuse_safe = True` (see this
-    module's docstring). True costs a simulator start per episode (ScienceWorld 1-3 s); False forces reuse."""
+    module's docstring). True costs a simulator start per episode (a JVM for ScienceWorld); False forces reuse."""
 
     LIMITS: ClassVar[dict] = {"batch_size": COUNT, "workers": COUNT, "env_call_timeout_s": POSITIVE,
                               "max_episode_retries": NON_NEGATIVE, "gather_s": NON_NEGATIVE}
@@ -227,8 +227,8 @@ class LockstepWorker:
         self._starter = ThreadPoolExecutor(max_workers=2, thread_name_prefix="simulator-start",
                                            initializer=self.processes.adopt)
         # The simulators of the slots decided together step at the same time, and a slot whose episode ended
-        # resets (a ScienceWorld reset is 0.1-0.6 s of Java) while the other slots go on stepping: the JVMs work in
-        # parallel with this thread. Each slot's calls stay in order, so the records do not change.
+        # resets (a ScienceWorld reset is many steps' worth of Java) while the other slots go on stepping: the JVMs
+        # work in parallel with this thread. Each slot's calls stay in order, so the records do not change.
         self._slot_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-step",
                                              initializer=self.processes.adopt)
         self._start_pool = ThreadPoolExecutor(max_workers=config.batch_size, thread_name_prefix="simulator-reset",
@@ -412,7 +412,7 @@ class LockstepWorker:
     def _act(self, agent: Agent, states: list) -> list[AgentStep]:
         """`act_batch`; an agent whose `act` is a function of the state alone (`stateless`, e.g. the stand-ins)
         acts on the slot threads instead, so that its reads of the valid actions (a ScienceWorld listing is
-        30-100 ms of Java) run in parallel across the slots' simulators."""
+        most of a step's Java time) run in parallel across the slots' simulators."""
         if getattr(agent, "stateless", False) and len(states) > 1:
             return self._in_parallel([functools.partial(agent.act, state) for state in states])
         return act_batch(agent, states)
@@ -466,7 +466,7 @@ class _VariationQueue:
     """Jobs grouped by episode (task, variation), in order; a slot takes its jobs from one group until the group is
     done, then the next untaken group, then helps the slot with the most left. The jobs of one variation (one per
     evaluated method, or the rollouts of an RL task) then mostly run on one simulator, which makes that variation's
-    gold path once (a ScienceWorld gold path costs 0.1-0.6 s of Java). Records do not depend on the order."""
+    gold path once (a ScienceWorld gold path costs as much Java as many steps). Records do not depend on the order."""
 
     def __init__(self, jobs: Sequence[tuple[int, Job]]):
         groups: dict[tuple, deque] = {}

@@ -297,9 +297,10 @@ def iter_episodes(path: str | Path, report: LoadReport, strict: bool = False) ->
 def episodes_of_file(f: BinaryIO, path: Path, report: LoadReport, strict: bool = False,
                      digest: Any = None) -> Iterator[list[dict[str, Any]]]:
     """`iter_episodes` of `f`, the steps file at `path` opened in binary mode (gzipped if `path` ends in .gz). With
-    `digest` (a hashlib object), the stored bytes (compressed, for .gz) are fed to it as they are read, through to
-    the end of the file once the stream is exhausted (stopped early, it holds what was read so far, `f.tell()`
-    bytes): a reader that keys a cache by the file's hash reads the file once, not twice."""
+    `digest` (a hash object with `update`, e.g. one of files.HASHES), the stored bytes (compressed, for .gz) are fed
+    to it as they are read, through to the end of the file once the stream is exhausted (stopped early, it holds
+    what was read so far, `f.tell()` bytes): a reader that keys a cache by the file's hash reads the file once, not
+    twice."""
     report.path = str(path)
     stream = f if digest is None else io.BufferedReader(_Hashing(f, digest), READ_BUFFER)
     source = gzip.GzipFile(fileobj=stream, mode="rb") if path.suffix == ".gz" else stream
@@ -310,7 +311,7 @@ def episodes_of_file(f: BinaryIO, path: Path, report: LoadReport, strict: bool =
 
 
 class _Hashing(io.RawIOBase):
-    """A binary file read through that feeds every byte read to a hashlib object."""
+    """A binary file read through that feeds every byte read to a hash object."""
 
     def __init__(self, f: BinaryIO, digest: Any) -> None:
         self._f, self._digest = f, digest
