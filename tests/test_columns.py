@@ -426,6 +426,19 @@ def test_concatenated_columns_equal_the_columns_of_all_rows_at_every_split(tmp_p
                 rows[:cut], rows[cut:second], rows[second:]))))
 
 
+def test_a_string_column_holds_its_vocabularys_own_strings_not_a_fixed_width_copy_per_row(tmp_path):
+    from hera_jax.columns import CODED
+
+    folder = _toy(tmp_path)
+    for columns, _ in (load_columns(folder, use_cache=False), load_columns(folder), load_columns(folder)):
+        for name in CODED:
+            column, vocab, codes = columns[name], columns[f"{name}_vocab"], columns[f"{name}_codes"]
+            assert column.dtype == object and len(column) == len(codes) > 0, name
+            assert all(column[i] is vocab[code] for i, code in enumerate(codes.tolist())), name
+    table = load_il_table(folder, ["t1"])  # the unseen tasks' rows get a new split: still one object a value
+    assert table.split.dtype == object and set(table.split.tolist()) >= {"train", "test_unseen"}
+
+
 def test_columns_without_their_decoded_strings_hold_the_same_codes_and_nothing_else_differs(tmp_path):
     from hera_jax.columns import CODED, rows_to_columns
     from hera_jax.rollout.records import read_steps

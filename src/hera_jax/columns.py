@@ -497,9 +497,12 @@ def _stored_columns(z, decoded: bool = True) -> dict[str, Any]:
 
 
 def _decode(name: str, vocab: list[str], codes: np.ndarray) -> dict[str, Any]:
-    """A coded column: its codes, its vocabulary and the string array itself."""
-    words = np.asarray(vocab, dtype=str) if vocab else np.asarray([], str)
-    return {name: words[codes] if len(words) else words, f"{name}_codes": codes, f"{name}_vocab": vocab}
+    """A coded column: its codes, its vocabulary and the column itself, an object array whose rows share the
+    vocabulary's str objects. A fixed-width `<U` array would hold 4 bytes a character of the longest word on every
+    row (gigabytes of episode ids at 10M rows), and sorts and compares slower (benchmarks/RESULTS.md)."""
+    words = np.empty(len(vocab), dtype=object)
+    words[:] = vocab
+    return {name: words[codes], f"{name}_codes": codes, f"{name}_vocab": vocab}
 
 
 def _pack_strings(values: list[str]) -> np.ndarray:

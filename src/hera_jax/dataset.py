@@ -63,7 +63,8 @@ def resolve_dataset(dataset: str | Path | None, env: str) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class StepTable:
-    """Column arrays of every step of the complete episodes in a dataset."""
+    """Column arrays of every step of the complete episodes in a dataset. `episode_id`, `task` and `split` are object
+    arrays of str (rows share their values' str objects, see columns._decode), not fixed-width string arrays."""
 
     episode_id: np.ndarray
     task: np.ndarray
@@ -238,7 +239,7 @@ def hold_out_tasks(table: StepTable, unseen_tasks: Sequence[str]) -> StepTable:
             + (f" ({len(problems)} problem(s) loading it, so episodes may be missing; first: {problems[0]})"
                if problems else "")
         )
-    split = np.where(np.isin(table.task, list(unseen_tasks)), "test_unseen", table.split.astype(object)).astype(str)
+    split = np.where(np.isin(table.task, list(unseen_tasks)), "test_unseen", table.split.astype(object))
     return dataclasses.replace(table, split=split, unseen_tasks=tuple(table.unseen_tasks) + tuple(unseen_tasks))
 
 
