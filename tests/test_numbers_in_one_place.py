@@ -10,6 +10,7 @@ from tests.conftest import ROOT
 PATTERNS = {
     "a run time": re.compile(r"\b\d+(\.\d+)?\s?(min|minutes|hours)\b|\b\d+(\.\d+)?\s?s (on|per|for|wall)\b"
                              r"|\b\d+(\.\d+)?\s?(ms|s)(?!\w|\.\w)"),  # "~0.1 s", "0.1-0.6 s of", "47 s,"
+    "a measured ratio": re.compile(r"~\d+(\.\d+)?x\b"),
     "a date": re.compile(r"\b20\d\d-\d\d-\d\d\b"),
     "an interval": re.compile(r"\[[-+]?0\.\d+,\s?[-+]?0\.\d+\]|\d %? \[\d+(\.\d+)?, \d+(\.\d+)?\]"),
     "an issue number": re.compile(r"\bissue \d+", re.IGNORECASE),

@@ -266,8 +266,8 @@ def shown_problems(report: LoadReport, limit: int = 5) -> list[str]:
     return [*problems, *report.notes]
 
 
-# the buffer a steps file is read through: a line is ~1-2 KB, and with the default 8 KB buffer reading lines costs
-# ~3x as much (benchmarks/RESULTS.md, "the validating read in one pass")
+# the buffer a steps file is read through: a line is a kilobyte or two, and through the default 8 KB buffer reading
+# lines costs several times as much (benchmarks/RESULTS.md, "the validating read in one pass")
 READ_BUFFER = 1 << 20
 
 
