@@ -29,7 +29,7 @@ from common import ROOT, EMBEDDING_DIM, SCALAR_DIM, Timer, environment, human, p
 from hera_jax.cli import run_cli  # noqa: E402
 from hera_jax.router.sharding import config_mesh, data_mesh, make_sharded_train, pad_rows, shard_train_data  # noqa: E402
 from hera_jax.router.train import TrainConfig, TrainData  # noqa: E402
-from hera_jax.sweep import SweepGrid, make_sweep  # noqa: E402
+from hera_jax.sweep import SweepGrid, jit_sweep, make_sweep  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,7 @@ def run_sweeps(cfg: BenchScalingConfig, counts: list[int]) -> list[dict]:
             reference = None
             for k in counts:
                 mesh = None if k == 1 else config_mesh(jax.local_devices()[:k])
-                sweep = jax.jit(make_sweep(base, grid, n, mesh=mesh))
+                sweep = jit_sweep(make_sweep(base, grid, n, mesh=mesh))
                 with Timer() as compile_t:
                     compiled = sweep.lower(data).compile()
                 (result, _), run_s = _timed(compiled, data)

@@ -27,7 +27,9 @@ from common import (  # noqa: E402
 )
 
 from hera_jax.cli import run_cli  # noqa: E402
-from hera_jax.sweep import RLRows, SweepGrid, grid_points, make_sweep  # noqa: E402
+from hera_jax.sweep import (  # noqa: E402
+    RLRows, SweepGrid, grid_points, jit_sweep, make_sweep, sweep_compiler_options,
+)
 from hera_jax.router.train import TrainConfig, make_train  # noqa: E402
 
 
@@ -46,6 +48,9 @@ class BenchSweepConfig:
     pack: bool = True
     """Pack configurations that differ only in width into one network (hera_jax/sweep_packing.py); --no-pack gives
     every configuration a zero-padded network of its own."""
+    compiler_options: bool = True
+    """Compile the sweep as every caller does (hera_jax.sweep.jit_sweep: cuBLAS GEMMs on a GPU);
+    --no-compiler-options compiles it with XLA's defaults, like the one run."""
     matmul_precision: str | None = None
     """jax_default_matmul_precision for both sides ('float32', 'tensorfloat32', ...); None = JAX's default."""
     out: Path = ROOT / "benchmarks" / "results" / "sweep.json"
@@ -69,9 +74,9 @@ def synthetic_rl_rows(num_states: int, fraction: float, seed: int = 1):
     return x_visits, rows
 
 
-def _time(fn, *args) -> tuple[float, float]:
+def _time(jitted, *args) -> tuple[float, float]:
     with Timer() as compile_t:
-        compiled = jax.jit(fn).lower(*args).compile()
+        compiled = jitted.lower(*args).compile()
     jax.block_until_ready(compiled(*args))  # first run (allocations), not counted as steady state
     with Timer() as run_t:
         jax.block_until_ready(compiled(*args))
@@ -89,7 +94,7 @@ def main(cfg: BenchSweepConfig) -> dict:
         data = train_data_on_device(x, y, x_dev, y_dev)
         # patience > epochs: every configuration runs all epochs, so the two sides do comparable work
         single = dataclasses.replace(cfg.single, max_epochs=cfg.epochs, patience=cfg.epochs + 1)
-        one_compile, one_run = _time(make_train(single, n), jax.random.key(0), data)
+        one_compile, one_run = _time(jax.jit(make_train(single, n)), jax.random.key(0), data)
         if "il+rl" in cfg.grid.label_sources:
             x_visits, rl = synthetic_rl_rows(n, cfg.rl_visit_fraction)
             sweep_data = data._replace(
@@ -99,9 +104,13 @@ def main(cfg: BenchSweepConfig) -> dict:
             num_rows = n + len(x_visits)
         else:
             sweep_data, rl, num_rows = data, None, n
-        sweep_compile, sweep_run = _time(make_sweep(single, cfg.grid, num_rows, pack=cfg.pack), sweep_data, rl)
+        sweep = make_sweep(single, cfg.grid, num_rows, pack=cfg.pack)
+        sweep_compile, sweep_run = _time(jit_sweep(sweep) if cfg.compiler_options else jax.jit(sweep),
+                                         sweep_data, rl)
         rows.append({
-            "states": n, "configs": num_configs, "packed": cfg.pack, "label_sources": list(cfg.grid.label_sources),
+            "states": n, "configs": num_configs, "packed": cfg.pack,
+            "sweep_compiler_options": sweep_compiler_options() if cfg.compiler_options else None,
+            "label_sources": list(cfg.grid.label_sources),
             "sweep_rows": num_rows,
             "one_compile_s": one_compile, "one_run_s": one_run,
             "sweep_compile_s": sweep_compile, "sweep_run_s": sweep_run,

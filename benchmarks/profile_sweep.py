@@ -20,7 +20,7 @@ from common import shipped_positive_rate, synthetic_router_data, train_data_on_d
 
 from hera_jax.cli import run_cli  # noqa: E402
 from hera_jax.router.train import TrainConfig, make_train  # noqa: E402
-from hera_jax.sweep import SweepGrid, make_sweep  # noqa: E402
+from hera_jax.sweep import SweepGrid, jit_sweep, make_sweep  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +52,9 @@ def main(cfg: ProfileSweepConfig) -> None:
     data = train_data_on_device(x, y, x_dev, y_dev)
     single = TrainConfig(hidden_sizes=(256, 128), learning_rate=1e-3, max_epochs=cfg.epochs, patience=cfg.epochs + 1)
     steps = cfg.epochs * (n // single.batch_size)
-    for name, fn, args in (("one run", make_train(single, n), (jax.random.key(0), data)),
-                           ("sweep", make_sweep(single, SweepGrid(), n), (data,))):
-        compiled = jax.jit(fn).lower(*args).compile()
+    for name, jitted, args in (("one run", jax.jit(make_train(single, n)), (jax.random.key(0), data)),
+                               ("sweep", jit_sweep(make_sweep(single, SweepGrid(), n)), (data,))):
+        compiled = jitted.lower(*args).compile()
         jax.block_until_ready(compiled(*args))
         with tempfile.TemporaryDirectory() as trace_dir:
             start = time.perf_counter()

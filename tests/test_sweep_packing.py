@@ -103,3 +103,14 @@ def test_a_diverged_router_leaves_its_neighbour_untouched():
     for got, expected in zip(jax.tree.leaves(mine), jax.tree.leaves(want)):
         assert np.all(np.isfinite(np.asarray(got[1])))
         np.testing.assert_allclose(np.asarray(got[1]), np.asarray(expected[1]), atol=1e-5)
+
+
+def test_arrays_every_router_shares_need_no_gradient_select():
+    """Every router reads every input feature and each bias belongs to one unit, so only the kernels between hidden
+    layers have weights to drop; the others are None (no select over the largest gradient at every step)."""
+    heads = slot_heads(grid_packing(SweepGrid()))
+    assert heads.keep["Dense_0"] == {"kernel": None, "bias": None}
+    for layer in ("Dense_1", "Dense_2"):
+        assert heads.keep[layer]["bias"] is None
+        kernel = np.asarray(heads.keep[layer]["kernel"])
+        assert kernel.dtype == bool and kernel.any() and not kernel.all()

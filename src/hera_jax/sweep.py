@@ -43,11 +43,27 @@ from hera_jax.sweep_packing import Packing, pack_configurations, pack_params, sl
 from hera_jax.rollout.routing import routes_to_cloud
 from hera_jax.router.model import RouterMLP, p_cloud
 from hera_jax.router.sharding import CONFIG_AXIS
-from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos_weight, init_router_params,
-                                   make_train)
+from hera_jax.router.train import (TrainConfig, TrainData, TrainResult, auto_pos_weight, epoch_order,
+                                   init_router_params, make_train)
 
 
 LABEL_SOURCES = ("il", "il+rl")
+
+# On a GPU the sweep's batched GEMMs go through cuBLAS instead of XLA's Triton GEMM fusions: the program compiles in
+# less time and runs no slower (benchmarks/RESULTS.md, "the sweep's GEMMs through cuBLAS"). A single run keeps
+# XLA's default, which is faster for its small, unbatched GEMMs.
+GPU_SWEEP_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def sweep_compiler_options(platform: str | None = None) -> dict | None:
+    """XLA options for compiling a sweep on `platform` (default: JAX's default backend); None: XLA's defaults."""
+    return dict(GPU_SWEEP_COMPILER_OPTIONS) if (platform or jax.default_backend()) == "gpu" else None
+
+
+def jit_sweep(sweep, platform: str | None = None):
+    """`jax.jit(sweep)` with `sweep_compiler_options`; every caller that compiles a `make_sweep` program goes
+    through here."""
+    return jax.jit(sweep, compiler_options=sweep_compiler_options(platform))
 
 
 class LabelVariant(NamedTuple):
@@ -184,7 +200,7 @@ def score_heldout(model: RouterMLP, params: dict, x_visits: jax.Array, rl: RLRow
 def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | None = None,
                il_weight: float = 1.0, score_cost_weight: float = 0.02, pack: bool = True):
     """`sweep(data, rl=None) -> (TrainResult, RLScores | None)` with a leading axis over `grid_points(grid)`; jit it
-    once for the whole grid.
+    once for the whole grid, with `jit_sweep`.
 
     With `pack` (the default), configurations that differ only in their width train side by side in one network
     (hera_jax/sweep_packing.py: half the networks for the default grid, each router trained exactly as alone);
@@ -235,6 +251,14 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         )
         rngs = config_rngs[lead]
         lrs = jnp.asarray(points.learning_rate[lead], jnp.float32)
+        # Networks of one seed see the same rows in the same order: each seed's epoch order is computed once (a
+        # permutation of every training row per epoch; per network it was a sort of the whole set each).
+        seeds, seed_index = np.unique(points.seed[lead], return_inverse=True)
+        seed_rngs = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+
+        def shuffle_of(index):
+            return lambda epoch: jax.vmap(lambda r: epoch_order(r, epoch, num_train, wide.max_epochs))(
+                seed_rngs)[index]
         if packed:
             slot_init = jax.tree.map(lambda a: a[take], pack_params(init_params, packing))
             heads = jax.tree.map(lambda a: a[take], slot_heads(packing))
@@ -247,8 +271,8 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
             return unpack_result(slot_result, packing, wide_shapes) if packed else slot_result
 
         if rl is None:
-            args = spread((rngs, lrs, slot_init, heads))
-            result = jax.vmap(lambda r, lr, p, h: train(r, data, lr, p, heads=h))(*args)
+            args = spread((rngs, lrs, slot_init, heads, seed_index))
+            result = jax.vmap(lambda r, lr, p, h, i: train(r, data, lr, p, heads=h, shuffle=shuffle_of(i)))(*args)
             return _cut(per_config(result), out_shapes), None
         num_groups = rl.heldout.shape[0]
         num_visits = rl.group.shape[0]
@@ -257,10 +281,10 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         options = sweep_label_options(grid, points, lead)
         labels = jax.vmap(lambda use, o: label_targets(y_il, rl, num_groups, use, o, il_weight))(uses_rl, options)
 
-        def train_slot(r, lr, p, h, y, w, pos_weight):
-            return train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight, heads=h)
+        def train_slot(r, lr, p, h, i, y, w, pos_weight):
+            return train(r, data._replace(y_train=y, w_train=w), lr, p, pos_weight, heads=h, shuffle=shuffle_of(i))
 
-        result = per_config(jax.vmap(train_slot)(*spread((rngs, lrs, slot_init, heads, *labels))))
+        result = per_config(jax.vmap(train_slot)(*spread((rngs, lrs, slot_init, heads, seed_index, *labels))))
         x_visits = data.x_train[:num_visits]
         scores = jax.vmap(lambda p: RLScores(*score_heldout(model, p, x_visits, rl, num_groups, score_cost_weight)))(
             result.params)

@@ -34,7 +34,10 @@ from hera_jax.rl.visits import grouped_visits, groups_of_keys, heldout_groups
 from hera_jax.files import write_json_atomic
 from hera_jax.router.il import build_features, il_train_data
 from hera_jax.router.sharding import config_mesh
-from hera_jax.sweep import RLRows, SweepGrid, grid_packing, grid_points, make_sweep, plot_sweep, sweep_table
+from hera_jax.sweep import (
+    RLRows, SweepGrid, grid_packing, grid_points, jit_sweep, make_sweep, plot_sweep, sweep_compiler_options,
+    sweep_table,
+)
 from hera_jax.router.train import TrainConfig, TrainData
 from hera_jax.runs import RUNS_ROOT, config_json, locked_run_dir, new_run_dir, require_empty
 from hera_jax.sweep_config import SweepConfig  # noqa: F401  (re-exported)
@@ -87,7 +90,7 @@ def run_sweep(data: TrainData, base: TrainConfig, grid: SweepGrid, rl: RLRows | 
     say(f"compiling the sweep: one program for the whole grid ({len(grid_points(grid).seed)} configurations in "
         f"{networks} networks), {num_train} training rows ...")
     t0 = time.perf_counter()
-    compiled = wait(lambda: jax.jit(sweep).lower(data, rl).compile(), "compiling")
+    compiled = wait(lambda: jit_sweep(sweep).lower(data, rl).compile(), "compiling")
     t1 = time.perf_counter()
     say(f"compiled in {t1 - t0:.1f}s; training every configuration (up to {base.max_epochs} epochs) ...")
     result, scores = wait(lambda: jax.block_until_ready(compiled(data, rl)), "training")
@@ -184,6 +187,7 @@ def sweep_into(config: SweepConfig, dataset: Path, out: Path, console) -> dict:
                "num_configs": len(rows), "networks": grid_packing(config.grid).num_slots,
                "newly_embedded_states": num_new,
                "timings_s": seconds, "devices": [str(d) for d in devices],
+               "compiler_options": sweep_compiler_options(),
                "configs_spread_over_devices": mesh is not None, "rl": rl_stats, "rows": rows}
     write_json_atomic(out / "sweep.json", summary)
     write_json_atomic(out / "config.json", config_json(config))

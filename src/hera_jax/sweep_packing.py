@@ -87,11 +87,12 @@ def slot_heads(packing: Packing) -> Heads:
             unit_head.append(jnp.asarray(head, jnp.int32))
         else:  # output column k is head k's
             head = np.broadcast_to(np.arange(num_heads), (num_slots, num_heads))
-        if layer == 0:  # every router reads every input feature
-            kernel_keep = np.ones((num_slots, 1, 1), bool)
-        else:
-            kernel_keep = (previous[:, :, None] == head[:, None, :]) & (previous[:, :, None] >= 0)
-        keep[f"Dense_{layer}"] = {"kernel": jnp.asarray(kernel_keep), "bias": jnp.ones((num_slots, 1), bool)}
+        # None: every weight of the array is kept, so make_train selects nothing there at each step. Every router
+        # reads every input feature, and each bias belongs to one unit.
+        kernel_keep = None
+        if layer > 0:
+            kernel_keep = jnp.asarray((previous[:, :, None] == head[:, None, :]) & (previous[:, :, None] >= 0))
+        keep[f"Dense_{layer}"] = {"kernel": kernel_keep, "bias": None}
         column = np.maximum(head, 0)  # an unused unit holds zeros whichever router "owns" it
         head_of[f"Dense_{layer}"] = {"kernel": jnp.asarray(column[:, None, :]), "bias": jnp.asarray(column)}
         previous = head

@@ -54,9 +54,9 @@ class _Carry(NamedTuple):
 class Heads(NamedTuple):
     """Several routers trained side by side in one network (hera_jax/sweep.py packs narrow configurations into one
     wide slot). `unit_head` gives each hidden unit's router (model.packed_logits); `keep` is False for the weights
-    between two routers' blocks, whose gradients are dropped so they stay zero; `head_of` names the router each
-    parameter belongs to, so each router keeps its own best-on-dev parameters and its own early stopping (both
-    params-shaped, broadcastable to each leaf)."""
+    between two routers' blocks, whose gradients are dropped so they stay zero (None: every weight of that array is
+    kept); `head_of` names the router each parameter belongs to, so each router keeps its own best-on-dev
+    parameters and its own early stopping (both params-shaped, broadcastable to each leaf)."""
 
     unit_head: tuple[jax.Array, ...]
     keep: dict
@@ -76,6 +76,12 @@ def init_router_params(hidden_sizes, rng: jax.Array, example_x: jax.Array) -> di
     """The parameters `train(rng, data)` starts from (init half of its split rng); the sweep pads these."""
     init_rng, _ = jax.random.split(rng)
     return RouterMLP(tuple(hidden_sizes)).init(init_rng, example_x)["params"]
+
+
+def epoch_order(rng: jax.Array, epoch, num_train: int, max_epochs: int) -> jax.Array:
+    """int[num_train]: the row order `train(rng, ...)` uses in `epoch` (a permutation from the epoch's key)."""
+    _, epochs_rng = jax.random.split(rng)
+    return jax.random.permutation(jax.random.split(epochs_rng, max_epochs)[epoch], num_train)
 
 
 def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_stopped_epochs: bool = True,
@@ -109,15 +115,16 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
         raise ValueError(f"select_metric must be 'dev_auroc' or 'dev_loss', got {config.select_metric!r}")
 
     def train(rng: jax.Array, data: TrainData, learning_rate=None, init_params=None, pos_weight=None,
-              heads: Heads | None = None) -> TrainResult:
+              heads: Heads | None = None, shuffle=None) -> TrainResult:
         """`learning_rate` (default config.learning_rate), `init_params` (default: fresh init from `rng`) and
         `pos_weight` (default: config.pos_weight, or automatic) may be traced, so one compiled program can train many
-        configurations (experiments/sweep.py)."""
+        configurations (experiments/sweep.py). `shuffle(epoch)`, if given, must return `epoch_order(rng, epoch,
+        ...)`: a vmapped sweep computes each seed's orders once for all the networks that share it."""
         if packed != (heads is not None):
             raise ValueError("make_train(num_heads=K) trains with heads=Heads(...), and only then")
         peak = config.learning_rate if learning_rate is None else learning_rate
         optimizer = optax.adamw(lambda step: peak * unit_schedule(step), weight_decay=config.weight_decay)
-        init_rng, epochs_rng = jax.random.split(rng)
+        init_rng, _ = jax.random.split(rng)
         params = model.init(init_rng, data.x_train[:1])["params"] if init_params is None else init_params
         if pos_weight is None:
             pos_weight = (auto_pos_weight(data.y_train, data.w_train) if config.pos_weight is None
@@ -144,7 +151,8 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, *batch)
             if packed:  # a select, not a product: a NaN gradient must not survive as NaN * 0
-                grads = jax.tree.map(lambda g, keep: jnp.where(keep, g, 0.0), grads, heads.keep)
+                grads = jax.tree.map(lambda g, keep: g if keep is None else jnp.where(keep, g, 0.0), grads,
+                                     heads.keep, is_leaf=lambda leaf: leaf is None)
             updates, opt_state = optimizer.update(grads, opt_state, p)
             return (optax.apply_updates(p, updates), opt_state), losses
 
@@ -153,11 +161,12 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
                 return jax.tree.map(lambda n, o, head: jnp.where(improved[head], n, o), new, old, heads.head_of)
             return jax.tree.map(lambda n, o: jnp.where(improved[0], n, o), new, old)
 
-        def run_epoch(carry: _Carry, epoch_rng):
+        def run_epoch(carry: _Carry, epoch):
             # A stopped router (of a vmapped sweep, or a packed head) may train on, but its best parameters, scores
             # and counters no longer move, so it ends exactly as if it had stopped.
             stopped = carry.epochs_since_best >= config.patience
-            order = jax.random.permutation(epoch_rng, num_train)[: steps_per_epoch * batch_size]
+            order = (epoch_order(rng, epoch, num_train, config.max_epochs) if shuffle is None
+                     else shuffle(epoch))[: steps_per_epoch * batch_size]
             (p, opt_state), losses = jax.lax.scan(
                 sgd_step, (carry.params, carry.opt_state), order.reshape(steps_per_epoch, batch_size)
             )
@@ -183,12 +192,12 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
             metrics = (jnp.mean(losses, axis=0), dev_loss, dev_auc)
             return new_carry, jax.tree.map(lambda m: jnp.where(stopped, jnp.nan, m), metrics)
 
-        def epoch(carry: _Carry, epoch_rng):
+        def epoch(carry: _Carry, epoch):
             if skip_stopped_epochs:
                 all_stopped = jnp.all(carry.epochs_since_best >= config.patience)
                 nan3 = (jnp.full(num_outputs, jnp.nan, jnp.float32),) * 3
-                return jax.lax.cond(all_stopped, lambda c, r: (c, nan3), run_epoch, carry, epoch_rng)
-            return run_epoch(carry, epoch_rng)
+                return jax.lax.cond(all_stopped, lambda c, e: (c, nan3), run_epoch, carry, epoch)
+            return run_epoch(carry, epoch)
 
         carry = _Carry(
             params=params,
@@ -200,7 +209,7 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
             epochs_run=jnp.zeros(num_outputs, jnp.int32),
         )
         carry, (train_loss, dev_loss, dev_auc) = jax.lax.scan(
-            epoch, carry, jax.random.split(epochs_rng, config.max_epochs)
+            epoch, carry, jnp.arange(config.max_epochs)
         )
         result = TrainResult(carry.best_params, carry.best_epoch, carry.epochs_run, train_loss, dev_loss, dev_auc)
         if packed:
