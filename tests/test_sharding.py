@@ -74,7 +74,7 @@ SWEEP_SCRIPT = textwrap.dedent("""
     import json, re
     import jax, jax.numpy as jnp, numpy as np
     from hera_jax.router.sharding import config_mesh
-    from hera_jax.sweep import SweepGrid, make_sweep
+    from hera_jax.sweep import SweepGrid, jit_sweep, make_sweep
     from hera_jax.router.train import TrainConfig, TrainData
 
     rng = np.random.default_rng(0)
@@ -85,8 +85,8 @@ SWEEP_SCRIPT = textwrap.dedent("""
     # 6 configurations over 4 devices: padded to 8, two per device
     grid = SweepGrid(seeds=(0, 1, 2), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8)))
     base = TrainConfig(max_epochs=4, patience=4, batch_size=64)
-    single, _ = jax.jit(make_sweep(base, grid, n))(data)
-    spread = jax.jit(make_sweep(base, grid, n, mesh=config_mesh()))
+    single, _ = jit_sweep(make_sweep(base, grid, n))(data)
+    spread = jit_sweep(make_sweep(base, grid, n, mesh=config_mesh()))
     sharded, _ = spread(data)
     hlo = spread.lower(data).compile().as_text()
     print(json.dumps({

@@ -9,7 +9,7 @@ import pytest
 from hera_jax.sweep import (
     SweepGrid, grid_points, jit_sweep, make_sweep, padded_widths, sweep_compiler_options, sweep_table, unpad_params,
 )
-from hera_jax.router.train import TrainConfig, TrainData, make_train
+from hera_jax.router.train import TrainConfig, TrainData, epoch_order, make_train
 
 
 def _data(n=512, n_dev=128, d=12, seed=0):
@@ -150,16 +150,18 @@ def test_label_sweep_equals_separate_runs_and_scores_each_config():
     num_train = int(data.x_train.shape[0])
     base = TrainConfig(max_epochs=5, patience=5, batch_size=64)
     # 8x4 and 16x8 share one network per label variant (sweep_packing), 24x12 has its own
-    grid = SweepGrid(seeds=(0,), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8), (24, 12)),
+    # two seeds: networks of each seed share its row orders, also where every network computes its own labels
+    grid = SweepGrid(seeds=(0, 1), learning_rates=(3e-3,), hidden_sizes=((8, 4), (16, 8), (24, 12)),
                      label_sources=("il", "il+rl"), cost_weights=(0.0, 0.2))
     points = grid_points(grid)
-    assert len(points.seed) == 9 and points.uses_rl.tolist() == [False, True, True] * 3
+    assert len(points.seed) == 18 and points.uses_rl.tolist() == [False, False, True, True, True, True] * 3
+    assert points.seed.tolist() == [0, 1] * 9
     result, scores = jax.jit(make_sweep(base, grid, num_train, il_weight=0.5, score_cost_weight=0.1))(data, rl)
     rows = sweep_table(grid, result, scores)
-    assert [r["labels"] for r in rows[:3]] == ["il", "il+rl c=0", "il+rl c=0.2"]
+    assert [r["labels"] for r in rows[:6:2]] == ["il", "il+rl c=0", "il+rl c=0.2"]
     num_visits, num_groups = rl.group.shape[0], rl.heldout.shape[0]
     options = sweep_label_options(grid, points)
-    for i in (0, 4):  # the narrow IL-only configuration and the wide one at cost weight 0
+    for i in (0, 8, 9):  # the narrow IL-only configuration and the wide one at cost weight 0, of both seeds
         hidden = grid.hidden_sizes[int(points.width_index[i])]
         y, w, pos_weight = label_targets(data.y_train[num_visits:], rl, num_groups, jnp.bool_(points.uses_rl[i]),
                                          jax.tree.map(lambda a: a[i], options), 0.5)
@@ -172,7 +174,7 @@ def test_label_sweep_equals_separate_runs_and_scores_each_config():
         np.testing.assert_allclose(float(scores.heldout_agreement[i]), float(agree), atol=1e-5)
         np.testing.assert_allclose(float(scores.heldout_cloud_ratio[i]), float(ratio), atol=1e-5)
     # label variants really train differently
-    assert not np.allclose(np.asarray(result.dev_loss[3]), np.asarray(result.dev_loss[4]))
+    assert not np.allclose(np.asarray(result.dev_loss[6]), np.asarray(result.dev_loss[8]))
 
 
 def test_il_rl_labels_without_visits_are_refused():
@@ -213,3 +215,15 @@ def test_only_gpus_compile_the_sweep_with_cublas_gemms():
     mine, _ = jit_sweep(sweep)(data)
     plain, _ = jax.jit(sweep)(data)
     np.testing.assert_array_equal(np.asarray(mine.dev_loss), np.asarray(plain.dev_loss))
+    # XLA checks option names on every backend, so a misspelt GPU option fails here too
+    assert jit_sweep(sweep, platform="gpu").lower(data).compile() is not None
+
+
+def test_epoch_order_is_the_permutation_of_each_epochs_key():
+    """The order a run of its own draws: its key split in two, the second split into one key per epoch."""
+    rng = jax.random.key(7)
+    epoch_keys = jax.random.split(jax.random.split(rng)[1], 5)
+    for epoch in range(5):
+        np.testing.assert_array_equal(np.asarray(epoch_order(rng, epoch, 300, 5)),
+                                      np.asarray(jax.random.permutation(epoch_keys[epoch], 300)))
+    assert not np.array_equal(np.asarray(epoch_order(rng, 0, 300, 5)), np.asarray(epoch_order(rng, 1, 300, 5)))

@@ -12,7 +12,7 @@ import pytest
 from hera_jax.errors import HeraError
 from hera_jax.features import FeatureSpec
 from hera_jax import sweep_app
-from hera_jax.sweep import SweepGrid
+from hera_jax.sweep import SweepGrid, sweep_compiler_options
 from hera_jax.router.train import TrainConfig
 from tests.test_rl_loop import DIM, _config, _run, collect_keyroom_dataset
 
@@ -48,7 +48,7 @@ def test_sweep_over_label_sources_and_cost_weights(sweep_cli, rl_run, tmp_path):
     frame = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert len(frame) == summary["num_configs"] == 2 * 3 * 2  # widths x (il, il+rl at 2 cost weights) x seeds
     assert summary["networks"] == summary["num_configs"]  # 8 + 16 units do not fit in 16: a network each
-    assert summary["compiler_options"] is None  # XLA's defaults on a CPU (cuBLAS GEMMs only on a GPU)
+    assert summary["compiler_options"] == sweep_compiler_options()  # None on a CPU: cuBLAS GEMMs only on a GPU
     assert frame["labels"].unique().tolist() == ["il", "il+rl c=0", "il+rl c=0.05"]
     assert frame["best_dev_auroc"].between(0, 1).all()
     assert frame["heldout_rl_agreement"].between(0, 1).all() and frame["heldout_cloud_ratio"].between(0, 1).all()

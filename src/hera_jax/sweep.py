@@ -61,9 +61,10 @@ def sweep_compiler_options(platform: str | None = None) -> dict | None:
 
 
 def jit_sweep(sweep, platform: str | None = None):
-    """`jax.jit(sweep)` with `sweep_compiler_options`; every caller that compiles a `make_sweep` program goes
-    through here."""
-    return jax.jit(sweep, compiler_options=sweep_compiler_options(platform))
+    """`jax.jit(sweep)` with `sweep_compiler_options`: how sweep_app, the benchmarks and the notebook compile a
+    `make_sweep` program (a plain `jax.jit` works too, with XLA's default GEMMs)."""
+    options = sweep_compiler_options(platform)
+    return jax.jit(sweep) if options is None else jax.jit(sweep, compiler_options=options)
 
 
 class LabelVariant(NamedTuple):
@@ -251,12 +252,16 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         )
         rngs = config_rngs[lead]
         lrs = jnp.asarray(points.learning_rate[lead], jnp.float32)
-        # Networks of one seed see the same rows in the same order: each seed's epoch order is computed once (a
-        # permutation of every training row per epoch; per network it was a sort of the whole set each).
+        # Networks of one seed see the same rows in the same order: each seed's epoch order (a sort of every
+        # training row) is computed once, not once per network. Every device computes all seeds' orders, so over a
+        # mesh this only pays while there are no more seeds than networks on a device.
         seeds, seed_index = np.unique(points.seed[lead], return_inverse=True)
+        share_orders = len(seeds) <= len(take) // devices
         seed_rngs = jax.vmap(jax.random.key)(jnp.asarray(seeds))
 
         def shuffle_of(index):
+            if not share_orders:
+                return None
             return lambda epoch: jax.vmap(lambda r: epoch_order(r, epoch, num_train, wide.max_epochs))(
                 seed_rngs)[index]
         if packed:

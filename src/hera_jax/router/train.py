@@ -4,7 +4,7 @@
 inside an epoch are another; early stopping keeps the best-on-dev parameters in the scan carry and stops once
 `patience` epochs pass without improvement (the remaining epochs are skipped, or, under vmap, run and discarded).
 Because it is one pure function it can be vmapped over seeds or hyper-parameters of equal shape
-(experiments/sweep.py) and sharded over devices; `num_heads` trains several routers packed in one network.
+(hera_jax/sweep.py) and sharded over devices; `num_heads` trains several routers packed in one network.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def make_train(config: TrainConfig, num_train: int, batch_sharding=None, skip_st
               heads: Heads | None = None, shuffle=None) -> TrainResult:
         """`learning_rate` (default config.learning_rate), `init_params` (default: fresh init from `rng`) and
         `pos_weight` (default: config.pos_weight, or automatic) may be traced, so one compiled program can train many
-        configurations (experiments/sweep.py). `shuffle(epoch)`, if given, must return `epoch_order(rng, epoch,
+        configurations (hera_jax/sweep.py). `shuffle(epoch)`, if given, must return `epoch_order(rng, epoch,
         ...)`: a vmapped sweep computes each seed's orders once for all the networks that share it."""
         if packed != (heads is not None):
             raise ValueError("make_train(num_heads=K) trains with heads=Heads(...), and only then")
