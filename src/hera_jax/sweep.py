@@ -255,9 +255,9 @@ def make_sweep(base: TrainConfig, grid: SweepGrid, num_train: int, mesh: Mesh | 
         # Networks of one seed see the same rows in the same order: each seed's epoch order (a sort of every
         # training row) is computed once, not once per network. Every device computes all seeds' orders, so over a
         # mesh this only pays while there are no more seeds than networks on a device.
-        seeds, seed_index = np.unique(points.seed[lead], return_inverse=True)
+        seeds, first_network, seed_index = np.unique(points.seed[lead], return_index=True, return_inverse=True)
         share_orders = len(seeds) <= len(take) // devices
-        seed_rngs = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+        seed_rngs = rngs[first_network]  # the very keys those networks train from
 
         def shuffle_of(index):
             if not share_orders:
